@@ -1,0 +1,162 @@
+"""Pixels: decoding uploads, premultiplied resampling, cropping layers to their content."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .errors import ErrorCode, LayerBridgeError
+
+MAX_SIDE = 30_000
+
+
+@dataclass
+class PlacedLayer:
+    """One RGBA layer cropped to its non-transparent bounds, placed at (x, y) on the canvas."""
+
+    name: str
+    x: int
+    y: int
+    pixels: np.ndarray  # (height, width, 4) uint8, straight alpha; (0, 0, 4) when empty
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def check_size(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise LayerBridgeError(ErrorCode.invalid_image, f"image has no pixels ({width}×{height})")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise LayerBridgeError(
+            ErrorCode.image_too_large, f"image is {width}×{height}; each side must be at most {MAX_SIDE} px"
+        )
+    if width * height > max_pixels:
+        raise LayerBridgeError(
+            ErrorCode.image_too_large,
+            f"image is {width * height / 1e6:.1f} megapixels; this server accepts at most {max_pixels / 1e6:.1f}",
+        )
+
+
+def from_raw_rgba(data: bytes, width: int, height: int, max_pixels: int) -> np.ndarray:
+    """Raw `rgba8` bytes (see docs/protocol.md) to an (h, w, 4) uint8 array."""
+    check_size(width, height, max_pixels)
+    expected = width * height * 4
+    if len(data) != expected:
+        raise LayerBridgeError(
+            ErrorCode.invalid_image, f"raw RGBA image of {width}×{height} needs {expected} bytes, got {len(data)}"
+        )
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4).copy()
+
+
+def decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """Any image file Pillow reads to an (h, w, 4) uint8 straight-alpha RGBA array."""
+    if not data:
+        raise LayerBridgeError(ErrorCode.invalid_image, "the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            img = Image.open(io.BytesIO(data))
+            check_size(img.width, img.height, max_pixels)
+            img.load()
+    except LayerBridgeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise LayerBridgeError(ErrorCode.image_too_large, f"image refused as a decompression bomb: {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise LayerBridgeError(ErrorCode.invalid_image, f"the image could not be decoded: {exc}") from exc
+    return to_rgba8(img)
+
+
+def to_rgba8(img: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode to RGBA 8-bit, or refuse clearly."""
+    mode = img.mode
+    if mode == "RGBA":
+        return np.asarray(img, dtype=np.uint8).copy()
+    if mode == "F":
+        raise LayerBridgeError(
+            ErrorCode.unsupported_image, "32-bit float images are not supported: convert the document to 8 or 16 bits"
+        )
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        alpha = np.full_like(gray, 255)
+        return np.dstack([gray, gray, gray, alpha])
+    try:
+        return np.asarray(img.convert("RGBA"), dtype=np.uint8).copy()
+    except Exception as exc:
+        raise LayerBridgeError(ErrorCode.unsupported_image, f"images in mode {mode} are not supported") from exc
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def premultiply(rgba: np.ndarray) -> np.ndarray:
+    """uint8 straight RGBA to float32 premultiplied RGBA in 0..1."""
+    f = rgba.astype(np.float32) / 255.0
+    f[..., :3] *= f[..., 3:4]
+    return f
+
+
+def unpremultiply(f: np.ndarray) -> np.ndarray:
+    """float32 premultiplied RGBA in 0..1 to uint8 straight RGBA."""
+    alpha = np.clip(f[..., 3:4], 0.0, 1.0)
+    rgb = np.where(alpha > 1e-6, f[..., :3] / np.maximum(alpha, 1e-6), 0.0)
+    out = np.concatenate([np.clip(rgb, 0.0, 1.0), alpha], axis=-1)
+    return np.rint(out * 255.0).astype(np.uint8)
+
+
+def resize_premultiplied(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resample straight RGBA with premultiplied alpha (Lanczos), so edges get no dark fringes."""
+    if rgba.shape[1] == width and rgba.shape[0] == height:
+        return rgba.copy()
+    pre = premultiply(rgba)
+    channels = [
+        np.asarray(Image.fromarray(pre[..., c], "F").resize((width, height), Image.LANCZOS)) for c in range(4)
+    ]
+    return unpremultiply(np.stack(channels, axis=-1))
+
+
+def crop_to_content(name: str, full: np.ndarray) -> PlacedLayer:
+    """Crop a full-canvas layer to its non-transparent bounds."""
+    alpha = full[..., 3]
+    rows = np.flatnonzero(alpha.any(axis=1))
+    if rows.size == 0:
+        return PlacedLayer(name, 0, 0, np.zeros((0, 0, 4), dtype=np.uint8))
+    cols = np.flatnonzero(alpha.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return PlacedLayer(name, x0, y0, np.ascontiguousarray(full[y0:y1, x0:x1]))
+
+
+def resample_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequence[str]) -> list[PlacedLayer]:
+    """Plain restoration: each model layer resampled to the source's size (premultiplied), then cropped."""
+    height, width = source.shape[:2]
+    return [crop_to_content(name, resize_premultiplied(layer, width, height)) for name, layer in zip(names, layers)]
+
+
+def composite(layers: Sequence[PlacedLayer], width: int, height: int) -> np.ndarray:
+    """Normal 'over' blending, bottom to top, in float; returns premultiplied float RGBA (h, w, 4)."""
+    out = np.zeros((height, width, 4), dtype=np.float64)
+    for layer in layers:
+        if layer.width == 0:
+            continue
+        f = layer.pixels.astype(np.float64) / 255.0
+        a = f[..., 3:4]
+        src = np.concatenate([f[..., :3] * a, a], axis=-1)
+        region = out[layer.y : layer.y + layer.height, layer.x : layer.x + layer.width]
+        region[...] = src + region * (1.0 - a)
+    return out
