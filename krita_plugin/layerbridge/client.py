@@ -1,0 +1,360 @@
+"""The HTTP side of protocol v1 through Qt's own networking; never blocks the UI."""
+
+import json
+from typing import Callable, Dict, Optional
+
+from . import protocol
+from .qt import (CANCELED_ERROR, CONTENT_TYPE, HTTP_STATUS, NO_ERROR, QNetworkRequest, QtCore,
+                 QtNetwork)
+
+REQUEST_TIMEOUT_MS = 30000
+UPLOAD_TIMEOUT_MS = 300000
+STREAM_TIMEOUT_MS = 45000       # the server sends a keepalive line every 15 s
+POLL_MS = 1000
+RECOVER_S = 180                 # how long a lost connection is retried before giving up
+
+
+class Answer:
+    """A finished HTTP exchange: status (0 = no HTTP answer), body, headers, network error."""
+
+    def __init__(self, reply: "QtNetwork.QNetworkReply") -> None:
+        status = reply.attribute(HTTP_STATUS)
+        self.status = int(status) if status is not None else 0
+        self.body = bytes(reply.readAll())
+        self.error = reply.error()
+        self.error_text = reply.errorString()
+        self.headers = {bytes(k).decode("latin-1").lower(): bytes(reply.rawHeader(k)).decode("latin-1")
+                        for k in reply.rawHeaderList()}
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> dict:
+        obj = json.loads(self.body.decode("utf-8"))
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        return obj
+
+    def failure(self) -> "tuple[str, str]":
+        """(code, message) for an answer that is not a success."""
+        if self.status:
+            return protocol.error_from_body(self.status, self.body)
+        if self.error == CANCELED_ERROR:
+            return "timeout", self.error_text
+        text = self.error_text or "no answer"
+        low = text.lower()
+        if "refused" in low or "host not found" in low or "unreachable" in low or "not found" in low:
+            return "unreachable", text
+        return ("timeout" if "timed out" in low or "timeout" in low else "unreachable"), text
+
+
+class Api(QtCore.QObject):
+    """Requests to one server, with its token."""
+
+    def __init__(self, url: str, token: str, parent: Optional[QtCore.QObject] = None) -> None:
+        super().__init__(parent)
+        self.url = url.rstrip("/")
+        self.token = token
+        self.nam = QtNetwork.QNetworkAccessManager(self)
+
+    def _request(self, path: str, timeout_ms: int) -> QNetworkRequest:
+        req = QNetworkRequest(QtCore.QUrl(self.url + path))
+        if self.token:
+            req.setRawHeader(b"Authorization", b"Bearer " + self.token.encode("utf-8"))
+        req.setRawHeader(b"X-LayerBridge-Protocol", str(protocol.PROTOCOL).encode("ascii"))
+        req.setRawHeader(b"User-Agent", protocol.CLIENT.encode("ascii"))
+        if hasattr(req, "setTransferTimeout"):
+            req.setTransferTimeout(timeout_ms)
+        return req
+
+    def send(self, method: str, path: str, done: Callable[[Answer], None], body: Optional[bytes] = None,
+             content_type: str = "application/json", timeout_ms: int = REQUEST_TIMEOUT_MS,
+             chunk: Optional[Callable[[bytes], None]] = None) -> "QtNetwork.QNetworkReply":
+        """Sends a request; `done(answer)` runs once it ends. With `chunk`, the body is handed
+        over as it arrives (for the event stream) and the answer's body holds only what is left."""
+        req = self._request(path, timeout_ms)
+        if method == "GET":
+            reply = self.nam.get(req)
+        else:
+            req.setHeader(CONTENT_TYPE, content_type)
+            reply = self.nam.post(req, QtCore.QByteArray(body or b""))
+        if chunk is not None:
+            reply.readyRead.connect(lambda: chunk(bytes(reply.readAll())))
+
+        def finished() -> None:
+            answer = Answer(reply)
+            reply.deleteLater()
+            done(answer)
+
+        reply.finished.connect(finished)
+        return reply
+
+
+class Job(QtCore.QObject):
+    """One decomposition on the server: upload, follow, fetch the result and its layers.
+
+    Emits `progress(state)` for each job state, then either `finished(result, layers)`
+    (layers: {index: rgba8 bytes}) or `failed(code, message)`."""
+
+    progress = QtCore.pyqtSignal(object)
+    finished = QtCore.pyqtSignal(object, object)
+    failed = QtCore.pyqtSignal(str, str)
+
+    def __init__(self, api: Api, parent: Optional[QtCore.QObject] = None) -> None:
+        super().__init__(parent)
+        self.api = api
+        self.job_id = ""
+        self.limits: Dict[str, object] = {}
+        self.cancel_requested = False
+        self.ended = False
+        self.recovering_since: Optional[float] = None
+        self._stream = None
+        self._stream_ended = False
+        self._lines = protocol.LineBuffer()
+        self._clock = QtCore.QElapsedTimer()
+        self._clock.start()
+        self._poll_timer = QtCore.QTimer(self)
+        self._poll_timer.setSingleShot(True)
+        self._poll_timer.timeout.connect(self._poll)
+        self._result: dict = {}
+        self._layers: Dict[int, bytes] = {}
+
+    # -- steps ------------------------------------------------------------------------------------
+    def start(self, params: dict, rgba: bytes, check: Optional[Callable[[dict], Optional[tuple]]] = None) -> None:
+        """`check(limits)` may refuse the job before upload with (code, message)."""
+        def hello(answer: Answer) -> None:
+            if self.ended:
+                return
+            if not answer.ok:
+                return self._fail(*answer.failure())
+            try:
+                info = answer.json()
+            except ValueError:
+                return self._fail("bad_response", "GET /v1/info: " + answer.body[:200].decode("utf-8", "replace"))
+            problem = protocol.check_hello(info)
+            if problem:
+                return self._fail(*problem)
+            self.limits = dict(info.get("limits") or {})
+            problem = check(self.limits) if check else None
+            if problem:
+                return self._fail(*problem)
+            if self.cancel_requested:
+                return self._fail("cancelled", "")
+            body, ctype = protocol.multipart(params, rgba)
+            self.api.send("POST", "/v1/jobs", submitted, body=body, content_type=ctype,
+                          timeout_ms=UPLOAD_TIMEOUT_MS)
+
+        def submitted(answer: Answer) -> None:
+            if self.ended:
+                return
+            if not answer.ok:
+                return self._fail(*answer.failure())
+            try:
+                obj = answer.json()
+                self.job_id = str(obj["job"])
+            except (ValueError, KeyError):
+                return self._fail("bad_response", "POST /v1/jobs: " + answer.body[:200].decode("utf-8", "replace"))
+            self.progress.emit({"job": self.job_id, "state": "queued", "stage": "queued",
+                                "position": obj.get("position", 0)})
+            if self.cancel_requested:
+                self._send_cancel()
+            self._follow()
+
+        self.api.send("GET", "/v1/info", hello)
+
+    def _follow(self) -> None:
+        self._lines = protocol.LineBuffer()
+        self._stream_ended = False
+        self._stream = self.api.send("GET", "/v1/jobs/%s/events" % self.job_id, self._stream_done,
+                                     timeout_ms=STREAM_TIMEOUT_MS, chunk=self._stream_chunk)
+
+    def _stream_chunk(self, data: bytes) -> None:
+        for state in self._lines.feed(data):
+            self._state(state)
+
+    def _stream_done(self, answer: Answer) -> None:
+        self._stream = None
+        if self.ended or self._stream_ended:
+            return
+        if answer.body:
+            self._stream_chunk(answer.body + b"\n")
+            if self.ended or self._stream_ended:
+                return
+        if answer.status in (401, 403, 404, 426):
+            return self._fail(*answer.failure())
+        # The stream stopped before the job ended: the connection dropped. Poll until it is back.
+        self._lost()
+
+    def _lost(self) -> None:
+        if self.recovering_since is None:
+            self.recovering_since = self._clock.elapsed() / 1000.0
+        if self._clock.elapsed() / 1000.0 - self.recovering_since > RECOVER_S:
+            return self._fail("unreachable", "The connection to the server was lost during the job.")
+        self._poll_timer.start(POLL_MS)
+
+    def _poll(self) -> None:
+        def answered(answer: Answer) -> None:
+            if self.ended:
+                return
+            if answer.status == 0:
+                return self._lost()
+            if not answer.ok:
+                return self._fail(*answer.failure())
+            self.recovering_since = None
+            try:
+                state = answer.json()
+            except ValueError:
+                return self._lost()
+            self._state(state)
+            if not self.ended and not self._stream_ended:
+                self._poll_timer.start(POLL_MS)
+
+        self.api.send("GET", "/v1/jobs/%s" % self.job_id, answered)
+
+    def _state(self, state: dict) -> None:
+        if self.ended or self._stream_ended:
+            return
+        if state.get("type") == "error" and state.get("code"):
+            return self._fail(str(state["code"]), str(state.get("message") or ""))
+        self.progress.emit(state)
+        st = state.get("state")
+        if st not in protocol.TERMINAL_STATES:
+            return
+        self._stream_ended = True
+        self._poll_timer.stop()
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.abort()
+        if st == "done":
+            self._fetch_result()
+        elif st == "cancelled":
+            self._fail("cancelled", "")
+        else:
+            err = state.get("error") or {}
+            self._fail(str(err.get("code") or "job_failed"), str(err.get("message") or ""))
+
+    def _fetch_result(self) -> None:
+        def got(answer: Answer) -> None:
+            if self.ended:
+                return
+            if answer.status == 0:
+                return self._retry(self._fetch_result)
+            if not answer.ok:
+                return self._fail(*answer.failure())
+            try:
+                self._result = answer.json()
+                pending = [int(l["index"]) for l in self._result["layers"]
+                           if int(l.get("width", 0)) * int(l.get("height", 0)) > 0]
+            except (ValueError, KeyError, TypeError):
+                return self._fail("bad_response", "result: " + answer.body[:200].decode("utf-8", "replace"))
+            self.progress.emit({"job": self.job_id, "state": "done", "stage": "finishing",
+                                "message": "Downloading layers"})
+            self._fetch_layers(pending)
+
+        self.api.send("GET", "/v1/jobs/%s/result" % self.job_id, got)
+
+    def _fetch_layers(self, pending: list) -> None:
+        if not pending:
+            self.ended = True
+            self.finished.emit(self._result, self._layers)
+            return
+        index = pending[0]
+        meta = next(l for l in self._result["layers"] if int(l["index"]) == index)
+
+        def got(answer: Answer) -> None:
+            if self.ended:
+                return
+            if answer.status == 0:
+                return self._retry(lambda: self._fetch_layers(pending))
+            if not answer.ok:
+                return self._fail(*answer.failure())
+            expected = int(meta["width"]) * int(meta["height"]) * 4
+            if len(answer.body) != expected:
+                return self._fail("bad_response", "layer %d: %d bytes, expected %d" % (index, len(answer.body), expected))
+            self._layers[index] = answer.body
+            self._fetch_layers(pending[1:])
+
+        self.api.send("GET", "/v1/jobs/%s/layers/%d" % (self.job_id, index), got, timeout_ms=UPLOAD_TIMEOUT_MS)
+
+    def _retry(self, again: Callable[[], None]) -> None:
+        if self.recovering_since is None:
+            self.recovering_since = self._clock.elapsed() / 1000.0
+        if self._clock.elapsed() / 1000.0 - self.recovering_since > RECOVER_S:
+            return self._fail("unreachable", "The connection to the server was lost while fetching the result.")
+        QtCore.QTimer.singleShot(POLL_MS, again)
+
+    # -- cancel and end ---------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Asks the server to cancel; `failed("cancelled")` follows when it confirms (or after 10 s)."""
+        if self.ended or self.cancel_requested:
+            return
+        self.cancel_requested = True
+        if self.job_id:
+            self._send_cancel()
+        QtCore.QTimer.singleShot(10000, lambda: self._fail("cancelled", "") if not self.ended else None)
+
+    def _send_cancel(self) -> None:
+        def answered(answer: Answer) -> None:
+            if self.ended:
+                return
+            if answer.ok:
+                try:
+                    state = answer.json()
+                except ValueError:
+                    return
+                if state.get("state") == "done":
+                    return      # finished before the cancel arrived: the result is fetched as usual
+                if state.get("state") in protocol.TERMINAL_STATES:
+                    self._state(state)
+
+        self.api.send("POST", "/v1/jobs/%s/cancel" % self.job_id, answered)
+
+    def _fail(self, code: str, message: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self._poll_timer.stop()
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.abort()
+        self.failed.emit(code, message)
+
+
+class StatusProbe(QtCore.QObject):
+    """Checks the connection and the model state: `result(kind, text, detail)` where kind is
+    not_running / unauthorized / mismatch / error / ready / busy / loading / downloading / failed."""
+
+    result = QtCore.pyqtSignal(str, str, str)
+
+    def __init__(self, api: Api, parent: Optional[QtCore.QObject] = None) -> None:
+        super().__init__(parent)
+        self.api = api
+
+    def run(self) -> None:
+        def info(answer: Answer) -> None:
+            if not answer.ok:
+                code, message = answer.failure()
+                title, advice = protocol.friendly(code, message)
+                kind = {"unreachable": "not_running", "timeout": "not_running"}.get(code, code)
+                return self.result.emit(kind, title, "%s\n%s\n(%s: %s)" % (title, advice, code, message))
+            try:
+                hello = answer.json()
+            except ValueError:
+                return self.result.emit("error", "Not a LayerBridge server.", answer.body[:200].decode("utf-8", "replace"))
+            problem = protocol.check_hello(hello)
+            if problem:
+                return self.result.emit("protocol_mismatch", protocol.friendly(problem[0])[0], problem[1])
+            self.api.send("GET", "/v1/status", status)
+
+        def status(answer: Answer) -> None:
+            if not answer.ok:
+                code, message = answer.failure()
+                return self.result.emit("error", protocol.friendly(code, message)[0], message)
+            try:
+                kind, text = protocol.describe_status(answer.json())
+            except ValueError:
+                return self.result.emit("error", "Not a LayerBridge server.", "")
+            self.result.emit(kind, text, answer.body.decode("utf-8", "replace"))
+
+        self.api.send("GET", "/v1/info", info, timeout_ms=5000)

@@ -1,0 +1,204 @@
+"""Protocol v1 over HTTP, without Qt: request bodies, event parsing, and words for people."""
+
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+PROTOCOL = 1
+CLIENT = "krita-layerbridge/0.1.0"
+TERMINAL_STATES = ("done", "failed", "cancelled")
+
+
+def multipart(params: Dict[str, object], rgba: bytes, boundary: Optional[str] = None) -> Tuple[bytes, str]:
+    """The body of `POST /v1/jobs` with a raw rgba8 image and its content type.
+    `params` must hold `width` and `height`."""
+    boundary = boundary or "lb" + os.urandom(12).hex()
+    b = boundary.encode("ascii")
+    head = (
+        b"--" + b + b"\r\n"
+        b'Content-Disposition: form-data; name="params"\r\n'
+        b"Content-Type: application/json\r\n\r\n"
+        + json.dumps(params).encode("utf-8") + b"\r\n"
+        b"--" + b + b"\r\n"
+        b'Content-Disposition: form-data; name="image"; filename="image.rgba"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n"
+    )
+    tail = b"\r\n--" + b + b"--\r\n"
+    return b"".join((head, rgba, tail)), "multipart/form-data; boundary=" + boundary
+
+
+class LineBuffer:
+    """Splits an NDJSON stream arriving in arbitrary chunks into JSON objects."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> List[dict]:
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        out = []
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line.decode("utf-8"))
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("type") != "keepalive":
+                out.append(obj)
+        return out
+
+
+STAGES = {
+    "queued": "Waiting in the queue",
+    "loading_model": "Loading the model",
+    "captioning": "Describing the image",
+    "encoding": "Preparing",
+    "denoising": "Separating layers",
+    "decoding": "Decoding layers",
+    "finishing": "Finishing",
+    "done": "Done",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return "%d s" % s
+    if s < 3600:
+        return "%d min %02d s" % (s // 60, s % 60)
+    return "%d h %02d min" % (s // 3600, (s % 3600) // 60)
+
+
+def describe_progress(state: dict) -> str:
+    """One line for the progress bar: stage, step count, time left."""
+    stage = str(state.get("stage") or state.get("state") or "")
+    text = STAGES.get(stage, stage.replace("_", " ").capitalize() or "Working")
+    if stage == "queued" and state.get("position"):
+        text += " (position %d)" % int(state["position"])
+    total = state.get("total") or 0
+    if stage == "denoising" and total:
+        text += " %d/%d" % (int(state.get("step") or 0), int(total))
+    eta = state.get("eta_s")
+    if eta is not None and state.get("state") not in TERMINAL_STATES:
+        text += " — about %s left" % format_duration(eta)
+    return text
+
+
+def progress_fraction(state: dict) -> Optional[float]:
+    """0..1 for a determinate bar, None when the length is unknown."""
+    total = state.get("total") or 0
+    if state.get("state") == "done":
+        return 1.0
+    if state.get("stage") == "denoising" and total:
+        return min(1.0, float(state.get("step") or 0) / float(total))
+    if state.get("stage") in ("decoding", "finishing"):
+        return 1.0
+    return None
+
+
+def format_bytes(n: Optional[float]) -> str:
+    if not n:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return ("%.0f %s" if unit in ("B", "KB") else "%.1f %s") % (n, unit)
+        n /= 1000.0
+    return "?"
+
+
+def describe_status(status: dict) -> Tuple[str, str]:
+    """(short state, sentence) for the connection line: ready / loading / downloading / busy / failed."""
+    model = status.get("model") or {}
+    state = model.get("state")
+    queue = status.get("queue") or {}
+    if state == "downloading":
+        done, total = model.get("bytes_done"), model.get("bytes_total")
+        pct = " (%d%%)" % int(100 * done / total) if done and total else ""
+        return "downloading", "Downloading the model: %s of %s%s" % (format_bytes(done), format_bytes(total), pct)
+    if state == "loading":
+        return "loading", "Loading the model…"
+    if state == "failed":
+        return "failed", "The model could not be loaded: %s" % (model.get("error") or "unknown reason")
+    if state == "not_loaded":
+        return "ready", "Connected. The model loads on the first decomposition."
+    if queue.get("running") or queue.get("length"):
+        return "busy", "Busy: %d job(s) waiting" % int(queue.get("length") or 0)
+    return "ready", "Ready"
+
+
+MESSAGES = {
+    "unreachable": ("The LayerBridge server is not running.",
+                    "Start it (“layerbridge serve”, or the tray launcher), check the address, then press Retry."),
+    "timeout": ("The LayerBridge server does not answer.",
+                "It may be starting or overloaded. Wait a moment and press Retry."),
+    "unauthorized": ("The server refused the token.",
+                     "For a server on this computer, leave the token empty. For another computer, paste the token "
+                     "that “layerbridge token” prints there."),
+    "forbidden_host": ("The server refused this address.",
+                       "Start the server with --allowed-host for this address, or use 127.0.0.1."),
+    "forbidden_origin": ("The server refused the request.", "The server's allowed origins block this client."),
+    "protocol_mismatch": ("This plugin and the server are different versions.", ""),
+    "out_of_memory": ("The graphics card ran out of memory.",
+                      "Try resolution 640, fewer layers, or a lower-memory mode on the server."),
+    "image_too_large": ("The image is too large for the server.",
+                        "Select a smaller area, or scale the image down, and try again."),
+    "payload_too_large": ("The image is too large to upload.",
+                          "Select a smaller area, or scale the image down, and try again."),
+    "queue_full": ("The server is busy with too many jobs.", "Wait for some to finish and try again."),
+    "model_unavailable": ("The model is not available.", ""),
+    "unsupported_image": ("The server cannot read this kind of image.", ""),
+    "invalid_image": ("The image could not be sent correctly.", ""),
+    "invalid_params": ("A setting is out of range.", ""),
+    "job_failed": ("The decomposition failed.", ""),
+    "internal": ("The server hit an internal problem.", "Its log has the details. Try again."),
+    "cancelled": ("Cancelled.", ""),
+    "not_found": ("The server no longer has this job.",
+                  "Results are kept for an hour; please decompose again."),
+    "bad_response": ("The server's answer was not understood.", "Is the address a LayerBridge server?"),
+    "unsupported_document": ("This document's colour format is not supported.", ""),
+    "document": ("Nothing to decompose.", ""),
+}
+
+
+def friendly(code: str, message: str = "") -> Tuple[str, str]:
+    """(headline, advice) for an error code; the server's own message is kept for the details."""
+    title, advice = MESSAGES.get(code, ("Something went wrong (%s)." % code, ""))
+    if not advice and message:
+        advice = message
+    return title, advice
+
+
+def error_from_body(status: int, body: bytes) -> Tuple[str, str]:
+    """(code, message) from an HTTP error answer, whatever its shape."""
+    try:
+        obj = json.loads(body.decode("utf-8"))
+        if isinstance(obj, dict) and obj.get("code"):
+            return str(obj["code"]), str(obj.get("message") or "")
+    except (ValueError, UnicodeDecodeError):
+        pass
+    by_status = {401: "unauthorized", 403: "forbidden_origin", 404: "not_found", 413: "image_too_large",
+                 426: "protocol_mismatch", 507: "out_of_memory"}
+    return by_status.get(status, "bad_response"), "HTTP %d: %s" % (status, body[:200].decode("utf-8", "replace"))
+
+
+def check_hello(hello: dict) -> Optional[Tuple[str, str]]:
+    """None when this client may talk to the server, else (code, message)."""
+    if hello.get("server") != "layerbridge" and hello.get("type") != "hello":
+        return "bad_response", "Not a LayerBridge server."
+    try:
+        high, low = int(hello.get("protocol", 0)), int(hello.get("min_protocol", hello.get("protocol", 0)))
+    except (TypeError, ValueError):
+        return "bad_response", "The server did not state its protocol version."
+    if PROTOCOL > high:
+        return "protocol_mismatch", ("The server speaks protocol %d, this plugin %d: update the LayerBridge server."
+                                     % (high, PROTOCOL))
+    if PROTOCOL < low:
+        return "protocol_mismatch", ("The server needs protocol %d or newer, this plugin speaks %d: "
+                                     "update the Krita plugin." % (low, PROTOCOL))
+    return None

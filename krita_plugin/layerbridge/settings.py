@@ -1,0 +1,136 @@
+"""Docker settings: defaults, validation, persistence, and the local server's token."""
+
+import json
+import os
+import sys
+from typing import Callable, Dict, Optional
+from urllib.parse import urlsplit
+
+DEFAULT_URL = "http://127.0.0.1:7860"
+GROUP = "layerbridge"
+
+DEFAULTS: Dict[str, object] = {
+    "url": DEFAULT_URL,
+    "token": "",            # only for a remote server; a local one's token is read from its config file
+    "layers": 4,
+    "resolution": 640,
+    "steps": 50,
+    "prompt": "",
+    "seed": -1,             # -1: random
+    "cfg_scale": 4.0,
+    "preset": "best",
+    "caption_language": "en",
+    "restore": True,
+    "advanced_open": False,
+}
+
+PRESETS = ("best", "balanced", "fast")
+RESOLUTIONS = (640, 1024)
+
+
+def _clamp(value: object, low: float, high: float, default: object, kind: type) -> object:
+    try:
+        v = kind(value)
+    except (TypeError, ValueError):
+        return default
+    return max(low, min(high, v))
+
+
+def normalize(values: Dict[str, object]) -> Dict[str, object]:
+    """Defaults filled in, every value of the right type and range."""
+    out = dict(DEFAULTS)
+    for key, value in values.items():
+        if key in DEFAULTS and value is not None:
+            out[key] = value
+    out["url"] = str(out["url"]).strip().rstrip("/") or DEFAULT_URL
+    out["token"] = str(out["token"]).strip()
+    out["layers"] = _clamp(out["layers"], 2, 10, DEFAULTS["layers"], int)
+    res = _clamp(out["resolution"], 0, 100000, 640, int)
+    out["resolution"] = res if res in RESOLUTIONS else 640
+    out["steps"] = _clamp(out["steps"], 2, 100, DEFAULTS["steps"], int)
+    out["prompt"] = str(out["prompt"])[:2000]
+    out["seed"] = _clamp(out["seed"], -1, 2 ** 32 - 1, -1, int)
+    out["cfg_scale"] = _clamp(out["cfg_scale"], 1.0, 20.0, 4.0, float)
+    out["preset"] = out["preset"] if out["preset"] in PRESETS else "best"
+    out["caption_language"] = out["caption_language"] if out["caption_language"] in ("en", "zh") else "en"
+    for key in ("restore", "advanced_open"):
+        v = out[key]
+        out[key] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+    return out
+
+
+def job_params(values: Dict[str, object], name: str) -> Dict[str, object]:
+    """The job parameters (docs/protocol.md §3) for these settings."""
+    s = normalize(values)
+    params: Dict[str, object] = {
+        "layers": s["layers"],
+        "resolution": s["resolution"],
+        "steps": s["steps"],
+        "cfg_scale": s["cfg_scale"],
+        "prompt": s["prompt"],
+        "caption_language": s["caption_language"],
+        "seed": None if s["seed"] < 0 else s["seed"],
+        "preset": s["preset"],
+        "restore": s["restore"],
+        "name": name,
+    }
+    return params
+
+
+Reader = Callable[[str, str], str]
+Writer = Callable[[str, str], None]
+
+
+def load(read: Reader) -> Dict[str, object]:
+    """Settings from a string store (Krita's kritarc); everything is kept as one JSON value."""
+    raw = read(GROUP, "settings") or ""
+    try:
+        values = json.loads(raw) if raw else {}
+    except ValueError:
+        values = {}
+    return normalize(values if isinstance(values, dict) else {})
+
+
+def save(write: Writer, values: Dict[str, object]) -> None:
+    write(GROUP, "settings", json.dumps(normalize(values), sort_keys=True))
+
+
+def config_dir(env: Optional[Dict[str, str]] = None, platform: Optional[str] = None) -> str:
+    """The server's config dir, as the server computes it (platformdirs user_config_dir)."""
+    env = os.environ if env is None else env
+    platform = sys.platform if platform is None else platform
+    if env.get("LAYERBRIDGE_CONFIG_DIR"):
+        return env["LAYERBRIDGE_CONFIG_DIR"]
+    home = env.get("HOME") or env.get("USERPROFILE") or os.path.expanduser("~")
+    if platform.startswith("win"):
+        base = env.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+        return os.path.join(base, "layerbridge")
+    if platform == "darwin":
+        return os.path.join(home, "Library", "Application Support", "layerbridge")
+    base = env.get("XDG_CONFIG_HOME", "").strip() or os.path.join(home, ".config")
+    return os.path.join(base, "layerbridge")
+
+
+def is_local(url: str) -> bool:
+    host = (urlsplit(url if "://" in url else "http://" + url).hostname or "").lower()
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def local_token(env: Optional[Dict[str, str]] = None, platform: Optional[str] = None) -> str:
+    """The local server's token, or "" when its file does not exist (yet)."""
+    path = os.path.join(config_dir(env, platform), "token")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def effective_token(values: Dict[str, object], env: Optional[Dict[str, str]] = None) -> str:
+    """A pasted token wins; otherwise a local server's own token file."""
+    token = str(values.get("token") or "").strip()
+    if token:
+        return token
+    if is_local(str(values.get("url") or DEFAULT_URL)):
+        return local_token(env)
+    return ""

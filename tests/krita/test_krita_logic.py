@@ -1,0 +1,186 @@
+"""The plugin's logic that needs no Krita: settings, protocol parsing, pixel layouts, layer plan, words."""
+
+import ast
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "krita_plugin"))
+
+from layerbridge import pixels, protocol, settings  # noqa: E402
+from layerbridge.pixels import Region  # noqa: E402
+
+
+# -- settings -------------------------------------------------------------------------------------
+def test_defaults_and_clamping():
+    s = settings.normalize({})
+    assert s["url"] == "http://127.0.0.1:7860" and s["layers"] == 4 and s["resolution"] == 640
+    s = settings.normalize({"layers": 12, "resolution": 777, "steps": 1, "seed": -5, "cfg_scale": "x",
+                            "preset": "nope", "url": " http://h:1/ ", "restore": "false", "bogus": 1})
+    assert (s["layers"], s["resolution"], s["steps"], s["seed"], s["cfg_scale"]) == (10, 640, 2, -1, 4.0)
+    assert s["preset"] == "best" and s["url"] == "http://h:1" and s["restore"] is False and "bogus" not in s
+
+
+def test_settings_round_trip_through_a_string_store():
+    store = {}
+    settings.save(lambda g, k, v: store.__setitem__((g, k), v), {"layers": 7, "prompt": "a cat", "seed": 42})
+    loaded = settings.load(lambda g, k: store.get((g, k), ""))
+    assert (loaded["layers"], loaded["prompt"], loaded["seed"]) == (7, "a cat", 42)
+    assert settings.load(lambda g, k: "{not json")["layers"] == 4
+
+
+def test_job_params():
+    p = settings.job_params({"layers": 3, "seed": -1, "prompt": "x", "steps": 2}, "Poster")
+    assert p["layers"] == 3 and p["seed"] is None and p["name"] == "Poster" and p["steps"] == 2
+    assert set(p) <= {"layers", "resolution", "steps", "cfg_scale", "cfg_normalize", "prompt",
+                      "caption_language", "seed", "preset", "restore", "name"}
+    assert settings.job_params({"seed": 7}, "")["seed"] == 7
+
+
+@pytest.mark.parametrize("platform,env,expected", [
+    ("linux", {"HOME": "/h"}, "/h/.config/layerbridge"),
+    ("linux", {"HOME": "/h", "XDG_CONFIG_HOME": "/x"}, "/x/layerbridge"),
+    ("darwin", {"HOME": "/h"}, "/h/Library/Application Support/layerbridge"),
+    ("win32", {"HOME": "C:/u", "LOCALAPPDATA": "C:/u/AppData/Local"}, os.path.join("C:/u/AppData/Local", "layerbridge")),
+    ("linux", {"HOME": "/h", "LAYERBRIDGE_CONFIG_DIR": "/c"}, "/c"),
+])
+def test_config_dir(platform, env, expected):
+    assert settings.config_dir(env, platform) == expected
+
+
+def test_token_local_and_remote(tmp_path):
+    (tmp_path / "token").write_text("secret\n")
+    env = {"LAYERBRIDGE_CONFIG_DIR": str(tmp_path), "HOME": "/nonexistent"}
+    assert settings.local_token(env) == "secret"
+    assert settings.effective_token({"url": "http://127.0.0.1:7860"}, env) == "secret"
+    assert settings.effective_token({"url": "http://localhost:9"}, env) == "secret"
+    assert settings.effective_token({"url": "http://gpu-box:7860"}, env) == ""
+    assert settings.effective_token({"url": "http://gpu-box:7860", "token": "pasted"}, env) == "pasted"
+    assert settings.local_token({"LAYERBRIDGE_CONFIG_DIR": str(tmp_path / "missing")}) == ""
+
+
+# -- protocol -------------------------------------------------------------------------------------
+def test_multipart_body_parses_as_form_data():
+    from email.parser import BytesParser
+    from email.policy import HTTP
+    rgba = bytes(range(256)) * 3
+    body, ctype = protocol.multipart({"width": 8, "height": 24, "layers": 2}, rgba, boundary="XyZ")
+    assert ctype == "multipart/form-data; boundary=XyZ"
+    msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+    parts = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()}
+    assert json.loads(parts["params"].get_content()) == {"width": 8, "height": 24, "layers": 2}
+    assert parts["image"].get_content_type() == "application/octet-stream"
+    assert parts["image"].get_payload(decode=True) == rgba
+
+
+def test_ndjson_split_anywhere():
+    stream = (b'{"type":"progress","state":"running","step":1}\n{"type":"keepalive"}\n\n'
+              b'{"type":"progress","state":"done"}\n')
+    for cut in range(len(stream)):
+        buf = protocol.LineBuffer()
+        got = buf.feed(stream[:cut]) + buf.feed(stream[cut:])
+        assert [g["state"] for g in got] == ["running", "done"]
+    assert protocol.LineBuffer().feed(b"garbage\n{\"state\":\"x\"}\n") == [{"state": "x"}]
+
+
+def test_progress_words():
+    s = {"state": "running", "stage": "denoising", "step": 12, "total": 50, "eta_s": 31.5}
+    assert protocol.describe_progress(s) == "Separating layers 12/50 — about 32 s left"
+    assert protocol.progress_fraction(s) == pytest.approx(0.24)
+    q = {"state": "queued", "stage": "queued", "position": 2, "eta_s": None}
+    assert protocol.describe_progress(q) == "Waiting in the queue (position 2)"
+    assert protocol.progress_fraction(q) is None
+    assert protocol.format_duration(125) == "2 min 05 s"
+    assert protocol.describe_progress({"state": "done", "stage": "done", "eta_s": 0}) == "Done"
+
+
+def test_status_words():
+    st = {"model": {"state": "downloading", "bytes_done": 1.2e9, "bytes_total": 57e9}, "queue": {}}
+    kind, text = protocol.describe_status(st)
+    assert kind == "downloading" and "1.2 GB of 57.0 GB" in text and "(2%)" in text
+    assert protocol.describe_status({"model": {"state": "ready"}, "queue": {"length": 0, "running": None}})[0] == "ready"
+    kind, text = protocol.describe_status({"model": {"state": "ready"}, "queue": {"length": 3, "running": "j"}})
+    assert kind == "busy" and "3" in text
+    assert protocol.describe_status({"model": {"state": "loading"}})[0] == "loading"
+    kind, text = protocol.describe_status({"model": {"state": "failed", "error": "disk full"}})
+    assert kind == "failed" and "disk full" in text
+
+
+def test_error_words():
+    assert protocol.error_from_body(401, b'{"type":"error","code":"unauthorized","message":"no"}') == ("unauthorized", "no")
+    assert protocol.error_from_body(502, b"<html>bad gateway</html>")[0] == "bad_response"
+    assert protocol.error_from_body(507, b"")[0] == "out_of_memory"
+    title, advice = protocol.friendly("out_of_memory", "CUDA OOM")
+    assert "memory" in title and "640" in advice
+    assert "not running" in protocol.friendly("unreachable")[0]
+    assert protocol.friendly("model_unavailable", "no disk space")[1] == "no disk space"
+    assert "weird_code" in protocol.friendly("weird_code")[0]
+
+
+def test_hello_versions():
+    assert protocol.check_hello({"type": "hello", "server": "layerbridge", "protocol": 1, "min_protocol": 1}) is None
+    code, msg = protocol.check_hello({"type": "hello", "server": "layerbridge", "protocol": 3, "min_protocol": 2})
+    assert code == "protocol_mismatch" and "Krita plugin" in msg
+    code, msg = protocol.check_hello({"type": "hello", "server": "layerbridge", "protocol": 0, "min_protocol": 0})
+    assert code == "protocol_mismatch" and "server" in msg
+    assert protocol.check_hello({"hello": 1})[0] == "bad_response"
+
+
+# -- pixels ---------------------------------------------------------------------------------------
+def test_bgra_rgba():
+    bgra = bytes([255, 0, 0, 255, 1, 2, 3, 4])          # blue, then (r=3, g=2, b=1, a=4)
+    assert pixels.bgra_to_rgba(bgra) == bytes([0, 0, 255, 255, 3, 2, 1, 4])
+    assert pixels.rgba_to_bgra(pixels.bgra_to_rgba(bgra)) == bgra
+    assert pixels.bgra_to_rgba(b"") == b""
+
+
+def test_plan_offsets_and_order():
+    result = {"canvas": {"width": 100, "height": 50}, "layers": [
+        {"index": 1, "name": "Cat", "x": 10, "y": 5, "width": 20, "height": 30},
+        {"index": 0, "name": "Background", "x": 0, "y": 0, "width": 100, "height": 50},
+        {"index": 2, "name": "Empty", "x": 0, "y": 0, "width": 0, "height": 0}]}
+    got = pixels.plan(result, Region(200, 300, 100, 50))
+    assert [p.name for p in got] == ["Background", "Cat", "Empty"]
+    assert got[1][2:] == (210, 305, 20, 30) and got[0][2:4] == (200, 300)
+    with pytest.raises(ValueError):
+        pixels.plan(result, Region(0, 0, 99, 50))
+    assert pixels.group_name({"name": ""}, "Poster") == "Poster"
+    assert pixels.group_name({"name": "Srv"}, "Poster") == "Srv"
+
+
+def test_colour_and_size_checks():
+    assert pixels.colour_problem("RGBA", "U8") is None
+    for model, depth, word in (("RGBA", "U16", "16-bit"), ("RGBA", "F32", "float"), ("GRAYA", "U8", "grayscale"),
+                               ("CMYKA", "U8", "CMYK")):
+        msg = pixels.colour_problem(model, depth)
+        assert word in msg and "8-bit" in msg
+    assert pixels.size_problem(Region(0, 0, 10, 10), 100 * 10**6) is None
+    assert "megapixels" in pixels.size_problem(Region(0, 0, 20000, 10000), 100 * 10**6)
+    assert pixels.size_problem(Region(0, 0, 0, 5), None)
+
+
+# -- packaging and syntax -------------------------------------------------------------------------
+def test_plugin_is_python_310_syntax():
+    for path in (ROOT / "krita_plugin" / "layerbridge").glob("*.py"):
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 10))
+
+
+def test_zip_layout_imports(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_krita_zip.py"), "--dest", str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    with zipfile.ZipFile(out) as z:
+        names = z.namelist()
+        z.extractall(tmp_path / "pykrita")
+    assert "layerbridge.desktop" in names and "layerbridge/__init__.py" in names
+    desktop = (tmp_path / "pykrita" / "layerbridge.desktop").read_text()
+    assert "X-KDE-Library=layerbridge" in desktop and "ServiceTypes=Krita/PythonPlugin" in desktop
+    code = ("import sys; sys.path.insert(0, %r); import layerbridge, layerbridge.settings, layerbridge.protocol, "
+            "layerbridge.pixels; print(layerbridge.__file__)" % str(tmp_path / "pykrita"))
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert str(tmp_path / "pykrita") in got
