@@ -1,0 +1,192 @@
+// Photoshop side of a decomposition: read the source pixels, and insert the result as one group
+// of pixel layers in a single history step. Both run inside core.executeAsModal; the network
+// wait in between does not, so Photoshop stays usable while the server works.
+"use strict";
+
+const host = require("./host.js");
+const { LayerBridgeError } = require("./protocol.js");
+const {
+  SRGB, checkDepth, depthOf, fromRgba8, isTransparent, normBounds, padTo, sourceArea, toRgba8,
+} = require("./pixels.js");
+
+const HISTORY_NAME = "Layer Decomposition";
+const RGB_MODE = "RGBColorMode";
+
+function cancelled() {
+  return new LayerBridgeError("cancelled", "Cancelled; the document was left as it was.");
+}
+
+function baseName(title) {
+  return String(title || "").replace(/\.[A-Za-z0-9]{1,5}$/, "");
+}
+
+/**
+ * What to create, bottom to top: one entry per result layer, with its place on the canvas.
+ * `origin` is where the sent image's top-left corner sits in the document.
+ */
+function layerPlan(result, origin, size) {
+  if (!result || !Array.isArray(result.layers) || result.layers.length === 0) {
+    throw new LayerBridgeError("invalid_result", "The server returned no layers.");
+  }
+  if (result.canvas && (result.canvas.width !== size.width || result.canvas.height !== size.height)) {
+    throw new LayerBridgeError("invalid_result",
+      `The result is ${result.canvas.width}×${result.canvas.height} but ${size.width}×${size.height} was sent.`);
+  }
+  const layers = [...result.layers].sort((a, b) => a.index - b.index).map((l) => {
+    const empty = !(l.width > 0 && l.height > 0);
+    if (!empty && l.pixels && l.pixels.byteLength !== l.width * l.height * 4) {
+      throw new LayerBridgeError("invalid_result", `layer ${l.index} has ${l.pixels.byteLength} bytes for ${l.width}×${l.height}`);
+    }
+    return {
+      index: l.index,
+      name: String(l.name || `Layer ${l.index}`),
+      left: origin.left + (l.x || 0),
+      top: origin.top + (l.y || 0),
+      width: empty ? 0 : l.width,
+      height: empty ? 0 : l.height,
+      empty,
+      pixels: l.pixels || null,
+    };
+  });
+  const name = String(result.name || "").trim();
+  return { groupName: name ? `${name} layers` : "Decomposed layers", layers };
+}
+
+function findDocument(app, documentID) {
+  const docs = Array.from(app.documents || []);
+  return docs.find((d) => d.id === documentID) || null;
+}
+
+function findLayer(layers, id) {
+  for (const layer of Array.from(layers || [])) {
+    if (layer.id === id) return layer;
+    const inner = layer.layers ? findLayer(layer.layers, id) : null;
+    if (inner) return inner;
+  }
+  return null;
+}
+
+/**
+ * Reads the pixels to decompose from the active document: its composite (`mode: "document"`) or
+ * the one selected layer (`mode: "layer"`), cut to the selection's bounds when there is one.
+ * Resolves with {documentID, layerID, name, origin, width, height, data (rgba8)}.
+ */
+async function readSource(mode = "document") {
+  const { app, core, imaging } = host.photoshop();
+  const doc = app.activeDocument;
+  if (!doc) throw new LayerBridgeError("no_document", "Open a document first.");
+  const depth = checkDepth(depthOf(doc.bitsPerChannel));
+  if (doc.mode && doc.mode !== RGB_MODE) {
+    throw new LayerBridgeError("unsupported_image", "Only RGB documents are supported. Convert a copy with Image > Mode > RGB Color.");
+  }
+  let layer = null;
+  if (mode === "layer") {
+    const active = Array.from(doc.activeLayers || []);
+    if (active.length !== 1) throw new LayerBridgeError("no_layer", "Select exactly one layer to decompose.");
+    [layer] = active;
+    if (layer.layers) throw new LayerBridgeError("no_layer", `"${layer.name}" is a group; select a pixel layer.`);
+  }
+  const selection = doc.selection ? doc.selection.bounds : null;
+  const area = sourceArea({
+    canvas: { width: doc.width, height: doc.height },
+    selection: selection || null,
+    layer: layer ? layer.boundsNoEffects || layer.bounds : null,
+  });
+
+  const data = await core.executeAsModal(async () => {
+    // No componentSize: asking 8 bits of a 16-bit document fails on recent versions; convert here.
+    const options = { documentID: doc.id, sourceBounds: area, colorSpace: "RGB", colorProfile: SRGB };
+    if (layer) options.layerID = layer.id;
+    const answer = await imaging.getPixels(options);
+    const image = answer.imageData;
+    try {
+      const got = normBounds(answer.sourceBounds);
+      if (!got || image.width === 0 || image.height === 0) return null;
+      const raw = await image.getData({ chunky: true });
+      const rgba = toRgba8(raw, image);
+      return padTo(rgba, got, area);
+    } finally {
+      image.dispose();
+    }
+  }, { commandName: "Reading pixels for Layer Decomposition" });
+
+  if (!data || isTransparent(data)) {
+    throw new LayerBridgeError("empty_source", "There is nothing to decompose here: the area is fully transparent.");
+  }
+  return {
+    documentID: doc.id,
+    layerID: layer ? layer.id : null,
+    name: layer ? layer.name : baseName(doc.title || doc.name),
+    depth,
+    origin: { left: area.left, top: area.top },
+    width: area.right - area.left,
+    height: area.bottom - area.top,
+    data,
+  };
+}
+
+/**
+ * Adds the result as a group above the source in one history step. A failure or a cancel
+ * (Photoshop's progress bar or `isCancelled()`) throws inside the modal scope, which rolls the
+ * document back to how it was.
+ */
+async function insertLayers(source, result, { isCancelled = () => false, onProgress = () => {} } = {}) {
+  const { app, core, imaging, constants } = host.photoshop();
+  const plan = layerPlan(result, source.origin, source);
+  const { PLACEBEFORE, PLACEINSIDE } = constants.ElementPlacement;
+
+  await core.executeAsModal(async (context) => {
+    const stop = () => context.isCancelled || isCancelled();
+    const doc = findDocument(app, source.documentID);
+    if (!doc) throw new LayerBridgeError("no_document", "The document was closed before the layers arrived.");
+    const depth = checkDepth(depthOf(doc.bitsPerChannel));
+    const suspension = await context.hostControl.suspendHistory({ documentID: doc.id, name: HISTORY_NAME });
+    try {
+      const group = await doc.createLayerGroup({ name: plan.groupName });
+      const anchor = source.layerID !== null ? findLayer(doc.layers, source.layerID) : Array.from(doc.layers)[0];
+      if (anchor && anchor.id !== group.id) await group.move(anchor, PLACEBEFORE);
+
+      let below = null;
+      for (let i = 0; i < plan.layers.length; i++) {
+        if (stop()) throw cancelled();
+        const item = plan.layers[i];
+        const fraction = i / plan.layers.length;
+        context.reportProgress({ value: fraction, commandName: `Adding layer ${i + 1} of ${plan.layers.length}` });
+        onProgress(fraction, item);
+        const layer = await doc.createPixelLayer({ name: item.name });
+        // The first goes into the group; each next one directly above the previous, so the
+        // background ends at the bottom whatever the new layer's starting place was.
+        if (below) await layer.move(below, PLACEBEFORE);
+        else await layer.move(group, PLACEINSIDE);
+        if (!item.empty) {
+          const buffer = fromRgba8(item.pixels, depth);
+          const imageData = await imaging.createImageDataFromBuffer(buffer, {
+            width: item.width, height: item.height, components: 4, chunky: true, colorProfile: SRGB, colorSpace: "RGB",
+          });
+          try {
+            await imaging.putPixels({
+              documentID: doc.id, layerID: layer.id, imageData, replace: true,
+              targetBounds: { left: item.left, top: item.top },
+            });
+          } finally {
+            imageData.dispose();
+          }
+        }
+        below = layer;
+      }
+      if (stop()) throw cancelled();
+      await context.hostControl.resumeHistory(suspension, true);
+      onProgress(1, null);
+    } catch (error) {
+      try {
+        await context.hostControl.resumeHistory(suspension, false);
+      } catch (_) {
+        // Photoshop cancels a suspension left open when the modal function throws.
+      }
+      throw error;
+    }
+  }, { commandName: "Adding decomposed layers" });
+  return plan;
+}
+
+module.exports = { HISTORY_NAME, layerPlan, readSource, insertLayers };

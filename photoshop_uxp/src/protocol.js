@@ -1,0 +1,219 @@
+// LayerBridge wire protocol, version 1 (docs/protocol.md): constants, parameter checks,
+// binary framing. No Photoshop and no network here, so Node tests load it as is.
+"use strict";
+
+const PROTOCOL = 1;
+const CLIENT_NAME = "photoshop-uxp/0.1.0";
+const DEFAULT_ADDRESS = "127.0.0.1:7860";
+const CHUNK_BYTES = 4 * 1024 * 1024;
+const HEADER_BYTES = 12;
+const MAGIC = [0x4c, 0x42, 0x50, 0x58]; // "LBPX"
+
+const DEFAULT_PARAMS = Object.freeze({
+  layers: 4,
+  resolution: 640,
+  steps: 50,
+  prompt: "",
+  seed: null,
+  preset: "best",
+});
+
+class LayerBridgeError extends Error {
+  /**
+   * @param {string} code  stable code from the protocol's error table, or a client-side one
+   * @param {string} message  for people
+   * @param {object} [details]  anything worth copying into a bug report
+   */
+  constructor(code, message, details = {}) {
+    super(message);
+    this.name = "LayerBridgeError";
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** Parses "host:port" (or a ws:// / http:// URL) into {host, port}; throws on anything else. */
+function parseAddress(text) {
+  const raw = String(text || "").trim() || DEFAULT_ADDRESS;
+  const stripped = raw.replace(/^(wss?|https?):\/\//i, "").replace(/\/.*$/, "");
+  const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(stripped);
+  if (!match) throw new LayerBridgeError("bad_address", `"${raw}" is not a server address (expected 127.0.0.1:7860)`);
+  const port = match[2] === undefined ? 7860 : Number(match[2]);
+  if (port < 1 || port > 65535) throw new LayerBridgeError("bad_address", `port ${port} is out of range`);
+  // UXP resolves "localhost" unreliably (IPv6 first on some systems); the server listens on IPv4.
+  const host = match[1].toLowerCase() === "localhost" ? "127.0.0.1" : match[1];
+  return { host, port };
+}
+
+/** The WebSocket URL for an address. The token travels in the first message, not in the URL. */
+function socketUrl(address) {
+  const { host, port } = parseAddress(address);
+  return `ws://${host}:${port}/v1/ws`;
+}
+
+function intInRange(value, name, min, max, errors) {
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  if (!Number.isInteger(n) || n < min || n > max) {
+    errors.push(`${name} must be a whole number from ${min} to ${max}`);
+    return undefined;
+  }
+  return n;
+}
+
+/**
+ * Checks the panel's parameters against the protocol's ranges and returns the `params` object
+ * to submit. Throws LayerBridgeError("invalid_params") listing every problem at once.
+ */
+function buildParams(input, name = "") {
+  const errors = [];
+  const src = { ...DEFAULT_PARAMS, ...input };
+  const params = {
+    layers: intInRange(src.layers, "Layers", 2, 10, errors),
+    resolution: intInRange(src.resolution, "Resolution", 640, 1024, errors),
+    steps: intInRange(src.steps, "Steps", 2, 100, errors),
+    prompt: String(src.prompt ?? ""),
+    preset: String(src.preset || "best"),
+    name: String(name || "").slice(0, 200),
+  };
+  if (params.resolution !== undefined && params.resolution !== 640 && params.resolution !== 1024) {
+    errors.push("Resolution must be 640 or 1024");
+  }
+  if (params.prompt.length > 2000) errors.push("Prompt must be at most 2000 characters");
+  if (!["best", "balanced", "fast"].includes(params.preset)) errors.push("Quality must be best, balanced or fast");
+  const seedText = src.seed === null || src.seed === undefined ? "" : String(src.seed).trim();
+  if (seedText === "") {
+    params.seed = null;
+  } else {
+    params.seed = intInRange(seedText, "Seed", 0, 4294967295, errors);
+  }
+  if (errors.length) throw new LayerBridgeError("invalid_params", errors.join("; "), { errors });
+  return params;
+}
+
+/** Checks the server's `hello`; throws protocol_mismatch with what to update. */
+function checkHello(hello) {
+  if (!hello || hello.type !== "hello") throw new LayerBridgeError("bad_handshake", "the server did not answer the handshake");
+  const max = Number(hello.protocol);
+  const min = Number(hello.min_protocol ?? hello.protocol);
+  if (PROTOCOL > max) {
+    throw new LayerBridgeError("protocol_mismatch",
+      `This panel speaks protocol ${PROTOCOL} but the server (LayerBridge ${hello.version}) only speaks up to ${max}: update the LayerBridge server.`);
+  }
+  if (PROTOCOL < min) {
+    throw new LayerBridgeError("protocol_mismatch",
+      `The server (LayerBridge ${hello.version}) needs protocol ${min} or newer; this panel speaks ${PROTOCOL}: install the panel that comes with that server.`);
+  }
+  return hello;
+}
+
+/** One binary frame: 12-byte header (magic, transfer, offset; little-endian) + chunk. */
+function encodeFrame(transfer, offset, chunk) {
+  if (!chunk.byteLength || chunk.byteLength > CHUNK_BYTES) throw new RangeError(`chunk of ${chunk.byteLength} bytes`);
+  const frame = new Uint8Array(HEADER_BYTES + chunk.byteLength);
+  frame.set(MAGIC, 0);
+  const view = new DataView(frame.buffer);
+  view.setUint32(4, transfer >>> 0, true);
+  view.setUint32(8, offset >>> 0, true);
+  frame.set(chunk, HEADER_BYTES);
+  return frame;
+}
+
+/** Parses a received frame (ArrayBuffer or view); the chunk is a view, not a copy. */
+function decodeFrame(data) {
+  const bytes = data instanceof Uint8Array ? data : new Uint8Array(data.buffer ? data.buffer : data, data.byteOffset || 0, data.byteLength);
+  if (bytes.byteLength <= HEADER_BYTES || MAGIC.some((b, i) => bytes[i] !== b)) {
+    throw new LayerBridgeError("bad_frame", `not a LayerBridge pixel frame (${bytes.byteLength} bytes)`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    transfer: view.getUint32(4, true),
+    offset: view.getUint32(8, true),
+    chunk: bytes.subarray(HEADER_BYTES),
+  };
+}
+
+/** Splits `bytes` into frames of at most CHUNK_BYTES pixel bytes each (never an empty one). */
+function* frames(transfer, bytes, chunkBytes = CHUNK_BYTES) {
+  for (let offset = 0; offset < bytes.byteLength; offset += chunkBytes) {
+    yield encodeFrame(transfer, offset, bytes.subarray(offset, Math.min(offset + chunkBytes, bytes.byteLength)));
+  }
+}
+
+/** Reassembles one transfer from chunks that may come in any order. */
+class Transfer {
+  constructor(bytes) {
+    this.data = new Uint8Array(bytes);
+    this.received = 0;
+  }
+
+  add(offset, chunk) {
+    if (offset + chunk.byteLength > this.data.byteLength) {
+      throw new LayerBridgeError("bad_frame", `chunk at ${offset} (+${chunk.byteLength}) overruns a ${this.data.byteLength}-byte transfer`);
+    }
+    this.data.set(chunk, offset);
+    this.received += chunk.byteLength;
+  }
+
+  get complete() {
+    return this.received >= this.data.byteLength;
+  }
+}
+
+const STAGE_NAMES = {
+  queued: "Waiting in queue",
+  loading_model: "Loading model",
+  captioning: "Describing the image",
+  encoding: "Encoding",
+  denoising: "Denoising",
+  decoding: "Decoding layers",
+  finishing: "Finishing",
+  done: "Done",
+  failed: "Failed",
+  cancelled: "Cancelled",
+};
+
+function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m} min ${s % 60} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** One line for the progress bar, e.g. "Denoising · step 12 of 50 · 31 s left". */
+function describeProgress(p) {
+  const parts = [STAGE_NAMES[p.stage] || p.stage || "Working"];
+  if (p.state === "queued" && p.position > 0) parts.push(`position ${p.position}`);
+  if (p.total > 0 && p.stage === "denoising") parts.push(`step ${p.step} of ${p.total}`);
+  const left = formatDuration(p.eta_s);
+  if (left) parts.push(`${left} left`);
+  return parts.join(" · ");
+}
+
+/** Overall fraction done (0..1) for a progress bar; denoising dominates the time. */
+function progressFraction(p) {
+  if (p.state === "done") return 1;
+  if (p.total > 0 && p.stage === "denoising") return 0.1 + 0.8 * (p.step / p.total);
+  return { queued: 0, loading_model: 0.02, captioning: 0.05, encoding: 0.08, decoding: 0.92, finishing: 0.96 }[p.stage] ?? 0;
+}
+
+module.exports = {
+  PROTOCOL,
+  CLIENT_NAME,
+  DEFAULT_ADDRESS,
+  DEFAULT_PARAMS,
+  CHUNK_BYTES,
+  HEADER_BYTES,
+  LayerBridgeError,
+  parseAddress,
+  socketUrl,
+  buildParams,
+  checkHello,
+  encodeFrame,
+  decodeFrame,
+  frames,
+  Transfer,
+  describeProgress,
+  progressFraction,
+  formatDuration,
+};

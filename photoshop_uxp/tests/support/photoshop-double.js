@@ -1,0 +1,500 @@
+// A small in-memory double of the parts of Photoshop's UXP API the panel uses, following the
+// documented behaviour of Photoshop 25.x (UXP 7.x): the Imaging API page (getPixels trims its
+// answer to the area with pixels and reports the real sourceBounds; 3 components when the source
+// has no alpha; 16-bit data is 0..32768; image data must be disposed), the executeAsModal page
+// (history suspension; a target function that throws cancels open suspensions; isCancelled and
+// APIs failing after a user cancel), and the DOM pages for Document, Layer, Selection (25.0) and
+// constants (ElementPlacement, BitsPerChannelType, DocumentMode). Where the documentation says
+// nothing, the double is strict (it refuses) rather than permissive, and says so in its errors.
+"use strict";
+
+const SRGB = "sRGB IEC61966-2.1";
+const DEPTH_NAMES = { 8: "bitDepth8", 16: "bitDepth16", 32: "bitDepth32" };
+const MAX = { 8: 255, 16: 32768, 32: 1 };
+
+const constants = {
+  ElementPlacement: {
+    PLACEAFTER: "placeAfter",
+    PLACEBEFORE: "placeBefore",
+    PLACEINSIDE: "placeInside",
+    PLACEATBEGINNING: "placeAtBeginning",
+    PLACEATEND: "placeAtEnd",
+  },
+  BitsPerChannelType: { ONE: "bitDepth1", EIGHT: "bitDepth8", SIXTEEN: "bitDepth16", THIRTYTWO: "bitDepth32" },
+  DocumentMode: { RGB: "RGBColorMode", CMYK: "CMYKColorMode", GRAYSCALE: "grayscaleMode", LAB: "labColorMode" },
+};
+
+function arrayFor(depth, n) {
+  if (depth === 8) return new Uint8Array(n);
+  if (depth === 16) return new Uint16Array(n);
+  return new Float32Array(n);
+}
+
+function bounds(b) {
+  const right = b.right !== undefined ? b.right : b.left + b.width;
+  const bottom = b.bottom !== undefined ? b.bottom : b.top + b.height;
+  return { left: b.left, top: b.top, right, bottom };
+}
+
+function intersect(a, b) {
+  const r = { left: Math.max(a.left, b.left), top: Math.max(a.top, b.top), right: Math.min(a.right, b.right), bottom: Math.min(a.bottom, b.bottom) };
+  return r.right > r.left && r.bottom > r.top ? r : null;
+}
+
+class ImageData {
+  constructor(registry, { width, height, components, componentSize, data, colorProfile, colorSpace = "RGB" }) {
+    this.registry = registry;
+    this.width = width;
+    this.height = height;
+    this.components = components;
+    this.componentSize = componentSize;
+    this.colorSpace = colorSpace;
+    this.colorProfile = colorProfile;
+    this.hasAlpha = components === 4;
+    this.pixelFormat = components === 4 ? "RGBA" : "RGB";
+    this.isChunky = true;
+    this.type = "image/uncompressed";
+    this.data = data;
+    this.disposed = false;
+    registry.add(this);
+  }
+
+  async getData({ chunky = true, fullRange = false } = {}) {
+    if (this.disposed) throw new Error("image data was disposed");
+    if (!chunky) throw new Error("double: planar data is not modelled");
+    if (fullRange && this.componentSize === 16) return Uint16Array.from(this.data, (v) => Math.round((v * 65535) / 32768));
+    return this.data.slice();
+  }
+
+  dispose() {
+    this.disposed = true;
+    this.registry.delete(this);
+  }
+}
+
+class Layer {
+  constructor(doc, { name, kind = "pixel", background = false, visible = true }) {
+    this.doc = doc;
+    this.id = doc.app.nextId++;
+    this.name = name;
+    this.kind = kind;
+    this.isBackgroundLayer = background;
+    this.visible = visible;
+    this.parent = null;
+    this.layers = kind === "group" ? [] : undefined;
+    this.pixels = null; // {bounds, data} in the document's depth, 4 components
+  }
+
+  get typename() {
+    return "Layer";
+  }
+
+  get bounds() {
+    const b = this.contentBounds() || { left: 0, top: 0, right: 0, bottom: 0 };
+    return { ...b, width: b.right - b.left, height: b.bottom - b.top };
+  }
+
+  get boundsNoEffects() {
+    return this.bounds;
+  }
+
+  /** Bounding box of pixels with alpha > 0 (what Photoshop calls the layer's bounds). */
+  contentBounds() {
+    if (this.kind === "group") {
+      return this.layers.map((l) => l.contentBounds()).filter(Boolean).reduce((a, b) => (a
+        ? { left: Math.min(a.left, b.left), top: Math.min(a.top, b.top), right: Math.max(a.right, b.right), bottom: Math.max(a.bottom, b.bottom) }
+        : b), null);
+    }
+    if (!this.pixels) return null;
+    const { bounds: pb, data } = this.pixels;
+    const w = pb.right - pb.left;
+    let box = null;
+    for (let y = pb.top; y < pb.bottom; y++) {
+      for (let x = pb.left; x < pb.right; x++) {
+        if (data[((y - pb.top) * w + (x - pb.left)) * 4 + 3] > 0) {
+          if (!box) box = { left: x, top: y, right: x + 1, bottom: y + 1 };
+          else {
+            box.left = Math.min(box.left, x); box.top = Math.min(box.top, y);
+            box.right = Math.max(box.right, x + 1); box.bottom = Math.max(box.bottom, y + 1);
+          }
+        }
+      }
+    }
+    return box;
+  }
+
+  /** One pixel as [r, g, b, a] in the document's depth, transparent outside the layer's pixels. */
+  pixel(x, y) {
+    if (!this.pixels) return [0, 0, 0, 0];
+    const { bounds: pb, data } = this.pixels;
+    if (x < pb.left || y < pb.top || x >= pb.right || y >= pb.bottom) return [0, 0, 0, 0];
+    const i = ((y - pb.top) * (pb.right - pb.left) + (x - pb.left)) * 4;
+    return [data[i], data[i + 1], data[i + 2], data[i + 3]];
+  }
+
+  async move(relative, placement) {
+    this.doc.app.guard("Layer.move");
+    const P = constants.ElementPlacement;
+    if (this.isBackgroundLayer) throw new Error("the Background layer cannot be moved");
+    for (let p = relative; p && p !== this.doc; p = p.parent) if (p === this) throw new Error("cannot move a layer into itself");
+    this.doc.detach(this);
+    if (placement === P.PLACEINSIDE) {
+      if (relative.kind !== "group") throw new Error("PLACEINSIDE needs a group");
+      this.doc.attach(this, relative, 0);
+    } else if (placement === P.PLACEBEFORE || placement === P.PLACEAFTER) {
+      const siblings = this.doc.childrenOf(relative.parent);
+      const at = siblings.indexOf(relative) + (placement === P.PLACEAFTER ? 1 : 0);
+      this.doc.attach(this, relative.parent, at);
+    } else if (placement === P.PLACEATBEGINNING) {
+      this.doc.attach(this, this.doc, 0);
+    } else if (placement === P.PLACEATEND) {
+      this.doc.attach(this, this.doc, this.doc.layers.length);
+    } else {
+      throw new Error(`unknown placement ${placement}`);
+    }
+    this.doc.changed("Move");
+  }
+}
+
+class Document {
+  constructor(app, { width, height, depth = 8, title = "Untitled-1.psd", mode = constants.DocumentMode.RGB }) {
+    this.app = app;
+    this.id = app.nextId++;
+    this.width = width;
+    this.height = height;
+    this.depth = depth;
+    this.bitsPerChannel = DEPTH_NAMES[depth];
+    this.mode = mode;
+    this.title = title;
+    this.name = title;
+    this.layers = []; // top to bottom, as the DOM lists them
+    this.activeLayers = [];
+    this.selection = { bounds: null, docId: this.id }; // Selection.bounds is null without a selection (25.0)
+    this.history = ["Open"];
+    this.suspensions = new Map();
+  }
+
+  childrenOf(parent) {
+    return parent === this ? this.layers : parent.layers;
+  }
+
+  detach(layer) {
+    if (!layer.parent) return;
+    const list = this.childrenOf(layer.parent);
+    list.splice(list.indexOf(layer), 1);
+    layer.parent = null;
+  }
+
+  attach(layer, parent, index) {
+    this.childrenOf(parent).splice(index, 0, layer);
+    layer.parent = parent;
+  }
+
+  /** Records a change: one history state, unless a suspension coalesces it. */
+  changed(name) {
+    const open = [...this.suspensions.values()];
+    if (open.length) open.forEach((s) => { s.dirty = true; });
+    else this.history.push(name);
+  }
+
+  allLayers(list = this.layers) {
+    return list.flatMap((l) => [l, ...(l.layers ? this.allLayers(l.layers) : [])]);
+  }
+
+  /** Inserts a new layer where Photoshop does: above the active layer, in its parent. */
+  insertNew(layer) {
+    const active = this.activeLayers[0];
+    if (active && active.parent) {
+      const siblings = this.childrenOf(active.parent);
+      this.attach(layer, active.parent, siblings.indexOf(active));
+    } else {
+      this.attach(layer, this, 0);
+    }
+    this.activeLayers = [layer];
+  }
+
+  async createLayerGroup(options = {}) {
+    this.app.guard("Document.createLayerGroup");
+    const group = new Layer(this, { name: options.name || "Group 1", kind: "group" });
+    this.insertNew(group);
+    this.changed("New Group");
+    return group;
+  }
+
+  async createPixelLayer(options = {}) {
+    this.app.guard("Document.createPixelLayer");
+    const layer = new Layer(this, { name: options.name || "Layer 1" });
+    this.insertNew(layer);
+    this.changed("New Layer");
+    return layer;
+  }
+
+  /** Test set-up: a pixel layer whose rgba8 pixels cover `at` (stored in the document's depth). */
+  addLayer({ name, at, rgba, background = false, parent = null }) {
+    const layer = new Layer(this, { name, background });
+    const b = bounds(at);
+    const data = arrayFor(this.depth, rgba.length);
+    for (let i = 0; i < rgba.length; i++) data[i] = this.depth === 32 ? rgba[i] / 255 : Math.round((rgba[i] * MAX[this.depth]) / 255);
+    layer.pixels = { bounds: b, data };
+    const target = parent || this;
+    this.attach(layer, target, target === this && background ? this.layers.length : 0);
+    this.activeLayers = [layer];
+    return layer;
+  }
+
+  addGroup({ name, parent = null }) {
+    const group = new Layer(this, { name, kind: "group" });
+    this.attach(group, parent || this, 0);
+    return group;
+  }
+
+  /** Composite of the visible pixel layers ("normal" blending, straight alpha), 0..1 floats. */
+  composite() {
+    const w = this.width;
+    const h = this.height;
+    const out = new Float64Array(w * h * 4);
+    const stack = this.allLayers().filter((l) => l.kind === "pixel" && l.visible).reverse(); // bottom first
+    const max = MAX[this.depth];
+    for (const layer of stack) {
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          const [r, g, b, a8] = layer.pixel(x, y);
+          const a = a8 / max;
+          if (a === 0) continue;
+          const i = (y * w + x) * 4;
+          const da = out[i + 3];
+          const oa = a + da * (1 - a);
+          out[i] = (r / max * a + out[i] * da * (1 - a)) / oa;
+          out[i + 1] = (g / max * a + out[i + 1] * da * (1 - a)) / oa;
+          out[i + 2] = (b / max * a + out[i + 2] * da * (1 - a)) / oa;
+          out[i + 3] = oa;
+        }
+      }
+    }
+    return out;
+  }
+
+  /** A deep copy of the layer tree and pixels, for rolling back a suspension. */
+  snapshot() {
+    const copy = (layer) => ({
+      layer,
+      parent: layer.parent,
+      name: layer.name,
+      pixels: layer.pixels ? { bounds: { ...layer.pixels.bounds }, data: layer.pixels.data.slice() } : null,
+      children: layer.layers ? layer.layers.map(copy) : null,
+    });
+    return { top: this.layers.map(copy), active: [...this.activeLayers] };
+  }
+
+  restore(snap) {
+    const rebuild = (entry) => {
+      const { layer } = entry;
+      layer.parent = entry.parent;
+      layer.name = entry.name;
+      layer.pixels = entry.pixels;
+      if (entry.children) layer.layers = entry.children.map(rebuild);
+      return layer;
+    };
+    this.layers = snap.top.map(rebuild);
+    this.activeLayers = snap.active;
+  }
+
+  closeWithoutSaving() {
+    const list = this.app.documents;
+    list.splice(list.indexOf(this), 1);
+    if (this.app.activeDocument === this) this.app.activeDocument = list[0] || null;
+  }
+}
+
+class Photoshop {
+  constructor() {
+    this.nextId = 1;
+    this.documents = [];
+    this.activeDocument = null;
+    this.liveImageData = new Set();
+    this.calls = [];
+    this.modal = null;
+    this.cancelAfterChanges = Infinity;
+    this.changes = 0;
+    this.progress = [];
+  }
+
+  newDocument(options) {
+    const doc = new Document(this, options);
+    this.documents.push(doc);
+    this.activeDocument = doc;
+    return doc;
+  }
+
+  /** Makes the user press Cancel on Photoshop's progress bar after `n` more document changes. */
+  userCancelsAfter(n) {
+    this.cancelAfterChanges = n;
+  }
+
+  /** Document changes and pixel reads need a modal scope; after a user cancel they throw. */
+  guard(what, { changes = true } = {}) {
+    this.calls.push(what);
+    if (!this.modal) throw new Error(`${what} needs core.executeAsModal`);
+    if (this.modal.cancelled) throw new Error("Event: user cancelled the modal operation");
+    if (changes) {
+      this.changes++;
+      if (this.changes > this.cancelAfterChanges) this.modal.cancelled = true;
+      if (this.modal.cancelled) throw new Error("Event: user cancelled the modal operation");
+    }
+  }
+
+  findDocument(id) {
+    const doc = id === undefined || id < 0 ? this.activeDocument : this.documents.find((d) => d.id === id);
+    if (!doc) throw new Error(`no document with id ${id}`);
+    return doc;
+  }
+
+  module() {
+    const ps = this;
+    const imaging = {
+      async getPixels(options) {
+        ps.guard("imaging.getPixels", { changes: false });
+        ps.lastGetPixels = { ...options };
+        const doc = ps.findDocument(options.documentID);
+        if (doc.mode !== constants.DocumentMode.RGB && !options.colorSpace) throw new Error("double: only RGB documents are modelled");
+        if (options.componentSize !== undefined && options.componentSize !== -1 && options.componentSize !== doc.depth) {
+          // Recent Photoshop versions fail when asked to convert the depth (e.g. 8 from a 16-bit document).
+          throw new Error(`getPixels: componentSize ${options.componentSize} differs from the document's ${doc.depth}`);
+        }
+        const canvas = { left: 0, top: 0, right: doc.width, bottom: doc.height };
+        const asked = options.sourceBounds ? intersect(bounds(options.sourceBounds), canvas) : canvas;
+        const max = MAX[doc.depth];
+        let components = 4;
+        let content;
+        let read;
+        if (options.layerID !== undefined) {
+          const layer = doc.allLayers().find((l) => l.id === options.layerID);
+          if (!layer || layer.kind !== "pixel") throw new Error(`getPixels: layer ${options.layerID} is not a pixel layer`);
+          content = layer.contentBounds();
+          read = (x, y) => layer.pixel(x, y);
+        } else {
+          const only = doc.allLayers();
+          const flat = doc.composite();
+          components = only.length === 1 && only[0].isBackgroundLayer ? 3 : 4;
+          content = components === 3 ? canvas : (() => {
+            let box = null;
+            for (let y = 0; y < doc.height; y++) for (let x = 0; x < doc.width; x++) {
+              if (flat[(y * doc.width + x) * 4 + 3] > 0) {
+                if (!box) box = { left: x, top: y, right: x + 1, bottom: y + 1 };
+                else { box.left = Math.min(box.left, x); box.top = Math.min(box.top, y); box.right = Math.max(box.right, x + 1); box.bottom = Math.max(box.bottom, y + 1); }
+              }
+            }
+            return box;
+          })();
+          read = (x, y) => {
+            const i = (y * doc.width + x) * 4;
+            return [0, 1, 2, 3].map((c) => (doc.depth === 32 ? flat[i + c] : Math.round(flat[i + c] * max)));
+          };
+        }
+        const got = asked && content ? intersect(asked, content) : null;
+        const sourceBounds = got || { left: 0, top: 0, right: 0, bottom: 0 };
+        const w = sourceBounds.right - sourceBounds.left;
+        const h = sourceBounds.bottom - sourceBounds.top;
+        const data = arrayFor(doc.depth, w * h * components);
+        for (let y = 0; y < h; y++) {
+          for (let x = 0; x < w; x++) {
+            const px = read(sourceBounds.left + x, sourceBounds.top + y);
+            for (let c = 0; c < components; c++) data[(y * w + x) * components + c] = px[c];
+          }
+        }
+        const imageData = new ImageData(ps.liveImageData, {
+          width: w, height: h, components, componentSize: doc.depth, data, colorProfile: options.colorProfile || "Document profile",
+        });
+        return { imageData, sourceBounds, level: 0 };
+      },
+
+      async createImageDataFromBuffer(array, options) {
+        const { width, height, components, colorSpace, colorProfile } = options;
+        if (!width || !height || !components || !colorSpace) throw new Error("createImageDataFromBuffer: width, height, components and colorSpace are required");
+        if (array.length !== width * height * components) throw new Error(`createImageDataFromBuffer: ${array.length} elements for ${width}×${height}×${components}`);
+        const componentSize = array instanceof Uint8Array ? 8 : array instanceof Uint16Array ? 16 : array instanceof Float32Array ? 32 : 0;
+        if (!componentSize) throw new Error("createImageDataFromBuffer: Uint8Array, Uint16Array or Float32Array expected");
+        return new ImageData(ps.liveImageData, { width, height, components, componentSize, data: array.slice(), colorProfile, colorSpace });
+      },
+
+      async putPixels(options) {
+        ps.guard("imaging.putPixels");
+        const doc = ps.findDocument(options.documentID);
+        const layer = doc.allLayers().find((l) => l.id === options.layerID);
+        if (!layer || layer.kind !== "pixel") throw new Error(`putPixels: layer ${options.layerID} is not a pixel layer`);
+        const img = options.imageData;
+        if (!img || img.disposed) throw new Error("putPixels: image data missing or disposed");
+        // Strict where the documentation is silent: the panel writes at the document's depth, in sRGB.
+        if (img.componentSize !== doc.depth) throw new Error(`double: putPixels of ${img.componentSize}-bit data into a ${doc.depth}-bit document`);
+        if (img.colorProfile !== SRGB || img.components !== 4) throw new Error("double: the panel writes sRGB RGBA data");
+        const left = options.targetBounds ? options.targetBounds.left : 0;
+        const top = options.targetBounds ? options.targetBounds.top : 0;
+        if (options.replace === false) throw new Error("double: only replace: true is modelled");
+        layer.pixels = { bounds: { left, top, right: left + img.width, bottom: top + img.height }, data: img.data.slice() };
+        doc.changed(options.commandName || "Put Pixels");
+      },
+    };
+
+    const core = {
+      async executeAsModal(target, options = {}) {
+        if (!options.commandName) throw new Error("executeAsModal: commandName is required");
+        if (ps.modal) throw Object.assign(new Error("host is in a modal state"), { number: 9 });
+        const scope = { cancelled: false, commandName: options.commandName };
+        ps.modal = scope;
+        const context = {
+          get isCancelled() { return scope.cancelled; },
+          onCancel: null,
+          reportProgress: (p) => ps.progress.push({ ...p }),
+          hostControl: {
+            async suspendHistory({ documentID, name }) {
+              const doc = ps.findDocument(documentID);
+              const id = `s${ps.nextId++}`;
+              doc.suspensions.set(id, { name, dirty: false, snapshot: doc.snapshot() });
+              return id;
+            },
+            async resumeHistory(id, commit = true) {
+              const doc = ps.documents.find((d) => d.suspensions.has(id));
+              if (!doc) throw new Error(`resumeHistory: unknown suspension ${id}`);
+              const s = doc.suspensions.get(id);
+              doc.suspensions.delete(id);
+              if (!commit) doc.restore(s.snapshot);
+              else if (s.dirty) doc.history.push(s.name);
+            },
+          },
+        };
+        try {
+          const value = await target(context, options.descriptor);
+          for (const doc of ps.documents) for (const id of [...doc.suspensions.keys()]) await context.hostControl.resumeHistory(id, true);
+          return value;
+        } catch (error) {
+          // "If the target function exits via an exception, then all unsuspended history states are cancelled."
+          for (const doc of ps.documents) for (const id of [...doc.suspensions.keys()]) await context.hostControl.resumeHistory(id, false);
+          throw error;
+        } finally {
+          ps.modal = null;
+        }
+      },
+    };
+
+    const app = {
+      get activeDocument() { return ps.activeDocument; },
+      get documents() { return ps.documents; },
+    };
+
+    return { app, core, imaging, constants, action: { batchPlay: async () => { throw new Error("double: batchPlay is not modelled"); } } };
+  }
+}
+
+/** Flat rgba8 test image where each pixel's bytes follow from its position and a seed. */
+function pattern(width, height, seed = 1, alpha = null) {
+  const out = new Uint8Array(width * height * 4);
+  for (let i = 0; i < width * height; i++) {
+    out[i * 4] = (i * 7 + seed * 31) & 255;
+    out[i * 4 + 1] = (i * 13 + seed * 17) & 255;
+    out[i * 4 + 2] = (i * 29 + seed * 5) & 255;
+    out[i * 4 + 3] = alpha === null ? 255 : alpha;
+  }
+  return out;
+}
+
+module.exports = { Photoshop, constants, SRGB, pattern };
