@@ -1,0 +1,93 @@
+"""Krita test harness: the plugin as installed from its zip, Krita run as a subprocess with its own HOME."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+HOME = ROOT / ".test-home" / "krita"          # kept between runs: Krita's resource cache takes ~8 s to build
+
+needs_krita = pytest.mark.skipif(shutil.which("kritarunner") is None, reason="Krita is not installed")
+
+
+def krita_env(home: pathlib.Path, **extra: str) -> dict:
+    env = dict(os.environ)
+    for key in ("PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"):
+        env.pop(key, None)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local" / "share"),
+               XDG_CACHE_HOME=str(home / ".cache"), XDG_RUNTIME_DIR=str(home / "run"))
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    os.chmod(home / "run", 0o700)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory) -> pathlib.Path:
+    """The plugin extracted from the zip that scripts/build_krita_zip.py makes."""
+    dest = tmp_path_factory.mktemp("krita_zip")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_krita_zip.py"), "--dest", str(dest)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    with zipfile.ZipFile(out) as z:
+        z.extractall(dest / "pykrita")
+    return dest / "pykrita"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+
+
+class Runner:
+    def __init__(self, plugin: pathlib.Path, work: pathlib.Path) -> None:
+        self.plugin = plugin
+        self.work = work
+
+    def run(self, scenarios: list, timeout: float = 240, **env: str) -> dict:
+        """Runs kritarunner on tests/krita/kscripts/lb_headless.py; returns its results."""
+        results = self.work / ("results_%s.json" % "_".join(scenarios))
+        if results.exists():
+            results.unlink()
+        e = krita_env(HOME, PYTHONPATH=os.pathsep.join([str(HERE / "kscripts"), str(self.plugin)]),
+                      QT_QPA_PLATFORM="offscreen", LB_RESULTS=str(results), LB_WORKDIR=str(self.work), **env)
+        log = open(self.work / ("krita_%s.log" % "_".join(scenarios)), "wb")
+        proc = subprocess.Popen(["kritarunner", "-s", "lb_headless", "-f", "main", *scenarios],
+                                env=e, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            stop(proc)
+            log.close()
+        if not results.exists():
+            tail = (self.work / ("krita_%s.log" % "_".join(scenarios))).read_text(errors="replace")[-3000:]
+            raise AssertionError("Krita wrote no results (exit %s). Log tail:\n%s" % (proc.returncode, tail))
+        data = json.loads(results.read_text())
+        assert not data.get("errors"), data.get("errors")
+        return data
+
+
+@pytest.fixture(scope="session")
+def krita(plugin_dir, tmp_path_factory) -> Runner:
+    if shutil.which("kritarunner") is None:
+        pytest.skip("Krita is not installed")
+    HOME.mkdir(parents=True, exist_ok=True)
+    return Runner(plugin_dir, tmp_path_factory.mktemp("krita_work"))
