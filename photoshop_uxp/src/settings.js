@@ -1,0 +1,67 @@
+// Panel settings kept between sessions: parameters and server address in localStorage, the token
+// in UXP's secureStorage (encrypted per user) when the host has it.
+"use strict";
+
+const { DEFAULT_ADDRESS, DEFAULT_PARAMS } = require("./protocol.js");
+
+const SETTINGS_KEY = "layerbridge.settings.v1";
+const TOKEN_KEY = "layerbridge.token";
+
+const DEFAULTS = Object.freeze({
+  address: DEFAULT_ADDRESS,
+  layers: DEFAULT_PARAMS.layers,
+  resolution: DEFAULT_PARAMS.resolution,
+  steps: DEFAULT_PARAMS.steps,
+  preset: DEFAULT_PARAMS.preset,
+  prompt: "",
+  seed: "",
+});
+
+/** Reads saved settings; anything missing or unreadable falls back to the defaults. */
+function loadSettings(storage) {
+  let saved = {};
+  try {
+    saved = JSON.parse(storage.getItem(SETTINGS_KEY) || "{}") || {};
+  } catch (_) {
+    saved = {};
+  }
+  const out = { ...DEFAULTS };
+  for (const key of Object.keys(DEFAULTS)) {
+    if (saved[key] !== undefined && saved[key] !== null && typeof saved[key] === typeof DEFAULTS[key]) out[key] = saved[key];
+  }
+  return out;
+}
+
+function saveSettings(storage, settings) {
+  const out = {};
+  for (const key of Object.keys(DEFAULTS)) if (settings[key] !== undefined) out[key] = settings[key];
+  storage.setItem(SETTINGS_KEY, JSON.stringify(out));
+}
+
+/** The token store: secureStorage in UXP, localStorage elsewhere. */
+function tokenStore(secureStorage, storage) {
+  if (secureStorage && typeof secureStorage.getItem === "function") {
+    return {
+      async get() {
+        const value = await secureStorage.getItem(TOKEN_KEY);
+        if (!value) return "";
+        return typeof value === "string" ? value : new TextDecoder().decode(value);
+      },
+      async set(token) {
+        if (token) await secureStorage.setItem(TOKEN_KEY, token);
+        else await secureStorage.removeItem(TOKEN_KEY);
+      },
+    };
+  }
+  return {
+    async get() {
+      return storage.getItem(TOKEN_KEY) || "";
+    },
+    async set(token) {
+      if (token) storage.setItem(TOKEN_KEY, token);
+      else storage.removeItem(TOKEN_KEY);
+    },
+  };
+}
+
+module.exports = { DEFAULTS, SETTINGS_KEY, TOKEN_KEY, loadSettings, saveSettings, tokenStore };

@@ -1,0 +1,260 @@
+// The panel's Photoshop-facing code (src/layers.js) against the in-memory Photoshop double.
+"use strict";
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const host = require("../src/host.js");
+const { readSource, insertLayers, HISTORY_NAME } = require("../src/layers.js");
+const { Photoshop, SRGB, pattern } = require("./support/photoshop-double.js");
+
+function setUp(options) {
+  const ps = new Photoshop();
+  const doc = ps.newDocument(options);
+  host.setHost({ photoshop: ps.module(), uxp: {} });
+  return { ps, doc };
+}
+
+/** A result as the client hands it over: layers with `pixels`, bottom (index 0) to top. */
+function fakeResult(width, height) {
+  const bg = pattern(width, height, 3);
+  const a = pattern(4, 3, 5, 200);
+  const b = pattern(2, 2, 7, 255);
+  return {
+    type: "result",
+    name: "Poster",
+    canvas: { width, height },
+    layers: [
+      { index: 0, name: "Background", x: 0, y: 0, width, height, bytes: bg.length, pixels: bg },
+      { index: 1, name: "Layer 1", x: 2, y: 1, width: 4, height: 3, bytes: a.length, pixels: a },
+      { index: 2, name: "Layer 2", x: 0, y: 0, width: 0, height: 0, bytes: 0, pixels: new Uint8Array(0) },
+      { index: 3, name: "Layer 3", x: width - 2, y: height - 2, width: 2, height: 2, bytes: b.length, pixels: b },
+    ],
+  };
+}
+
+function names(list) {
+  return list.map((l) => l.name);
+}
+
+/** Reads back a layer's pixels at the document's depth, as rgba8 for comparison. */
+function layerRgba8(doc, layer) {
+  const { data } = layer.pixels;
+  if (doc.depth === 8) return Uint8Array.from(data);
+  return Uint8Array.from(data, (v) => Math.round((v * 255) / 32768));
+}
+
+test("reading a composite with a selection: trimmed answer padded back, sRGB, native depth, disposed", async () => {
+  const { ps, doc } = setUp({ width: 12, height: 10, title: "Poster.psd" });
+  // A layer covering only part of the canvas: getPixels trims to it, the panel pads back.
+  const rgba = pattern(5, 4, 1);
+  doc.addLayer({ name: "Art", at: { left: 4, top: 3, width: 5, height: 4 }, rgba });
+  doc.selection.bounds = { left: 2, top: 2, right: 11, bottom: 9 };
+
+  const source = await readSource("document");
+  assert.deepEqual(ps.lastGetPixels.sourceBounds, { left: 2, top: 2, right: 11, bottom: 9 });
+  assert.equal(ps.lastGetPixels.colorProfile, SRGB);
+  assert.equal(ps.lastGetPixels.componentSize, undefined, "native depth: no componentSize");
+  assert.equal(ps.liveImageData.size, 0, "image data disposed");
+  assert.equal(source.name, "Poster");
+  assert.deepEqual(source.origin, { left: 2, top: 2 });
+  assert.equal(source.width, 9);
+  assert.equal(source.height, 7);
+  assert.equal(source.layerID, null);
+  const expected = new Uint8Array(9 * 7 * 4);
+  for (let y = 0; y < 4; y++) {
+    for (let x = 0; x < 5; x++) {
+      const from = (y * 5 + x) * 4;
+      expected.set(rgba.subarray(from, from + 4), ((y + 1) * 9 + (x + 2)) * 4);
+    }
+  }
+  assert.deepEqual(source.data, expected);
+  assert.deepEqual(doc.history, ["Open"], "reading changes nothing");
+});
+
+test("a document with only a Background layer answers 3 components: alpha becomes opaque", async () => {
+  const { ps, doc } = setUp({ width: 6, height: 4 });
+  const rgba = pattern(6, 4, 2);
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 6, height: 4 }, rgba, background: true });
+  const source = await readSource("document");
+  assert.equal(ps.liveImageData.size, 0);
+  assert.deepEqual(source.data, rgba);
+});
+
+test("16-bit documents: read at native depth and converted, written back at 16 bits", async () => {
+  const { ps, doc } = setUp({ width: 8, height: 6, depth: 16 });
+  const rgba = pattern(8, 6, 4);
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 8, height: 6 }, rgba, background: true });
+  const source = await readSource("document");
+  assert.deepEqual(source.data, rgba);
+  assert.equal(source.depth, 16);
+
+  const result = fakeResult(8, 6);
+  await insertLayers(source, result);
+  const group = doc.layers[0];
+  const top = group.layers[0];
+  assert.equal(top.name, "Layer 3");
+  assert.ok(top.pixels.data instanceof Uint16Array, "written at the document's depth");
+  assert.equal(top.pixels.data[3], 32768);
+  assert.deepEqual(layerRgba8(doc, top), result.layers[3].pixels);
+  assert.equal(ps.liveImageData.size, 0);
+});
+
+test("asking 8 bits of a 16-bit document fails in Photoshop (the double too), so the panel never asks", async () => {
+  const { ps, doc } = setUp({ width: 2, height: 2, depth: 16 });
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 2, height: 2 }, rgba: pattern(2, 2), background: true });
+  const { core, imaging } = ps.module();
+  await assert.rejects(core.executeAsModal(() => imaging.getPixels({ componentSize: 8 }), { commandName: "t" }), /componentSize 8/);
+});
+
+test("32-bit documents are refused with a clear message before any read", async () => {
+  const { ps, doc } = setUp({ width: 4, height: 4, depth: 32 });
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 4, height: 4 }, rgba: pattern(4, 4), background: true });
+  await assert.rejects(readSource("document"), (e) => e.code === "unsupported_image" && /32-bit/.test(e.message));
+  assert.equal(ps.calls.length, 0);
+});
+
+test("non-RGB documents and empty areas are refused", async () => {
+  const { doc } = setUp({ width: 4, height: 4, mode: "CMYKColorMode" });
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 4, height: 4 }, rgba: pattern(4, 4), background: true });
+  await assert.rejects(readSource("document"), (e) => e.code === "unsupported_image" && /RGB/.test(e.message));
+
+  const second = setUp({ width: 10, height: 10 });
+  second.doc.addLayer({ name: "Dot", at: { left: 0, top: 0, width: 2, height: 2 }, rgba: pattern(2, 2) });
+  second.doc.selection.bounds = { left: 5, top: 5, right: 9, bottom: 9 };
+  await assert.rejects(readSource("document"), { code: "empty_source" });
+  assert.equal(second.ps.liveImageData.size, 0);
+});
+
+test("inserting: one history step, a named group above the source, layers bottom to top at their offsets", async () => {
+  const { ps, doc } = setUp({ width: 12, height: 10 });
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 12, height: 10 }, rgba: pattern(12, 10), background: true });
+  const above = doc.addLayer({ name: "Logo", at: { left: 1, top: 1, width: 2, height: 2 }, rgba: pattern(2, 2, 9) });
+  doc.activeLayers = [doc.layers[1]]; // the Background is active: new layers would land below Logo
+  doc.selection.bounds = { left: 3, top: 2, right: 11, bottom: 9 };
+  const source = await readSource("document");
+  const result = fakeResult(source.width, source.height);
+
+  const progress = [];
+  const plan = await insertLayers(source, result, { onProgress: (f) => progress.push(f) });
+
+  assert.deepEqual(doc.history, ["Open", HISTORY_NAME], "exactly one history entry");
+  assert.deepEqual(names(doc.layers), ["Poster layers", "Logo", "Background"], "group on top of the source");
+  assert.equal(doc.layers[1], above);
+  const group = doc.layers[0];
+  assert.deepEqual(names(group.layers), ["Layer 3", "Layer 2", "Layer 1", "Background"], "background at the bottom");
+  for (const item of plan.layers) {
+    const layer = group.layers.find((l) => l.name === item.name);
+    if (item.empty) {
+      assert.equal(layer.pixels, null, "a fully transparent result layer is an empty layer");
+      continue;
+    }
+    const spec = result.layers.find((l) => l.name === item.name);
+    assert.deepEqual(layer.pixels.bounds, {
+      left: 3 + spec.x, top: 2 + spec.y, right: 3 + spec.x + spec.width, bottom: 2 + spec.y + spec.height,
+    });
+    assert.deepEqual(layerRgba8(doc, layer), spec.pixels, `${item.name}: exact bytes`);
+  }
+  assert.equal(ps.liveImageData.size, 0, "every image data disposed");
+  assert.deepEqual(progress, [0, 0.25, 0.5, 0.75, 1]);
+  assert.equal(ps.progress.length, 4);
+  assert.match(ps.progress[3].commandName, /Adding layer 4 of 4/);
+});
+
+test("decompose layer: the group lands right above the selected layer, inside its parent", async () => {
+  const { doc } = setUp({ width: 10, height: 10, title: "Scene.psd" });
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 10, height: 10 }, rgba: pattern(10, 10), background: true });
+  const folder = doc.addGroup({ name: "Characters" });
+  doc.addLayer({ name: "Hat", at: { left: 0, top: 0, width: 3, height: 3 }, rgba: pattern(3, 3, 2), parent: folder });
+  const hero = doc.addLayer({ name: "Hero", at: { left: 4, top: 2, width: 5, height: 6 }, rgba: pattern(5, 6, 3), parent: folder });
+  doc.addLayer({ name: "Sky", at: { left: 0, top: 0, width: 10, height: 3 }, rgba: pattern(10, 3, 4) });
+  doc.activeLayers = [hero];
+
+  const source = await readSource("layer");
+  assert.equal(source.layerID, hero.id);
+  assert.equal(source.name, "Hero");
+  assert.deepEqual([source.origin.left, source.origin.top, source.width, source.height], [4, 2, 5, 6]);
+  assert.deepEqual(source.data, pattern(5, 6, 3), "only the layer's own pixels");
+
+  await insertLayers(source, { ...fakeResult(5, 6), name: "Hero" });
+  assert.deepEqual(names(doc.layers), ["Sky", "Characters", "Background"]);
+  assert.deepEqual(names(folder.layers), ["Hero layers", "Hero", "Hat"]);
+  assert.deepEqual(doc.history, ["Open", HISTORY_NAME]);
+  const l1 = folder.layers[0].layers.find((l) => l.name === "Layer 1");
+  assert.deepEqual(l1.pixels.bounds, { left: 6, top: 3, right: 10, bottom: 6 });
+});
+
+test("decompose layer needs exactly one pixel layer", async () => {
+  const { doc } = setUp({ width: 4, height: 4 });
+  const group = doc.addGroup({ name: "G" });
+  doc.activeLayers = [group];
+  await assert.rejects(readSource("layer"), { code: "no_layer" });
+  doc.activeLayers = [];
+  await assert.rejects(readSource("layer"), { code: "no_layer" });
+});
+
+async function assertUntouched(ps, doc, before) {
+  assert.deepEqual(names(doc.layers), before);
+  assert.deepEqual(doc.history, ["Open"], "no history entry");
+  assert.equal(doc.allLayers().filter((l) => /layers$|^Layer \d$/.test(l.name)).length, 0, "nothing half-made");
+  assert.equal(ps.liveImageData.size, 0);
+}
+
+function readyDocument() {
+  const { ps, doc } = setUp({ width: 12, height: 10 });
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 12, height: 10 }, rgba: pattern(12, 10), background: true });
+  return { ps, doc };
+}
+
+test("cancel on Photoshop's progress bar midway leaves the document as it was", async () => {
+  const { ps, doc } = readyDocument();
+  const source = await readSource("document");
+  ps.userCancelsAfter(5); // group, move, layer, move, put… then the user cancels
+  await assert.rejects(insertLayers(source, fakeResult(12, 10)), /cancel/i);
+  await assertUntouched(ps, doc, ["Background"]);
+});
+
+test("cancel from the panel (isCancelled) leaves the document as it was", async () => {
+  const { ps, doc } = readyDocument();
+  const source = await readSource("document");
+  let layersSeen = 0;
+  await assert.rejects(
+    insertLayers(source, fakeResult(12, 10), { isCancelled: () => layersSeen >= 2, onProgress: () => { layersSeen++; } }),
+    { code: "cancelled" },
+  );
+  await assertUntouched(ps, doc, ["Background"]);
+});
+
+test("a failure midway (bad pixels) rolls everything back", async () => {
+  const { ps, doc } = readyDocument();
+  const source = await readSource("document");
+  const result = fakeResult(12, 10);
+  result.layers[3].pixels = new Uint8Array(result.layers[3].pixels.length); // still valid size
+  result.layers[3].width = 1; // …but now it lies about its width
+  result.layers[3].height = 16;
+  await assert.rejects(insertLayers(source, result), { code: "invalid_result" });
+  await assertUntouched(ps, doc, ["Background"]);
+
+  const ps2 = readyDocument();
+  const source2 = await readSource("document");
+  const original = ps2.ps.module().imaging.putPixels;
+  let calls = 0;
+  const broken = ps2.ps.module();
+  broken.imaging.putPixels = async (o) => { if (++calls === 2) throw new Error("disk full"); return original(o); };
+  host.setHost({ photoshop: broken, uxp: {} });
+  await assert.rejects(insertLayers(source2, fakeResult(12, 10)), /disk full/);
+  await assertUntouched(ps2.ps, ps2.doc, ["Background"]);
+});
+
+test("the document closed while the server worked: clear error, nothing written", async () => {
+  const { ps, doc } = readyDocument();
+  const source = await readSource("document");
+  doc.closeWithoutSaving();
+  await assert.rejects(insertLayers(source, fakeResult(12, 10)), { code: "no_document" });
+  assert.equal(ps.calls.filter((c) => c !== "imaging.getPixels").length, 0);
+});
+
+test("the double is strict: changes outside executeAsModal fail", async () => {
+  const { ps, doc } = readyDocument();
+  await assert.rejects(doc.createPixelLayer({ name: "x" }), /executeAsModal/);
+  await assert.rejects(ps.module().imaging.getPixels({}), /executeAsModal/);
+});
