@@ -258,6 +258,13 @@ def _gtk_embedded(icon: Any) -> bool | None:
 def run_tray(app: App, embed_timeout_s: float = EMBED_TIMEOUT_S) -> bool:
     """Runs the tray icon until Quit. False when there is no tray (nothing was shown): use the console."""
     try:
+        from gi.repository import GLib  # window class and name of the icon and its menu
+
+        GLib.set_prgname("layerbridge")
+        GLib.set_application_name("LayerBridge")
+    except Exception:
+        pass
+    try:
         import pystray
     except Exception as e:  # no display: Xlib errors, "Gtk could not be initialised", missing backends
         log.info("no tray available (%s: %s)", type(e).__name__, e)
@@ -353,8 +360,9 @@ def run_console(app: App) -> int:
     for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
-    if sys.stdin is not None and sys.stdin.isatty():
-        _say(CONSOLE_HELP)
+    if sys.stdin is not None:
+        if sys.stdin.isatty():
+            _say(CONSOLE_HELP)
         threading.Thread(target=_console_commands, args=(app,), name="console-input", daemon=True).start()
     while not done.wait(0.2):
         pass
@@ -363,16 +371,20 @@ def run_console(app: App) -> int:
 
 
 def _console_commands(app: App) -> None:
-    actions = {"start": app.start, "stop": app.stop, "restart": app.restart, "token": app.copy_token,
-               "krita": app.install_krita, "logs": app.open_logs, "quit": app.quit, "status": app.title}
-    for line in sys.stdin:
-        word = line.strip().lower()
-        if not word:
-            continue
-        fn = actions.get(word)
-        _say(fn() if fn else CONSOLE_HELP)
-        if word == "quit":
-            return
+    """Commands typed (or piped) into the console mode, one a line; end of input changes nothing."""
+    actions: dict[str, Callable[[], Any]] = {
+        "start": app.start, "stop": app.stop, "restart": app.restart, "token": app.copy_token,
+        "krita": app.install_krita, "logs": app.open_logs, "quit": app.quit, "status": app.title}
+    try:
+        for line in iter(sys.stdin.readline, ""):
+            word = line.strip().lower()
+            if word:
+                fn = actions.get(word)
+                _say(fn() if fn else CONSOLE_HELP)
+            if word == "quit":
+                return
+    except (OSError, ValueError):
+        pass  # no usable input: signals still work
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,0 +1,314 @@
+"""The `layerbridge` command: serve, decompose, restore, download, make-tiny-model, token, doctor, tray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .settings import DEFAULT_PORT, Settings, config_dir
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    help_ = Settings.help()
+    p.add_argument("--host", default="127.0.0.1", help=help_["host"])
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=help_["port"])
+    p.add_argument("--model", default=Settings.model, help=help_["model"])
+    p.add_argument("--memory", default="auto", help=help_["memory"])
+    p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"], help=help_["preset"])
+    p.add_argument("--max-pixels", type=int, default=Settings.max_pixels, help=help_["max_pixels"])
+    p.add_argument("--max-upload-mb", type=int, default=Settings.max_upload_mb, help=help_["max_upload_mb"])
+    p.add_argument("--max-queue", type=int, default=Settings.max_queue, help=help_["max_queue"])
+    p.add_argument("--result-ttl", type=int, default=Settings.result_ttl_s, help=help_["result_ttl_s"])
+    p.add_argument("--allowed-origin", action="append", default=[], help=help_["allowed_origins"])
+    p.add_argument("--allowed-host", action="append", default=[], help=help_["allowed_hosts"])
+    p.add_argument("--preload", action="store_true", help=help_["preload"])
+    p.add_argument("--port-file", default=None, help=help_["port_file"])
+
+
+def _settings(a: argparse.Namespace) -> Settings:
+    return Settings(
+        host=a.host, port=a.port, model=a.model, memory=a.memory, preset=a.preset, max_pixels=a.max_pixels,
+        max_upload_mb=a.max_upload_mb, max_queue=a.max_queue, result_ttl_s=a.result_ttl,
+        allowed_origins=a.allowed_origin, allowed_hosts=a.allowed_host, preload=a.preload, port_file=a.port_file,
+    )
+
+
+def _job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layers", type=int, default=4, help="number of layers, 2-10 (default 4)")
+    p.add_argument("--resolution", type=int, default=640, choices=[640, 1024], help="model resolution bucket")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's; best = 50)")
+    p.add_argument("--cfg-scale", type=float, default=4.0, help="true CFG scale (1 turns CFG off)")
+    p.add_argument("--no-cfg-normalize", action="store_true", help="turn CFG normalisation off")
+    p.add_argument("--prompt", default="", help="describe the whole image (empty: the model captions it)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"])
+    p.add_argument("--no-restore", action="store_true", help="plain resampling instead of full-resolution restoration")
+
+
+def _job_params(a: argparse.Namespace, name: str) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "layers": a.layers, "resolution": a.resolution, "cfg_scale": a.cfg_scale, "cfg_normalize": not a.no_cfg_normalize,
+        "prompt": a.prompt, "preset": a.preset, "restore": not a.no_restore, "name": name,
+    }
+    if a.steps is not None:
+        params["steps"] = a.steps
+    if a.seed is not None:
+        params["seed"] = a.seed
+    return params
+
+
+class Bar:
+    """A one-line terminal progress bar."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def show(self, fraction: float, text: str) -> None:
+        width = 30
+        filled = int(max(0.0, min(1.0, fraction)) * width)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {text}"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(78)[:120])
+            sys.stderr.flush()
+        elif text != self.last:
+            sys.stderr.write(line + "\n")
+        self.last = text
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def _progress_line(state: dict) -> tuple[float, str]:
+    total = state.get("total") or 0
+    step = state.get("step") or 0
+    eta = state.get("eta_s")
+    text = state.get("message") or state.get("stage", "")
+    if eta is not None:
+        text += f" · {eta:.0f} s left"
+    return (step / total if total else 0.0), text
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(_settings(a))
+
+
+def cmd_decompose(a: argparse.Namespace) -> int:
+    from . import export
+    from .errors import LayerBridgeError
+    from .image import decode
+
+    source = Path(a.image)
+    out = Path(a.out)
+    if out.exists() and not a.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    try:
+        image = decode(source.read_bytes(), 10**9)
+    except (OSError, LayerBridgeError) as exc:
+        print(f"error: cannot read {source}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    params = _job_params(a, source.stem)
+    bar = Bar()
+    url = a.server or f"http://127.0.0.1:{DEFAULT_PORT}"
+    try:
+        result = None
+        if not a.in_process:
+            from .auth import load_or_create_token, token_path
+            from .client import Client, server_alive
+
+            if a.server and not server_alive(url):
+                print(f"error: no LayerBridge server answers at {url}", file=sys.stderr)
+                return 1
+            if server_alive(url) and (a.token or token_path().is_file()):
+                token = a.token or load_or_create_token()
+                print(f"using the LayerBridge server at {url}", file=sys.stderr)
+                remote = Client(url, token).decompose(image, params, lambda s: bar.show(*_progress_line(s)))
+                layers, width, height, info = remote.layers, remote.width, remote.height, remote.info
+                result = True
+        if result is None:
+            layers, width, height, info = _decompose_in_process(a, image, params, bar)
+    except LayerBridgeError as exc:
+        bar.done()
+        print(f"error ({exc.code.value}): {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        bar.done()
+        print("cancelled", file=sys.stderr)
+        return 130
+    bar.done()
+    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")  # same suffix: it picks the format
+    kind = export.write(tmp, layers, width, height, {"seed": info.get("seed"), "caption": info.get("caption")})
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    os.replace(tmp, out)
+    print(f"wrote {len(layers)} layers ({width}×{height}, seed {info.get('seed')}) to {out} [{kind}]", file=sys.stderr)
+    return 0
+
+
+def _decompose_in_process(a: argparse.Namespace, image: Any, params: dict, bar: Bar):
+    from .engine import Engine
+    from .job import JobParams
+    from .server import quiet_libraries
+
+    quiet_libraries()
+    settings = Settings(model=a.model, memory=a.memory)
+    engine = Engine(settings)
+    job_params = JobParams.parse(params)
+
+    def on_progress(p: Any) -> None:
+        bar.show(p.step / p.total if p.total else 0.0, p.message + (f" · {p.eta_s:.0f} s left" if p.eta_s else ""))
+
+    r = engine.run(image, job_params, on_progress, lambda: False)
+    return r.layers, r.canvas_width, r.canvas_height, {"seed": r.seed, "caption": r.caption}
+
+
+def cmd_restore(a: argparse.Namespace) -> int:
+    from . import export
+    from .engine import finish_layers
+    from .image import decode
+
+    source = decode(Path(a.source).read_bytes(), 10**9)
+    model_layers = [decode(Path(p).read_bytes(), 10**9) for p in a.layers]
+    sizes = {layer.shape[:2] for layer in model_layers}
+    if len(sizes) != 1:
+        print("error: every layer must have the same size", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    placed = finish_layers(source, model_layers, not a.no_restore)
+    names = [Path(p).stem for p in a.layers]
+    for layer, name in zip(placed, names):
+        layer.name = name
+    height, width = source.shape[:2]
+    export.write_folder(Path(a.out), placed, width, height)
+    print(f"restored {len(placed)} layers to {width}×{height} in {time.monotonic() - started:.2f} s → {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_download(a: argparse.Namespace) -> int:
+    from . import download
+    from .errors import LayerBridgeError
+
+    bar = Bar()
+    try:
+        path = download.fetch(a.model, lambda done, total: bar.show(done / total if total else 0.0, f"{done / 1e9:.1f} / {total / 1e9:.1f} GB"))
+    except LayerBridgeError as exc:
+        bar.done()
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    bar.done()
+    print(f"model ready in {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_make_tiny_model(a: argparse.Namespace) -> int:
+    from .server import quiet_libraries
+    from .tiny_model import make_tiny_model
+
+    quiet_libraries()
+    path = make_tiny_model(a.dir, seed=a.seed)
+    print(f"tiny random-weights pipeline written to {path}; use it with --model {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_token(a: argparse.Namespace) -> int:
+    from .auth import load_or_create_token, rotate_token, token_path
+
+    token = rotate_token() if a.rotate else load_or_create_token()
+    if a.rotate:
+        print("a new token was made; restart the server and update remote clients", file=sys.stderr)
+    print(f"token file: {token_path()}", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from .doctor import report
+
+    data = report(Settings(model=a.model, memory=a.memory, port=a.port))
+    if a.json:
+        print(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            print(f"{key:>14}: {value}")
+    return 0
+
+
+def cmd_tray(a: argparse.Namespace) -> int:
+    from .tray import main
+
+    return main(a.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="layerbridge", description="Decompose flat images into editable RGBA layers.")
+    p.add_argument("--version", action="version", version=f"layerbridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the local server")
+    _settings_args(s)
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("decompose", help="decompose an image into a PSD, ORA or folder of PNGs")
+    d.add_argument("image")
+    d.add_argument("--out", required=True, help="OUT.psd, OUT.ora, or a folder")
+    d.add_argument("--model", default=Settings.model)
+    d.add_argument("--memory", default="auto")
+    d.add_argument("--server", default=None, help="server URL (default: the local server, when it is running)")
+    d.add_argument("--token", default=None, help="access token for --server (default: read from the config folder)")
+    d.add_argument("--in-process", action="store_true", help="never use a running server; load the model here")
+    d.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _job_args(d)
+    d.set_defaults(func=cmd_decompose)
+
+    r = sub.add_parser("restore", help="restore model layers to a source image's full resolution")
+    r.add_argument("source")
+    r.add_argument("layers", nargs="+", help="the model's layers, bottom to top")
+    r.add_argument("--out", required=True, help="output folder (PNGs + layers.json)")
+    r.add_argument("--no-restore", action="store_true", help="plain premultiplied resampling instead")
+    r.set_defaults(func=cmd_restore)
+
+    dl = sub.add_parser("download", help="fetch the model weights ahead of the first job (resumable)")
+    dl.add_argument("--model", default=Settings.model)
+    dl.set_defaults(func=cmd_download)
+
+    t = sub.add_parser("make-tiny-model", help="write a tiny random-weights pipeline for trying every path without a GPU")
+    t.add_argument("dir")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_make_tiny_model)
+
+    tok = sub.add_parser("token", help="show (or --rotate) the access token")
+    tok.add_argument("--rotate", action="store_true")
+    tok.set_defaults(func=cmd_token)
+
+    doc = sub.add_parser("doctor", help="GPU, VRAM, torch and CUDA, memory mode, model cache, port")
+    doc.add_argument("--model", default=Settings.model)
+    doc.add_argument("--memory", default="auto")
+    doc.add_argument("--port", type=int, default=DEFAULT_PORT)
+    doc.add_argument("--json", action="store_true")
+    doc.set_defaults(func=cmd_doctor)
+
+    tr = sub.add_parser("tray", help="tray launcher: start, watch and stop the server")
+    tr.add_argument("rest", nargs=argparse.REMAINDER)
+    tr.set_defaults(func=cmd_tray)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`layerbridge doctor`: what this machine has and what the server would choose on it."""
+
+from __future__ import annotations
+
+import platform
+import socket
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .memory import GIB, choose_mode, probe_device
+from .settings import Settings, cache_dir, config_dir, log_dir
+
+
+def _port_state(port: int) -> str:
+    from .client import server_alive
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        in_use = s.connect_ex(("127.0.0.1", port)) == 0
+    if not in_use:
+        return f"{port} free"
+    if server_alive(f"http://127.0.0.1:{port}"):
+        return f"{port} in use by a running LayerBridge server"
+    return f"{port} in use by another program: start the server with --port"
+
+
+def _model_cache(model: str) -> str:
+    if Path(model).is_dir():
+        return f"local folder {model}"
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if repo.repo_id == model:
+                return f"{repo.size_on_disk / 1e9:.1f} GB cached in {repo.repo_path}"
+    except Exception:
+        pass
+    return "not downloaded yet (`layerbridge download`, about 57 GB)"
+
+
+def report(settings: Settings) -> dict[str, Any]:
+    import torch
+
+    device = probe_device()
+    choice = choose_mode(device, settings.model, settings.memory)
+    from .presets import describe_presets
+
+    data: dict[str, Any] = {
+        "layerbridge": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "device": f"{device.name} ({device.kind})",
+        "vram": f"{device.vram_free / GIB:.1f} GiB free of {device.vram_total / GIB:.1f} GiB" if device.vram_total else "n/a",
+        "memory mode": f"{choice.mode.value} — {choice.reason}",
+        "presets": describe_presets(device),
+        "model": settings.model,
+        "model cache": _model_cache(settings.model),
+        "port": _port_state(settings.port),
+        "config dir": str(config_dir()),
+        "log dir": str(log_dir()),
+        "cache dir": str(cache_dir()),
+    }
+    return data

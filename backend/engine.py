@@ -1,0 +1,308 @@
+"""The model: loading QwenImageLayeredPipeline (lazily, with a reported state) and running one job on it."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import download
+from .errors import ErrorCode, LayerBridgeError
+from .image import PlacedLayer, resample_layers
+from .job import JobParams, JobResult, Progress, Stage
+from .memory import DeviceInfo, MemoryChoice, MemoryMode, apply_mode, choose_mode, probe_device
+from .presets import Preset, resolve_preset
+from .settings import Settings
+
+log = logging.getLogger("layerbridge.engine")
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
+
+
+class ModelState(str, enum.Enum):
+    not_loaded = "not_loaded"
+    downloading = "downloading"
+    loading = "loading"
+    ready = "ready"
+    failed = "failed"
+
+
+class JobCancelled(Exception):
+    """Raised inside the pipeline's step callback: stops the job at once, without decoding."""
+
+
+@dataclass
+class ModelStatus:
+    state: ModelState = ModelState.not_loaded
+    bytes_done: int = 0
+    bytes_total: int = 0
+    error: str | None = None
+
+
+def layer_names(count: int) -> list[str]:
+    return ["Background"] + [f"Layer {i}" for i in range(1, count)]
+
+
+def bucket_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """The pipeline's output size for an input of this size (area resolution², the input's aspect)."""
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_layered import calculate_dimensions
+
+    w, h = calculate_dimensions(resolution * resolution, width / height)
+    return int(w), int(h)
+
+
+def finish_layers(source: np.ndarray, layers: list[np.ndarray], restore: bool) -> list[PlacedLayer]:
+    """Model layers (bucket size) to layers at the source's size, cropped to content."""
+    names = layer_names(len(layers))
+    if restore:
+        from .restore import restore_layers
+
+        return restore_layers(source, layers, names)
+    return resample_layers(source, layers, names)
+
+
+class Engine:
+    """Owns the pipeline. `run` is called from one worker thread at a time; `status` from anywhere."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.model_status = ModelStatus()
+        self.device: DeviceInfo | None = None
+        self.memory: MemoryChoice | None = None
+        self.pipe: Any = None
+        self._load_lock = threading.Lock()
+        self._captions: OrderedDict[str, str] = OrderedDict()
+        self._step_seconds: float | None = None
+        self._decode_seconds: float | None = None
+
+    # ---- loading -------------------------------------------------------------------------------------------
+
+    def status_json(self) -> dict[str, Any]:
+        s = self.model_status
+        device = self.device or probe_device()
+        memory = self.memory or choose_mode(device, self.settings.model, self.settings.memory)
+        return {
+            "model": {
+                "id": self.settings.model,
+                "state": s.state.value,
+                "bytes_done": s.bytes_done,
+                "bytes_total": s.bytes_total,
+                "error": s.error,
+            },
+            "device": device.to_json(),
+            "memory_mode": memory.to_json(),
+            "preset_default": self.settings.preset,
+        }
+
+    def load(self) -> None:
+        """Load the pipeline if it is not loaded; raise model_unavailable if that fails."""
+        with self._load_lock:
+            if self.model_status.state == ModelState.ready:
+                return
+            self.model_status = ModelStatus()
+            try:
+                self._load()
+            except LayerBridgeError as exc:
+                self.model_status.state = ModelState.failed
+                self.model_status.error = exc.message
+                raise
+            except Exception as exc:
+                log.exception("model load failed")
+                self.model_status.state = ModelState.failed
+                self.model_status.error = f"{type(exc).__name__}: {exc}"
+                raise LayerBridgeError(
+                    ErrorCode.model_unavailable, f"the model could not be loaded: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    def _load(self) -> None:
+        import torch
+
+        from diffusers import QwenImageLayeredPipeline
+
+        from . import tiny_model  # noqa: F401  (registers the image-only processor class by its dotted path)
+
+        model = self.settings.model
+        if not Path(model).is_dir():
+            self.model_status.state = ModelState.downloading
+
+            def on_bytes(done: int, total: int) -> None:
+                self.model_status.bytes_done, self.model_status.bytes_total = done, total
+
+            model = str(download.fetch(model, on_bytes))
+        self.model_status.state = ModelState.loading
+        self.device = probe_device()
+        self.memory = choose_mode(self.device, self.settings.model, self.settings.memory)
+        dtype = torch.bfloat16 if self.device.kind == "cuda" else torch.float32
+        started = time.monotonic()
+        extra: dict[str, Any] = {}
+        if not _torchvision_works():
+            extra["processor"] = tiny_model.ImageOnlyQwen2VLProcessor.from_pretrained(model, subfolder="processor")
+        pipe = QwenImageLayeredPipeline.from_pretrained(model, dtype=dtype, **extra)
+        pipe.set_progress_bar_config(disable=True)
+        apply_mode(pipe, self.memory.mode, self.device)
+        self.pipe = pipe
+        self.model_status.state = ModelState.ready
+        log.info(
+            "model %s ready in %.1f s on %s (%s: %s)",
+            self.settings.model, time.monotonic() - started, self.device.name, self.memory.mode.value, self.memory.reason,
+        )
+
+    # ---- running -------------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        image: np.ndarray,
+        params: JobParams,
+        on_progress: ProgressCallback,
+        cancelled: CancelCheck,
+    ) -> JobResult:
+        """Decompose one image. Raises JobCancelled, or LayerBridgeError with a code for the client."""
+        import torch
+
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        if self.model_status.state != ModelState.ready:
+            on_progress(Progress(Stage.loading_model, message="Loading the model"))
+            self.load()
+        timings["load_s"] = time.monotonic() - t0
+        if cancelled():
+            raise JobCancelled()
+        preset = resolve_preset(params)
+        pipe = self.pipe
+        height, width = image.shape[:2]
+        from PIL import Image
+
+        pil = Image.fromarray(image, "RGBA")  # the pipeline needs RGBA input
+        seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
+        try:
+            t = time.monotonic()
+            prompt = params.prompt.strip()
+            if not prompt:
+                on_progress(Progress(Stage.captioning, message="Describing the image"))
+                prompt = self._caption(pil, params, cancelled)
+            timings["caption_s"] = time.monotonic() - t
+            t_encode = time.monotonic()
+            on_progress(Progress(Stage.encoding, 0, preset.steps, self._eta(preset.steps, preset.steps), "Encoding"))
+            step_times: list[float] = []
+            marks = {"last": time.monotonic()}
+
+            def on_step(pipeline: Any, i: int, timestep: Any, kwargs: dict) -> dict:
+                now = time.monotonic()
+                step_times.append(now - marks["last"])
+                marks["last"] = now
+                if cancelled():
+                    raise JobCancelled()
+                done = i + 1
+                # the first interval also holds the text encoding: leave it out of the per-step estimate
+                per_step = float(np.median(step_times[1:] or step_times))
+                self._step_seconds = per_step
+                if done == preset.steps:
+                    on_progress(Progress(Stage.decoding, done, preset.steps, self._decode_seconds, "Decoding layers"))
+                else:
+                    left = (preset.steps - done) * per_step + (self._decode_seconds or 0.0)
+                    on_progress(Progress(Stage.denoising, done, preset.steps, left, f"Denoising {done}/{preset.steps}"))
+                return {}
+
+            preset.apply(pipe)
+            try:
+                output = pipe(
+                    image=pil,
+                    prompt=prompt,
+                    negative_prompt=" " if params.cfg_scale > 1 else None,
+                    true_cfg_scale=params.cfg_scale,
+                    layers=params.layers,
+                    num_inference_steps=preset.steps,
+                    resolution=params.resolution,
+                    cfg_normalize=params.cfg_normalize,
+                    use_en_prompt=params.caption_language == "en",
+                    generator=torch.Generator(device="cpu").manual_seed(seed),
+                    callback_on_step_end=on_step,
+                    output_type="np",
+                )
+            finally:
+                preset.remove(pipe)
+                pipe.maybe_free_model_hooks()
+            timings["denoise_s"] = marks["last"] - t_encode  # text encoding included
+            timings["decode_s"] = time.monotonic() - marks["last"]
+            self._decode_seconds = timings["decode_s"]
+            if cancelled():
+                raise JobCancelled()
+            frames = np.asarray(output.images[0])
+            layers = [np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8) for f in frames]
+            on_progress(Progress(Stage.finishing, preset.steps, preset.steps, None, "Restoring full resolution"))
+            t = time.monotonic()
+            placed = finish_layers(image, layers, params.restore)
+            timings["finish_s"] = time.monotonic() - t
+        except JobCancelled:
+            raise
+        except LayerBridgeError:
+            raise
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise LayerBridgeError(
+                ErrorCode.out_of_memory,
+                "the GPU ran out of memory. Try resolution 640, fewer layers, or start the server with "
+                "--memory model_offload (or group_offload) to keep less of the model on the GPU.",
+            ) from exc
+        return JobResult(width, height, placed, seed, prompt, params.restore, timings)
+
+    def _eta(self, steps_left: int, total: int) -> float | None:
+        if self._step_seconds is None:
+            return None
+        return steps_left * self._step_seconds + (self._decode_seconds or 0.0)
+
+    def _caption(self, pil: Any, params: JobParams, cancelled: CancelCheck) -> str:
+        """The pipeline's automatic caption, with cancel between tokens and a per-image cache."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        key = hashlib.sha256(pil.tobytes() + f"{pil.size}{params.resolution}{params.caption_language}".encode()).hexdigest()
+        if key in self._captions:
+            self._captions.move_to_end(key)
+            return self._captions[key]
+        pipe = self.pipe
+        w, h = bucket_size(pil.width, pil.height, params.resolution)
+        prompt_image = pipe.image_processor.resize(pil, h, w)
+        template = pipe.image_caption_prompt_en if params.caption_language == "en" else pipe.image_caption_prompt_cn
+
+        class StopOnCancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                if cancelled():
+                    raise JobCancelled()
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        # Same steps as QwenImageLayeredPipeline.get_image_caption, plus the stopping criterion for cancel.
+        inputs = pipe.vl_processor(text=template, images=prompt_image, padding=True, return_tensors="pt").to(
+            pipe._execution_device
+        )
+        generated = pipe.text_encoder.generate(
+            **inputs, max_new_tokens=512, stopping_criteria=StoppingCriteriaList([StopOnCancel()])
+        )
+        trimmed = [out[len(inp):] for inp, out in zip(inputs.input_ids, generated)]
+        caption = pipe.vl_processor.batch_decode(trimmed, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
+        caption = caption.strip() or "an image"
+        self._captions[key] = caption
+        while len(self._captions) > 64:
+            self._captions.popitem(last=False)
+        return caption
+
+
+def _torchvision_works() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+__all__ = ["Engine", "JobCancelled", "ModelState", "MemoryMode", "bucket_size", "finish_layers", "layer_names"]

@@ -1,0 +1,92 @@
+"""Running the app: listening, logging to the user's log folder, the port file, a clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from . import __version__
+from .app import RULES, create_app
+from .settings import Settings, log_dir
+
+log = logging.getLogger("layerbridge")
+
+
+def setup_logging(name: str = "server") -> Path:
+    """Console plus a rotating file in the user's log folder; returns the file's path."""
+    folder = log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.log"
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    file = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8")
+    file.setFormatter(fmt)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root = logging.getLogger()
+    root.handlers[:] = [file, console]
+    root.setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for noisy in ("diffusers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    return path
+
+
+def quiet_libraries() -> None:
+    try:
+        from diffusers.utils import logging as dlog
+
+        dlog.disable_progress_bar()
+        dlog.set_verbosity_error()
+        from transformers.utils import logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+    except Exception:  # logging niceties never stop the server
+        pass
+
+
+async def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    app[RULES].set_port(port)
+    if not settings.is_loopback:
+        banner = "!" * 78
+        log.warning(
+            "\n%s\n  LayerBridge is listening on %s:%s, reachable from other machines.\n"
+            "  Every request still needs the access token (`layerbridge token`).\n%s",
+            banner, settings.host, port, banner,
+        )
+    log.info("LayerBridge %s listening on http://%s:%s (model %s)", __version__, settings.host, port, settings.model)
+    if settings.port_file:
+        Path(settings.port_file).write_text(str(port), encoding="utf-8")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+def serve(settings: Settings) -> int:
+    setup_logging("server")
+    quiet_libraries()
+    try:
+        asyncio.run(_serve(settings))
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        return 2
+    return 0

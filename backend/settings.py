@@ -1,0 +1,59 @@
+"""Every server setting, typed and described once; paths from platformdirs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "layerbridge"
+DEFAULT_MODEL = "Qwen/Qwen-Image-Layered"
+DEFAULT_PORT = 7860
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def config_dir() -> Path:
+    """Where the token and settings live (env LAYERBRIDGE_CONFIG_DIR overrides)."""
+    override = os.environ.get("LAYERBRIDGE_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def log_dir() -> Path:
+    override = os.environ.get("LAYERBRIDGE_LOG_DIR")
+    return Path(override) if override else Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+
+
+def cache_dir() -> Path:
+    override = os.environ.get("LAYERBRIDGE_CACHE_DIR")
+    return Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+@dataclass
+class Settings:
+    host: str = field(default="127.0.0.1", metadata={"help": "interface to listen on; anything but loopback is announced loudly"})
+    port: int = field(default=DEFAULT_PORT, metadata={"help": "TCP port (0 picks a free one)"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model id or a local pipeline folder"})
+    memory: str = field(default="auto", metadata={"help": "memory mode: auto, gpu, model_offload, group_offload, sequential_offload, cpu"})
+    preset: str = field(default="best", metadata={"help": "default quality preset: best, balanced, fast"})
+    max_pixels: int = field(default=100_000_000, metadata={"help": "largest image accepted, in pixels"})
+    max_upload_mb: int = field(default=512, metadata={"help": "largest request body or announced upload, in MiB"})
+    max_queue: int = field(default=32, metadata={"help": "jobs waiting at most; more are refused with queue_full"})
+    result_ttl_s: int = field(default=3600, metadata={"help": "seconds a finished job's result stays fetchable"})
+    allowed_origins: list[str] = field(default_factory=list, metadata={"help": "extra allowed Origin values"})
+    allowed_hosts: list[str] = field(default_factory=list, metadata={"help": "extra allowed Host names (for a LAN server)"})
+    preload: bool = field(default=False, metadata={"help": "load the model at start instead of at the first job"})
+    port_file: str | None = field(default=None, metadata={"help": "write the bound port to this file once listening"})
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}

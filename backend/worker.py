@@ -1,0 +1,207 @@
+"""The job queue: one model worker thread, a FIFO with positions, cancel, progress fan-out, result retention."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .engine import Engine, JobCancelled
+from .errors import ErrorCode, LayerBridgeError
+from .job import Job, JobParams, JobState, Progress, Stage
+
+log = logging.getLogger("layerbridge.worker")
+
+
+class Worker:
+    """Owns every job. All public methods are called on the event loop; the model runs on one thread."""
+
+    def __init__(self, engine: Engine, max_queue: int, result_ttl_s: float):
+        self.engine = engine
+        self.max_queue = max_queue
+        self.result_ttl_s = result_ttl_s
+        self.jobs: dict[str, Job] = {}
+        self.queue: collections.deque[str] = collections.deque()
+        self.running: str | None = None
+        self._listeners: dict[str, set[asyncio.Queue]] = collections.defaultdict(set)
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._load_task: asyncio.Future | None = None
+        # One dedicated thread for the model: the GPU runs one job at a time, and CUDA state stays on one thread.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerbridge-model")
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._serve())
+
+    async def stop(self) -> None:
+        for job_id in list(self.queue):
+            self.cancel(job_id)
+        if self.running:
+            self.cancel(self.running)
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def load_model(self) -> None:
+        """Start loading the model in the background if nothing is loading it already."""
+        if self._load_task is None or self._load_task.done():
+            self._load_task = asyncio.get_running_loop().run_in_executor(self._executor, self._load_quietly)
+
+    def _load_quietly(self) -> None:
+        try:
+            self.engine.load()
+        except LayerBridgeError as exc:
+            log.error("model load failed: %s", exc.message)
+
+    # ---- jobs ----------------------------------------------------------------------------------------------
+
+    def submit(self, image: np.ndarray, params: JobParams) -> Job:
+        self._expire()
+        if len(self.queue) >= self.max_queue:
+            raise LayerBridgeError(
+                ErrorCode.queue_full, f"{len(self.queue)} jobs are already waiting; try again when some have finished"
+            )
+        job = Job(params=params, image=image)
+        self.jobs[job.id] = job
+        self.queue.append(job.id)
+        self._wake.set()
+        self._publish(job)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        self._expire()
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise LayerBridgeError(ErrorCode.not_found, f"no job {job_id!r} (unknown, or its result has expired)")
+        return job
+
+    def position(self, job: Job) -> int | None:
+        if job.id == self.running:
+            return 0
+        try:
+            return self.queue.index(job.id) + 1
+        except ValueError:
+            return None
+
+    def state_json(self, job: Job) -> dict[str, Any]:
+        return job.state_json(self.position(job))
+
+    def expires_in(self, job: Job) -> float:
+        if job.finished_at is None:
+            return self.result_ttl_s
+        return job.finished_at + self.result_ttl_s - time.monotonic()
+
+    def cancel(self, job_id: str) -> Job:
+        """Idempotent. A queued job ends at once; a running one within one denoising step."""
+        job = self.get(job_id)
+        if job.state.finished:
+            return job
+        job.cancel_requested = True
+        if job.state == JobState.queued:
+            try:
+                self.queue.remove(job.id)
+            except ValueError:
+                pass
+            self._finish(job, JobState.cancelled, Progress(Stage.cancelled, message="Cancelled"))
+            self._publish_positions()
+        else:
+            job.progress = Progress(job.progress.stage, job.progress.step, job.progress.total, None, "Cancelling…")
+            self._publish(job)
+        return job
+
+    def subscribe(self, job_id: str) -> asyncio.Queue:
+        """A queue of this job's state objects, starting with the current one."""
+        job = self.get(job_id)
+        q: asyncio.Queue = asyncio.Queue()
+        self._listeners[job_id].add(q)
+        q.put_nowait(self.state_json(job))
+        return q
+
+    def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None:
+        self._listeners.get(job_id, set()).discard(q)
+
+    def queue_json(self) -> dict[str, Any]:
+        return {"length": len(self.queue), "running": self.running}
+
+    # ---- internals -----------------------------------------------------------------------------------------
+
+    def _publish(self, job: Job) -> None:
+        state = self.state_json(job)
+        for q in list(self._listeners.get(job.id, ())):
+            q.put_nowait(state)
+
+    def _publish_positions(self) -> None:
+        for job_id in self.queue:
+            self._publish(self.jobs[job_id])
+
+    def _finish(self, job: Job, state: JobState, progress: Progress) -> None:
+        job.state = state
+        job.progress = progress
+        job.finished_at = time.monotonic()
+        job.image = np.zeros((0, 0, 4), np.uint8)  # the upload is no longer needed
+        self._publish(job)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for job_id, job in list(self.jobs.items()):
+            if job.finished_at is not None and now - job.finished_at > self.result_ttl_s:
+                del self.jobs[job_id]
+                self._listeners.pop(job_id, None)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            job = self.jobs[self.queue.popleft()]
+            self.running = job.id
+            job.state = JobState.running
+            job.started = time.monotonic()
+            self._publish(job)
+            self._publish_positions()
+
+            def on_progress(progress: Progress, job: Job = job) -> None:
+                def apply() -> None:
+                    if job.state == JobState.running:
+                        job.progress = progress
+                        self._publish(job)
+
+                loop.call_soon_threadsafe(apply)
+
+            try:
+                result = await loop.run_in_executor(
+                    self._executor, self.engine.run, job.image, job.params, on_progress, lambda j=job: j.cancel_requested
+                )
+            except JobCancelled:
+                self._finish(job, JobState.cancelled, Progress(Stage.cancelled, job.progress.step, job.progress.total, None, "Cancelled"))
+            except LayerBridgeError as exc:
+                exc.job = job.id
+                job.error = exc
+                self._finish(job, JobState.failed, Progress(Stage.failed, message=exc.message))
+            except Exception as exc:  # a bug or an unexpected library error: the job fails, the server stays up
+                log.exception("job %s failed", job.id)
+                job.error = LayerBridgeError(ErrorCode.job_failed, f"the job failed: {type(exc).__name__}: {exc}", job.id)
+                self._finish(job, JobState.failed, Progress(Stage.failed, message=job.error.message))
+            else:
+                if job.cancel_requested:
+                    self._finish(job, JobState.cancelled, Progress(Stage.cancelled, message="Cancelled"))
+                else:
+                    job.result = result
+                    total = job.progress.total
+                    self._finish(job, JobState.done, Progress(Stage.done, total, total, 0.0, "Done"))
+            finally:
+                self.running = None
