@@ -68,6 +68,7 @@ class LayerBridgeClient {
     WebSocket: WS = globalThis.WebSocket,
     fetch: fetchFn = globalThis.fetch,
     clientName = CLIENT_NAME,
+    protocol = PROTOCOL,
     connectTimeoutMs = 10000,
     reconnectAttempts = 5,
     reconnectDelayMs = 1000,
@@ -79,6 +80,7 @@ class LayerBridgeClient {
     this.WS = WS;
     this.fetch = fetchFn;
     this.clientName = clientName;
+    this.protocol = protocol;
     this.connectTimeoutMs = connectTimeoutMs;
     this.reconnectAttempts = reconnectAttempts;
     this.reconnectDelayMs = reconnectDelayMs;
@@ -149,7 +151,7 @@ class LayerBridgeClient {
       };
       ws.onopen = () => {
         if (this.token) this.sendJson({ type: "auth", token: this.token }, ws);
-        this.sendJson({ type: "hello", protocol: PROTOCOL, client: this.clientName }, ws);
+        this.sendJson({ type: "hello", protocol: this.protocol, client: this.clientName }, ws);
       };
       ws.onmessage = (event) => {
         if (handshaken) {

@@ -1,0 +1,137 @@
+// End to end: the panel's client module in Node against the real Python server running the tiny
+// model, over a real WebSocket on 127.0.0.1 (the `ws` package stands in for UXP's WebSocket).
+"use strict";
+
+const { describe, it, before, after } = require("node:test");
+const assert = require("node:assert/strict");
+const WebSocket = require("ws");
+const { LayerBridgeClient } = require("../src/client.js");
+const { CHUNK_BYTES, buildParams } = require("../src/protocol.js");
+const server = require("./support/server.js");
+
+const SKIP = server.available() ? false : "no .venv/bin/layerbridge (run scripts/setup.sh --test)";
+const JOB_TIMEOUT = 240000;
+
+function image(width, height, seed = 1) {
+  const data = new Uint8Array(width * height * 4);
+  for (let i = 0; i < width * height; i++) {
+    data[i * 4] = (i * 3 + seed) & 255;
+    data[i * 4 + 1] = ((i >> 4) + seed * 7) & 255;
+    data[i * 4 + 2] = (i * 11) & 255;
+    data[i * 4 + 3] = 255;
+  }
+  return { width, height, data };
+}
+
+/** Small and fast: a prompt skips captioning; 2 steps (1 gives NaN on the tiny model). */
+function params(extra = {}) {
+  return buildParams({ layers: 2, resolution: 640, steps: 2, prompt: "a test card", seed: 7, ...extra }, "E2E");
+}
+
+/** A `ws` WebSocket that counts the binary frames it sends. */
+function countingSocket(counter) {
+  return class extends WebSocket {
+    send(data, ...rest) {
+      if (typeof data !== "string") counter.sent += 1;
+      return super.send(data, ...rest);
+    }
+  };
+}
+
+describe("panel client against the real server", { skip: SKIP, timeout: 900000 }, () => {
+  let srv;
+  const clients = [];
+  const client = (options = {}) => {
+    const c = new LayerBridgeClient({ address: srv.address, token: srv.token, WebSocket, reconnectDelayMs: 300, ...options });
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    srv = await server.startServer();
+  });
+
+  after(async () => {
+    clients.forEach((c) => c.close());
+    if (srv) await srv.stop();
+  });
+
+  it("handshakes, reports status, refuses a wrong token and a foreign protocol", async () => {
+    const c = client();
+    const hello = await c.connect();
+    assert.equal(hello.protocol, 1);
+    assert.equal(hello.limits.chunk_bytes, CHUNK_BYTES);
+    const status = await c.status();
+    assert.equal(status.type, "status");
+    assert.ok(["not_loaded", "loading", "ready"].includes(status.model.state));
+
+    await assert.rejects(client({ token: "not-the-token" }).connect(), { code: "unauthorized" });
+    await assert.rejects(client({ protocol: 99 }).connect(), (e) => e.code === "protocol_mismatch" && e.message.length > 0);
+  });
+
+  it("runs a job over 4 MiB each way: chunked upload, progress, layers in chunked frames", { timeout: JOB_TIMEOUT }, async () => {
+    const counter = { sent: 0 };
+    const c = client({ WebSocket: countingSocket(counter) });
+    let received = 0;
+    const receiveFrame = c.receiveFrame.bind(c);
+    c.receiveFrame = (data) => { received += 1; receiveFrame(data); };
+    const src = image(1100, 1000); // 4.4 MB: two upload frames
+    const progress = [];
+    let jobId = null;
+    const result = await c.decompose(src, params(), { onProgress: (p) => progress.push(p), onJob: (id) => { jobId = id; } });
+
+    assert.equal(counter.sent, 2, "two binary frames up");
+    assert.ok(jobId && jobId === result.job);
+    assert.deepEqual(result.canvas, { width: 1100, height: 1000 });
+    assert.equal(result.name, "E2E");
+    assert.equal(result.seed, 7);
+    assert.equal(result.layers.length, 2);
+    assert.deepEqual(result.layers.map((l) => l.index), [0, 1]);
+    let expectedFrames = 0;
+    for (const layer of result.layers) {
+      assert.equal(layer.pixels.byteLength, layer.width * layer.height * 4);
+      assert.equal(layer.bytes, layer.pixels.byteLength);
+      assert.ok(layer.x >= 0 && layer.y >= 0 && layer.x + layer.width <= 1100 && layer.y + layer.height <= 1000);
+      expectedFrames += Math.ceil(layer.bytes / CHUNK_BYTES);
+    }
+    assert.ok(result.layers.some((l) => l.bytes > CHUNK_BYTES), "at least one layer needs several frames");
+    assert.equal(received, expectedFrames);
+    assert.ok(progress.some((p) => p.stage === "denoising" && p.total === 2), "denoising steps reported");
+  });
+
+  it("cancels a running job; the connection stays usable", { timeout: JOB_TIMEOUT }, async () => {
+    const c = client();
+    let cancelled = false;
+    const run = c.decompose(image(64, 48, 2), params({ steps: 40 }), {
+      onProgress: (p) => {
+        if (!cancelled && (p.state === "running" || p.stage !== "queued")) {
+          cancelled = true;
+          c.cancel();
+        }
+      },
+    });
+    await assert.rejects(run, { code: "cancelled" });
+    assert.ok(cancelled);
+    assert.equal((await c.status()).type, "status");
+  });
+
+  it("reconnects after the connection drops and still gets the result", { timeout: JOB_TIMEOUT }, async () => {
+    const states = [];
+    const c = client({ onState: (s) => states.push(s) });
+    let dropped = false;
+    const result = await c.decompose(image(80, 60, 3), params({ seed: 11 }), {
+      onJob: () => {
+        // The network goes away right after the server accepted the job.
+        if (!dropped) {
+          dropped = true;
+          c.ws.terminate();
+        }
+      },
+    });
+    assert.ok(dropped);
+    assert.ok(states.includes("reconnecting"), `states: ${states.join(", ")}`);
+    assert.equal(result.seed, 11);
+    assert.equal(result.layers.length, 2);
+    for (const layer of result.layers) assert.equal(layer.pixels.byteLength, layer.width * layer.height * 4);
+  });
+});
