@@ -1,0 +1,188 @@
+"""The job protocol over HTTP and WebSocket against a real server process on the tiny pipeline."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+
+from .wire import FAST, WS, image, request, submit_http, wait_state
+
+
+def test_health_and_handshake(live_server):
+    status, _, body = request(live_server, "GET", "/health", token=False)
+    assert status == 200 and json.loads(body) == {"status": "ok", "service": "layerbridge"}
+    info = live_server.get_json("/v1/info")
+    assert info["protocol"] == 1 and info["server"] == "layerbridge"
+    assert "websocket" in info["capabilities"] and info["limits"]["chunk_bytes"] == 4 * 1024 * 1024
+
+
+def test_status_reports_model_and_memory_mode(live_server):
+    deadline = time.monotonic() + 120
+    while (st := live_server.get_json("/v1/status"))["model"]["state"] != "ready":
+        assert st["model"]["state"] in ("not_loaded", "loading"), st
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert st["memory_mode"]["mode"] == "cpu" and st["memory_mode"]["reason"]
+    assert st["device"]["kind"] == "cpu"
+    assert st["queue"] == {"length": 0, "running": None}
+
+
+def test_http_job_end_to_end_layers_at_source_size(live_server):
+    src = image(97, 61, seed=1)
+    status, accepted = submit_http(live_server, src, dict(FAST, layers=3, name="Poster"))
+    assert status == 202 and accepted["state"] == "queued"
+    final = wait_state(live_server, accepted["job"])
+    assert final["state"] == "done" and final["stage"] == "done"
+    result = live_server.get_json(f"/v1/jobs/{accepted['job']}/result")
+    assert result["canvas"] == {"width": 97, "height": 61}
+    assert [layer["name"] for layer in result["layers"]] == ["Background", "Layer 1", "Layer 2"]
+    assert result["name"] == "Poster" and result["seed"] == 7
+    for entry in result["layers"]:
+        status, headers, body = request(live_server, "GET", f"/v1/jobs/{accepted['job']}/layers/{entry['index']}")
+        assert status == 200 and len(body) == entry["bytes"] == entry["width"] * entry["height"] * 4
+        assert 0 <= entry["x"] and entry["x"] + entry["width"] <= 97
+        assert 0 <= entry["y"] and entry["y"] + entry["height"] <= 61
+        assert headers["X-Layer-X"] == str(entry["x"])
+    status, headers, png = request(live_server, "GET", f"/v1/jobs/{accepted['job']}/layers/0?format=png")
+    assert status == 200 and png.startswith(b"\x89PNG") and headers["Content-Type"] == "image/png"
+
+
+def test_same_seed_same_layers_png_and_raw_uploads_agree(live_server):
+    src = image(80, 80, seed=2)
+    a = wait_state(live_server, submit_http(live_server, src)[1]["job"])
+    b = wait_state(live_server, submit_http(live_server, src, raw=False)[1]["job"])
+    la = request(live_server, "GET", f"/v1/jobs/{a['job']}/layers/1")[2]
+    lb = request(live_server, "GET", f"/v1/jobs/{b['job']}/layers/1")[2]
+    assert la == lb
+
+
+def test_ndjson_event_stream_has_stages_and_steps(live_server):
+    job = submit_http(live_server, image(64, 48), dict(FAST, steps=3))[1]["job"]
+    status, headers, body = request(live_server, "GET", f"/v1/jobs/{job}/events", timeout=180)
+    assert status == 200 and headers["Content-Type"].startswith("application/x-ndjson")
+    events = [json.loads(line) for line in body.splitlines() if line.strip()]
+    events = [e for e in events if e["type"] == "progress"]
+    stages = [e["stage"] for e in events]
+    assert stages[-1] == "done" and events[-1]["state"] == "done"
+    assert "denoising" in stages and "decoding" in stages and "finishing" in stages
+    steps = [e["step"] for e in events if e["stage"] == "denoising"]
+    assert steps == sorted(steps) and max(steps) <= 3
+    assert all(e["total"] == 3 for e in events if e["stage"] in ("denoising", "decoding"))
+
+
+def test_websocket_job_progress_and_exact_pixels(live_server):
+    src = image(123, 45, seed=3)
+    ws = WS(live_server)
+    assert ws.hello["type"] == "hello" and ws.hello["protocol"] == 1
+    ws.submit(src, dict(FAST, layers=2), ref="mine")
+    accepted = ws.until("accepted")
+    assert accepted["ref"] == "mine"
+    seen = []
+    while True:
+        msg = ws.recv()
+        if msg["type"] == "progress":
+            seen.append(msg)
+        if msg["type"] == "result":
+            break
+    assert seen[-1]["state"] == "done"
+    assert msg["canvas"] == {"width": 123, "height": 45}
+    layers = ws.layers(msg)
+    ws.close()
+    for entry, pixels in zip(msg["layers"], layers):
+        http = request(live_server, "GET", f"/v1/jobs/{msg['job']}/layers/{entry['index']}")[2]
+        assert pixels.tobytes() == http
+
+
+def test_large_frames_are_chunked(live_server):
+    src = image(1500, 1000, seed=4)  # 6 MB: two upload chunks, layers over 4 MiB come back in several frames
+    ws = WS(live_server)
+    ws.submit(src, dict(FAST, restore=False))
+    result = ws.until("result")
+    layers = ws.layers(result)
+    assert any(e["bytes"] > 4 * 1024 * 1024 for e in result["layers"])
+    assert all(p.shape == (e["height"], e["width"], 4) for p, e in zip(layers, result["layers"]))
+    ws.close()
+
+
+def test_cancel_running_job_delivers_nothing(live_server):
+    ws = WS(live_server)
+    ws.submit(image(64, 64), dict(FAST, steps=40))
+    job = ws.until("accepted")["job"]
+    ws.until("progress", stage="denoising")
+    ws.send({"type": "cancel", "job": job})
+    final = ws.until("progress", state="cancelled")
+    assert final["stage"] == "cancelled" and final["step"] < 40
+    ws.send({"type": "fetch", "job": job, "ref": "f"})
+    err = ws.until("error")
+    assert err["code"] == "cancelled"
+    ws.send({"type": "cancel", "job": job, "ref": "again"})  # idempotent
+    assert ws.until("progress", ref="again")["state"] == "cancelled"
+    ws.close()
+    status, _, body = request(live_server, "GET", f"/v1/jobs/{job}/result")
+    assert status == 409 and json.loads(body)["code"] == "cancelled"
+
+
+def test_queue_positions_and_cancel_queued(live_server):
+    first = submit_http(live_server, image(64, 64), dict(FAST, steps=30))[1]["job"]
+    second = submit_http(live_server, image(64, 64))[1]
+    third = submit_http(live_server, image(64, 64))[1]
+    assert second["position"] >= 1 and third["position"] == second["position"] + 1
+    status, _, body = request(live_server, "POST", f"/v1/jobs/{second['job']}/cancel")
+    assert status == 200 and json.loads(body)["state"] == "cancelled"
+    assert live_server.get_json(f"/v1/jobs/{third['job']}")["position"] == second["position"]
+    request(live_server, "POST", f"/v1/jobs/{first}/cancel")
+    assert wait_state(live_server, third["job"])["state"] == "done"
+
+
+def test_reconnect_subscribe_and_refetch(live_server):
+    ws = WS(live_server)
+    ws.submit(image(70, 50, seed=5), dict(FAST, steps=6))
+    job = ws.until("accepted")["job"]
+    ws.until("progress", stage="denoising")
+    ws.close()  # the client goes away mid-job; the job goes on
+    ws2 = WS(live_server, token="query")
+    ws2.send({"type": "subscribe", "job": job})
+    result = ws2.until("result", timeout=180)
+    first = ws2.layers(result)
+    ws2.send({"type": "fetch", "job": job, "ref": "again"})
+    again = ws2.until("result", ref="again")
+    assert [e["transfer"] for e in again["layers"]] != [e["transfer"] for e in result["layers"]]
+    second = ws2.layers(again)
+    assert all((a == b).all() for a, b in zip(first, second))
+    ws2.close()
+
+
+def test_concurrent_clients_all_get_their_results(live_server):
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            ws = WS(live_server, token="message")
+            ws.submit(image(40 + i, 30, seed=i), dict(FAST, seed=i))
+            results[i] = ws.until("result", timeout=300)
+            ws.layers(results[i])
+            ws.close()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=400)
+    assert not errors, errors
+    assert {i: r["canvas"]["width"] for i, r in results.items()} == {0: 40, 1: 41, 2: 42}
+    assert len({r["job"] for r in results.values()}) == 3
+
+
+def test_ping_and_status_over_websocket(live_server):
+    ws = WS(live_server)
+    ws.send({"type": "ping", "ref": 5})
+    assert ws.until("pong")["ref"] == 5
+    ws.send({"type": "status"})
+    assert ws.until("status")["model"]["state"] in ("ready", "loading", "not_loaded")
+    ws.close()
