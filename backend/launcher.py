@@ -36,6 +36,7 @@ LOCK_FILE = "launcher.lock"
 PARENT_ENV = "LAYERBRIDGE_PARENT_PID"
 LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
+UNANSWERED_S = 20.0
 
 # State kinds, in the order a start goes through them.
 STOPPED = "stopped"
@@ -290,8 +291,7 @@ def child_main(argv: list[str]) -> int:
     from backend import cli
 
     sys.argv = ["layerbridge", *argv]
-    rc = cli.main()
-    return int(rc or 0)
+    return int(cli.main(argv) or 0)
 
 
 def proc_alive(pid: int) -> bool:
@@ -348,6 +348,7 @@ class Supervisor:
         self._port: int | None = None
         self._port_file: Path | None = None
         self._started_at = 0.0
+        self._last_answer = 0.0
         self._healthy = False
         self._loaded_asked = False
         self._tail: list[str] = []
@@ -517,16 +518,18 @@ class Supervisor:
             if not (isinstance(health, dict) and health.get("status") == "ok"):
                 return self._check_start_timeout()
             self._healthy = True
+            self._last_answer = time.monotonic()
             log.info("server healthy at %s (pid %s)", base, proc.pid)
         token = read_token()
         try:
-            status = http_json(f"{base}/v1/status", token=token)
-        except urllib.error.HTTPError as e:
-            self._set(State(ERROR, message=f"status answered HTTP {e.code}"))
-            return
+            status = http_json(f"{base}/v1/status", token=token, timeout=5.0)
         except Exception as e:
-            self._set(State(ERROR, message=f"server not answering: {e}"))
+            # a busy server may answer late for a while (model loading); only a lasting silence is an error
+            if time.monotonic() - self._last_answer > UNANSWERED_S:
+                why = f"status answered HTTP {e.code}" if isinstance(e, urllib.error.HTTPError) else f"server not answering: {e}"
+                self._set(State(ERROR, message=why))
             return
+        self._last_answer = time.monotonic()
         state = state_from_status(status)
         if self.settings.load_model and not self._loaded_asked and state.kind in (NOT_LOADED, NOT_DOWNLOADED):
             self._loaded_asked = True
