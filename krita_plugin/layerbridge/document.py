@@ -116,5 +116,6 @@ def insert(doc: object, source: Source, result: dict, layers: Dict[int, bytes]) 
         if group.parentNode() is not None:
             group.remove()
         raise
+    doc.refreshProjection()
     doc.waitForDone()
     return group

@@ -5,6 +5,7 @@ Entry points take kritarunner's positional arguments: scenario names to run, in 
 import json
 import os
 import sys
+import time
 import traceback
 
 from krita import Krita, Selection
@@ -67,8 +68,12 @@ def run(doc, mode="image", values=None, url=None, token=None, node=None, on_prog
     d.finished.connect(finished)
     d.failed.connect(failed)
     QtCore.QTimer.singleShot(0, d.start)
-    QtCore.QTimer.singleShot(timeout_ms, lambda: (out.update(ok=False, code="test_timeout"), loop.quit()))
+    timer = QtCore.QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(lambda: (out.update(ok=False, code="test_timeout"), loop.quit()))
+    timer.start(timeout_ms)
     loop.exec_() if hasattr(loop, "exec_") else loop.exec()
+    timer.stop()
     out["job"] = d.job.job_id if d.job else ""
     out["region"] = list(d.source.region) if d.source else None
     return d, out
@@ -148,7 +153,7 @@ def s_cancel(res):
             state["sent"] = True
             d.cancel()
 
-    d, out = run(doc, values={"steps": 100, "layers": 10, "resolution": 1024}, on_progress=progress)
+    d, out = run(doc, values={"steps": 100}, on_progress=progress)
     out["unchanged"] = tree(doc.rootNode()) == before
     out["tree"] = tree(doc.rootNode())
     res["cancel"] = out
@@ -208,10 +213,12 @@ def main(args):
     path = os.environ["LB_RESULTS"]
     try:
         for name in args:
+            t0 = time.monotonic()
             try:
                 SCENARIOS[name](res)
             except Exception:
                 res.setdefault("errors", {})[name] = traceback.format_exc()
+            res.setdefault("seconds", {})[name] = round(time.monotonic() - t0, 2)
             with open(path, "w") as f:
                 json.dump(res, f, indent=1)
     finally:

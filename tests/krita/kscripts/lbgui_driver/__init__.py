@@ -1,0 +1,149 @@
+"""Test-only Krita plugin: drives the Layer Decomposition docker through its own button in the real GUI,
+saves a screenshot, checks undo, and reports to $LB_RESULTS. Any uncaught exception ends Krita at once
+(a plugin exception would otherwise open a modal dialog and block)."""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+from krita import Extension, Krita
+from PyQt5 import QtCore, QtWidgets
+
+RESULTS = os.environ["LB_RESULTS"]
+SHOT = os.environ.get("LB_SHOT", "")
+MODE = os.environ.get("LB_GUI_MODE", "decompose")
+res = {"steps": []}
+
+
+def write() -> None:
+    with open(RESULTS, "w") as f:
+        json.dump(res, f, indent=1)
+
+
+def hook(kind, value, tb) -> None:
+    res["exception"] = "".join(traceback.format_exception(kind, value, tb))
+    write()
+    os._exit(3)
+
+
+sys.excepthook = hook
+
+
+def tree(node):
+    out = []
+    for c in node.childNodes():
+        entry = {"name": c.name(), "type": c.type()}
+        if c.type() == "grouplayer":
+            entry["children"] = tree(c)
+        out.append(entry)
+    return out
+
+
+def find_docker():
+    for d in Krita.instance().dockers():
+        if d.objectName() == "layerbridge_docker":
+            return d
+    return None
+
+
+class Driver:
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + float(os.environ.get("LB_GUI_TIMEOUT", "90"))
+        self.doc = None
+        self.docker = None
+
+    def start(self) -> None:
+        app = Krita.instance()
+        window = app.activeWindow()
+        res["steps"].append("window")
+        doc = app.createDocument(320, 200, "Poster", "RGBA", "U8", "", 72.0)
+        bg = doc.rootNode().childNodes()[0]
+        rows = [b"".join(bytes([x * 255 // 319, y * 255 // 199, 90, 255]) for x in range(320)) for y in range(200)]
+        bg.setPixelData(b"".join(rows), 0, 0, 320, 200)
+        bg.setPixelData(bytes([40, 40, 220, 255]) * (100 * 60), 60, 50, 100, 60)
+        window.addView(doc)
+        doc.refreshProjection()
+        self.doc = doc
+        window.qwindow().resize(1500, 920)
+        docker = find_docker()
+        res["docker_found"] = docker is not None
+        res["docker_class"] = type(docker).__name__ if docker else None
+        if docker is None:
+            return self.finish()
+        for other in Krita.instance().dockers():     # room for the docker in the screenshot
+            if other.objectName() not in ("layerbridge_docker", "KisLayerBox"):
+                other.hide()
+        docker.show()
+        docker.raise_()
+        self.docker = docker
+        res["steps"].append("docker")
+        QtCore.QTimer.singleShot(2500, self.press)
+
+    def press(self) -> None:
+        d = self.docker
+        res["status_before"] = d.status.text()
+        d.url.setText(os.environ["LB_URL"])
+        d.url.editingFinished.emit()
+        d.layers.setValue(int(os.environ.get("LB_LAYERS", "3")))
+        d.steps.setValue(2)
+        d.seed.setValue(11)
+        d.prompt.setText("a poster with a blue box")
+        d.prompt.editingFinished.emit()
+        res["before"] = tree(self.doc.rootNode())
+        d.decompose_button.click()
+        res["steps"].append("clicked")
+        self.poll()
+
+    def poll(self) -> None:
+        d = self.docker
+        if d.run is None and (d.stage.text() or d.error.text()):
+            res["stage"] = d.stage.text()
+            res["error"] = d.error.text()
+            res["details"] = d.details
+            return QtCore.QTimer.singleShot(1500, self.after)
+        if time.monotonic() > self.deadline:
+            res["timeout"] = True
+            return self.finish()
+        QtCore.QTimer.singleShot(200, self.poll)
+
+    def after(self) -> None:
+        d = self.docker
+        res["status_after"] = d.status.text()
+        res["tree"] = tree(self.doc.rootNode())
+        res["settings"] = Krita.instance().readSetting("layerbridge", "settings", "")
+        if SHOT:
+            window = Krita.instance().activeWindow().qwindow()
+            res["shot_saved"] = window.grab().save(SHOT)
+        if MODE == "decompose":
+            Krita.instance().action("edit_undo").trigger()
+            self.doc.waitForDone()
+            QtCore.QTimer.singleShot(1000, self.after_undo)
+        else:
+            self.finish()
+
+    def after_undo(self) -> None:
+        res["after_undo"] = tree(self.doc.rootNode())
+        self.finish()
+
+    def finish(self) -> None:
+        res["steps"].append("finish")
+        write()
+        if self.doc is not None:
+            self.doc.setModified(False)
+        QtCore.QTimer.singleShot(5000, lambda: os._exit(4))
+        Krita.instance().action("file_quit").trigger()
+
+
+class DriverExtension(Extension):
+    def setup(self) -> None:
+        self.driver = Driver()
+        Krita.instance().notifier().windowCreated.connect(
+            lambda: QtCore.QTimer.singleShot(1500, self.driver.start))
+
+    def createActions(self, window) -> None:
+        pass
+
+
+Krita.instance().addExtension(DriverExtension(Krita.instance()))

@@ -1,0 +1,94 @@
+"""The real Krita GUI under Xvfb: the plugin loads from pykrita, the docker shows, its own button decomposes."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import HERE, HOME, ROOT, krita_env, stop
+
+pytestmark = pytest.mark.skipif(shutil.which("krita") is None or shutil.which("xvfb-run") is None,
+                                reason="Krita or Xvfb is not installed")
+
+GUI_HOME = HOME.parent / "krita-gui"
+
+
+def install(plugin_dir: pathlib.Path) -> None:
+    pykrita = GUI_HOME / ".local" / "share" / "krita" / "pykrita"
+    for name in ("layerbridge", "lbgui_driver"):
+        shutil.rmtree(pykrita / name, ignore_errors=True)
+    pykrita.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(plugin_dir / "layerbridge", pykrita / "layerbridge")
+    shutil.copy(plugin_dir / "layerbridge.desktop", pykrita)
+    shutil.copytree(HERE / "kscripts" / "lbgui_driver", pykrita / "lbgui_driver",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(HERE / "kscripts" / "lbgui_driver.desktop", pykrita)
+    rc = GUI_HOME / ".config" / "kritarc"
+    rc.parent.mkdir(parents=True, exist_ok=True)
+    lines = rc.read_text().splitlines() if rc.exists() else []
+    # keep Krita's own settings between runs, replace ours
+    kept, skip = [], False
+    for line in lines:
+        if line.startswith("["):
+            skip = line in ("[python]", "[layerbridge]")
+        if not skip:
+            kept.append(line)
+    kept += ["", "[python]", "enable_layerbridge=true", "enable_lbgui_driver=true"]
+    rc.write_text("\n".join(kept) + "\n")
+
+
+def run_gui(plugin_dir, work, url, shot="", timeout=150, **env):
+    install(plugin_dir)
+    results = work / "gui_results.json"
+    if results.exists():
+        results.unlink()
+    e = krita_env(GUI_HOME, LB_RESULTS=str(results), LB_URL=url, LB_SHOT=str(shot), **env)
+    e.pop("QT_QPA_PLATFORM", None)
+    log = open(work / "krita_gui.log", "wb")
+    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
+                            env=e, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        stop(proc)
+        log.close()
+    assert results.exists(), (work / "krita_gui.log").read_text(errors="replace")[-3000:]
+    data = json.loads(results.read_text())
+    assert "exception" not in data, data["exception"]
+    return data
+
+
+def test_docker_button_decomposes_in_the_gui(plugin_dir, live_server, tmp_path):
+    shot = tmp_path / "krita-docker.png"
+    data = run_gui(plugin_dir, tmp_path, live_server.url, shot=shot, LB_LAYERS="3",
+                   LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
+    assert data["docker_found"] and data["docker_class"] == "LayerDocker", data
+    assert not data.get("timeout"), data
+    assert data["error"] == "", data.get("details")
+    assert data["stage"].startswith("Added"), data
+    top = data["tree"][-1]
+    assert top["type"] == "grouplayer" and top["name"] == "Poster" and len(top["children"]) == 3
+    assert data["tree"][:-1] == data["before"]
+    # the whole insertion is one undo step
+    assert data["after_undo"] == data["before"]
+    # settings persisted in kritarc
+    assert json.loads(data["settings"])["layers"] == 3
+    assert shot.stat().st_size > 10000
+    if os.environ.get("LB_SAVE_SCREENSHOT"):
+        shutil.copy(shot, ROOT / "docs" / "images" / "krita-docker.png")
+
+
+def test_docker_shows_a_stopped_server(plugin_dir, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = "http://127.0.0.1:%d" % s.getsockname()[1]
+    data = run_gui(plugin_dir, tmp_path, dead, LB_GUI_MODE="error", LAYERBRIDGE_CONFIG_DIR=str(tmp_path))
+    assert data["docker_found"], data
+    assert "not running" in data["error"] and "not running" in data["status_after"], data
+    assert dead in data["details"]
