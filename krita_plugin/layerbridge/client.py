@@ -20,7 +20,7 @@ class Answer:
     def __init__(self, reply: "QtNetwork.QNetworkReply") -> None:
         status = reply.attribute(HTTP_STATUS)
         self.status = int(status) if status is not None else 0
-        self.body = bytes(reply.readAll())
+        self.body = bytes(reply.readAll()) if reply.isOpen() else b""
         self.error = reply.error()
         self.error_text = reply.errorString()
         self.headers = {bytes(k).decode("latin-1").lower(): bytes(reply.rawHeader(k)).decode("latin-1")

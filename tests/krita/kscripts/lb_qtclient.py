@@ -1,0 +1,41 @@
+"""The plugin's network client under plain Qt (PyQt5 or PyQt6, no Krita): one job, one status probe.
+
+usage: python lb_qtclient.py PLUGIN_DIR URL TOKEN  — prints a JSON summary."""
+
+import json
+import sys
+
+sys.path.insert(0, sys.argv[1])
+binding = sys.argv[4] if len(sys.argv) > 4 else ""
+if binding:
+    __import__(binding)          # the binding Krita would have loaded
+
+from layerbridge import protocol  # noqa: E402
+from layerbridge.client import Api, Job, StatusProbe  # noqa: E402
+from layerbridge.qt import QT6, QtCore, exec_  # noqa: E402
+
+app = QtCore.QCoreApplication([])
+url, token = sys.argv[2], sys.argv[3]
+out = {"qt6": QT6, "qt": QtCore.QT_VERSION_STR, "progress": []}
+api = Api(url, token)
+w, h = 24, 16
+rgba = bytes((x * 10) % 256 for x in range(w * h * 4))
+params = {"layers": 2, "steps": 2, "resolution": 640, "seed": 3, "prompt": "x", "name": "Qt", "width": w, "height": h}
+job = Job(api)
+job.progress.connect(lambda s: out["progress"].append(protocol.describe_progress(s)))
+
+
+def finished(result, layers):
+    out.update(ok=True, job=job.job_id, names=[l["name"] for l in result["layers"]],
+               sizes={str(k): len(v) for k, v in layers.items()})
+    probe = StatusProbe(api)
+    probe.result.connect(lambda kind, text, detail: (out.update(status=[kind, text]), app.quit()))
+    probe.run()
+
+
+job.finished.connect(finished)
+job.failed.connect(lambda code, msg: (out.update(ok=False, code=code, message=msg), app.quit()))
+QtCore.QTimer.singleShot(0, lambda: job.start(params, rgba))
+QtCore.QTimer.singleShot(60000, app.quit)
+exec_(app)
+print(json.dumps(out))
