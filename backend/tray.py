@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,7 +108,7 @@ class App:
 
     def title(self) -> str:
         st = self.state
-        where = f" ({self.supervisor.url})" if st.running and self.supervisor.url else ""
+        where = f" at {self.supervisor.url}" if st.running and self.supervisor.url else ""
         return f"LayerBridge: {st.words()}{where}"
 
     def can_start(self) -> bool:
@@ -246,7 +247,9 @@ def _gtk_embedded(icon: Any) -> bool | None:
     done = threading.Event()
 
     def ask() -> bool:
-        answer.append(bool(status_icon.is_embedded()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Gtk.StatusIcon is the XEmbed tray itself
+            answer.append(bool(status_icon.is_embedded()))
         done.set()
         return False
 
@@ -404,7 +407,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `layerbridge tray -- --port 7861`: argparse's REMAINDER keeps the separator
+        argv = argv[1:]
+    args = parse_args(argv)
     settings = LaunchSettings.load()
     if args.host:
         settings.host = args.host

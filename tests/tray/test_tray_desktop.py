@@ -13,7 +13,7 @@ import time
 import pytest
 
 from backend.launcher import http_json, proc_alive
-from conftest import REPO, Desktop, desktop_missing, launcher_command, wait_until
+from tray_desktop import REPO, Desktop, desktop_missing, launcher_command, wait_until
 
 # Enabled menu items, in order, when the server runs / when it is stopped (the keyboard skips the others).
 RUNNING = ["Stop server", "Restart server", "Open logs", "Copy access token", "Install Krita plugin",
@@ -114,6 +114,21 @@ def test_sigkill_of_the_tray_launcher_takes_the_server_down(desktop, run_launche
     assert gone(server, 5)
 
 
+def test_the_end_of_the_session_takes_the_server_down(run_launcher, model_args):
+    why = desktop_missing()
+    if why:
+        pytest.skip(why)
+    session = Desktop()
+    try:
+        launcher = run_launcher(gtk_env(session), "--port", "0", "--no-load", *model_args)
+        server = launcher.wait_state(IDLE)["server_pid"]
+        wait_until(session.docked_icon, 30, "the icon to dock")
+    finally:
+        session.close()  # log-out: the X server, the session bus and the tray go away
+    launcher.proc.wait(30)
+    assert gone(server)
+
+
 def no_display_env(desktop_env: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(desktop_env or os.environ)
     for var in ("DISPLAY", "WAYLAND_DISPLAY", "PYSTRAY_BACKEND"):
@@ -136,7 +151,7 @@ def test_console_fallback_without_a_display(run_launcher, model_args):
     second = launcher.wait_state(IDLE)["server_pid"]
     assert second != first
     out = launcher.output()
-    for words in ("LayerBridge: Starting the server", "LayerBridge: Idle (model loads on the first job) (http://",
+    for words in ("LayerBridge: Starting the server", "LayerBridge: Idle (model loads on the first job) at http://127.0.0.1:",
                   "LayerBridge: Server stopped"):
         assert words in out
     launcher.proc.kill()
@@ -173,5 +188,5 @@ def test_a_taken_port_is_reported(run_launcher):
         assert f"port {port} is already used by another program" in state["words"]
         wait_until(lambda: f"port {port} is already used" in launcher.output(), 10, "the console line")
         assert launcher.state().get("server_pid") is None
-        launcher.proc.send_signal(signal.SIGINT)
+        launcher.proc.send_signal(signal.SIGHUP)  # the terminal closed
         assert launcher.proc.wait(30) == 0

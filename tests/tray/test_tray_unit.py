@@ -127,7 +127,7 @@ def test_menu_model(env, pystray, monkeypatch):
     app.opener, app.copy, app.on_quit = opened.append, copied.append, lambda: quit_called.append(1)
     menu = build_menu(pystray, app)
     items = items_by_text(menu)
-    assert list(items) == ["LayerBridge: Ready (http://127.0.0.1:7860)", "Start server", "Stop server",
+    assert list(items) == ["LayerBridge: Ready at http://127.0.0.1:7860", "Start server", "Stop server",
                            "Restart server", "Open logs", "Copy access token", "Install Krita plugin",
                            "Open the README", "Start with the system", "Quit"]
     title = next(iter(items.values()))
