@@ -33,8 +33,7 @@ from PIL import Image
 from .image import PlacedLayer
 
 TILE = 256  # full-resolution tile side; bounds the working memory to a few tens of MiB
-GUIDE_RADIUS = 2  # guided-filter window radius, in model pixels
-GUIDE_EPS = 1e-3  # guided-filter regularisation: larger keeps alpha closer to the model's
+EDGE_UNCERTAINTY = 8.0  # how far (in model pixels², per unit of alpha slope²) a model edge may be off
 DRIFT_RADIUS = 12  # colour-drift correction smoothing radius, in model pixels
 ALPHA_FLOOR = 0.5 / 255.0
 
@@ -44,18 +43,29 @@ ALPHA_FLOOR = 0.5 / 255.0
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
     """Mean over a (2r+1)² window clipped at the borders, for (h, w) or (h, w, c) arrays."""
-    out = x.astype(np.float32, copy=True)
+    out = np.asarray(x, np.float32)
     for axis in (0, 1):
         n = out.shape[axis]
-        c = np.cumsum(out, axis=axis, dtype=np.float64)
-        c = np.concatenate([np.zeros_like(np.take(c, [0], axis=axis)), c], axis=axis)
-        hi = np.minimum(np.arange(n) + r + 1, n)
-        lo = np.maximum(np.arange(n) - r, 0)
-        count = (hi - lo).astype(np.float64)
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r + 1, r)
+        c = np.cumsum(np.pad(out, pad), axis=axis, dtype=np.float32)
+        hi = [slice(None)] * out.ndim
+        lo = [slice(None)] * out.ndim
+        hi[axis] = slice(2 * r + 1, None)
+        lo[axis] = slice(0, n)
+        pos = np.arange(n)
+        count = (np.minimum(pos + r, n - 1) - np.maximum(pos - r, 0) + 1).astype(np.float32)
         shape = [1] * out.ndim
         shape[axis] = n
-        out = ((np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)) / count.reshape(shape)).astype(np.float32)
+        out = (c[tuple(hi)] - c[tuple(lo)]) / count.reshape(shape)
     return out
+
+
+def _erode(x: np.ndarray) -> np.ndarray:
+    """3×3 minimum (borders count as outside)."""
+    p = np.pad(x, 1)
+    rows = np.minimum(np.minimum(p[:-2], p[1:-1]), p[2:])
+    return np.minimum(np.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
 def _resize_f(x: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -74,15 +84,38 @@ def _fill_colour(pre: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         mean = pre.reshape(-1, 3).sum(axis=0) / total if total > 1e-6 else np.full(3, 0.5)
         colour = np.broadcast_to(mean.astype(np.float32), (h, w, 3))
         k = 0.05 * (1.0 - alpha[..., None])
-        return (pre + k * colour) / (alpha[..., None] + k + 1e-12)
+        return ((pre + k * colour) / (alpha[..., None] + k + 1e-12)).astype(np.float32)
     h2, w2 = (h + 1) // 2, (w + 1) // 2
     pp = np.pad(pre, ((0, 2 * h2 - h), (0, 2 * w2 - w), (0, 0)), mode="edge")
     pa = np.pad(alpha, ((0, 2 * h2 - h), (0, 2 * w2 - w)), mode="edge")
-    cp = pp.reshape(h2, 2, w2, 2, 3).mean(axis=(1, 3))
-    ca = pa.reshape(h2, 2, w2, 2).mean(axis=(1, 3))
+    cp = (pp[0::2, 0::2] + pp[1::2, 0::2] + pp[0::2, 1::2] + pp[1::2, 1::2]) * np.float32(0.25)
+    ca = (pa[0::2, 0::2] + pa[1::2, 0::2] + pa[0::2, 1::2] + pa[1::2, 1::2]) * np.float32(0.25)
     coarse = _resize_f(_fill_colour(cp, ca), w, h)
-    k = 0.05 * (1.0 - alpha[..., None])
+    k = np.float32(0.05) * (1.0 - alpha[..., None])
     return (pre + k * coarse) / (alpha[..., None] + k)
+
+
+def _texture_variance(source: np.ndarray, guide: np.ndarray) -> float:
+    """Typical energy of the source's detail finer than the model's resolution (sampled patches): how far a
+    colour predicted from the model may be off at one full-resolution pixel."""
+    H, W = source.shape[:2]
+    h, w = guide.shape[:2]
+    size = 32
+    values = []
+    channels = [Image.fromarray(np.ascontiguousarray(guide[..., c]), "F") for c in range(3)]
+    for fy in np.linspace(0.1, 0.9, 4):
+        for fx in np.linspace(0.1, 0.9, 4):
+            y0, x0 = int(fy * max(0, H - size)), int(fx * max(0, W - size))
+            y1, x1 = min(H, y0 + size), min(W, x0 + size)
+            patch = source[y0:y1, x0:x1].astype(np.float32) / 255.0
+            pre = patch[..., :3] * patch[..., 3:4]
+            box = (x0 * w / W, y0 * h / H, x1 * w / W, y1 * h / H)
+            up = np.stack(
+                [_upsample(im, box, x1 - x0, y1 - y0) for im in channels],
+                axis=-1,
+            )
+            values.append(float(((pre - up) ** 2).sum(axis=-1).mean()))
+    return float(np.median(values)) + 1e-4
 
 
 class _Prepared:
@@ -96,49 +129,75 @@ class _Prepared:
         guide = small[..., :3] * s_alpha[..., None]
         model = [layer.astype(np.float32) / 255.0 for layer in layers]
         alphas = [m[..., 3] for m in model]
+        n = len(model)
+        variance = _texture_variance(source, guide)
 
         # visible weight of each model layer, to measure colour drift where a layer is plainly visible
         above = np.ones((h, w), np.float32)
-        visible = [None] * len(model)
-        for i in range(len(model) - 1, -1, -1):
+        visible = [None] * n
+        for i in range(n - 1, -1, -1):
             visible[i] = alphas[i] * above
             above = above * (1.0 - alphas[i])
 
-        r = GUIDE_RADIUS
-        mean_i = _box(guide, r)
-        cov = np.empty((h, w, 3, 3), np.float32)
-        for a in range(3):
-            for b in range(a, 3):
-                v = _box(guide[..., a] * guide[..., b], r) - mean_i[..., a] * mean_i[..., b]
-                cov[..., a, b] = cov[..., b, a] = v
-        cov += GUIDE_EPS * np.eye(3, dtype=np.float32)
-        inv = np.linalg.inv(cov)
-
-        self.coef: list[np.ndarray] = []  # (h, w, 4): A_r, A_g, A_b, b  with alpha = A·I + b
-        self.colour: list[np.ndarray] = []  # (h, w, 3) straight colour
-        self.active: list[np.ndarray] = []  # (h, w) bool: may have alpha > 0 here
+        colours = []
         for m, a, vis in zip(model, alphas, visible):
             colour = _fill_colour(m[..., :3] * a[..., None], a)
             # colour drift: smooth offset between the source and the model where this layer is what one sees
             conf = np.clip((vis - 0.9) / 0.1, 0.0, 1.0) * (s_alpha > 0.5)
-            conf = np.minimum.reduce([np.roll(np.roll(conf, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+            conf = _erode(conf.astype(np.float32))
             total = float(conf.sum())
             if total > 4.0:
-                straight = small[..., :3]
-                diff = (straight - colour) * conf[..., None]
+                diff = (small[..., :3] - colour) * conf[..., None]
                 glob = diff.reshape(-1, 3).sum(axis=0) / total
                 lam = 0.02
                 field = (_box(diff, DRIFT_RADIUS) + lam * glob) / (_box(conf, DRIFT_RADIUS)[..., None] + lam)
                 colour = colour + field
-            self.colour.append(np.clip(colour, 0.0, 1.0).astype(np.float32))
+            colours.append(np.clip(colour, 0.0, 1.0).astype(np.float32))
 
-            mean_p = _box(a, r)
-            cov_ip = _box(guide * a[..., None], r) - mean_i * mean_p[..., None]
-            coef_a = np.einsum("...ij,...j->...i", inv, cov_ip)
-            coef_b = mean_p - np.einsum("...i,...i->...", coef_a, mean_i)
-            coef = np.concatenate([_box(coef_a, r), _box(coef_b, r)[..., None]], axis=-1)
-            self.coef.append(coef.astype(np.float32))
-            self.active.append(_box((a > 0).astype(np.float32), 2 * r + 1) > 0)
+        # premultiplied composites of the model's layers below and above each layer
+        below = []
+        acc = np.zeros((h, w, 4), np.float32)
+        for c, a in zip(colours, alphas):
+            below.append(acc)
+            acc = np.concatenate([c * a[..., None], a[..., None]], axis=-1) + acc * (1.0 - a[..., None])
+        above_c = [None] * n
+        acc = np.zeros((h, w, 4), np.float32)
+        for i in range(n - 1, -1, -1):
+            above_c[i] = acc
+            a = alphas[i][..., None]
+            acc = acc + (1.0 - acc[..., 3:4]) * np.concatenate([colours[i] * a, a], axis=-1)
+
+        self.prior: list[Image.Image] = []  # model alpha, the prior
+        self.weight: list[Image.Image] = []  # prior's weight against the source's evidence
+        self.without: list[Image.Image] = []  # the pixel as the model sees it without this layer (CMYK = RGBA)
+        self.opaque: list[Image.Image] = []  # ... and with this layer made opaque
+        self.colour: list[Image.Image] = []  # straight colour, RGB
+        self.active: list[np.ndarray] = []  # (h, w) bool: may have alpha > 0 here
+        self.band: list[np.ndarray] = []  # (h, w) bool: alpha edge, refined from the source
+        self.solid: list[np.ndarray] = []  # (h, w) bool: alpha 1
+        self.near: list[Image.Image] = []  # model alpha spread out: which layer is closest, for unclaimed pixels
+        for i, a in enumerate(alphas):
+            gy, gx = np.gradient(a)
+            spread = np.maximum(EDGE_UNCERTAINTY * (gx * gx + gy * gy), 0.002)
+            edge = (a > 0.004) & (a < 0.996)
+            band = _box(edge.astype(np.float32), 2) > 0
+            weight = np.where(band, variance / (spread * spread), 1e6).astype(np.float32)
+            t = 1.0 - above_c[i][..., 3:4]
+            z0 = above_c[i] + t * below[i]
+            z1 = above_c[i] + t * np.concatenate([colours[i], np.ones((h, w, 1), np.float32)], axis=-1)
+            self.prior.append(Image.fromarray(np.ascontiguousarray(a), "F"))
+            self.weight.append(Image.fromarray(weight, "F"))
+            self.without.append(Image.fromarray(_to8(z0), "CMYK"))
+            self.opaque.append(Image.fromarray(_to8(z1), "CMYK"))
+            self.colour.append(Image.fromarray(_to8(colours[i]), "RGB"))
+            self.active.append(_box((a > 0).astype(np.float32), 1) > 0)
+            self.band.append(_box(band.astype(np.float32), 1) > 0)
+            self.solid.append(_box((a < 1.0).astype(np.float32), 1) <= 0)
+            self.near.append(Image.fromarray(np.ascontiguousarray(_box(a, 3)), "F"))
+
+
+def _to8(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
 # ---------------------------------------------------------------- full-resolution tiles
@@ -166,8 +225,6 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
     h, w = prep.h, prep.w
     n = len(layers)
     sx, sy = w / W, h / H
-    coef_img = [[Image.fromarray(np.ascontiguousarray(c[..., k]), "F") for k in range(4)] for c in prep.coef]
-    col_img = [[Image.fromarray(np.ascontiguousarray(c[..., k]), "F") for k in range(3)] for c in prep.colour]
     out = [np.zeros((H, W, 4), np.uint8) for _ in range(n)]
     bounds = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1 of non-zero alpha
 
@@ -181,7 +238,8 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
             idx = [i for i in range(n) if prep.active[i][ly0:ly1, lx0:lx1].any()]
             src = source[Y0:Y1, X0:X1]
             if idx:
-                _tile(src, idx, coef_img, col_img, box, out, (Y0, Y1, X0, X1), bounds)
+                region = (slice(ly0, ly1), slice(lx0, lx1))
+                _tile(src, idx, prep, region, box, out, (Y0, Y1, X0, X1), bounds)
             elif src[..., 3].any():
                 # no layer reaches here: the bottom layer takes the source as it is
                 out[0][Y0:Y1, X0:X1] = np.where(src[..., 3:4] > 0, src, 0)
@@ -215,88 +273,131 @@ def _grow(b: list[int], alpha: np.ndarray, Y0: int, X0: int) -> None:
     b[3] = max(b[3], X0 + int(cols[-1]) + 1)
 
 
-def _tile(src, idx, coef_img, col_img, box, out, rect, bounds) -> None:
+def _write(out, bounds, i, rect, a8: np.ndarray, rgb8: np.ndarray) -> None:
+    if not a8.any():
+        return
+    Y0, Y1, X0, X1 = rect
+    dst = out[i][Y0:Y1, X0:X1]
+    dst[..., :3] = rgb8
+    dst[..., 3] = a8
+    dst[a8 == 0] = 0
+    _grow(bounds[i], a8, Y0, X0)
+
+
+def _q(x: np.ndarray) -> np.ndarray:
+    """Round to the 8-bit grid, staying in 0..1 floats."""
+    return np.rint(x * np.float32(255.0)) * np.float32(1.0 / 255.0)
+
+
+def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     Y0, Y1, X0, X1 = rect
     th, tw = Y1 - Y0, X1 - X0
+    opaque_src = bool(src[..., 3].min() == 255)
+    solid = [bool(prep.solid[i][region].all()) for i in idx]
+
+    # below the top-most solid layer nothing shows in an opaque tile: those layers keep the model's pixels
+    start = 0
+    if opaque_src and any(solid):
+        start = max(j for j, f in enumerate(solid) if f)
+        for i in idx[:start]:
+            prior = np.ones((th, tw), np.float32) if prep.solid[i][region].all() else _upsample(prep.prior[i], box, tw, th)
+            a8 = np.rint(np.clip(prior, 0.0, 1.0) * 255.0).astype(np.uint8)
+            _write(out, bounds, i, rect, a8, _upsample(prep.colour[i], box, tw, th))
+        if start == len(idx) - 1:
+            _write(out, bounds, idx[start], rect, src[..., 3], src[..., :3])
+            return
+    idx, solid = idx[start:], solid[start:]
     m = len(idx)
-    s = src.astype(np.float32) * (1.0 / 255.0)
+
+    s = src.astype(np.float32) * np.float32(1.0 / 255.0)
     s_alpha = s[..., 3]
     s_pre = s[..., :3] * s_alpha[..., None]
+    s4 = np.concatenate([s_pre, s_alpha[..., None]], axis=-1)
 
-    # alpha: guided-filter coefficients applied to the full-resolution source
+    # alpha: the model's, except along its edges where the source says where the edge is: per pixel, the alpha
+    # that best explains the source given the layer's colour and what lies above and below it (as the model
+    # sees them), weighed against the model's alpha
     alpha = np.empty((m, th, tw), np.float32)
     colour = np.empty((m, th, tw, 3), np.float32)
     for j, i in enumerate(idx):
-        c = [_upsample(im, box, tw, th) for im in coef_img[i]]
-        a = c[3] + c[0] * s_pre[..., 0] + c[1] * s_pre[..., 1] + c[2] * s_pre[..., 2]
-        alpha[j] = a
-        for k in range(3):
-            colour[j, ..., k] = _upsample(col_img[i][k], box, tw, th)
+        colour[j] = _upsample(prep.colour[i], box, tw, th) * np.float32(1.0 / 255.0)
+        if solid[j]:
+            alpha[j] = 1.0
+            continue
+        prior = _upsample(prep.prior[i], box, tw, th)
+        if not prep.band[i][region].any():
+            alpha[j] = prior
+            continue
+        weight = _upsample(prep.weight[i], box, tw, th)
+        z0 = _upsample(prep.without[i], box, tw, th) * np.float32(1.0 / 255.0)
+        dz = _upsample(prep.opaque[i], box, tw, th) * np.float32(1.0 / 255.0) - z0
+        num = np.einsum("...c,...c->...", dz, s4 - z0) + weight * prior
+        alpha[j] = num / (np.einsum("...c,...c->...", dz, dz) + weight)
     np.clip(alpha, 0.0, 1.0, out=alpha)
-    alpha[:, s_alpha <= 0] = 0.0
+    if not opaque_src:
+        alpha[:, s_alpha <= 0] = 0.0
 
     # the stack's alpha must equal the source's: the bottom-most clearly present layer takes up the difference
-    present = alpha >= 0.5
-    absorber = np.where(present.any(axis=0), present.argmax(axis=0), alpha.argmax(axis=0))
-    q = np.rint(alpha * 255.0) * (1.0 / 255.0)
-    onehot = np.arange(m)[:, None, None] == absorber[None]
-    others = np.prod(np.where(onehot, 1.0, 1.0 - q), axis=0)  # transmittance of all but the absorber
+    q = _q(alpha)
+    if m == 1:
+        absorber = np.zeros((th, tw), np.intp)
+    else:
+        present = alpha >= 0.5
+        absorber = np.where(present.any(axis=0), present.argmax(axis=0), alpha.argmax(axis=0))
+        orphan = (s_alpha > 0) & (alpha.max(axis=0) <= 0)
+        if orphan.any():  # source pixels no layer claims go to the layer nearest to them
+            near = np.stack([_upsample(prep.near[i], box, tw, th) for i in idx])
+            absorber = np.where(orphan, near.argmax(axis=0), absorber)
+    onehot = [absorber == j for j in range(m)]
+    others = np.ones((th, tw), np.float32)  # transmittance of all but the absorber
+    for j in range(m):
+        others *= np.where(onehot[j], 1.0, 1.0 - q[j])
     need = 1.0 - s_alpha  # required total transmittance
     # others already too opaque: thin them (scale their optical depth) so that they alone reach the source's alpha
     over = others < need - 1e-6
     if over.any():
-        k = np.where(over, np.log(np.maximum(need, 1e-6)) / np.log(np.clip(others, 1e-3 ** m, 1 - 1e-7)), 1.0)
-        thin = 1.0 - np.maximum(1.0 - q, 1e-3) ** k[None]
-        q = np.where(onehot | ~over[None], q, np.rint(thin * 255.0) * (1.0 / 255.0))
-        others = np.prod(np.where(onehot, 1.0, 1.0 - q), axis=0)
-    own = np.take_along_axis(q, absorber[None], 0)[0]
-    solved = np.where(others > 1e-4, 1.0 - need / np.maximum(others, 1e-4), own)
-    solved = np.rint(np.clip(solved, 0.0, 1.0) * 255.0) * (1.0 / 255.0)
-    q = np.where(onehot, solved[None], q)
+        k = np.log(np.maximum(need, 1e-6)) / np.log(np.clip(others, 1e-3**m, 1 - 1e-7))
+        others = np.ones((th, tw), np.float32)
+        for j in range(m):
+            thin = _q(1.0 - np.maximum(1.0 - q[j], 1e-3) ** k)
+            q[j] = np.where(onehot[j] | ~over, q[j], thin)
+            others *= np.where(onehot[j], 1.0, 1.0 - q[j])
+    for j in range(m):
+        solved = _q(np.clip(1.0 - need / np.maximum(others, 1e-4), 0.0, 1.0))
+        q[j] = np.where(onehot[j] & (others > 1e-4), solved, q[j])
 
-    # visible weights of the quantised alphas
+    # colour: everyone keeps the model's colour but the owner (largest visible weight), whose colour is solved
+    # against the others' quantised values
+    qc = _q(colour)
     vis = np.empty_like(q)
     above = np.ones((th, tw), np.float32)
     for j in range(m - 1, -1, -1):
         vis[j] = q[j] * above
         above *= 1.0 - q[j]
-
-    # colour: everyone keeps the model's colour but the owner, solved against the others' quantised values
-    qc = np.rint(colour * 255.0) * (1.0 / 255.0)
-    contrib = vis[..., None] * qc
-    total = contrib.sum(axis=0)
-    owner = vis.argmax(axis=0)
-    v_own = np.take_along_axis(vis, owner[None], 0)[0]
-    own3 = np.broadcast_to(owner[None, ..., None], (1, th, tw, 3))
-    c_own = np.take_along_axis(qc, own3, 0)[0]
-    rest = total - v_own[..., None] * c_own
+    owner = vis.argmax(axis=0) if m > 1 else np.zeros((th, tw), np.intp)
+    owned = [owner == j for j in range(m)]
+    v_own = vis.max(axis=0)
     safe = np.maximum(v_own, 1e-6)[..., None]
-    c_new = np.rint(np.clip((s_pre - rest) / safe, 0.0, 1.0) * 255.0) * (1.0 / 255.0)
+    rest = np.zeros((th, tw, 3), np.float32)  # what the other layers show
+    for j in range(m):
+        rest += np.where(owned[j], 0.0, vis[j])[..., None] * qc[j]
+    c_new = _q(np.clip((s_pre - rest) / safe, 0.0, 1.0))
     err = s_pre - rest - v_own[..., None] * c_new
-    # the owner could not take everything (its colour clipped): the other visible layers take the rest
+    # where the owner could not take everything (its colour clipped) the other visible layers take the rest
     bad = np.abs(err).max(axis=-1) > 1.0 / 255.0
     if bad.any():
-        onehot_o = np.arange(m)[:, None, None] == owner[None]
         for j in range(m):
-            sel = bad & ~onehot_o[j] & (vis[j] > 1.0 / 255.0)
+            sel = bad & ~owned[j] & (vis[j] > 1.0 / 255.0)
             if not sel.any():
                 continue
             cj = qc[j][sel]
-            nj = np.rint(np.clip(cj + err[sel] / vis[j][sel][:, None], 0.0, 1.0) * 255.0) * (1.0 / 255.0)
+            nj = _q(np.clip(cj + err[sel] / vis[j][sel][:, None], 0.0, 1.0))
             err[sel] -= vis[j][sel][:, None] * (nj - cj)
+            rest[sel] += vis[j][sel][:, None] * (nj - cj)
             qc[j][sel] = nj
-        # and the owner absorbs the rounding once more
-        rest = (vis[..., None] * qc).sum(axis=0) - v_own[..., None] * c_own
-        c_new = np.rint(np.clip((s_pre - rest) / safe, 0.0, 1.0) * 255.0) * (1.0 / 255.0)
-    np.put_along_axis(qc, own3, c_new[None], 0)
+        c_new = _q(np.clip((s_pre - rest) / safe, 0.0, 1.0))  # the owner absorbs the rounding once more
 
     for j, i in enumerate(idx):
         a8 = np.rint(q[j] * 255.0).astype(np.uint8)
-        if not a8.any():
-            continue
-        rgb8 = np.rint(qc[j] * 255.0).astype(np.uint8)
-        rgb8[a8 == 0] = 0
-        dst = out[i][Y0:Y1, X0:X1]
-        dst[..., :3] = rgb8
-        dst[..., 3] = a8
-        _grow(bounds[i], a8, Y0, X0)
+        c = np.where(owned[j][..., None], c_new, qc[j])
+        _write(out, bounds, i, rect, a8, np.rint(c * 255.0).astype(np.uint8))

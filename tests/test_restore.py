@@ -1,0 +1,243 @@
+"""Full-resolution restoration (backend/restore.py): exact recomposition, sharp alpha, layer identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from backend.image import PlacedLayer, composite, resample_layers, resize_premultiplied
+from backend.restore import restore_layers
+
+BOUND = 2.0 / 255.0
+
+
+def _smooth(rng: np.random.Generator, w: int, h: int, cells: int = 4) -> np.ndarray:
+    grids = [rng.random((cells, cells), dtype=np.float32) for _ in range(3)]
+    return np.stack([np.asarray(Image.fromarray(g, "F").resize((w, h), Image.BICUBIC)) for g in grids], axis=-1)
+
+
+def _rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    out = np.rint(np.clip(np.concatenate([colour, alpha[..., None]], axis=-1), 0, 1) * 255).astype(np.uint8)
+    out[out[..., 3] == 0] = 0
+    return out
+
+
+def _ellipse(w: int, h: int, cx: float, cy: float, rx: float, ry: float, feather: float = 1.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = (np.sqrt(((xx + 0.5 - cx) / rx) ** 2 + ((yy + 0.5 - cy) / ry) ** 2) - 1.0) * min(rx, ry)
+    return np.clip(0.5 - d / feather, 0.0, 1.0)
+
+
+def stack(w: int, h: int, transparent: bool = False, seed: int = 0) -> list[np.ndarray]:
+    """Ground truth, bottom to top: textured background (unless transparent), a hard ellipse, a soft ellipse,
+    a semi-transparent band and text."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    if not transparent:
+        grain = 0.08 * rng.standard_normal((h, w, 1), dtype=np.float32)
+        layers.append(_rgba(np.clip(_smooth(rng, w, h) + grain, 0, 1), np.ones((h, w), np.float32)))
+    layers.append(_rgba(0.2 + 0.6 * _smooth(rng, w, h, 3), _ellipse(w, h, 0.4 * w, 0.45 * h, 0.25 * w, 0.3 * h)))
+    layers.append(
+        _rgba(np.full((h, w, 3), [0.9, 0.3, 0.1], np.float32), _ellipse(w, h, 0.65 * w, 0.5 * h, 0.2 * w, 0.25 * h, 6.0))
+    )
+    band = np.zeros((h, w), np.float32)
+    band[int(0.7 * h) : int(0.85 * h), int(0.05 * w) : int(0.95 * w)] = 0.5
+    layers.append(_rgba(np.full((h, w, 3), [0.1, 0.2, 0.8], np.float32), band))
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).text((0.1 * w, 0.1 * h), "Text 42", fill=255, font=ImageFont.load_default(size=max(8, h // 6)))
+    layers.append(_rgba(np.full((h, w, 3), [0.05, 0.05, 0.05], np.float32), np.asarray(mask, np.float32) / 255))
+    return layers
+
+
+def flatten(layers: list[np.ndarray]) -> np.ndarray:
+    h, w = layers[0].shape[:2]
+    placed = [PlacedLayer(str(i), 0, 0, layer) for i, layer in enumerate(layers)]
+    pre = composite(placed, w, h)
+    a = pre[..., 3:4]
+    rgb = np.where(a > 0, pre[..., :3] / np.maximum(a, 1e-12), 0)
+    return np.rint(np.clip(np.concatenate([rgb, a], axis=-1), 0, 1) * 255).astype(np.uint8)
+
+
+def model_output(gt: list[np.ndarray], w: int, h: int, drift: float = 0.03) -> list[np.ndarray]:
+    """What the model gives: each layer at the bucket size, with a little colour drift and a blurred alpha."""
+    out = []
+    rng = np.random.default_rng(7)
+    for layer in gt:
+        small = resize_premultiplied(layer, w, h).astype(np.float32) / 255
+        a = np.asarray(Image.fromarray(small[..., 3], "F").resize((w // 2, h // 2), Image.BILINEAR).resize((w, h), Image.BILINEAR))
+        a = np.where(small[..., 3] > 0.999, 1.0, np.clip(0.5 * a + 0.5 * small[..., 3], 0, 1))
+        rgb = small[..., :3] * (1 + rng.uniform(-drift, drift, 3)) + rng.uniform(-drift, drift, 3) / 2
+        out.append(_rgba(rgb, a))
+    return out
+
+
+def recomposition_error(placed: list[PlacedLayer], source: np.ndarray) -> tuple[float, float, float]:
+    """(max premultiplied RGB error, max alpha error, PSNR over premultiplied RGB)."""
+    h, w = source.shape[:2]
+    comp = composite(placed, w, h)
+    s = source.astype(np.float64) / 255
+    pre = np.concatenate([s[..., :3] * s[..., 3:4], s[..., 3:4]], axis=-1)
+    err = np.abs(comp - pre)
+    mse = float(np.mean(err[..., :3] ** 2))
+    psnr = 10 * np.log10(1 / mse) if mse > 0 else np.inf
+    return float(err[..., :3].max()), float(err[..., 3].max()), psnr
+
+
+def full(layer: PlacedLayer, w: int, h: int) -> np.ndarray:
+    out = np.zeros((h, w, 4), np.uint8)
+    if layer.width:
+        out[layer.y : layer.y + layer.height, layer.x : layer.x + layer.width] = layer.pixels
+    return out
+
+
+def soft_iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    den = np.maximum(a, b).sum()
+    return float(np.minimum(a, b).sum() / den) if den else 1.0
+
+
+def run(gt: list[np.ndarray], mw: int, mh: int, **kw):
+    source = flatten(gt)
+    model = model_output(gt, mw, mh, **kw)
+    names = [f"L{i}" for i in range(len(gt))]
+    return source, model, names, restore_layers(source, model, names)
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_recomposes_the_source(transparent: bool) -> None:
+    gt = stack(480, 360, transparent=transparent)
+    source, model, names, placed = run(gt, 160, 120)
+    rgb, alpha, psnr = recomposition_error(placed, source)
+    assert rgb <= BOUND and alpha <= BOUND
+    assert psnr >= 60
+    assert [p.name for p in placed] == names
+    for p in placed:
+        assert p.pixels.dtype == np.uint8 and p.pixels.ndim == 3 and p.pixels.shape[2] == 4
+        assert 0 <= p.x and p.x + p.width <= 480 and 0 <= p.y and p.y + p.height <= 360
+        if p.width:  # cropped to content: every border row and column has some alpha
+            a = p.pixels[..., 3]
+            assert a[0].any() and a[-1].any() and a[:, 0].any() and a[:, -1].any()
+
+
+def test_source_alpha_round_trips() -> None:
+    gt = stack(400, 300, transparent=True, seed=3)
+    source, model, names, placed = run(gt, 128, 96)
+    comp = composite(placed, 400, 300)
+    assert np.abs(comp[..., 3] * 255 - source[..., 3]).max() <= 2.0
+    assert np.all(comp[source[..., 3] == 0, 3] == 0)
+
+
+def test_alpha_sharper_than_resampling() -> None:
+    gt = stack(640, 480, seed=1)
+    source, model, names, placed = run(gt, 160, 120)
+    plain = resample_layers(source, model, names)
+    gains = []
+    for truth, mine, base in zip(gt, placed, plain):
+        ours = soft_iou(full(mine, 640, 480)[..., 3], truth[..., 3])
+        theirs = soft_iou(full(base, 640, 480)[..., 3], truth[..., 3])
+        assert ours >= theirs - 0.002, (mine.name, ours, theirs)
+        gains.append(ours - theirs)
+    assert np.mean(gains) > 0
+
+
+def test_hidden_content_comes_from_the_model() -> None:
+    gt = stack(480, 360, seed=2)
+    source, model, names, placed = run(gt, 240, 180, drift=0.0)
+    plain = resample_layers(source, model, names)
+    bg, plain_bg = full(placed[0], 480, 360), full(plain[0], 480, 360)
+    # the hard ellipse (layer 1) covers the background's centre: what is behind it is the model's, upsampled
+    hidden = gt[1][..., 3] == 255
+    hidden[:, :] &= np.roll(hidden, 8, 0) & np.roll(hidden, -8, 0) & np.roll(hidden, 8, 1) & np.roll(hidden, -8, 1)
+    assert hidden.sum() > 1000
+    diff = np.abs(bg[hidden][:, :3].astype(int) - plain_bg[hidden][:, :3].astype(int))
+    assert diff.mean() < 3 and bg[hidden][:, 3].min() == 255
+    # and it is not the visible top layer's colour
+    assert np.abs(bg[hidden][:, :3].astype(int) - source[hidden][:, :3].astype(int)).mean() > 20
+
+
+def _grow(mask: np.ndarray, steps: int) -> np.ndarray:
+    out = mask.copy()
+    for _ in range(steps):
+        out |= np.roll(out, 1, 0) | np.roll(out, -1, 0) | np.roll(out, 1, 1) | np.roll(out, -1, 1)
+    return out
+
+
+def test_no_element_changes_layer() -> None:
+    gt = stack(480, 360, transparent=True, seed=4)
+    source, model, names, placed = run(gt, 160, 120)
+    plain = resample_layers(source, model, names)
+    for truth, mine, base in zip(gt, placed, plain):
+        a = full(mine, 480, 360)[..., 3].astype(np.float64)
+        b = full(base, 480, 360)[..., 3].astype(np.float64)
+        # nothing appears where the model's layer has nothing, but for the odd source pixel that no layer claims
+        assert a[~_grow(b > 0, 10)].sum() <= 255 + 0.001 * a.sum(), mine.name
+        # and no more strays away from the element than plain resampling lets
+        away = ~_grow(truth[..., 3] > 0, 4)
+        assert a[away].sum() <= b[away].sum() + 0.001 * a.sum(), mine.name
+
+
+@pytest.mark.parametrize("shape", [(1, 37), (37, 1), (1, 1), (3, 300)])
+def test_thin_images(shape: tuple[int, int]) -> None:
+    h, w = shape
+    rng = np.random.default_rng(5)
+    source = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    source[..., 3] = 255
+    model = [rng.integers(0, 256, (16, 32, 4), dtype=np.uint8) for _ in range(3)]
+    model[0][..., 3] = 255
+    placed = restore_layers(source, model, ["a", "b", "c"])
+    rgb, alpha, _ = recomposition_error(placed, source)
+    assert rgb <= BOUND and alpha <= BOUND
+
+
+def test_a_fully_transparent_layer() -> None:
+    gt = stack(320, 240, seed=6)
+    source = flatten(gt)
+    model = model_output(gt, 160, 120)
+    model.insert(2, np.zeros_like(model[0]))
+    names = [f"L{i}" for i in range(len(model))]
+    placed = restore_layers(source, model, names)
+    assert placed[2].width == 0 and placed[2].height == 0 and placed[2].pixels.shape == (0, 0, 4)
+    rgb, alpha, _ = recomposition_error(placed, source)
+    assert rgb <= BOUND and alpha <= BOUND
+
+
+def test_single_layer_is_the_source() -> None:
+    gt = stack(300, 200, transparent=True, seed=8)
+    source = flatten(gt)
+    model = [resize_premultiplied(source, 100, 64)]
+    (layer,) = restore_layers(source, model, ["only"])
+    got = full(layer, 300, 200)
+    visible = source[..., 3] > 0
+    assert np.array_equal(got[..., 3], source[..., 3])
+    assert np.abs(got[visible][:, :3].astype(int) - source[visible][:, :3].astype(int)).max() <= 1
+
+
+def test_model_aspect_differs_from_source() -> None:
+    gt = stack(500, 200, seed=9)
+    source = flatten(gt)
+    model = model_output(gt, 128, 96)  # 4:3 bucket for a 5:2 document
+    placed = restore_layers(source, model, [f"L{i}" for i in range(len(model))])
+    rgb, alpha, _ = recomposition_error(placed, source)
+    assert rgb <= BOUND and alpha <= BOUND
+
+
+def test_low_alpha_source_is_exact_premultiplied() -> None:
+    # a faint source: straight colour cannot survive 8-bit alpha, premultiplied colour must
+    gt = stack(200, 150, transparent=True, seed=10)
+    faint = [g.copy() for g in gt]
+    for g in faint:
+        g[..., 3] = (g[..., 3].astype(int) // 12).astype(np.uint8)
+    source, model, names, placed = run(faint, 100, 75)
+    rgb, alpha, _ = recomposition_error(placed, source)
+    assert rgb <= BOUND and alpha <= BOUND
+
+
+def test_rejects_bad_input() -> None:
+    source = np.zeros((10, 10, 4), np.uint8)
+    with pytest.raises(ValueError):
+        restore_layers(source, [], [])
+    with pytest.raises(ValueError):
+        restore_layers(source, [np.zeros((4, 4, 4), np.uint8), np.zeros((5, 4, 4), np.uint8)], ["a", "b"])
+    with pytest.raises(ValueError):
+        restore_layers(source[..., :3], [np.zeros((4, 4, 4), np.uint8)], ["a"])
