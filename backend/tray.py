@@ -315,7 +315,8 @@ def run_tray(app: App, embed_timeout_s: float = EMBED_TIMEOUT_S) -> bool:
     app.notify = notify
     app.on_quit = icon.stop
     for name in ("SIGTERM", "SIGHUP"):
-        signal.signal(getattr(signal, name), lambda signum, frame: app.quit())
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda signum, frame: app.quit())
     try:
         icon.run(setup)
     except Exception as e:
