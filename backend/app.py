@@ -345,9 +345,9 @@ class Connection:
         ref = None
         try:
             msg = _json_object(text)
+            ref = msg.get("ref") if isinstance(msg, dict) else None
             if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
                 raise LayerBridgeError(ErrorCode.bad_request, "a message must be a JSON object with a string 'type'")
-            ref = msg.get("ref")
             kind = msg["type"]
             if kind == "auth":
                 if not token_matches(msg.get("token") if isinstance(msg.get("token"), str) else None, self.app[TOKEN]):
@@ -541,10 +541,6 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def preflight(request: web.Request) -> web.Response:
-    return web.Response(status=204)  # answered by `guard`; the route only makes OPTIONS a known method
-
-
 # ---- app -------------------------------------------------------------------------------------------------------
 
 
@@ -565,7 +561,6 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
     app.router.add_get("/v1/jobs/{job}/result", job_result)
     app.router.add_get("/v1/jobs/{job}/layers/{index}", job_layer)
     app.router.add_get("/v1/ws", websocket)
-    app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
 
     async def on_startup(app: web.Application) -> None:
         app[WORKER].start()

@@ -306,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tray"]:  # the launcher parses its own options (they are forwarded to the server)
+        from .tray import main as tray_main
+
+        return tray_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -87,6 +87,21 @@ class Engine:
 
     # ---- loading -------------------------------------------------------------------------------------------
 
+    @property
+    def is_local(self) -> bool:
+        return Path(self.settings.model).is_dir()
+
+    def downloaded(self) -> bool:
+        """Whether the weights are on this machine (a local folder, or the Hub cache holds the pipeline)."""
+        if self.is_local or self.model_status.state == ModelState.ready:
+            return True
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            return isinstance(try_to_load_from_cache(self.settings.model, "model_index.json"), str)
+        except Exception:
+            return False
+
     def status_json(self) -> dict[str, Any]:
         s = self.model_status
         device = self.device or probe_device()
@@ -95,6 +110,7 @@ class Engine:
             "model": {
                 "id": self.settings.model,
                 "state": s.state.value,
+                "downloaded": self.downloaded(),
                 "bytes_done": s.bytes_done,
                 "bytes_total": s.bytes_total,
                 "error": s.error,
@@ -109,7 +125,7 @@ class Engine:
         with self._load_lock:
             if self.model_status.state == ModelState.ready:
                 return
-            self.model_status = ModelStatus()
+            self.model_status = ModelStatus(ModelState.loading if self.is_local else ModelState.downloading)
             try:
                 self._load()
             except LayerBridgeError as exc:

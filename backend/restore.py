@@ -35,7 +35,7 @@ from .image import PlacedLayer
 TILE = 256  # full-resolution tile side; bounds the working memory to a few tens of MiB
 EDGE_UNCERTAINTY = 8.0  # how far (in model pixels², per unit of alpha slope²) a model edge may be off
 DRIFT_RADIUS = 12  # colour-drift correction smoothing radius, in model pixels
-ALPHA_FLOOR = 0.5 / 255.0
+OWNER_SHARE = 0.4  # a layer showing at least this much may take the residual colour
 
 
 # ---------------------------------------------------------------- model-resolution helpers
@@ -374,9 +374,17 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     for j in range(m - 1, -1, -1):
         vis[j] = q[j] * above
         above *= 1.0 - q[j]
-    owner = vis.argmax(axis=0) if m > 1 else np.zeros((th, tw), np.intp)
+    if m > 1:
+        # the owner is the lowest layer that shows enough: detail behind a semi-transparent layer or an edge
+        # belongs to what is behind, and the layer in front keeps its model colour
+        shows = vis >= OWNER_SHARE
+        owner = np.where(shows.any(axis=0), shows.argmax(axis=0), vis.argmax(axis=0))
+    else:
+        owner = np.zeros((th, tw), np.intp)
     owned = [owner == j for j in range(m)]
-    v_own = vis.max(axis=0)
+    v_own = np.zeros((th, tw), np.float32)
+    for j in range(m):
+        v_own = np.where(owned[j], vis[j], v_own)
     safe = np.maximum(v_own, 1e-6)[..., None]
     rest = np.zeros((th, tw, 3), np.float32)  # what the other layers show
     for j in range(m):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import Engine, JobCancelled
+from .engine import Engine, JobCancelled, ModelState, ModelStatus
 from .errors import ErrorCode, LayerBridgeError
 from .job import Job, JobParams, JobState, Progress, Stage
 
@@ -53,10 +53,13 @@ class Worker:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def load_model(self) -> None:
         """Start loading the model in the background if nothing is loading it already."""
         if self._load_task is None or self._load_task.done():
+            if self.engine.model_status.state not in (ModelState.ready,):
+                self.engine.model_status = ModelStatus(ModelState.loading if self.engine.is_local else ModelState.downloading)
             self._load_task = asyncio.get_running_loop().run_in_executor(self._executor, self._load_quietly)
 
     def _load_quietly(self) -> None:

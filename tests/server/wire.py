@@ -68,7 +68,7 @@ def submit_http(server, a: np.ndarray | None = None, params: Any = None, raw: bo
     a = image(97, 61) if a is None else a
     params = dict(FAST) if params is None else params
     if raw:
-        p = dict(params, width=a.shape[1], height=a.shape[0]) if isinstance(params, dict) else params
+        p = {"width": a.shape[1], "height": a.shape[0], **params} if isinstance(params, dict) else params
         body, ctype = multipart(p, a.tobytes(), "application/octet-stream")
     else:
         body, ctype = multipart(params, png_bytes(a), "image/png")
@@ -92,7 +92,7 @@ class WS:
 
     def __init__(self, server, token: str | None = "header", protocol: int = 1, hello: bool = True, **kw):
         url = server.url.replace("http://", "ws://") + "/v1/ws"
-        headers = {}
+        headers = kw.pop("additional_headers", {})
         if token == "header":
             headers["Authorization"] = f"Bearer {server.token}"
         elif token == "query":

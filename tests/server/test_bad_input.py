@@ -1,0 +1,198 @@
+"""Bad input gets a JSON error with a stable code, and the server keeps serving."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from backend.errors import ErrorCode, LayerBridgeError
+from backend.image import decode, from_raw_rgba
+from backend.job import JobParams
+
+from .wire import FAST, WS, image, multipart, png_bytes, request, submit_http, wait_state
+
+
+def post(server, body: bytes, ctype: str):
+    status, _, data = request(server, "POST", "/v1/jobs", body, {"Content-Type": ctype})
+    return status, json.loads(data)
+
+
+def encoded(mode: str, fmt: str = "PNG", size=(31, 17), **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"", "invalid_image"),
+        (b"not an image at all", "invalid_image"),
+        (png_bytes(image(40, 40))[:200], "invalid_image"),  # truncated
+        (encoded("F", "TIFF"), "unsupported_image"),
+    ],
+)
+def test_broken_images(live_server, data, expected):
+    body, ctype = multipart(FAST, data, "image/png")
+    status, err = post(live_server, body, ctype)
+    assert err["code"] == expected and status in (400, 415) and "Traceback" not in err["message"]
+
+
+@pytest.mark.parametrize("mode,fmt", [("CMYK", "JPEG"), ("P", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("RGB", "PNG"),
+                                      ("I;16", "PNG"), ("1", "PNG")])
+def test_other_modes_are_converted(mode, fmt):
+    out = decode(encoded(mode, fmt), 10**8)
+    assert out.shape == (17, 31, 4) and out.dtype == np.uint8
+
+
+def test_decompression_bomb_is_refused():
+    buf = io.BytesIO()
+    Image.new("L", (20000, 20000)).save(buf, "PNG")  # tiny file, 400 MP
+    with pytest.raises(LayerBridgeError) as info:
+        decode(buf.getvalue(), 100_000_000)
+    assert info.value.code == ErrorCode.image_too_large
+
+
+def test_huge_and_zero_dimensions(live_server):
+    status, err = submit_http(live_server, image(4, 4), dict(FAST, width=40000, height=1))
+    assert err["code"] == "image_too_large"
+    status, err = submit_http(live_server, np.zeros((0, 5, 4), np.uint8), dict(FAST))
+    assert err["code"] == "invalid_image"
+    body, ctype = multipart(dict(FAST, width=10, height=10), b"\0" * 399, "application/octet-stream")
+    assert post(live_server, body, ctype)[1]["code"] == "invalid_image"
+
+
+def test_pixel_limit_is_configurable(tiny_model, tmp_path):
+    from conftest import start_server, stop_server
+
+    server = start_server(tiny_model, tmp_path, "--max-pixels", "1000", "--max-upload-mb", "1")
+    try:
+        assert submit_http(server, image(40, 40))[1]["code"] == "image_too_large"
+        body, ctype = multipart(dict(FAST, width=1000, height=1000), b"\0" * (1000 * 1000 * 4), "application/octet-stream")
+        status, err = post(server, body, ctype)
+        assert status == 413 and err["code"] == "payload_too_large"
+        ws = WS(server)
+        ws.send({"type": "submit", "params": FAST, "image": {"format": "rgba8", "width": 40, "height": 40, "bytes": 6400, "transfer": 1}})
+        assert ws.recv()["code"] == "image_too_large"
+        ws.close()
+        assert request(server, "GET", "/health", token=False)[0] == 200
+    finally:
+        stop_server(server)
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [({"layers": 1}, "layers"), ({"layers": 11}, "layers"), ({"resolution": 800}, "resolution"), ({"steps": 1}, "steps"),
+     ({"cfg_scale": "x"}, "cfg_scale"), ({"seed": -1}, "seed"), ({"preset": "ultra"}, "preset"), ({"bogus": 1}, "bogus"),
+     ({"prompt": 5}, "prompt"), ({"restore": "yes"}, "restore"), ({"layers": True}, "layers")],
+)
+def test_out_of_range_params(live_server, params, field):
+    status, err = submit_http(live_server, image(8, 8), dict(FAST, **params))
+    assert status == 400 and err["code"] == "invalid_params" and field in err["message"]
+
+
+def test_malformed_json_and_bodies(live_server):
+    body, ctype = multipart("{not json", png_bytes(image(8, 8)), "image/png")
+    assert post(live_server, body, ctype)[1]["code"] == "bad_request"
+    assert post(live_server, b"garbage", "multipart/form-data; boundary=zzz")[1]["code"] in ("bad_request",)
+    assert post(live_server, b"{}", "application/json")[1]["code"] == "bad_request"
+    body, ctype = multipart(FAST, b"", "image/png")
+    assert post(live_server, body.replace(b'name="image"', b'name="other"'), ctype)[1]["code"] == "bad_request"
+
+
+def test_unknown_job_and_layer(live_server):
+    for method, path in [("GET", "/v1/jobs/j_nope"), ("POST", "/v1/jobs/j_nope/cancel"), ("GET", "/v1/jobs/j_nope/result"),
+                         ("GET", "/v1/jobs/j_nope/layers/0"), ("GET", "/v1/nothing")]:
+        status, _, body = request(live_server, method, path, body=b"" if method == "POST" else None)
+        assert status == 404 and json.loads(body)["code"] == "not_found", path
+    job = wait_state(live_server, submit_http(live_server, image(16, 16))[1]["job"])["job"]
+    for index in ("9", "-1", "x"):
+        status, _, body = request(live_server, "GET", f"/v1/jobs/{job}/layers/{index}")
+        assert status == 404 and json.loads(body)["code"] == "not_found"
+
+
+def test_websocket_bad_messages_keep_the_connection(live_server):
+    ws = WS(live_server, hello=False)
+    ws.send({"type": "submit"})
+    assert ws.recv()["code"] == "bad_request"  # before hello
+    ws.ws.send("{oops")
+    assert ws.recv()["code"] == "bad_request"
+    ws.send({"type": "hello", "protocol": 1})
+    assert ws.recv()["type"] == "hello"
+    for msg, code in [({"type": "warp"}, "bad_request"), ({"no": "type"}, "bad_request"),
+                      ({"type": "cancel"}, "bad_request"), ({"type": "cancel", "job": "j_x"}, "not_found"),
+                      ({"type": "submit", "params": {"layers": 50}, "image": {"format": "rgba8", "width": 2, "height": 2, "bytes": 16, "transfer": 1}}, "invalid_params"),
+                      ({"type": "submit", "image": {"format": "png"}}, "bad_request"),
+                      ({"type": "submit", "image": {"format": "rgba8", "width": 2, "height": 2, "bytes": 15, "transfer": 1}}, "invalid_image")]:
+        ws.send(dict(msg, ref="x"))
+        reply = ws.recv()
+        assert reply["code"] == code and reply["ref"] == "x", msg
+    ws.ws.send(b"LBPX" + struct.pack("<II", 77, 0) + b"abcd")
+    assert ws.recv()["code"] == "bad_request"
+    ws.ws.send(b"nonsense")
+    assert ws.recv()["code"] == "bad_request"
+    ws.send({"type": "submit", "params": FAST, "image": {"format": "rgba8", "width": 2, "height": 2, "bytes": 16, "transfer": 3}})
+    ws.ws.send(b"LBPX" + struct.pack("<II", 3, 8) + b"x" * 12)
+    assert ws.recv()["code"] == "invalid_image"
+    ws.send({"type": "ping"})
+    assert ws.recv()["type"] == "pong"
+    ws.close()
+
+
+def test_oversized_frame_closes_only_that_connection(live_server):
+    ws = WS(live_server)
+    ws.ws.send(b"LBPX" + b"\0" * 8 + b"x" * (5 * 1024 * 1024))
+    with pytest.raises(Exception):
+        for _ in range(5):
+            ws.recv(timeout=10)
+    assert request(live_server, "GET", "/health", token=False)[0] == 200
+
+
+def test_client_vanishing_mid_job_does_not_break_the_worker(live_server):
+    ws = WS(live_server)
+    ws.submit(image(50, 50), dict(FAST, steps=4))
+    job = ws.until("accepted")["job"]
+    ws.ws.socket.close()  # abrupt
+    assert wait_state(live_server, job)["state"] == "done"
+    assert wait_state(live_server, submit_http(live_server, image(20, 20))[1]["job"])["state"] == "done"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2048))
+def test_fuzz_decoder_never_crashes(data):
+    try:
+        out = decode(data, 10**7)
+    except LayerBridgeError as exc:
+        assert exc.code in (ErrorCode.invalid_image, ErrorCode.unsupported_image, ErrorCode.image_too_large)
+    else:
+        assert out.ndim == 3 and out.shape[2] == 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["layers", "resolution", "steps", "cfg_scale", "seed", "prompt", "preset", "restore", "x"]),
+                       st.one_of(st.integers(-5, 5000), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(), st.none())))
+def test_fuzz_params_validate_or_refuse(raw):
+    try:
+        p = JobParams.parse(raw)
+    except LayerBridgeError as exc:
+        assert exc.code == ErrorCode.invalid_params
+    else:
+        assert 2 <= p.layers <= 10 and p.resolution in (640, 1024)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(-3, 50), st.integers(-3, 50), st.binary(max_size=64))
+def test_fuzz_raw_rgba(width, height, data):
+    try:
+        out = from_raw_rgba(data, width, height, 10**6)
+    except LayerBridgeError as exc:
+        assert exc.code in (ErrorCode.invalid_image, ErrorCode.image_too_large)
+    else:
+        assert out.shape == (height, width, 4)
