@@ -1,4 +1,5 @@
-"""Krita test harness: the plugin as installed from its zip, Krita run as a subprocess with its own HOME."""
+"""Krita test harness: the plugin as installed from its zip, Krita run as a subprocess with its own HOME.
+Fixtures are exposed by conftest.py; tests import the helpers from here."""
 
 import json
 import os

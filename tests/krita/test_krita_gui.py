@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import HERE, HOME, ROOT, krita_env, stop
+from kritaharness import HERE, HOME, ROOT, krita_env, stop
 
 pytestmark = pytest.mark.skipif(shutil.which("krita") is None or shutil.which("xvfb-run") is None,
                                 reason="Krita or Xvfb is not installed")

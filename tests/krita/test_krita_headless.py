@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import needs_krita
+from kritaharness import needs_krita
 
 pytestmark = needs_krita
 
