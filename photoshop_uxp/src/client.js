@@ -382,12 +382,13 @@ class LayerBridgeClient {
     if (image.data.byteLength !== image.width * image.height * 4) {
       throw new LayerBridgeError("invalid_image", "image bytes do not match width × height × 4");
     }
-    await this.connect();
     const job = new Job(`r${this.nextRef++}`, onProgress, onJob);
-    const transfer = this.nextTransfer++;
-    this.jobsByRef.set(job.ref, job);
     this.current = job;
     try {
+      await this.connect();
+      if (job.cancelRequested) throw new LayerBridgeError("cancelled", "Cancelled.");
+      const transfer = this.nextTransfer++;
+      this.jobsByRef.set(job.ref, job);
       this.sendJson({
         type: "submit",
         ref: job.ref,
@@ -416,7 +417,7 @@ class LayerBridgeClient {
   /** Cancels the running job (or one by id). The job's promise rejects with code "cancelled". */
   cancel(jobId) {
     const job = jobId ? this.jobsById.get(jobId) : this.current;
-    if (!job) return;
+    if (!job || job.settled) return;
     job.cancelRequested = true;
     if (job.id) this.sendCancel(job.id);
   }

@@ -47,11 +47,13 @@ async function startServer({ timeoutMs = 90000 } = {}) {
   child.on("exit", (code, signal) => { exited = { code, signal }; });
 
   const stop = async () => {
-    if (exited) return;
-    process.kill(child.pid, "SIGTERM");
-    for (let i = 0; i < 100 && !exited; i++) await sleep(100);
-    if (!exited) process.kill(child.pid, "SIGKILL");
-    for (let i = 0; i < 50 && !exited; i++) await sleep(100);
+    if (!exited) {
+      process.kill(child.pid, "SIGTERM");
+      for (let i = 0; i < 100 && !exited; i++) await sleep(100);
+      if (!exited) process.kill(child.pid, "SIGKILL");
+      for (let i = 0; i < 50 && !exited; i++) await sleep(100);
+    }
+    fs.rmSync(tmp, { recursive: true, force: true });
   };
 
   const deadline = Date.now() + timeoutMs;

@@ -1,0 +1,113 @@
+// The client's edge cases against a scripted in-process server (the real one is in e2e.test.js).
+"use strict";
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const WebSocket = require("ws");
+const { LayerBridgeClient } = require("../src/client.js");
+const { encodeFrame, decodeFrame } = require("../src/protocol.js");
+
+const HELLO = { type: "hello", server: "layerbridge", version: "0.1.0", protocol: 1, min_protocol: 1, capabilities: [], limits: {} };
+
+/** A scripted server: `script(ws, message, state)` answers each parsed text message. */
+async function scripted(script) {
+  const server = new WebSocket.WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((resolve) => server.once("listening", resolve));
+  const seen = [];
+  server.on("connection", (ws) => {
+    const state = { frames: [] };
+    ws.on("message", (data, isBinary) => {
+      if (isBinary) {
+        state.frames.push(decodeFrame(new Uint8Array(data)));
+        return;
+      }
+      const m = JSON.parse(data.toString());
+      seen.push(m);
+      if (m.type === "hello") ws.send(JSON.stringify(HELLO));
+      else script(ws, m, state);
+    });
+  });
+  return { address: `127.0.0.1:${server.address().port}`, seen, close: () => new Promise((r) => { server.clients.forEach((c) => c.terminate()); server.close(r); }) };
+}
+
+const image = { width: 2, height: 1, data: Uint8Array.from([1, 2, 3, 255, 4, 5, 6, 255]) };
+
+test("auth comes first, then hello; layers arrive in any chunk order; empty layers carry no frames", async () => {
+  const layer = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+  const srv = await scripted((ws, m) => {
+    if (m.type !== "submit") return;
+    ws.send(JSON.stringify({ type: "accepted", ref: m.ref, job: "j1", position: 0 }));
+    ws.send(JSON.stringify({ type: "result", job: "j1", name: "x", canvas: { width: 2, height: 1 }, seed: 5, layers: [
+      { index: 0, name: "Background", x: 0, y: 0, width: 2, height: 2, bytes: 16, transfer: 4 },
+      { index: 1, name: "Layer 1", x: 0, y: 0, width: 0, height: 0, bytes: 0, transfer: 5 },
+    ] }));
+    ws.send(encodeFrame(4, 10, layer.subarray(10)));
+    ws.send(encodeFrame(4, 0, layer.subarray(0, 10)));
+  });
+  const c = new LayerBridgeClient({ address: srv.address, token: "t0k", WebSocket });
+  const result = await c.decompose(image, { layers: 2 });
+  assert.deepEqual(srv.seen.slice(0, 2).map((m) => m.type), ["auth", "hello"]);
+  assert.equal(srv.seen[0].token, "t0k");
+  assert.deepEqual(result.layers[0].pixels, layer);
+  assert.equal(result.layers[1].pixels.byteLength, 0);
+  c.close();
+  await srv.close();
+});
+
+test("cancel while connecting sends nothing; cancel before \"accepted\" is sent once the job has an id", async () => {
+  const srv = await scripted((ws, m) => {
+    if (m.type === "submit") setTimeout(() => ws.send(JSON.stringify({ type: "accepted", ref: m.ref, job: "j2", position: 3 })), 100);
+    if (m.type === "cancel") ws.send(JSON.stringify({ type: "progress", job: m.job, state: "cancelled", stage: "cancelled" }));
+  });
+  const early = new LayerBridgeClient({ address: srv.address, token: "t", WebSocket });
+  const first = early.decompose(image, {});
+  early.cancel();
+  await assert.rejects(first, { code: "cancelled" });
+  assert.equal(srv.seen.some((m) => m.type === "submit"), false);
+  early.close();
+
+  const c = new LayerBridgeClient({ address: srv.address, token: "t", WebSocket });
+  const run = c.decompose(image, {});
+  while (!srv.seen.some((m) => m.type === "submit")) await new Promise((r) => setTimeout(r, 5));
+  c.cancel();
+  await assert.rejects(run, { code: "cancelled" });
+  assert.ok(srv.seen.some((m) => m.type === "cancel" && m.job === "j2"));
+  c.close();
+  await srv.close();
+});
+
+test("a failed job and a refused submit reject with the server's code and message", async () => {
+  const srv = await scripted((ws, m) => {
+    if (m.type !== "submit") return;
+    if (m.params.layers === 99) {
+      ws.send(JSON.stringify({ type: "error", code: "invalid_params", message: "layers must be between 2 and 10 (got 99)", job: null, ref: m.ref }));
+      return;
+    }
+    ws.send(JSON.stringify({ type: "accepted", ref: m.ref, job: "j3", position: 0 }));
+    ws.send(JSON.stringify({ type: "progress", job: "j3", state: "failed", stage: "failed", error: { code: "out_of_memory", message: "try 640" } }));
+  });
+  const c = new LayerBridgeClient({ address: srv.address, token: "t", WebSocket });
+  await assert.rejects(c.decompose(image, { layers: 99 }), { code: "invalid_params", message: "layers must be between 2 and 10 (got 99)" });
+  await assert.rejects(c.decompose(image, { layers: 2 }), (e) => e.code === "out_of_memory" && e.details.job === "j3");
+  c.close();
+  await srv.close();
+});
+
+test("nobody listening: 'unreachable' with what to do; a manifest refusal: 'permission_denied'", async () => {
+  const srv = await scripted(() => {});
+  const { address } = srv;
+  await srv.close();
+  const c = new LayerBridgeClient({ address, token: "t", WebSocket, connectTimeoutMs: 3000 });
+  await assert.rejects(c.connect(), (e) => e.code === "unreachable" && /layerbridge serve/.test(e.message));
+  assert.equal(await c.diagnose(), null, "nothing answers /health either");
+
+  class Refusing {
+    constructor(url) { throw new Error(`Permission denied to the url ${url}. Manifest entry not found.`); }
+  }
+  await assert.rejects(new LayerBridgeClient({ address, token: "t", WebSocket: Refusing }).connect(), { code: "permission_denied" });
+});
+
+test("images whose bytes do not match their size are refused before sending", async () => {
+  const c = new LayerBridgeClient({ address: "127.0.0.1:1", token: "t", WebSocket });
+  await assert.rejects(c.decompose({ width: 2, height: 2, data: new Uint8Array(3) }, {}), { code: "invalid_image" });
+});

@@ -1,0 +1,57 @@
+"use strict";
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const { DEFAULTS, SETTINGS_KEY, loadSettings, saveSettings, tokenStore } = require("../src/settings.js");
+const { modelLine } = require("../src/ui.js");
+
+function memoryStorage() {
+  const map = new Map();
+  return {
+    getItem: (k) => (map.has(k) ? map.get(k) : null),
+    setItem: (k, v) => map.set(k, String(v)),
+    removeItem: (k) => map.delete(k),
+    map,
+  };
+}
+
+test("settings: defaults, round trip, bad or foreign values ignored", () => {
+  const storage = memoryStorage();
+  assert.deepEqual(loadSettings(storage), DEFAULTS);
+  saveSettings(storage, { ...DEFAULTS, layers: 7, prompt: "poster", address: "127.0.0.1:7999", unrelated: 1 });
+  assert.deepEqual(loadSettings(storage), { ...DEFAULTS, layers: 7, prompt: "poster", address: "127.0.0.1:7999" });
+  assert.equal(JSON.parse(storage.getItem(SETTINGS_KEY)).unrelated, undefined);
+  storage.setItem(SETTINGS_KEY, "{not json");
+  assert.deepEqual(loadSettings(storage), DEFAULTS);
+  storage.setItem(SETTINGS_KEY, JSON.stringify({ layers: "many", steps: 20 }));
+  assert.deepEqual(loadSettings(storage), { ...DEFAULTS, steps: 20 });
+});
+
+test("token: secureStorage when there is one (bytes back), localStorage otherwise; never in settings", async () => {
+  const secret = new Map();
+  const secure = {
+    getItem: async (k) => (secret.has(k) ? new TextEncoder().encode(secret.get(k)) : null),
+    setItem: async (k, v) => { secret.set(k, v); },
+    removeItem: async (k) => { secret.delete(k); },
+  };
+  const storage = memoryStorage();
+  const store = tokenStore(secure, storage);
+  assert.equal(await store.get(), "");
+  await store.set("abc123");
+  assert.equal(await store.get(), "abc123");
+  assert.equal([...storage.map.values()].join().includes("abc123"), false);
+  await store.set("");
+  assert.equal(await store.get(), "");
+
+  const plain = tokenStore(null, storage);
+  await plain.set("xyz");
+  assert.equal(await plain.get(), "xyz");
+});
+
+test("model state line", () => {
+  assert.equal(modelLine({ model: { state: "ready" }, device: { kind: "cuda", name: "NVIDIA H200" } }), "Model ready on NVIDIA H200");
+  assert.equal(modelLine({ model: { state: "downloading", bytes_done: 1.2e9, bytes_total: 57e9 } }), "Downloading model 1.2 of 57.0 GB (2%)");
+  assert.equal(modelLine({ model: { state: "failed", error: "disk full" } }), "Model failed to load: disk full");
+  assert.equal(modelLine({ model: { state: "not_loaded" }, device: { kind: "cpu", name: "CPU" } }), "Model loads on first use on CPU");
+  assert.equal(modelLine(null), "");
+});
