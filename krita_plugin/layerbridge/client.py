@@ -100,6 +100,7 @@ class Job(QtCore.QObject):
     progress = QtCore.pyqtSignal(object)
     finished = QtCore.pyqtSignal(object, object)
     failed = QtCore.pyqtSignal(str, str)
+    uploading = QtCore.pyqtSignal()     # the body is built: the caller may drop its copy of the pixels
 
     def __init__(self, api: Api, parent: Optional[QtCore.QObject] = None) -> None:
         super().__init__(parent)
@@ -142,6 +143,7 @@ class Job(QtCore.QObject):
             if self.cancel_requested:
                 return self._fail("cancelled", "")
             body, ctype = protocol.multipart(params, rgba)
+            self.uploading.emit()
             self.api.send("POST", "/v1/jobs", submitted, body=body, content_type=ctype,
                           timeout_ms=UPLOAD_TIMEOUT_MS)
 

@@ -47,8 +47,10 @@ class Decomposition(QtCore.QObject):
         self.job.progress.connect(self._progress)
         self.job.finished.connect(self._job_done)
         self.job.failed.connect(self._failed)
+        self.job.uploading.connect(self._release_pixels)
         self.progress.emit("Connecting…", None)
-        self.job.start(params, src.rgba, self._check_limits)
+        rgba, src = src.rgba, None
+        self.job.start(params, rgba, self._check_limits)
 
     def _check_limits(self, limits: dict) -> Optional[tuple]:
         src = self.source
@@ -60,6 +62,10 @@ class Decomposition(QtCore.QObject):
             return "payload_too_large", "The image is %.0f MB; the server accepts %.0f MB." % (len(src.rgba) / 1e6, int(upload) / 1e6)
         self.progress.emit("Uploading %d × %d…" % (src.region.width, src.region.height), None)
         return None
+
+    def _release_pixels(self) -> None:
+        if self.source is not None:
+            self.source = self.source._replace(rgba=b"")
 
     def cancel(self) -> None:
         if self.job is not None and not self.done:

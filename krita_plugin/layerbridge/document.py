@@ -17,7 +17,7 @@ class DocumentError(Exception):
 class Source(NamedTuple):
     name: str
     region: Region      # where the sent image sits in the document
-    rgba: bytes
+    rgba: bytes         # emptied once uploaded
     parent: object      # the node the result group goes into
     above_id: object    # uniqueId of the node it goes right above (None: top of parent)
 
