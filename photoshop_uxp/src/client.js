@@ -219,7 +219,7 @@ class LayerBridgeClient {
       const info = await this.fetch(`${base}/v1/info`, { headers: { Authorization: `Bearer ${this.token}` } });
       if (info.ok) {
         return new LayerBridgeError("websocket_refused",
-          `The server at ${this.address} answers over HTTP but refused the WebSocket. Its log says why; if it names the Origin, start it with --allowed-origin set to the value it shows.`);
+          `The server at ${this.address} answers but refused the panel's WebSocket, most likely because of the Origin Photoshop sends. Start the server with --allowed-origin and that origin (e.g. --allowed-origin file:// or --allowed-origin null); see the README.`);
       }
       const body = await info.json().catch(() => ({}));
       return new LayerBridgeError(body.code || `http_${info.status}`, body.message || `HTTP ${info.status}`, { server: body });

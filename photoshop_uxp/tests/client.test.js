@@ -111,3 +111,30 @@ test("images whose bytes do not match their size are refused before sending", as
   const c = new LayerBridgeClient({ address: "127.0.0.1:1", token: "t", WebSocket });
   await assert.rejects(c.decompose({ width: 2, height: 2, data: new Uint8Array(3) }, {}), { code: "invalid_image" });
 });
+
+test("a refused WebSocket upgrade is diagnosed over HTTP: the server's own error, or the Origin rule", async () => {
+  const http = require("node:http");
+  let infoAnswer = { status: 200, body: { type: "hello" } };
+  const server = http.createServer((req, res) => {
+    const answer = req.url === "/health" ? { status: 200, body: { status: "ok" } } : infoAnswer;
+    res.writeHead(answer.status, { "Content-Type": "application/json" });
+    res.end(JSON.stringify(answer.body));
+  });
+  server.on("upgrade", (req, socket) => socket.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"));
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const address = `127.0.0.1:${server.address().port}`;
+  try {
+    const c = new LayerBridgeClient({ address, token: "t", WebSocket });
+    await assert.rejects(c.connect(), { code: "unreachable" });
+    const refused = await c.diagnose();
+    assert.equal(refused.code, "websocket_refused");
+    assert.match(refused.message, /--allowed-origin/);
+
+    infoAnswer = { status: 403, body: { type: "error", code: "forbidden_origin", message: "requests from origin 'file://' are refused; start the server with --allowed-origin file:// to allow it" } };
+    const named = await c.diagnose();
+    assert.equal(named.code, "forbidden_origin");
+    assert.match(named.message, /--allowed-origin file:\/\//);
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
+});
