@@ -160,7 +160,8 @@ class LayerBridgeClient {
         }
         let message;
         try {
-          message = JSON.parse(typeof event.data === "string" ? event.data : new TextDecoder().decode(event.data));
+          if (typeof event.data !== "string") throw new Error("binary before the handshake");
+          message = JSON.parse(event.data);
         } catch (_) {
           fail(new LayerBridgeError("bad_handshake", "The server's first answer was not JSON; is this a LayerBridge server?"));
           return;

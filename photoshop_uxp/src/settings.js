@@ -38,6 +38,13 @@ function saveSettings(storage, settings) {
   storage.setItem(SETTINGS_KEY, JSON.stringify(out));
 }
 
+/** Text from secureStorage's bytes; tokens are ASCII, so no TextDecoder is needed where UXP lacks it. */
+function bytesToText(value) {
+  if (typeof value === "string") return value;
+  if (typeof TextDecoder === "function") return new TextDecoder().decode(value);
+  return Array.from(value, (b) => String.fromCharCode(b)).join("");
+}
+
 /** The token store: secureStorage in UXP, localStorage elsewhere. */
 function tokenStore(secureStorage, storage) {
   if (secureStorage && typeof secureStorage.getItem === "function") {
@@ -45,7 +52,7 @@ function tokenStore(secureStorage, storage) {
       async get() {
         const value = await secureStorage.getItem(TOKEN_KEY);
         if (!value) return "";
-        return typeof value === "string" ? value : new TextDecoder().decode(value);
+        return bytesToText(value);
       },
       async set(token) {
         if (token) await secureStorage.setItem(TOKEN_KEY, token);
