@@ -32,7 +32,15 @@ class Decomposition(QtCore.QObject):
         self.done = False
         self.started = time.monotonic()
 
+    def _is_open(self) -> bool:
+        try:
+            from krita import Krita
+            return any(d == self.doc for d in Krita.instance().documents())
+        except Exception:
+            return False
+
     def start(self) -> None:
+        self.was_open = self._is_open()
         try:
             self.source = document.capture(self.doc, self.mode, self.node)
         except document.DocumentError as e:
@@ -80,6 +88,8 @@ class Decomposition(QtCore.QObject):
     def _job_done(self, result: dict, layers: Dict[int, bytes]) -> None:
         self.result, self.layers = result, layers
         self.progress.emit("Adding layers…", 1.0)
+        if self.was_open and not self._is_open():
+            return self._failed("document", "The document was closed during the decomposition; nothing was added.")
         try:
             self.group = document.insert(self.doc, self.source, result, layers)
         except document.DocumentError as e:

@@ -162,7 +162,7 @@ MESSAGES = {
                   "Results are kept for an hour; please decompose again."),
     "bad_response": ("The server's answer was not understood.", "Is the address a LayerBridge server?"),
     "unsupported_document": ("This document's colour format is not supported.", ""),
-    "document": ("Nothing to decompose.", ""),
+    "document": ("Cannot decompose.", ""),
 }
 
 

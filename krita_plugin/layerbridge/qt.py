@@ -24,7 +24,7 @@ QNetworkReply = QtNetwork.QNetworkReply
 def enum(owner: object, path: str) -> object:
     """`enum(QNetworkRequest, "Attribute.HttpStatusCodeAttribute")` on both bindings
     (PyQt6 only has scoped names, PyQt5 always has the short one)."""
-    scope, _, name = path.rpartition(".")
+    name = path.rpartition(".")[2]
     obj = owner
     try:
         for part in path.split("."):
