@@ -76,6 +76,12 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, live_server, tmp_path):
     assert data["tree"][:-1] == data["before"]
     # the whole insertion is one undo step
     assert data["after_undo"] == data["before"]
+    # Decompose layer on the active layer: its group goes right above it
+    assert data["active"] == "Background" and data["layer_error"] == "", data
+    assert data["layer_stage"].startswith("Added"), data
+    names = [(n["name"], n["type"]) for n in data["layer_tree"]]
+    assert names == [("Background", "paintlayer"), ("Background", "grouplayer")]
+    assert len(data["layer_tree"][1]["children"]) == 3
     # settings persisted in kritarc
     assert json.loads(data["settings"])["layers"] == 3
     assert shot.stat().st_size > 10000

@@ -125,7 +125,27 @@ class Driver:
 
     def after_undo(self) -> None:
         res["after_undo"] = tree(self.doc.rootNode())
-        self.finish()
+        # Decompose layer on the active layer, through the docker's other button
+        self.doc.setActiveNode(self.doc.rootNode().childNodes()[0])
+        QtCore.QTimer.singleShot(500, self.press_layer)
+
+    def press_layer(self) -> None:
+        res["active"] = self.doc.activeNode().name()
+        self.docker.stage.setText("")
+        self.docker.layer_button.click()
+        self.poll_layer()
+
+    def poll_layer(self) -> None:
+        d = self.docker
+        if d.run is None and (d.stage.text() or d.error.text()):
+            res["layer_stage"] = d.stage.text()
+            res["layer_error"] = d.error.text()
+            res["layer_tree"] = tree(self.doc.rootNode())
+            return self.finish()
+        if time.monotonic() > self.deadline:
+            res["timeout"] = True
+            return self.finish()
+        QtCore.QTimer.singleShot(200, self.poll_layer)
 
     def finish(self) -> None:
         res["steps"].append("finish")
