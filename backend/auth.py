@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -12,6 +13,7 @@ from .errors import ErrorCode, LayerBridgeError
 from .settings import LOOPBACK_HOSTS, config_dir
 
 TOKEN_FILE = "token"
+log = logging.getLogger("layerbridge.auth")
 
 
 def token_path(directory: Path | None = None) -> Path:
@@ -88,19 +90,21 @@ class RequestRules:
         o = origin.rstrip("/").lower()
         if o in self.origins or o in self.own_origins():
             return True
-        # Photoshop UXP panels: no browser page can send this scheme (protocol §6).
-        return o.startswith("uxp://")
+        # Photoshop UXP panels (protocol §6): no web page can send these; browsers send `null` for file pages.
+        return o.startswith("uxp://") or o == "file://"
 
     def check(self, host: str | None, origin: str | None, fetch_site: str | None) -> None:
         """Raise forbidden_host / forbidden_origin, or return."""
         name = _host_name(host or "")
         # An IP literal cannot be rebound by DNS; names must be loopback or configured.
         if not (name in LOOPBACK_HOSTS or name in self.extra_hosts or _is_ip(name)):
+            log.warning("refused a request for Host %r; allow it with --allowed-host %s", name, name)
             raise LayerBridgeError(
                 ErrorCode.forbidden_host,
                 f"requests for host {name!r} are refused; start the server with --allowed-host {name} to allow it",
             )
         if origin is not None and not self.origin_allowed(origin):
+            log.warning("refused a request with Origin %r; allow it with --allowed-origin %s", origin, origin)
             raise LayerBridgeError(
                 ErrorCode.forbidden_origin,
                 f"requests from origin {origin!r} are refused; start the server with --allowed-origin {origin} to allow it",

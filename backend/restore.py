@@ -32,7 +32,7 @@ from PIL import Image
 
 from .image import PlacedLayer
 
-TILE = 256  # full-resolution tile side; bounds the working memory to a few tens of MiB
+TILE = 128  # full-resolution tile side; bounds the working memory to a few tens of MiB
 EDGE_UNCERTAINTY = 8.0  # how far (in model pixels², per unit of alpha slope²) a model edge may be off
 DRIFT_RADIUS = 12  # colour-drift correction smoothing radius, in model pixels
 OWNER_SHARE = 0.4  # a layer showing at least this much may take the residual colour
@@ -66,6 +66,31 @@ def _erode(x: np.ndarray) -> np.ndarray:
     p = np.pad(x, 1)
     rows = np.minimum(np.minimum(p[:-2], p[1:-1]), p[2:])
     return np.minimum(np.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """Boolean (2r+1)² maximum."""
+    out = mask
+    for _ in range(r):
+        p = np.pad(out, 1)
+        rows = p[:-2] | p[1:-1] | p[2:]
+        out = rows[:, :-2] | rows[:, 1:-1] | rows[:, 2:]
+    return out
+
+
+def _smooth_offset(diff: np.ndarray, conf: np.ndarray, total: float) -> np.ndarray:
+    """Confidence-weighted local mean of `diff` (already multiplied by `conf`) over about DRIFT_RADIUS model
+    pixels, leaning on the global mean where there is little evidence; computed on a 4× coarser grid."""
+    h, w = conf.shape
+    f = 4
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    d = np.pad(diff, ((0, hp - h), (0, wp - w), (0, 0))).reshape(hp // f, f, wp // f, f, 3).sum(axis=(1, 3))
+    c = np.pad(conf, ((0, hp - h), (0, wp - w))).reshape(hp // f, f, wp // f, f).sum(axis=(1, 3))
+    glob = d.reshape(-1, 3).sum(axis=0) / total
+    lam = 0.02 * f * f
+    r = max(1, DRIFT_RADIUS // f)
+    field = (_box(d, r) + lam * glob) / (_box(c, r)[..., None] + lam)
+    return _resize_f(field.astype(np.float32), w, h)
 
 
 def _resize_f(x: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -147,11 +172,7 @@ class _Prepared:
             conf = _erode(conf.astype(np.float32))
             total = float(conf.sum())
             if total > 4.0:
-                diff = (small[..., :3] - colour) * conf[..., None]
-                glob = diff.reshape(-1, 3).sum(axis=0) / total
-                lam = 0.02
-                field = (_box(diff, DRIFT_RADIUS) + lam * glob) / (_box(conf, DRIFT_RADIUS)[..., None] + lam)
-                colour = colour + field
+                colour = colour + _smooth_offset((small[..., :3] - colour) * conf[..., None], conf, total)
             colours.append(np.clip(colour, 0.0, 1.0).astype(np.float32))
 
         # premultiplied composites of the model's layers below and above each layer
@@ -167,11 +188,10 @@ class _Prepared:
             a = alphas[i][..., None]
             acc = acc + (1.0 - acc[..., 3:4]) * np.concatenate([colours[i] * a, a], axis=-1)
 
-        self.prior: list[Image.Image] = []  # model alpha, the prior
         self.weight: list[Image.Image] = []  # prior's weight against the source's evidence
         self.without: list[Image.Image] = []  # the pixel as the model sees it without this layer (CMYK = RGBA)
         self.opaque: list[Image.Image] = []  # ... and with this layer made opaque
-        self.colour: list[Image.Image] = []  # straight colour, RGB
+        self.pixels: list[Image.Image] = []  # straight colour and model alpha (the prior), RGBA stored as CMYK
         self.active: list[np.ndarray] = []  # (h, w) bool: may have alpha > 0 here
         self.band: list[np.ndarray] = []  # (h, w) bool: alpha edge, refined from the source
         self.solid: list[np.ndarray] = []  # (h, w) bool: alpha 1
@@ -180,19 +200,18 @@ class _Prepared:
             gy, gx = np.gradient(a)
             spread = np.maximum(EDGE_UNCERTAINTY * (gx * gx + gy * gy), 0.002)
             edge = (a > 0.004) & (a < 0.996)
-            band = _box(edge.astype(np.float32), 2) > 0
+            band = _dilate(edge, 2)
             weight = np.where(band, variance / (spread * spread), 1e6).astype(np.float32)
             t = 1.0 - above_c[i][..., 3:4]
             z0 = above_c[i] + t * below[i]
             z1 = above_c[i] + t * np.concatenate([colours[i], np.ones((h, w, 1), np.float32)], axis=-1)
-            self.prior.append(Image.fromarray(np.ascontiguousarray(a), "F"))
             self.weight.append(Image.fromarray(weight, "F"))
             self.without.append(Image.fromarray(_to8(z0), "CMYK"))
             self.opaque.append(Image.fromarray(_to8(z1), "CMYK"))
-            self.colour.append(Image.fromarray(_to8(colours[i]), "RGB"))
-            self.active.append(_box((a > 0).astype(np.float32), 1) > 0)
-            self.band.append(_box(band.astype(np.float32), 1) > 0)
-            self.solid.append(_box((a < 1.0).astype(np.float32), 1) <= 0)
+            self.pixels.append(Image.fromarray(_to8(np.concatenate([colours[i], a[..., None]], axis=-1)), "CMYK"))
+            self.active.append(_dilate(a > 0, 1))
+            self.band.append(_dilate(band, 1))
+            self.solid.append(~_dilate(a < 1.0, 1))
             self.near.append(Image.fromarray(np.ascontiguousarray(_box(a, 3)), "F"))
 
 
@@ -274,19 +293,46 @@ def _grow(b: list[int], alpha: np.ndarray, Y0: int, X0: int) -> None:
 
 
 def _write(out, bounds, i, rect, a8: np.ndarray, rgb8: np.ndarray) -> None:
+    """Write one layer's tile into its (zeroed, written once) canvas; no colour under alpha 0."""
     if not a8.any():
         return
     Y0, Y1, X0, X1 = rect
     dst = out[i][Y0:Y1, X0:X1]
-    dst[..., :3] = rgb8
     dst[..., 3] = a8
-    dst[a8 == 0] = 0
+    if a8.all():
+        dst[..., :3] = rgb8
+    else:
+        np.copyto(dst[..., :3], rgb8, where=(a8 != 0)[..., None])
+    _grow(bounds[i], a8, Y0, X0)
+
+
+def _write_rgba(out, bounds, i, rect, px: np.ndarray) -> None:
+    """`_write` for a ready RGBA tile."""
+    a8 = px[..., 3]
+    if not a8.any():
+        return
+    Y0, Y1, X0, X1 = rect
+    dst = out[i][Y0:Y1, X0:X1]
+    if a8.all():
+        dst[...] = px
+    else:
+        np.copyto(dst, px, where=(a8 != 0)[..., None])
     _grow(bounds[i], a8, Y0, X0)
 
 
 def _q(x: np.ndarray) -> np.ndarray:
     """Round to the 8-bit grid, staying in 0..1 floats."""
     return np.rint(x * np.float32(255.0)) * np.float32(1.0 / 255.0)
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.rint(x * np.float32(255.0)).astype(np.uint8)
+
+
+STATS = {}
+F1 = np.float32(1.0)
+F0 = np.float32(0.0)
+INV255 = np.float32(1.0 / 255.0)
 
 
 def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
@@ -299,100 +345,131 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     start = 0
     if opaque_src and any(solid):
         start = max(j for j, f in enumerate(solid) if f)
-        for i in idx[:start]:
-            prior = np.ones((th, tw), np.float32) if prep.solid[i][region].all() else _upsample(prep.prior[i], box, tw, th)
-            a8 = np.rint(np.clip(prior, 0.0, 1.0) * 255.0).astype(np.uint8)
-            _write(out, bounds, i, rect, a8, _upsample(prep.colour[i], box, tw, th))
+        for j, i in enumerate(idx[:start]):
+            px = _upsample(prep.pixels[i], box, tw, th)
+            if solid[j]:
+                px = px.copy()
+                px[..., 3] = 255
+            _write_rgba(out, bounds, i, rect, px)
         if start == len(idx) - 1:
-            _write(out, bounds, idx[start], rect, src[..., 3], src[..., :3])
+            _write_rgba(out, bounds, idx[start], rect, src)
             return
     idx, solid = idx[start:], solid[start:]
     m = len(idx)
+    STATS[m] = STATS.get(m, 0) + 1
 
-    s = src.astype(np.float32) * np.float32(1.0 / 255.0)
+    s = src.astype(np.float32) * INV255
     s_alpha = s[..., 3]
-    s_pre = s[..., :3] * s_alpha[..., None]
-    s4 = np.concatenate([s_pre, s_alpha[..., None]], axis=-1)
+    if not opaque_src:
+        s[..., :3] *= s_alpha[..., None]
+    s_pre = s[..., :3]
 
     # alpha: the model's, except along its edges where the source says where the edge is: per pixel, the alpha
     # that best explains the source given the layer's colour and what lies above and below it (as the model
     # sees them), weighed against the model's alpha
-    alpha = np.empty((m, th, tw), np.float32)
-    colour = np.empty((m, th, tw, 3), np.float32)
+    alpha = []
+    colour = []
     for j, i in enumerate(idx):
-        colour[j] = _upsample(prep.colour[i], box, tw, th) * np.float32(1.0 / 255.0)
+        px = _upsample(prep.pixels[i], box, tw, th)
+        colour.append(px[..., :3])
         if solid[j]:
-            alpha[j] = 1.0
+            alpha.append(np.ones((th, tw), np.float32))
             continue
-        prior = _upsample(prep.prior[i], box, tw, th)
-        if not prep.band[i][region].any():
-            alpha[j] = prior
-            continue
-        weight = _upsample(prep.weight[i], box, tw, th)
-        z0 = _upsample(prep.without[i], box, tw, th) * np.float32(1.0 / 255.0)
-        dz = _upsample(prep.opaque[i], box, tw, th) * np.float32(1.0 / 255.0) - z0
-        num = np.einsum("...c,...c->...", dz, s4 - z0) + weight * prior
-        alpha[j] = num / (np.einsum("...c,...c->...", dz, dz) + weight)
-    np.clip(alpha, 0.0, 1.0, out=alpha)
+        prior = px[..., 3] * INV255
+        if prep.band[i][region].any():
+            weight = _upsample(prep.weight[i], box, tw, th)
+            z0 = _upsample(prep.without[i], box, tw, th).astype(np.float32)
+            dz = _upsample(prep.opaque[i], box, tw, th) * INV255 - z0 * INV255
+            z0 *= INV255
+            num = np.einsum("...c,...c->...", dz, s - z0) + weight * prior
+            prior = num / (np.einsum("...c,...c->...", dz, dz) + weight)
+        alpha.append(np.clip(prior, F0, F1))
     if not opaque_src:
-        alpha[:, s_alpha <= 0] = 0.0
+        gone = s_alpha <= 0
+        for a in alpha:
+            a[gone] = 0.0
 
     # the stack's alpha must equal the source's: the bottom-most clearly present layer takes up the difference
-    q = _q(alpha)
+    q = [_q(a) for a in alpha]
     if m == 1:
-        absorber = np.zeros((th, tw), np.intp)
+        absorber = np.zeros((th, tw), np.int8)
     else:
-        present = alpha >= 0.5
-        absorber = np.where(present.any(axis=0), present.argmax(axis=0), alpha.argmax(axis=0))
-        orphan = (s_alpha > 0) & (alpha.max(axis=0) <= 0)
-        if orphan.any():  # source pixels no layer claims go to the layer nearest to them
-            near = np.stack([_upsample(prep.near[i], box, tw, th) for i in idx])
-            absorber = np.where(orphan, near.argmax(axis=0), absorber)
+        absorber = np.full((th, tw), -1, np.int8)
+        for j in range(m - 1, -1, -1):
+            absorber[alpha[j] >= 0.5] = j
+        loose = absorber < 0
+        if loose.any():  # no layer clearly present: the one with the most alpha, or the nearest one
+            best = np.zeros((th, tw), np.float32)
+            pick = np.zeros((th, tw), np.int8)
+            for j in range(m):
+                more = alpha[j] > best
+                best = np.where(more, alpha[j], best)
+                pick[more] = j
+            orphan = loose & (best <= 0) & (s_alpha > 0)
+            if orphan.any():
+                near = [_upsample(prep.near[i], box, tw, th) for i in idx]
+                best = near[0].copy()
+                for j in range(1, m):
+                    more = orphan & (near[j] > best)
+                    best = np.where(more, near[j], best)
+                    pick[more] = j
+            absorber = np.where(loose, pick, absorber)
     onehot = [absorber == j for j in range(m)]
-    others = np.ones((th, tw), np.float32)  # transmittance of all but the absorber
-    for j in range(m):
-        others *= np.where(onehot[j], 1.0, 1.0 - q[j])
-    need = 1.0 - s_alpha  # required total transmittance
-    # others already too opaque: thin them (scale their optical depth) so that they alone reach the source's alpha
-    over = others < need - 1e-6
-    if over.any():
-        k = np.log(np.maximum(need, 1e-6)) / np.log(np.clip(others, 1e-3**m, 1 - 1e-7))
-        others = np.ones((th, tw), np.float32)
+    need = F1 - s_alpha  # required total transmittance
+    if opaque_src:
         for j in range(m):
-            thin = _q(1.0 - np.maximum(1.0 - q[j], 1e-3) ** k)
-            q[j] = np.where(onehot[j] | ~over, q[j], thin)
-            others *= np.where(onehot[j], 1.0, 1.0 - q[j])
-    for j in range(m):
-        solved = _q(np.clip(1.0 - need / np.maximum(others, 1e-4), 0.0, 1.0))
-        q[j] = np.where(onehot[j] & (others > 1e-4), solved, q[j])
+            q[j][onehot[j]] = 1.0
+    else:
+        others = np.ones((th, tw), np.float32)  # transmittance of all but the absorber
+        for j in range(m):
+            others *= np.where(onehot[j], F1, F1 - q[j])
+        # others already too opaque: thin them (scale their optical depth) so that alone they reach the source
+        over = others < need - 1e-6
+        if over.any():
+            k = np.log(np.maximum(need, 1e-6)) / np.log(np.clip(others, 1e-3**m, 1 - 1e-7))
+            others = np.ones((th, tw), np.float32)
+            for j in range(m):
+                thin = _q(1.0 - np.maximum(1.0 - q[j], 1e-3) ** k)
+                q[j] = np.where(onehot[j] | ~over, q[j], thin).astype(np.float32)
+                others *= np.where(onehot[j], F1, F1 - q[j])
+        solved = _q(np.clip(F1 - need / np.maximum(others, 1e-4), F0, F1))
+        for j in range(m):
+            q[j] = np.where(onehot[j] & (others > 1e-4), solved, q[j])
 
-    # colour: everyone keeps the model's colour but the owner (largest visible weight), whose colour is solved
-    # against the others' quantised values
-    qc = _q(colour)
-    vis = np.empty_like(q)
+    # colour: everyone keeps the model's colour but the owner, whose colour is solved against the others'
+    # quantised values; the owner is the lowest layer that shows enough: detail behind a semi-transparent
+    # layer or an anti-aliased edge belongs to what is behind, and the layer in front keeps its model colour
+    vis = [None] * m
     above = np.ones((th, tw), np.float32)
     for j in range(m - 1, -1, -1):
         vis[j] = q[j] * above
-        above *= 1.0 - q[j]
-    if m > 1:
-        # the owner is the lowest layer that shows enough: detail behind a semi-transparent layer or an edge
-        # belongs to what is behind, and the layer in front keeps its model colour
-        shows = vis >= OWNER_SHARE
-        owner = np.where(shows.any(axis=0), shows.argmax(axis=0), vis.argmax(axis=0))
+        above *= F1 - q[j]
+    if m == 1:
+        owner = np.zeros((th, tw), np.int8)
     else:
-        owner = np.zeros((th, tw), np.intp)
+        owner = np.full((th, tw), -1, np.int8)
+        best = np.zeros((th, tw), np.float32)
+        pick = np.zeros((th, tw), np.int8)
+        for j in range(m - 1, -1, -1):
+            owner[vis[j] >= OWNER_SHARE] = j
+            more = vis[j] > best
+            best = np.where(more, vis[j], best)
+            pick[more] = j
+        owner = np.where(owner < 0, pick, owner)
     owned = [owner == j for j in range(m)]
     v_own = np.zeros((th, tw), np.float32)
-    for j in range(m):
-        v_own = np.where(owned[j], vis[j], v_own)
-    safe = np.maximum(v_own, 1e-6)[..., None]
     rest = np.zeros((th, tw, 3), np.float32)  # what the other layers show
+    qc = []
     for j in range(m):
-        rest += np.where(owned[j], 0.0, vis[j])[..., None] * qc[j]
-    c_new = _q(np.clip((s_pre - rest) / safe, 0.0, 1.0))
+        c = colour[j].astype(np.float32) * INV255
+        qc.append(c)
+        v_own = np.where(owned[j], vis[j], v_own)
+        rest += np.where(owned[j], F0, vis[j])[..., None] * c
+    safe = np.maximum(v_own, 1e-6)[..., None]
+    c_new = _q(np.clip((s_pre - rest) / safe, F0, F1))
     err = s_pre - rest - v_own[..., None] * c_new
     # where the owner could not take everything (its colour clipped) the other visible layers take the rest
-    bad = np.abs(err).max(axis=-1) > 1.0 / 255.0
+    bad = np.maximum(np.maximum(np.abs(err[..., 0]), np.abs(err[..., 1])), np.abs(err[..., 2])) > 1.0 / 255.0
     if bad.any():
         for j in range(m):
             sel = bad & ~owned[j] & (vis[j] > 1.0 / 255.0)
@@ -403,9 +480,11 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
             err[sel] -= vis[j][sel][:, None] * (nj - cj)
             rest[sel] += vis[j][sel][:, None] * (nj - cj)
             qc[j][sel] = nj
-        c_new = _q(np.clip((s_pre - rest) / safe, 0.0, 1.0))  # the owner absorbs the rounding once more
+            colour[j] = colour[j].copy()
+            colour[j][sel] = _to_u8(nj)
+        c_new = _q(np.clip((s_pre - rest) / safe, F0, F1))  # the owner absorbs the rounding once more
 
+    c8 = _to_u8(c_new)
     for j, i in enumerate(idx):
-        a8 = np.rint(q[j] * 255.0).astype(np.uint8)
-        c = np.where(owned[j][..., None], c_new, qc[j])
-        _write(out, bounds, i, rect, a8, np.rint(c * 255.0).astype(np.uint8))
+        rgb8 = np.where(owned[j][..., None], c8, colour[j])
+        _write(out, bounds, i, rect, _to_u8(q[j]), rgb8)

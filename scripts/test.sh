@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
+# One tiny random-weights pipeline for every suite (pytest and the panel's end-to-end tests).
+[ -f .tiny-model/model_index.json ] || .venv/bin/layerbridge make-tiny-model .tiny-model
+export LAYERBRIDGE_TINY_MODEL="$PWD/.tiny-model"
 status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@" || status=$?
 if [ -f photoshop_uxp/package.json ]; then

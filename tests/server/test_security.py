@@ -57,7 +57,7 @@ def test_sec_fetch_site_cross_site_is_refused(live_server):
 
 
 def test_own_and_uxp_origins_pass_and_are_echoed_never_star(live_server):
-    for origin in (f"http://127.0.0.1:{live_server.port}", "uxp://com.layerbridge.photoshop"):
+    for origin in (f"http://127.0.0.1:{live_server.port}", "uxp://com.layerbridge.photoshop", "file://"):
         status, headers, _ = request(live_server, "GET", "/v1/status", headers={"Origin": origin})
         assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
     status, headers, _ = request(live_server, "GET", "/v1/status")

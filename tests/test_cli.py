@@ -1,0 +1,149 @@
+"""The command line through subprocesses: make-tiny-model, decompose to PSD/ORA/folder, restore, doctor."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.image import composite
+
+CLI = [sys.executable, "-m", "backend.cli"]
+JOB = ["--layers", "3", "--steps", "2", "--seed", "5", "--prompt", "a card"]
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def odd_png(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "poster.png"
+    a = np.random.default_rng(3).integers(0, 256, (333, 777, 4), dtype=np.uint8)
+    a[..., 3] = 255
+    a[:40, :60, 3] = 0  # a transparent corner
+    Image.fromarray(a, "RGBA").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def offline_env(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("home")
+    return dict(os.environ, LAYERBRIDGE_CONFIG_DIR=str(home / "config"), LAYERBRIDGE_LOG_DIR=str(home / "log"))
+
+
+def test_make_tiny_model_writes_a_loadable_pipeline(tmp_path):
+    r = run("make-tiny-model", str(tmp_path / "tiny"))
+    assert r.returncode == 0, r.stderr
+    index = json.loads((tmp_path / "tiny" / "model_index.json").read_text())
+    assert index["_class_name"] == "QwenImageLayeredPipeline"
+    size = sum(f.stat().st_size for f in (tmp_path / "tiny").rglob("*") if f.is_file())
+    assert size < 10 * 2**20
+
+
+def test_decompose_to_psd_ora_and_folder_at_exact_canvas(odd_png, tiny_model, offline_env, tmp_path):
+    outs = {"psd": tmp_path / "out.psd", "ora": tmp_path / "out.ora", "folder": tmp_path / "out"}
+    for kind, out in outs.items():
+        r = run("decompose", str(odd_png), "--out", str(out), "--model", str(tiny_model), "--in-process", *JOB, env=offline_env)
+        assert r.returncode == 0, r.stderr
+        assert f"[{kind}]" in r.stderr and "777×333" in r.stderr
+
+    from psd_tools import PSDImage
+
+    psd = PSDImage.open(outs["psd"])
+    assert (psd.width, psd.height) == (777, 333)
+    assert [layer.name for layer in psd] == ["Background", "Layer 1", "Layer 2"]
+
+    manifest = json.loads((outs["folder"] / "layers.json").read_text())
+    assert manifest["canvas"] == {"width": 777, "height": 333} and manifest["order"] == "bottom_to_top"
+    assert manifest["seed"] == 5 and [e["name"] for e in manifest["layers"]] == ["Background", "Layer 1", "Layer 2"]
+    for entry, psd_layer in zip(manifest["layers"], psd):
+        png = np.asarray(Image.open(outs["folder"] / entry["file"]).convert("RGBA"))
+        assert png.shape == (entry["height"], entry["width"], 4)
+        assert (psd_layer.left, psd_layer.top) == (entry["x"], entry["y"])
+        assert np.array_equal(np.asarray(psd_layer.topil().convert("RGBA")), png)
+
+    with zipfile.ZipFile(outs["ora"]) as z:
+        first = z.infolist()[0]
+        assert first.filename == "mimetype" and first.compress_type == zipfile.ZIP_STORED
+        assert z.read("mimetype") == b"image/openraster"
+        stack = ET.fromstring(z.read("stack.xml"))
+        assert (stack.get("w"), stack.get("h")) == ("777", "333")
+        layers = stack.findall("./stack/layer")
+        assert [layer.get("name") for layer in layers] == ["Layer 2", "Layer 1", "Background"]  # top first
+        for layer, entry in zip(reversed(layers), manifest["layers"]):
+            assert (int(layer.get("x")), int(layer.get("y"))) == (entry["x"], entry["y"])
+            with z.open(layer.get("src")) as f:
+                assert Image.open(f).size == (entry["width"], entry["height"])
+        assert Image.open(z.open("mergedimage.png")).size == (777, 333)
+
+
+def test_decompose_restored_layers_recompose_to_the_source(odd_png, tiny_model, offline_env, tmp_path):
+    from backend.export import read_folder
+
+    out = tmp_path / "restored"
+    r = run("decompose", str(odd_png), "--out", str(out), "--model", str(tiny_model), "--in-process", *JOB, env=offline_env)
+    assert r.returncode == 0, r.stderr
+    layers, w, h = read_folder(out)
+    src = np.asarray(Image.open(odd_png).convert("RGBA")).astype(np.float64) / 255
+    comp = composite(layers, w, h)
+    pre = np.concatenate([src[..., :3] * src[..., 3:], src[..., 3:]], axis=-1)
+    assert np.abs(comp - pre).max() <= 2.5 / 255
+
+
+def test_decompose_never_overwrites_without_asking(odd_png, tiny_model, offline_env, tmp_path):
+    out = tmp_path / "keep.psd"
+    out.write_bytes(b"precious")
+    r = run("decompose", str(odd_png), "--out", str(out), "--model", str(tiny_model), "--in-process", *JOB, env=offline_env)
+    assert r.returncode == 2 and "exists" in r.stderr and out.read_bytes() == b"precious"
+
+
+def test_decompose_uses_a_running_server(odd_png, live_server, tmp_path):
+    env = dict(os.environ, LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
+    out = tmp_path / "via-server"
+    r = run("decompose", str(odd_png), "--out", str(out), "--server", live_server.url, *JOB, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "using the LayerBridge server" in r.stderr
+    assert json.loads((out / "layers.json").read_text())["canvas"] == {"width": 777, "height": 333}
+
+
+def test_decompose_bad_input_and_missing_server(tmp_path, offline_env):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    r = run("decompose", str(bad), "--out", str(tmp_path / "x.psd"), env=offline_env)
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    good = tmp_path / "good.png"
+    Image.new("RGBA", (8, 8)).save(good)
+    r = run("decompose", str(good), "--out", str(tmp_path / "y.psd"), "--server", "http://127.0.0.1:9", env=offline_env)
+    assert r.returncode == 1 and "no LayerBridge server" in r.stderr
+
+
+def test_restore_command_writes_the_folder_format(odd_png, tmp_path):
+    model_layers = []
+    for i in range(3):
+        p = tmp_path / f"m{i}.png"
+        a = np.zeros((192, 448, 4), np.uint8)
+        a[..., i] = 255
+        a[..., 3] = 255 if i == 0 else 128
+        Image.fromarray(a, "RGBA").save(p)
+        model_layers.append(str(p))
+    r = run("restore", str(odd_png), *model_layers, "--out", str(tmp_path / "restored"))
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "restored" / "layers.json").read_text())
+    assert manifest["canvas"] == {"width": 777, "height": 333}
+    assert [e["name"] for e in manifest["layers"]] == ["m0", "m1", "m2"]
+
+
+def test_doctor_reports_mode_and_port(offline_env):
+    r = run("doctor", "--json", "--port", "9", env=offline_env)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["memory mode"].startswith("cpu") and "torch" in data and "port" in data

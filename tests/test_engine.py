@@ -1,0 +1,119 @@
+"""The engine end to end on the tiny pipeline, loaded through the same loader users hit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.engine import Engine, JobCancelled, ModelState, bucket_size, layer_names
+from backend.job import JobParams, Stage
+from backend.memory import DeviceInfo, MemoryMode, choose_mode
+from backend.settings import Settings
+
+FAST = {"layers": 3, "steps": 2, "prompt": "a card", "seed": 11}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    e = Engine(Settings(model=str(tiny_model)))
+    assert e.model_status.state == ModelState.not_loaded
+    e.load()
+    assert e.model_status.state == ModelState.ready
+    return e
+
+
+def source(w: int, h: int, seed: int = 0) -> np.ndarray:
+    a = np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8)
+    a[..., 3] = 255
+    return a
+
+
+def test_layers_come_back_at_source_size_bottom_to_top(engine):
+    events = []
+    r = engine.run(source(177, 93), JobParams.parse(dict(FAST, restore=False)), events.append, lambda: False)
+    assert (r.canvas_width, r.canvas_height) == (177, 93)
+    assert [layer.name for layer in r.layers] == layer_names(3) == ["Background", "Layer 1", "Layer 2"]
+    for layer in r.layers:
+        assert layer.pixels.dtype == np.uint8 and layer.pixels.shape[2] == 4
+        assert layer.x + layer.width <= 177 and layer.y + layer.height <= 93
+    stages = [e.stage for e in events]
+    assert stages[0] == Stage.encoding and Stage.decoding in stages and stages[-1] == Stage.finishing
+    assert r.caption == "a card" and r.seed == 11
+
+
+def test_same_seed_is_deterministic_and_other_seed_differs(engine):
+    img = source(64, 40, 1)
+    a = engine.run(img, JobParams.parse(FAST), lambda p: None, lambda: False)
+    b = engine.run(img, JobParams.parse(FAST), lambda p: None, lambda: False)
+    c = engine.run(img, JobParams.parse(dict(FAST, seed=12)), lambda p: None, lambda: False)
+    assert all(np.array_equal(x.pixels, y.pixels) for x, y in zip(a.layers, b.layers))
+    assert not all(np.array_equal(x.pixels, y.pixels) for x, y in zip(a.layers, c.layers))
+
+
+def test_empty_prompt_captions_the_image_and_caches_it(engine):
+    events = []
+    img = source(50, 50, 2)
+    r = engine.run(img, JobParams.parse(dict(FAST, prompt="")), events.append, lambda: False)
+    assert Stage.captioning in [e.stage for e in events] and r.caption
+    events.clear()
+    again = engine.run(img, JobParams.parse(dict(FAST, prompt="")), events.append, lambda: False)
+    assert again.caption == r.caption and again.timings["caption_s"] < r.timings["caption_s"]
+
+
+def test_cancel_stops_within_one_step_and_delivers_nothing(engine):
+    steps_seen = []
+
+    def on_progress(p):
+        if p.stage == Stage.denoising:
+            steps_seen.append(p.step)
+
+    with pytest.raises(JobCancelled):
+        engine.run(source(40, 40), JobParams.parse(dict(FAST, steps=30)), on_progress, lambda: len(steps_seen) >= 2)
+    assert steps_seen == [1, 2]
+
+
+def test_cancel_during_captioning(engine):
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(JobCancelled):
+        engine.run(source(33, 44, 9), JobParams.parse(dict(FAST, prompt="")), lambda p: None, cancelled)
+
+
+def test_bucket_size_matches_the_pipeline():
+    assert bucket_size(640, 640, 640) == (640, 640)
+    w, h = bucket_size(777, 333, 640)
+    assert w % 32 == 0 and h % 32 == 0 and abs(w * h - 640 * 640) / (640 * 640) < 0.1
+
+
+@pytest.mark.parametrize(
+    "free_gib, expected",
+    [(140, MemoryMode.gpu), (60, MemoryMode.model_offload), (24, MemoryMode.group_offload), (2, MemoryMode.sequential_offload)],
+)
+def test_memory_mode_from_free_vram(free_gib, expected):
+    device = DeviceInfo("cuda", "GPU", int(free_gib * 2**30), int(free_gib * 2**30))
+    choice = choose_mode(device, "Qwen/Qwen-Image-Layered")
+    assert choice.mode == expected and choice.reason
+
+
+def test_memory_mode_override_and_cpu():
+    cuda = DeviceInfo("cuda", "GPU", 2**40, 2**40)
+    assert choose_mode(cuda, "x", "group_offload").mode == MemoryMode.group_offload
+    assert choose_mode(DeviceInfo("cpu", "CPU"), "x", "gpu").mode == MemoryMode.cpu
+    with pytest.raises(ValueError):
+        choose_mode(cuda, "x", "warp")
+
+
+def test_unreachable_model_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    e = Engine(Settings(model="nobody/not-a-model"))
+    from backend.errors import LayerBridgeError
+
+    with pytest.raises(LayerBridgeError) as info:
+        e.load()
+    assert info.value.code.value == "model_unavailable"
+    assert e.model_status.state == ModelState.failed and e.model_status.error
