@@ -1,3 +1,3 @@
 """Fixtures of the Krita tests (see kritaharness.py)."""
 
-from kritaharness import krita, plugin_dir  # noqa: F401
+from kritaharness import krita, krita_homes, plugin_dir  # noqa: F401

@@ -10,11 +10,16 @@ import subprocess
 import sys
 import zipfile
 
+try:
+    import fcntl
+except ImportError:        # not on Windows
+    fcntl = None
+
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
-HOME = ROOT / ".test-home" / "krita"          # kept between runs: Krita's resource cache takes ~8 s to build
+SHARED = ROOT / ".test-home"     # Krita homes kept between runs: its resource cache takes ~8 s to build
 
 needs_krita = pytest.mark.skipif(shutil.which("kritarunner") is None, reason="Krita is not installed")
 
@@ -30,6 +35,23 @@ def krita_env(home: pathlib.Path, **extra: str) -> dict:
     os.chmod(home / "run", 0o700)
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def krita_homes(tmp_path_factory) -> pathlib.Path:
+    """The folder holding the Krita homes (`krita`, `krita-gui`): the shared one under .test-home when this
+    session gets its lock, else a fresh one (another test session is using Krita at the same time)."""
+    SHARED.mkdir(parents=True, exist_ok=True)
+    lock = open(SHARED / "krita.lock", "w")
+    try:
+        if fcntl is None:
+            raise OSError
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield SHARED
+    except OSError:
+        yield tmp_path_factory.mktemp("krita_homes")
+    finally:
+        lock.close()
 
 
 @pytest.fixture(scope="session")
@@ -57,16 +79,17 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 class Runner:
-    def __init__(self, plugin: pathlib.Path, work: pathlib.Path) -> None:
+    def __init__(self, plugin: pathlib.Path, work: pathlib.Path, home: pathlib.Path) -> None:
         self.plugin = plugin
         self.work = work
+        self.home = home
 
     def run(self, scenarios: list, timeout: float = 240, **env: str) -> dict:
         """Runs kritarunner on tests/krita/kscripts/lb_headless.py; returns its results."""
         results = self.work / ("results_%s.json" % "_".join(scenarios))
         if results.exists():
             results.unlink()
-        e = krita_env(HOME, PYTHONPATH=os.pathsep.join([str(HERE / "kscripts"), str(self.plugin)]),
+        e = krita_env(self.home, PYTHONPATH=os.pathsep.join([str(HERE / "kscripts"), str(self.plugin)]),
                       QT_QPA_PLATFORM="offscreen", LB_RESULTS=str(results), LB_WORKDIR=str(self.work), **env)
         log = open(self.work / ("krita_%s.log" % "_".join(scenarios)), "wb")
         proc = subprocess.Popen(["kritarunner", "-s", "lb_headless", "-f", "main", *scenarios],
@@ -87,8 +110,9 @@ class Runner:
 
 
 @pytest.fixture(scope="session")
-def krita(plugin_dir, tmp_path_factory) -> Runner:
+def krita(plugin_dir, krita_homes, tmp_path_factory) -> Runner:
     if shutil.which("kritarunner") is None:
         pytest.skip("Krita is not installed")
-    HOME.mkdir(parents=True, exist_ok=True)
-    return Runner(plugin_dir, tmp_path_factory.mktemp("krita_work"))
+    home = krita_homes / "krita"
+    home.mkdir(parents=True, exist_ok=True)
+    return Runner(plugin_dir, tmp_path_factory.mktemp("krita_work"), home)

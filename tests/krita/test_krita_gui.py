@@ -8,16 +8,14 @@ import subprocess
 
 import pytest
 
-from kritaharness import HERE, HOME, ROOT, krita_env, stop
+from kritaharness import HERE, ROOT, krita_env, stop
 
 pytestmark = pytest.mark.skipif(shutil.which("krita") is None or shutil.which("xvfb-run") is None,
                                 reason="Krita or Xvfb is not installed")
 
-GUI_HOME = HOME.parent / "krita-gui"
 
-
-def install(plugin_dir: pathlib.Path) -> None:
-    pykrita = GUI_HOME / ".local" / "share" / "krita" / "pykrita"
+def install(plugin_dir: pathlib.Path, home: pathlib.Path) -> None:
+    pykrita = home / ".local" / "share" / "krita" / "pykrita"
     for name in ("layerbridge", "lbgui_driver"):
         shutil.rmtree(pykrita / name, ignore_errors=True)
     pykrita.mkdir(parents=True, exist_ok=True)
@@ -26,7 +24,7 @@ def install(plugin_dir: pathlib.Path) -> None:
     shutil.copytree(HERE / "kscripts" / "lbgui_driver", pykrita / "lbgui_driver",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(HERE / "kscripts" / "lbgui_driver.desktop", pykrita)
-    rc = GUI_HOME / ".config" / "kritarc"
+    rc = home / ".config" / "kritarc"
     rc.parent.mkdir(parents=True, exist_ok=True)
     lines = rc.read_text().splitlines() if rc.exists() else []
     # keep Krita's own settings between runs, replace ours
@@ -40,12 +38,14 @@ def install(plugin_dir: pathlib.Path) -> None:
     rc.write_text("\n".join(kept) + "\n")
 
 
-def run_gui(plugin_dir, work, url, shot="", timeout=150, **env):
-    install(plugin_dir)
+def run_gui(plugin_dir, homes, work, url, shot="", timeout=240, **env):
+    home = homes / "krita-gui"
+    install(plugin_dir, home)
     results = work / "gui_results.json"
     if results.exists():
         results.unlink()
-    e = krita_env(GUI_HOME, LB_RESULTS=str(results), LB_URL=url, LB_SHOT=str(shot), **env)
+    e = krita_env(home, LB_RESULTS=str(results), LB_URL=url, LB_SHOT=str(shot), LB_GUI_TIMEOUT=str(timeout - 30),
+                  **env)
     e.pop("QT_QPA_PLATFORM", None)
     log = open(work / "krita_gui.log", "wb")
     proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
@@ -63,9 +63,9 @@ def run_gui(plugin_dir, work, url, shot="", timeout=150, **env):
     return data
 
 
-def test_docker_button_decomposes_in_the_gui(plugin_dir, live_server, tmp_path):
+def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_server, tmp_path):
     shot = tmp_path / "krita-docker.png"
-    data = run_gui(plugin_dir, tmp_path, live_server.url, shot=shot, LB_LAYERS="3",
+    data = run_gui(plugin_dir, krita_homes, tmp_path, live_server.url, shot=shot, LB_LAYERS="3",
                    LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
     assert data["docker_found"] and data["docker_class"] == "LayerDocker", data
     assert not data.get("timeout"), data
@@ -89,12 +89,12 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, live_server, tmp_path):
         shutil.copy(shot, ROOT / "docs" / "images" / "krita-docker.png")
 
 
-def test_docker_shows_a_stopped_server(plugin_dir, tmp_path):
+def test_docker_shows_a_stopped_server(plugin_dir, krita_homes, tmp_path):
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = "http://127.0.0.1:%d" % s.getsockname()[1]
-    data = run_gui(plugin_dir, tmp_path, dead, LB_GUI_MODE="error", LAYERBRIDGE_CONFIG_DIR=str(tmp_path))
+    data = run_gui(plugin_dir, krita_homes, tmp_path, dead, LB_GUI_MODE="error", LAYERBRIDGE_CONFIG_DIR=str(tmp_path))
     assert data["docker_found"], data
     assert "not running" in data["error"] and "not running" in data["status_after"], data
     assert dead in data["details"]
