@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .memory import GIB, choose_mode, probe_device
+from .memory import GIB, plan, probe_device
 from .settings import Settings, cache_dir, config_dir, log_dir
 
 
@@ -43,7 +43,7 @@ def report(settings: Settings) -> dict[str, Any]:
     import torch
 
     device = probe_device()
-    choice = choose_mode(device, settings.model, settings.memory)
+    choice = plan(device, settings.model, settings.memory, settings.quantize, settings.compile)
     from .presets import describe_presets
 
     data: dict[str, Any] = {
@@ -54,6 +54,8 @@ def report(settings: Settings) -> dict[str, Any]:
         "device": f"{device.name} ({device.kind})",
         "vram": f"{device.vram_free / GIB:.1f} GiB free of {device.vram_total / GIB:.1f} GiB" if device.vram_total else "n/a",
         "memory mode": f"{choice.mode.value} — {choice.reason}",
+        "fp8 weights": "on" if choice.fp8 else "off",
+        "compile": "on (regional, cached on disk)" if choice.compile else "off",
         "presets": describe_presets(device),
         "model": settings.model,
         "model cache": _model_cache(settings.model),

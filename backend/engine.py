@@ -19,8 +19,8 @@ from . import download
 from .errors import ErrorCode, LayerBridgeError
 from .image import PlacedLayer, resample_layers
 from .job import JobParams, JobResult, Progress, Stage
-from .memory import DeviceInfo, MemoryChoice, MemoryMode, apply_mode, choose_mode, probe_device
-from .presets import Preset, resolve_preset
+from .memory import DeviceInfo, MemoryChoice, MemoryMode, apply_mode, enable_compile, enable_fp8, plan, probe_device
+from .presets import PRESETS, resolve_preset
 from .settings import Settings
 
 log = logging.getLogger("layerbridge.engine")
@@ -84,6 +84,7 @@ class Engine:
         self._captions: OrderedDict[str, str] = OrderedDict()
         self._step_seconds: float | None = None
         self._decode_seconds: float | None = None
+        self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
     # ---- loading -------------------------------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class Engine:
     def status_json(self) -> dict[str, Any]:
         s = self.model_status
         device = self.device or probe_device()
-        memory = self.memory or choose_mode(device, self.settings.model, self.settings.memory)
+        memory = self.memory or self._plan(device)
         return {
             "model": {
                 "id": self.settings.model,
@@ -118,6 +119,7 @@ class Engine:
             "device": device.to_json(),
             "memory_mode": memory.to_json(),
             "preset_default": self.settings.preset,
+            "presets": {name: spec.summary for name, spec in PRESETS.items()},
         }
 
     def load(self) -> None:
@@ -156,21 +158,39 @@ class Engine:
 
             model = str(download.fetch(model, on_bytes))
         self.model_status.state = ModelState.loading
-        self.device = probe_device()
-        self.memory = choose_mode(self.device, self.settings.model, self.settings.memory)
-        dtype = torch.bfloat16 if self.device.kind == "cuda" else torch.float32
-        started = time.monotonic()
+        device = probe_device()
+        dtype = torch.bfloat16 if device.kind == "cuda" else torch.float32
         extra: dict[str, Any] = {}
         if not _torchvision_works():
             extra["processor"] = tiny_model.ImageOnlyQwen2VLProcessor.from_pretrained(model, subfolder="processor")
+        if self.settings.transformer_file:
+            extra["transformer"] = load_single_file_transformer(self.settings.transformer_file, model, dtype)
         pipe = QwenImageLayeredPipeline.from_pretrained(model, dtype=dtype, **extra)
+        self.attach(pipe, device)
+
+    def _plan(self, device: DeviceInfo) -> MemoryChoice:
+        s = self.settings
+        return plan(device, s.model, s.memory, s.quantize, s.compile)
+
+    def attach(self, pipe: Any, device: DeviceInfo | None = None) -> None:
+        """Place a loaded pipeline by the memory plan and mark the model ready (benchmarks attach random weights)."""
+        started = time.monotonic()
+        self.device = device or probe_device()
+        self.memory = self._plan(self.device)
         pipe.set_progress_bar_config(disable=True)
+        if self.memory.fp8:
+            if self.memory.mode == MemoryMode.gpu:
+                pipe.transformer.to("cuda")
+            enable_fp8(pipe.transformer)
         apply_mode(pipe, self.memory.mode, self.device)
+        if self.memory.compile:
+            enable_compile(pipe.transformer)
         self.pipe = pipe
         self.model_status.state = ModelState.ready
         log.info(
-            "model %s ready in %.1f s on %s (%s: %s)",
-            self.settings.model, time.monotonic() - started, self.device.name, self.memory.mode.value, self.memory.reason,
+            "model %s ready in %.1f s on %s (%s: %s; fp8 %s, compile %s)",
+            self.settings.model, time.monotonic() - started, self.device.name, self.memory.mode.value,
+            self.memory.reason, self.memory.fp8, self.memory.compile,
         )
 
     # ---- running -------------------------------------------------------------------------------------------
@@ -205,7 +225,7 @@ class Engine:
             prompt = params.prompt.strip()
             if not prompt:
                 on_progress(Progress(Stage.captioning, message="Describing the image"))
-                prompt = self._caption(pil, params, cancelled)
+                prompt = self._caption(pil, params, preset.caption_tokens, cancelled)
             timings["caption_s"] = time.monotonic() - t
             t_encode = time.monotonic()
             on_progress(Progress(Stage.encoding, 0, preset.steps, self._eta(preset.steps, preset.steps), "Encoding"))
@@ -219,6 +239,8 @@ class Engine:
                 if cancelled():
                     raise JobCancelled()
                 done = i + 1
+                if done == preset.steps:
+                    self.last_latents = kwargs.get("latents")
                 # the first interval also holds the text encoding: leave it out of the per-step estimate
                 per_step = float(np.median(step_times[1:] or step_times))
                 self._step_seconds = per_step
@@ -277,12 +299,12 @@ class Engine:
             return None
         return steps_left * self._step_seconds + (self._decode_seconds or 0.0)
 
-    def _caption(self, pil: Any, params: JobParams, cancelled: CancelCheck) -> str:
+    def _caption(self, pil: Any, params: JobParams, max_tokens: int, cancelled: CancelCheck) -> str:
         """The pipeline's automatic caption, with cancel between tokens and a per-image cache."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        key = hashlib.sha256(pil.tobytes() + f"{pil.size}{params.resolution}{params.caption_language}".encode()).hexdigest()
+        key = hashlib.sha256(pil.tobytes() + f"{pil.size}{params.resolution}{params.caption_language}{max_tokens}".encode()).hexdigest()
         if key in self._captions:
             self._captions.move_to_end(key)
             return self._captions[key]
@@ -302,7 +324,7 @@ class Engine:
             pipe._execution_device
         )
         generated = pipe.text_encoder.generate(
-            **inputs, max_new_tokens=512, stopping_criteria=StoppingCriteriaList([StopOnCancel()])
+            **inputs, max_new_tokens=max_tokens, stopping_criteria=StoppingCriteriaList([StopOnCancel()])
         )
         trimmed = [out[len(inp):] for inp, out in zip(inputs.input_ids, generated)]
         caption = pipe.vl_processor.batch_decode(trimmed, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
@@ -311,6 +333,18 @@ class Engine:
         while len(self._captions) > 64:
             self._captions.popitem(last=False)
         return caption
+
+
+def load_single_file_transformer(path: str, model: str, dtype: Any) -> Any:
+    """A community single-file transformer (FP8 safetensors or GGUF) with the layered model's config."""
+    from diffusers import QwenImageTransformer2DModel
+
+    kwargs: dict[str, Any] = {"config": model, "subfolder": "transformer", "torch_dtype": dtype}
+    if path.endswith(".gguf"):
+        from diffusers import GGUFQuantizationConfig
+
+        kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
+    return QwenImageTransformer2DModel.from_single_file(path, **kwargs)
 
 
 def _torchvision_works() -> bool:

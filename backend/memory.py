@@ -10,8 +10,10 @@ from typing import Any
 GIB = 1024**3
 # Qwen-Image-Layered in bf16: transformer 20.4 B parameters, Qwen2.5-VL-7B text encoder, small VAE.
 DEFAULT_COMPONENT_BYTES = {"transformer": 40.9 * GIB, "text_encoder": 15.5 * GIB, "vae": 0.25 * GIB}
-# Activations, CUDA context and the VAE decode of 5 frames at 1024² (measured peaks stay well under this).
-HEADROOM_BYTES = 8 * GIB
+# Room beside the weights: activations, the CUDA context and the VAE decode of up to 11 frames at 1024² when all is
+# on the GPU; the transformer's activations alone when one component is on the GPU at a time.
+HEADROOM_BYTES = 6 * GIB
+OFFLOAD_HEADROOM_BYTES = int(2.5 * GIB)
 
 
 class MemoryMode(str, enum.Enum):
@@ -38,9 +40,54 @@ class DeviceInfo:
 class MemoryChoice:
     mode: MemoryMode
     reason: str
+    fp8: bool = False
+    compile: bool = False
 
-    def to_json(self) -> dict[str, str]:
-        return {"mode": self.mode.value, "reason": self.reason}
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode.value, "reason": self.reason, "fp8": self.fp8, "compile": self.compile}
+
+
+def supports_fp8(device: DeviceInfo) -> bool:
+    """FP8 matrix units: Ada (8.9) and Hopper (9.0) or newer."""
+    return device.kind == "cuda" and device.capability is not None and device.capability >= (8, 9)
+
+
+def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "auto", compile: str = "auto") -> MemoryChoice:
+    """The memory mode plus the load-time levers: FP8 weights and regional compilation."""
+    choice = choose_mode(device, model, memory)
+    fp8 = False
+    if quantize == "fp8":
+        fp8 = supports_fp8(device)
+        if not fp8:
+            choice.reason += "; FP8 was asked for, but this GPU has no FP8 units (Ada or Hopper needed)"
+    elif quantize == "auto" and memory == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu) and supports_fp8(device):
+        halved = choose_mode(device, model, "auto", transformer_scale=0.5)
+        if halved.mode != choice.mode:
+            choice = MemoryChoice(halved.mode, halved.reason + " with FP8 transformer weights")
+            fp8 = True
+    choice.fp8 = fp8
+    choice.compile = device.kind == "cuda" and compile in ("auto", "on")
+    return choice
+
+
+def enable_fp8(transformer: Any) -> None:
+    """FP8 weights and activations, dynamic per-row scales (torchao), for the transformer's linear layers."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+
+
+def enable_compile(transformer: Any) -> None:
+    """Regional compilation: each repeated transformer block is compiled once, cached on disk across starts."""
+    import os
+
+    import torch
+
+    from .settings import cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    torch._inductor.config.fx_graph_cache = True
+    transformer.compile_repeated_blocks(fullgraph=True)
 
 
 def probe_device() -> DeviceInfo:
@@ -67,7 +114,7 @@ def component_bytes(model: str) -> dict[str, float]:
     return sizes
 
 
-def choose_mode(device: DeviceInfo, model: str, requested: str = "auto") -> MemoryChoice:
+def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transformer_scale: float = 1.0) -> MemoryChoice:
     if requested != "auto":
         try:
             mode = MemoryMode(requested)
@@ -81,13 +128,14 @@ def choose_mode(device: DeviceInfo, model: str, requested: str = "auto") -> Memo
     if device.kind == "mps":
         return MemoryChoice(MemoryMode.gpu, "Apple GPU: unified memory, everything on the device")
     sizes = component_bytes(model)
+    sizes["transformer"] *= transformer_scale
     total = sum(sizes.values())
     largest = max(sizes.values())
     free = device.vram_free
     free_gib = free / GIB
     if free >= total + HEADROOM_BYTES:
         return MemoryChoice(MemoryMode.gpu, f"{free_gib:.0f} GiB free VRAM ≥ {(total + HEADROOM_BYTES) / GIB:.0f} GiB for all weights")
-    if free >= largest + HEADROOM_BYTES:
+    if free >= largest + OFFLOAD_HEADROOM_BYTES:
         return MemoryChoice(
             MemoryMode.model_offload,
             f"{free_gib:.0f} GiB free VRAM: enough for the largest component ({largest / GIB:.0f} GiB), not for all ({total / GIB:.0f} GiB)",

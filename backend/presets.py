@@ -1,32 +1,111 @@
-"""Quality presets: which speed levers a job uses. Best is the exact recipe; the others trade exactness for time."""
+"""Quality presets: which per-job speed levers a job uses. Best is the exact recipe; the others trade exactness for time.
+
+Levers, each measured on its own by scripts/gpu_bench.py:
+- steps: fewer denoising steps.
+- cfg_until: run the unconditional (CFG) pass only for the first part of the schedule; after that the step uses the
+  conditional prediction alone, which is what the pipeline computes when CFG is off. Halves the late steps' cost.
+- cache: diffusers' FirstBlockCache on the transformer: a step whose first-block residual barely changed reuses the
+  previous step's remaining blocks.
+- caption_tokens: the longest automatic caption (the text encoder generates one token at a time).
+Load-time levers (regional compilation, FP8 weights) live in memory.py and apply to every preset.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .job import JobParams
 
-DEFAULT_STEPS = {"best": 50, "balanced": 30, "fast": 20}
+
+@dataclass(frozen=True)
+class PresetSpec:
+    steps: int
+    cfg_until: float  # fraction of the steps that run the unconditional pass
+    cache_threshold: float | None  # FirstBlockCache threshold, None = off
+    caption_tokens: int
+    summary: str
+
+
+PRESETS: dict[str, PresetSpec] = {
+    "best": PresetSpec(50, 1.0, None, 512, "the exact recipe: 50 steps, CFG on every step"),
+    "balanced": PresetSpec(30, 0.6, None, 256, "30 steps, CFG on the first 60%"),
+    "fast": PresetSpec(20, 0.4, 0.06, 160, "20 steps, CFG on the first 40%, first-block cache"),
+}
+DEFAULT_STEPS = {name: spec.steps for name, spec in PRESETS.items()}
+
+
+class _LateCfgSkip:
+    """Wraps the transformer's forward: after `cutoff` steps, the unconditional call returns the conditional output.
+
+    The pipeline calls the transformer twice per step when CFG is on, conditional first, so the call count gives the
+    step. neg == cond makes `neg + s * (cond - neg)` equal to cond, and CFG normalisation then scales by 1.
+    """
+
+    def __init__(self, transformer: Any, cutoff: int):
+        self.transformer = transformer
+        self.cutoff = cutoff
+        self.calls = 0
+        self.last: Any = None
+        self.skipped = 0
+        self.inner = transformer.forward
+        transformer.forward = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        step, is_uncond = divmod(self.calls, 2)
+        self.calls += 1
+        if is_uncond and step >= self.cutoff:
+            self.skipped += 1
+            return self.last
+        out = self.inner(*args, **kwargs)
+        if not is_uncond:
+            self.last = out
+        return out
+
+    def remove(self) -> None:
+        del self.transformer.forward  # back to the class's method
 
 
 @dataclass
 class Preset:
     name: str
     steps: int
-    levers: list[str] = field(default_factory=list)
+    spec: PresetSpec
+    use_cfg: bool
+    _skip: _LateCfgSkip | None = None
+    _cached: bool = False
+
+    @property
+    def caption_tokens(self) -> int:
+        return self.spec.caption_tokens
 
     def apply(self, pipe: Any) -> None:
         """Turn this preset's per-job levers on (undone by `remove`)."""
+        transformer = pipe.transformer
+        if self.spec.cache_threshold is not None:
+            from diffusers import FirstBlockCacheConfig
+
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=self.spec.cache_threshold))
+            self._cached = True
+        cutoff = round(self.steps * self.spec.cfg_until)
+        if self.use_cfg and cutoff < self.steps:
+            self._skip = _LateCfgSkip(transformer, cutoff)
 
     def remove(self, pipe: Any) -> None:
         """Undo `apply`, so the next job starts from the exact pipeline."""
+        if self._skip is not None:
+            self._skip.remove()
+            self._skip = None
+        if self._cached:
+            pipe.transformer.disable_cache()
+            self._cached = False
 
 
 def resolve_preset(params: JobParams) -> Preset:
-    steps = params.steps if params.steps is not None else DEFAULT_STEPS[params.preset]
-    return Preset(params.preset, steps)
+    spec = PRESETS[params.preset]
+    steps = params.steps if params.steps is not None else spec.steps
+    return Preset(params.preset, steps, spec, use_cfg=params.cfg_scale > 1)
 
 
-def describe_presets(device: Any) -> str:
-    return ", ".join(f"{name}: {steps} steps" for name, steps in DEFAULT_STEPS.items())
+def describe_presets(device: Any = None) -> str:
+    return "; ".join(f"{name}: {spec.summary}" for name, spec in PRESETS.items())

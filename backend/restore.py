@@ -33,7 +33,7 @@ from PIL import Image
 from .image import PlacedLayer
 
 TILE = 128  # full-resolution tile side; bounds the working memory to a few tens of MiB
-EDGE_UNCERTAINTY = 8.0  # how far (in model pixels², per unit of alpha slope²) a model edge may be off
+EDGE_UNCERTAINTY = 128  # how far (in model pixels², per unit of alpha slope²) a model edge may be off
 DRIFT_RADIUS = 12  # colour-drift correction smoothing radius, in model pixels
 OWNER_SHARE = 0.4  # a layer showing at least this much may take the residual colour
 

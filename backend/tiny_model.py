@@ -103,8 +103,51 @@ def _train_tokenizer(texts: list[str]):
     return best
 
 
+TINY = {
+    "transformer": dict(
+        patch_size=2, in_channels=32, out_channels=8, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, axes_dims_rope=(4, 6, 6), use_additional_t_cond=True, use_layer3d_rope=True,
+    ),
+    # z_dim must not be 4: the pipeline would mistake the RGBA image for latents.
+    "vae": dict(
+        base_dim=4, z_dim=8, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True],
+        input_channels=4, latents_mean=[0.0] * 8, latents_std=[1.0] * 8,
+    ),
+    "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
+    "vision": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, fullatt_block_indexes=[1]),
+    "mrope_section": [2, 3, 3],
+    "pixels": (56 * 56, 112 * 112),
+}
+
+# The published Qwen-Image-Layered architecture (20.4 B transformer, Qwen2.5-VL-7B text encoder), for benchmarks
+# with random weights: real speed and memory without a download.
+FULL = {
+    "transformer": dict(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128, num_attention_heads=24,
+        joint_attention_dim=3584, axes_dims_rope=(16, 56, 56), use_additional_t_cond=True, use_layer3d_rope=True,
+    ),
+    "vae": dict(
+        base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True],
+        input_channels=4, latents_mean=[0.0] * 16, latents_std=[1.0] * 16,
+    ),
+    "text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4),
+    "vision": dict(
+        depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+        fullatt_block_indexes=[7, 15, 23, 31],
+    ),
+    "mrope_section": [16, 24, 24],
+    "pixels": (56 * 56, 28 * 28 * 1280),
+    "vocab_size": 152064,
+}
+
+
 def build_tiny_pipeline(seed: int = 0):
     """The tiny QwenImageLayeredPipeline, in memory."""
+    return build_random_pipeline(TINY, seed)
+
+
+def build_random_pipeline(arch: dict, seed: int = 0):
+    """A QwenImageLayeredPipeline of the given architecture with random weights (in the current default device/dtype)."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
@@ -117,62 +160,34 @@ def build_tiny_pipeline(seed: int = 0):
 
     torch.manual_seed(seed)
     tokenizer = _train_tokenizer(list(_caption_templates()))
-
-    transformer = QwenImageTransformer2DModel(
-        patch_size=2,
-        in_channels=32,
-        out_channels=8,
-        num_layers=2,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        axes_dims_rope=(4, 6, 6),
-        use_additional_t_cond=True,
-        use_layer3d_rope=True,
-    )
-    vae = AutoencoderKLQwenImage(
-        base_dim=4,
-        z_dim=8,
-        dim_mult=[1, 2, 4, 4],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        input_channels=4,
-        latents_mean=[0.0] * 8,
-        latents_std=[1.0] * 8,
-    )
+    transformer = QwenImageTransformer2DModel(**arch["transformer"])
+    vae = AutoencoderKLQwenImage(**arch["vae"])
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIAL_TOKENS}
+    vocab = arch.get("vocab_size", len(tokenizer))
+    mrope = arch["mrope_section"]
     config = Qwen2_5_VLConfig(
         text_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "vocab_size": len(tokenizer),
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1000000.0},
-            "max_position_embeddings": 4096,
+            **arch["text"],
+            "vocab_size": vocab,
+            "rope_scaling": {"type": "mrope", "mrope_section": mrope},
+            "rope_parameters": {"rope_type": "default", "mrope_section": mrope, "rope_theta": 1000000.0},
+            "max_position_embeddings": 32768,
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 32,
+            **arch["vision"],
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [1],
+            "window_size": 112 if arch is FULL else 56,
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        vocab_size=len(tokenizer),
+        vocab_size=vocab,
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
@@ -181,7 +196,8 @@ def build_tiny_pipeline(seed: int = 0):
     text_encoder.generation_config.eos_token_id = ids["<|im_end|>"]
     text_encoder.generation_config.pad_token_id = ids["<|endoftext|>"]
     text_encoder.generation_config.do_sample = False
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2)
+    min_pixels, max_pixels = arch["pixels"]
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=14, merge_size=2)
     processor = ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
     scheduler = FlowMatchEulerDiscreteScheduler(
         base_image_seq_len=256,

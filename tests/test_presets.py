@@ -1,0 +1,110 @@
+"""Presets and load-time levers on the tiny pipeline: wiring, exactness of Best, bounded deviation of the others."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backend.engine import Engine, load_single_file_transformer
+from backend.job import JobParams
+from backend.memory import DeviceInfo, MemoryMode, plan
+from backend.presets import PRESETS, resolve_preset
+from backend.settings import Settings
+
+IMG = np.random.default_rng(4).integers(0, 256, (48, 64, 4), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    e = Engine(Settings(model=str(tiny_model)))
+    e.load()
+    return e
+
+
+def latents(engine, **params):
+    engine.run(IMG, JobParams.parse({"layers": 2, "prompt": "x", "seed": 3, **params}), lambda p: None, lambda: False)
+    return engine.last_latents.clone()
+
+
+def test_best_is_the_exact_recipe(engine):
+    preset = resolve_preset(JobParams.parse({}))
+    assert preset.steps == 50 and preset.spec.cfg_until == 1.0 and preset.spec.cache_threshold is None
+    assert preset.caption_tokens == 512
+
+
+def test_levers_are_applied_and_removed(engine):
+    pipe = engine.pipe
+    preset = resolve_preset(JobParams.parse({"preset": "fast", "steps": 10}))
+    preset.apply(pipe)
+    skip = preset._skip
+    assert skip is not None and skip.cutoff == 4 and pipe.transformer._cache_config is not None
+    preset.remove(pipe)
+    assert "forward" not in vars(pipe.transformer) and pipe.transformer._cache_config is None
+
+
+def test_late_cfg_skip_saves_the_unconditional_calls(engine):
+    calls = []
+    original = type(engine.pipe.transformer).forward
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    type(engine.pipe.transformer).forward = counting
+    try:
+        latents(engine, preset="balanced", steps=10)
+    finally:
+        type(engine.pipe.transformer).forward = original
+    assert len(calls) == 10 + 6  # every conditional pass, the unconditional one for the first 60%
+
+
+def test_preset_deviation_is_finite_and_bounded(engine):
+    best = latents(engine, preset="best", steps=10)
+    again = latents(engine, preset="best", steps=10)
+    assert torch.equal(best, again)
+    for name in ("balanced", "fast"):
+        other = latents(engine, preset=name, steps=10)
+        dev = float((other - best).norm() / best.norm())
+        assert np.isfinite(dev) and 0 < dev < 0.5, (name, dev)
+
+
+def test_cfg_off_needs_no_skip(engine):
+    preset = resolve_preset(JobParams.parse({"preset": "fast", "cfg_scale": 1.0}))
+    preset.apply(engine.pipe)
+    assert preset._skip is None
+    preset.remove(engine.pipe)
+
+
+@pytest.mark.parametrize(
+    "gib, cap, quantize, mode, fp8",
+    [
+        (140, (9, 0), "auto", MemoryMode.gpu, False),
+        (24, (8, 9), "auto", MemoryMode.model_offload, True),  # 4090: FP8 transformer fits, text encoder offloaded
+        (24, (8, 6), "auto", MemoryMode.group_offload, False),  # 3090: no FP8 units
+        (16, (8, 9), "auto", MemoryMode.group_offload, False),
+        (140, (9, 0), "fp8", MemoryMode.gpu, True),
+        (24, (8, 9), "none", MemoryMode.group_offload, False),
+    ],
+)
+def test_memory_plan_for_cards(gib, cap, quantize, mode, fp8):
+    device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.5) * 2**30), cap)
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "auto")
+    assert (choice.mode, choice.fp8, choice.compile) == (mode, fp8, True), choice.reason
+
+
+def test_single_file_transformer_loads_with_the_layered_config(tiny_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(tiny_model / "transformer" / "diffusion_pytorch_model.safetensors")
+    save_file(sd, tmp_path / "transformer.safetensors")
+    t = load_single_file_transformer(str(tmp_path / "transformer.safetensors"), str(tiny_model), torch.float32)
+    assert all(torch.equal(t.state_dict()[k], v) for k, v in sd.items())
+    e = Engine(Settings(model=str(tiny_model), transformer_file=str(tmp_path / "transformer.safetensors")))
+    r = e.run(IMG, JobParams.parse({"layers": 2, "steps": 2, "prompt": "x", "seed": 1}), lambda p: None, lambda: False)
+    assert r.canvas_width == 64
+
+
+def test_presets_are_described_for_status_and_doctor():
+    assert set(PRESETS) == {"best", "balanced", "fast"}
+    assert all(spec.summary for spec in PRESETS.values())
