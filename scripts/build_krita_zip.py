@@ -32,6 +32,12 @@ def build(dest: pathlib.Path) -> pathlib.Path:
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / ("layerbridge-krita-%s.zip" % version())
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
+        # Krita's importer finds the plugin by its folder entry ("layerbridge/"), so folders get entries too
+        folders = sorted({p.relative_to(PLUGIN).parent.as_posix() for p in files()} - {"."})
+        for folder in folders:
+            info = zipfile.ZipInfo(folder + "/", date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = (0o40755 << 16) | 0x10
+            z.writestr(info, b"")
         for path in files():
             info = zipfile.ZipInfo(path.relative_to(PLUGIN).as_posix(), date_time=(2024, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED

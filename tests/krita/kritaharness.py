@@ -60,9 +60,30 @@ def plugin_dir(tmp_path_factory) -> pathlib.Path:
     dest = tmp_path_factory.mktemp("krita_zip")
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_krita_zip.py"), "--dest", str(dest)],
                          capture_output=True, text=True, check=True).stdout.strip()
-    with zipfile.ZipFile(out) as z:
-        z.extractall(dest / "pykrita")
+    install_zip(pathlib.Path(out), dest)
     return dest / "pykrita"
+
+
+def krita_importer() -> "pathlib.Path | None":
+    """Krita's own "Import Python Plugin from File…" logic, where Krita is installed."""
+    for base in ("/usr/share/krita", "/usr/local/share/krita", "/app/share/krita"):
+        path = pathlib.Path(base) / "pykrita" / "plugin_importer" / "plugin_importer.py"
+        if path.is_file():
+            return path
+    return None
+
+
+def install_zip(zip_path: pathlib.Path, resources: pathlib.Path) -> str:
+    """Installs the zip into resources/pykrita as Krita's importer does (or by extraction without Krita)."""
+    importer = krita_importer()
+    if importer is None:
+        with zipfile.ZipFile(zip_path) as z:
+            z.extractall(resources / "pykrita")
+        return "extracted"
+    proc = subprocess.run([sys.executable, str(importer), str(zip_path), str(resources)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Imported plugin: LayerBridge" in proc.stdout, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def stop(proc: subprocess.Popen) -> None:
