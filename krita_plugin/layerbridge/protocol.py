@@ -127,8 +127,11 @@ def describe_status(status: dict) -> Tuple[str, str]:
         return "failed", "The model could not be loaded: %s" % (model.get("error") or "unknown reason")
     if state == "not_loaded":
         return "ready", "Connected. The model loads on the first decomposition."
-    if queue.get("running") or queue.get("length"):
-        return "busy", "Busy: %d job(s) waiting" % int(queue.get("length") or 0)
+    waiting = int(queue.get("length") or 0)
+    if waiting:
+        return "busy", "Busy: %d job%s waiting" % (waiting, "" if waiting == 1 else "s")
+    if queue.get("running"):
+        return "busy", "Busy: running a job"
     return "ready", "Ready"
 
 

@@ -67,7 +67,9 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_serve
     shot = tmp_path / "krita-docker.png"
     data = run_gui(plugin_dir, krita_homes, tmp_path, live_server.url, shot=shot, LB_LAYERS="3",
                    LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
-    assert data["docker_found"] and data["docker_class"] == "LayerDocker", data
+    assert data["docker_found"] and data["docker_class"] == "LayerDocker" and data["docker_visible"], data
+    # no token was typed: the docker read it from the local server's config dir
+    assert data["status_after"] in ("Ready", "Busy: running a job"), data
     assert not data.get("timeout"), data
     assert data["error"] == "", data.get("details")
     assert data["stage"].startswith("Added"), data

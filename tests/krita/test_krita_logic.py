@@ -107,7 +107,9 @@ def test_status_words():
     assert kind == "downloading" and "1.2 GB of 57.0 GB" in text and "(2%)" in text
     assert protocol.describe_status({"model": {"state": "ready"}, "queue": {"length": 0, "running": None}})[0] == "ready"
     kind, text = protocol.describe_status({"model": {"state": "ready"}, "queue": {"length": 3, "running": "j"}})
-    assert kind == "busy" and "3" in text
+    assert (kind, text) == ("busy", "Busy: 3 jobs waiting")
+    assert protocol.describe_status({"model": {"state": "ready"}, "queue": {"length": 0, "running": "j"}}) == \
+        ("busy", "Busy: running a job")
     assert protocol.describe_status({"model": {"state": "loading"}})[0] == "loading"
     kind, text = protocol.describe_status({"model": {"state": "failed", "error": "disk full"}})
     assert kind == "failed" and "disk full" in text

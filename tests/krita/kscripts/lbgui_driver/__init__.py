@@ -84,6 +84,7 @@ class Driver:
     def press(self) -> None:
         d = self.docker
         res["status_before"] = d.status.text()
+        res["docker_visible"] = d.isVisible() and d.decompose_button.isVisible()
         d.url.setText(os.environ["LB_URL"])
         d.url.editingFinished.emit()
         d.layers.setValue(int(os.environ.get("LB_LAYERS", "3")))
