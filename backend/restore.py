@@ -33,9 +33,10 @@ from PIL import Image
 from .image import PlacedLayer
 
 TILE = 128  # full-resolution tile side; bounds the working memory to a few tens of MiB
-EDGE_UNCERTAINTY = 128  # how far (in model pixels², per unit of alpha slope²) a model edge may be off
+SHIFT = 0.5  # how far (model pixels) the model's edges may be off
+SHARP = 128.0  # how quickly a steep model edge (slope above 0.1 per model pixel) is taken for a sharper one
 DRIFT_RADIUS = 12  # colour-drift correction smoothing radius, in model pixels
-OWNER_SHARE = 0.4  # a layer showing at least this much may take the residual colour
+OWNER_SHARE = 0.25  # a layer showing at least this much may take the residual colour
 
 
 # ---------------------------------------------------------------- model-resolution helpers
@@ -198,7 +199,11 @@ class _Prepared:
         self.near: list[Image.Image] = []  # model alpha spread out: which layer is closest, for unclaimed pixels
         for i, a in enumerate(alphas):
             gy, gx = np.gradient(a)
-            spread = np.maximum(EDGE_UNCERTAINTY * (gx * gx + gy * gy), 0.002)
+            # how wrong the model's alpha may be here: a gentle ramp is only off by the model's small shift, a
+            # ramp as steep as the model can draw is probably a sharper edge than it can draw, wrong by up to 1/2
+            slope = np.sqrt(gx * gx + gy * gy)
+            steep = np.clip((slope - 0.08) * 10.0, 0.0, 1.0)
+            spread = np.maximum(SHIFT * slope + SHARP * steep * slope * slope, 0.002)
             edge = (a > 0.004) & (a < 0.996)
             band = _dilate(edge, 2)
             weight = np.where(band, variance / (spread * spread), 1e6).astype(np.float32)
