@@ -87,7 +87,8 @@ def enable_compile(transformer: Any) -> None:
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
     torch._inductor.config.fx_graph_cache = True
-    transformer.compile_repeated_blocks(fullgraph=True)
+    # Not fullgraph: the first-block cache (Fast preset) calls a compiler-disabled check inside the first block.
+    transformer.compile_repeated_blocks(fullgraph=False)
 
 
 def probe_device() -> DeviceInfo:
