@@ -31,6 +31,8 @@ composite PSNR is well above 60 dB. Where 8-bit alpha makes exactness impossible
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -171,16 +173,18 @@ class _Prepared:
             visible[i] = alphas[i] * above
             above = above * (1.0 - alphas[i])
 
-        colours = []
-        for m, a, vis in zip(model, alphas, visible):
-            colour = _fill_colour(m[..., :3] * a[..., None], a)
+        def colour_of(i: int) -> np.ndarray:
+            a = alphas[i]
+            colour = _fill_colour(model[i][..., :3] * a[..., None], a)
             # colour drift: smooth offset between the source and the model where this layer is what one sees
-            conf = np.clip((vis - 0.9) / 0.1, 0.0, 1.0) * (s_alpha > 0.5)
+            conf = np.clip((visible[i] - 0.9) / 0.1, 0.0, 1.0) * (s_alpha > 0.5)
             conf = _erode(conf.astype(np.float32))
             total = float(conf.sum())
             if total > 4.0:
                 colour = colour + _smooth_offset((small[..., :3] - colour) * conf[..., None], conf, total)
-            colours.append(np.clip(colour, 0.0, 1.0).astype(np.float32))
+            return np.clip(colour, 0.0, 1.0).astype(np.float32)
+
+        colours = _parallel(colour_of, range(n))
 
         # premultiplied composites of the model's layers below and above each layer
         below = []
@@ -203,7 +207,8 @@ class _Prepared:
         self.band: list[np.ndarray] = []  # (h, w) bool: alpha edge, refined from the source
         self.solid: list[np.ndarray] = []  # (h, w) bool: alpha 1
         self.near: list[Image.Image] = []  # model alpha spread out: which layer is closest, for unclaimed pixels
-        for i, a in enumerate(alphas):
+        def maps(i: int) -> tuple:
+            a = alphas[i]
             gy, gx = np.gradient(a)
             # how wrong the model's alpha may be here: a gentle ramp is only off by the model's small shift, a
             # ramp as steep as the model can draw is probably a sharper edge than it can draw, wrong by up to 1/2
@@ -216,14 +221,25 @@ class _Prepared:
             t = 1.0 - above_c[i][..., 3:4]
             z0 = above_c[i] + t * below[i]
             z1 = above_c[i] + t * np.concatenate([colours[i], np.ones((h, w, 1), np.float32)], axis=-1)
-            self.weight.append(Image.fromarray(weight, "F"))
-            self.without.append(Image.fromarray(_to8(z0), "CMYK"))
-            self.opaque.append(Image.fromarray(_to8(z1), "CMYK"))
-            self.pixels.append(Image.fromarray(_to8(np.concatenate([colours[i], a[..., None]], axis=-1)), "CMYK"))
-            self.active.append(_dilate(a > 0, 1))
-            self.band.append(_dilate(band, 1))
-            self.solid.append(~_dilate(a < 1.0, 1))
-            self.near.append(Image.fromarray(np.ascontiguousarray(_box(a, 3)), "F"))
+            return (
+                Image.fromarray(weight, "F"),
+                Image.fromarray(_to8(z0), "CMYK"),
+                Image.fromarray(_to8(z1), "CMYK"),
+                Image.fromarray(_to8(np.concatenate([colours[i], a[..., None]], axis=-1)), "CMYK"),
+                _dilate(a > 0, 1),
+                _dilate(band, 1),
+                ~_dilate(a < 1.0, 1),
+                Image.fromarray(np.ascontiguousarray(_box(a, 3)), "F"),
+            )
+
+        for result in _parallel(maps, range(n)):
+            for store, value in zip(
+                (self.weight, self.without, self.opaque, self.pixels, self.active, self.band, self.solid, self.near),
+                result,
+            ):
+                store.append(value)
+
+
 
 
 def _to8(x: np.ndarray) -> np.ndarray:
@@ -256,24 +272,39 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
     n = len(layers)
     sx, sy = w / W, h / H
     out = [np.zeros((H, W, 4), np.uint8) for _ in range(n)]
-    bounds = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1 of non-zero alpha
 
-    for Y0 in range(0, H, TILE):
-        Y1 = min(H, Y0 + TILE)
-        for X0 in range(0, W, TILE):
-            X1 = min(W, X0 + TILE)
-            box = (X0 * sx, Y0 * sy, X1 * sx, Y1 * sy)
-            ly0, ly1 = max(0, int(box[1]) - 1), min(h, int(np.ceil(box[3])) + 1)
-            lx0, lx1 = max(0, int(box[0]) - 1), min(w, int(np.ceil(box[2])) + 1)
-            idx = [i for i in range(n) if prep.active[i][ly0:ly1, lx0:lx1].any()]
-            src = source[Y0:Y1, X0:X1]
-            if idx:
-                region = (slice(ly0, ly1), slice(lx0, lx1))
-                _tile(src, idx, prep, region, box, out, (Y0, Y1, X0, X1), bounds)
-            elif src[..., 3].any():
-                # no layer reaches here: the bottom layer takes the source as it is
-                out[0][Y0:Y1, X0:X1] = np.where(src[..., 3:4] > 0, src, 0)
-                _grow(bounds[0], src[..., 3], Y0, X0)
+    def band(rows: range) -> list[list[int]]:
+        bounds = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1 of non-zero alpha
+        for Y0 in rows:
+            Y1 = min(H, Y0 + TILE)
+            for X0 in range(0, W, TILE):
+                X1 = min(W, X0 + TILE)
+                box = (X0 * sx, Y0 * sy, X1 * sx, Y1 * sy)
+                ly0, ly1 = max(0, int(box[1]) - 1), min(h, int(np.ceil(box[3])) + 1)
+                lx0, lx1 = max(0, int(box[0]) - 1), min(w, int(np.ceil(box[2])) + 1)
+                idx = [i for i in range(n) if prep.active[i][ly0:ly1, lx0:lx1].any()]
+                src = source[Y0:Y1, X0:X1]
+                if idx:
+                    region = (slice(ly0, ly1), slice(lx0, lx1))
+                    _tile(src, idx, prep, region, box, out, (Y0, Y1, X0, X1), bounds)
+                elif src[..., 3].any():
+                    # no layer reaches here: the bottom layer takes the source as it is
+                    out[0][Y0:Y1, X0:X1] = np.where(src[..., 3:4] > 0, src, 0)
+                    _grow(bounds[0], src[..., 3], Y0, X0)
+        return bounds
+
+    # tiles are independent and numpy and Pillow release the GIL while they work: one thread per core
+    starts = list(range(0, H, TILE))
+    workers = max(1, min(_cores(), len(starts)))
+    if workers == 1:
+        parts = [band(range(0, H, TILE))]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(band, [starts[k::workers] for k in range(workers)]))
+    bounds = [
+        [min(p[i][0] for p in parts), min(p[i][1] for p in parts), max(p[i][2] for p in parts), max(p[i][3] for p in parts)]
+        for i in range(n)
+    ]
 
     placed = []
     for i in range(n):
@@ -290,6 +321,23 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
             placed.append(PlacedLayer(names[i], x0, y0, np.ascontiguousarray(full[y0:y1, x0:x1])))
         del full
     return placed
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _parallel(fn, items) -> list:
+    """fn over items on one thread per core (numpy and Pillow release the GIL while they work), in order."""
+    items = list(items)
+    workers = max(1, min(_cores(), len(items)))
+    if workers == 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def _grow(b: list[int], alpha: np.ndarray, Y0: int, X0: int) -> None:
