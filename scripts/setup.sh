@@ -24,6 +24,8 @@ fi
 if [ $want_tests = 1 ]; then
   mapfile -t pkgs < <(grep -v '^#' scripts/apt-packages-test.txt | tr -s ' \n' '\n' | grep .)
   apt_install "${pkgs[@]}"
+  # Node and npm: Debian's packages only where none is installed (they conflict with NodeSource's).
+  command -v npm >/dev/null || apt_install nodejs npm
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
