@@ -42,5 +42,7 @@ if [ $want_tests = 1 ]; then
   $py -m pip install -q -e ".[test,tray]"
   if [ -f photoshop_uxp/package.json ]; then (cd photoshop_uxp && npm ci --no-audit --no-fund --loglevel=error); fi
 else
-  $py -m pip install -q -e ".[tray]"
+  $py -m pip install -q -e .
+  # The tray launcher's extra (pystray; PyGObject on Linux) is optional: the server runs without it.
+  $py -m pip install -q -e ".[tray]" 2>/dev/null || echo "note: tray launcher extras not installed (see README, Tray launcher)" >&2
 fi
