@@ -262,9 +262,10 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
         raise ValueError("source must be an (h, w, 4) uint8 array")
     if len(layers) == 0 or len(layers) != len(names):
         raise ValueError("need at least one layer and one name per layer")
-    shape = layers[0].shape
-    if any(layer.shape != shape or layer.dtype != np.uint8 or layer.ndim != 3 or shape[2] != 4 for layer in layers):
-        raise ValueError("model layers must be (h, w, 4) uint8 arrays of one size")
+    if any(layer.ndim != 3 or layer.shape[2] != 4 or layer.dtype != np.uint8 for layer in layers):
+        raise ValueError("model layers must be (h, w, 4) uint8 arrays")
+    if any(layer.shape != layers[0].shape for layer in layers) or 0 in layers[0].shape:
+        raise ValueError("model layers must all have one, non-empty size")
     source = np.ascontiguousarray(source)
     H, W = source.shape[:2]
     prep = _Prepared(source, layers)
@@ -273,7 +274,7 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
     sx, sy = w / W, h / H
     out = [np.zeros((H, W, 4), np.uint8) for _ in range(n)]
 
-    def band(rows: range) -> list[list[int]]:
+    def tile_rows(rows: range) -> list[list[int]]:
         bounds = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1 of non-zero alpha
         for Y0 in rows:
             Y1 = min(H, Y0 + TILE)
@@ -297,10 +298,10 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
     starts = list(range(0, H, TILE))
     workers = max(1, min(_cores(), len(starts)))
     if workers == 1:
-        parts = [band(range(0, H, TILE))]
+        parts = [tile_rows(range(0, H, TILE))]
     else:
         with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(band, [starts[k::workers] for k in range(workers)]))
+            parts = list(pool.map(tile_rows, [starts[k::workers] for k in range(workers)]))
     bounds = [
         [min(p[i][0] for p in parts), min(p[i][1] for p in parts), max(p[i][2] for p in parts), max(p[i][3] for p in parts)]
         for i in range(n)
