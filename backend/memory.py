@@ -66,8 +66,15 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
             choice = MemoryChoice(halved.mode, halved.reason + " with FP8 transformer weights")
             fp8 = True
     choice.fp8 = fp8
-    choice.compile = device.kind == "cuda" and compile in ("auto", "on")
+    # auto: only where torch.compile's GPU backend (Triton) is installed; Windows wheels of torch usually lack it.
+    choice.compile = device.kind == "cuda" and (compile == "on" or (compile == "auto" and _has_triton()))
     return choice
+
+
+def _has_triton() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 def enable_fp8(transformer: Any) -> None:

@@ -87,7 +87,8 @@ def test_cfg_off_needs_no_skip(engine):
         (24, (8, 9), "none", MemoryMode.group_offload, False),
     ],
 )
-def test_memory_plan_for_cards(gib, cap, quantize, mode, fp8):
+def test_memory_plan_for_cards(gib, cap, quantize, mode, fp8, monkeypatch):
+    monkeypatch.setattr("backend.memory._has_triton", lambda: True)
     device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.5) * 2**30), cap)
     choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "auto")
     assert (choice.mode, choice.fp8, choice.compile) == (mode, fp8, True), choice.reason
@@ -103,6 +104,14 @@ def test_single_file_transformer_loads_with_the_layered_config(tiny_model, tmp_p
     e = Engine(Settings(model=str(tiny_model), transformer_file=str(tmp_path / "transformer.safetensors")))
     r = e.run(IMG, JobParams.parse({"layers": 2, "steps": 2, "prompt": "x", "seed": 1}), lambda p: None, lambda: False)
     assert r.canvas_width == 64
+
+
+def test_compile_auto_needs_triton(monkeypatch):
+    device = DeviceInfo("cuda", "GPU", 140 * 2**30, 139 * 2**30, (9, 0))
+    monkeypatch.setattr("backend.memory._has_triton", lambda: False)
+    assert not plan(device, "x", compile="auto").compile
+    assert plan(device, "x", compile="on").compile
+    assert not plan(DeviceInfo("cpu", "CPU"), "x", compile="on").compile
 
 
 def test_presets_are_described_for_status_and_doctor():
