@@ -91,7 +91,7 @@ class RequestRules:
         if o in self.origins or o in self.own_origins():
             return True
         # Photoshop UXP panels (protocol §6): no web page can send these; browsers send `null` for file pages.
-        return o.startswith("uxp://") or o == "file://"
+        return o.startswith("uxp://") or o == "file:"  # `file://` once its trailing slashes are stripped
 
     def check(self, host: str | None, origin: str | None, fetch_site: str | None) -> None:
         """Raise forbidden_host / forbidden_origin, or return."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .settings import DEFAULT_PORT, Settings, config_dir
+from .settings import DEFAULT_PORT, Settings
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -183,14 +183,24 @@ def cmd_restore(a: argparse.Namespace) -> int:
     from .engine import finish_layers
     from .image import decode
 
-    source = decode(Path(a.source).read_bytes(), 10**9)
-    model_layers = [decode(Path(p).read_bytes(), 10**9) for p in a.layers]
+    from .errors import LayerBridgeError
+
+    try:
+        source = decode(Path(a.source).read_bytes(), 10**9)
+        model_layers = [decode(Path(p).read_bytes(), 10**9) for p in a.layers]
+    except (OSError, LayerBridgeError) as exc:
+        print(f"error: cannot read the images: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
     sizes = {layer.shape[:2] for layer in model_layers}
     if len(sizes) != 1:
         print("error: every layer must have the same size", file=sys.stderr)
         return 2
     started = time.monotonic()
-    placed = finish_layers(source, model_layers, not a.no_restore)
+    try:
+        placed = finish_layers(source, model_layers, not a.no_restore)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     names = [Path(p).stem for p in a.layers]
     for layer, name in zip(placed, names):
         layer.name = name

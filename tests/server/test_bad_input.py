@@ -70,7 +70,7 @@ def test_huge_and_zero_dimensions(live_server):
 
 
 def test_pixel_limit_is_configurable(tiny_model, tmp_path):
-    from conftest import start_server, stop_server
+    from server_process import start_server, stop_server
 
     server = start_server(tiny_model, tmp_path, "--max-pixels", "1000", "--max-upload-mb", "1")
     try:

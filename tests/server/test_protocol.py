@@ -6,7 +6,6 @@ import json
 import threading
 import time
 
-import numpy as np
 
 from .wire import FAST, WS, image, request, submit_http, wait_state
 
