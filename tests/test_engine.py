@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from backend.engine import Engine, JobCancelled, ModelState, bucket_size, layer_names
 from backend.job import JobParams, Stage
@@ -117,3 +118,21 @@ def test_unreachable_model_fails_clearly(tmp_path, monkeypatch):
         e.load()
     assert info.value.code.value == "model_unavailable"
     assert e.model_status.state == ModelState.failed and e.model_status.error
+
+
+def test_out_of_memory_fails_the_job_with_advice_and_the_engine_recovers(engine, monkeypatch):
+    from backend.errors import ErrorCode, LayerBridgeError
+
+    transformer = engine.pipe.transformer
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(transformer, "forward", oom)
+    with pytest.raises(LayerBridgeError) as info:
+        engine.run(source(40, 30), JobParams.parse(FAST), lambda p: None, lambda: False)
+    assert info.value.code == ErrorCode.out_of_memory
+    assert "resolution 640" in info.value.message and "offload" in info.value.message
+    monkeypatch.undo()
+    r = engine.run(source(40, 30), JobParams.parse(FAST), lambda p: None, lambda: False)
+    assert r.canvas_width == 40
