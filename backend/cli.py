@@ -23,6 +23,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"], help=help_["preset"])
     p.add_argument("--quantize", default="auto", choices=["auto", "none", "fp8"], help=help_["quantize"])
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help=help_["compile"])
+    p.add_argument("--attention", default="auto", help=help_["attention"])
     p.add_argument("--transformer-file", default=None, help=help_["transformer_file"])
     p.add_argument("--max-pixels", type=int, default=Settings.max_pixels, help=help_["max_pixels"])
     p.add_argument("--max-upload-mb", type=int, default=Settings.max_upload_mb, help=help_["max_upload_mb"])
@@ -37,7 +38,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 def _settings(a: argparse.Namespace) -> Settings:
     return Settings(
         host=a.host, port=a.port, model=a.model, memory=a.memory, preset=a.preset, max_pixels=a.max_pixels,
-        quantize=a.quantize, compile=a.compile, transformer_file=a.transformer_file,
+        quantize=a.quantize, compile=a.compile, attention=a.attention, transformer_file=a.transformer_file,
         max_upload_mb=a.max_upload_mb, max_queue=a.max_queue, result_ttl_s=a.result_ttl,
         allowed_origins=a.allowed_origin, allowed_hosts=a.allowed_host, preload=a.preload, port_file=a.port_file,
     )

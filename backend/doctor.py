@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .memory import GIB, plan, probe_device
+from .memory import GIB, attention_backend, plan, probe_device
 from .settings import Settings, cache_dir, config_dir, log_dir
 
 
@@ -56,6 +56,7 @@ def report(settings: Settings) -> dict[str, Any]:
         "memory mode": f"{choice.mode.value} — {choice.reason}",
         "fp8 weights": "on" if choice.fp8 else "off",
         "compile": "on (regional, cached on disk)" if choice.compile else "off",
+        "attention": attention_backend(device, settings.attention) or "native (PyTorch SDPA)",
         "presets": describe_presets(device),
         "model": settings.model,
         "model cache": _model_cache(settings.model),

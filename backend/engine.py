@@ -19,7 +19,17 @@ from . import download
 from .errors import ErrorCode, LayerBridgeError
 from .image import PlacedLayer, resample_layers
 from .job import JobParams, JobResult, Progress, Stage
-from .memory import DeviceInfo, MemoryChoice, MemoryMode, apply_mode, enable_compile, enable_fp8, plan, probe_device
+from .memory import (
+    DeviceInfo,
+    MemoryChoice,
+    MemoryMode,
+    apply_mode,
+    attention_backend,
+    enable_compile,
+    enable_fp8,
+    plan,
+    probe_device,
+)
 from .presets import PRESETS, resolve_preset
 from .settings import Settings
 
@@ -84,6 +94,7 @@ class Engine:
         self._captions: OrderedDict[str, str] = OrderedDict()
         self._step_seconds: float | None = None
         self._decode_seconds: float | None = None
+        self.attention: str | None = None  # None: PyTorch's scaled_dot_product_attention
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
     # ---- loading -------------------------------------------------------------------------------------------
@@ -118,6 +129,7 @@ class Engine:
             },
             "device": device.to_json(),
             "memory_mode": memory.to_json(),
+            "attention": self.attention or "native",
             "preset_default": self.settings.preset,
             "presets": {name: spec.summary for name, spec in PRESETS.items()},
         }
@@ -183,14 +195,17 @@ class Engine:
                 pipe.transformer.to("cuda")
             enable_fp8(pipe.transformer)
         apply_mode(pipe, self.memory.mode, self.device)
+        self.attention = attention_backend(self.device, self.settings.attention)
+        if self.attention:
+            pipe.transformer.set_attention_backend(self.attention)
         if self.memory.compile:
             enable_compile(pipe.transformer)
         self.pipe = pipe
         self.model_status.state = ModelState.ready
         log.info(
-            "model %s ready in %.1f s on %s (%s: %s; fp8 %s, compile %s)",
+            "model %s ready in %.1f s on %s (%s: %s; fp8 %s, compile %s, attention %s)",
             self.settings.model, time.monotonic() - started, self.device.name, self.memory.mode.value,
-            self.memory.reason, self.memory.fp8, self.memory.compile,
+            self.memory.reason, self.memory.fp8, self.memory.compile, self.attention or "native",
         )
 
     # ---- running -------------------------------------------------------------------------------------------

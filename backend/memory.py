@@ -71,6 +71,21 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     return choice
 
 
+def attention_backend(device: DeviceInfo, requested: str = "auto") -> str | None:
+    """The transformer's attention backend: an installed FlashAttention on CUDA, else PyTorch's SDPA (None)."""
+    import importlib.util
+
+    if requested != "auto":
+        return None if requested == "native" else requested
+    if device.kind != "cuda":
+        return None
+    if importlib.util.find_spec("flash_attn_interface") is not None and device.capability and device.capability >= (9, 0):
+        return "_flash_3"
+    if importlib.util.find_spec("flash_attn") is not None:
+        return "flash"
+    return None
+
+
 def _has_triton() -> bool:
     import importlib.util
 

@@ -45,6 +45,9 @@ SHIFT = 0.5  # how far (model pixels) the model's edges may be off
 SHARP = 128.0  # how quickly a steep model edge (slope above 0.1 per model pixel) is taken for a sharper one
 DRIFT_RADIUS = 12  # colour-drift correction smoothing radius, in model pixels
 OWNER_SHARE = 0.25  # a layer showing at least this much may take the residual colour
+HARD_REL = 0.2  # a ramp this steep relative to its contrast (per model pixel) is taken for a blurred step
+HARD_R = 4  # model pixels either side over which a ramp's contrast is measured
+HARD_K = 1.0  # how much such a ramp is steepened, per full-resolution pixel per model pixel
 
 
 # ---------------------------------------------------------------- model-resolution helpers
@@ -68,6 +71,47 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
         shape[axis] = n
         out = (c[tuple(hi)] - c[tuple(lo)]) / count.reshape(shape)
     return out
+
+
+def _range(x: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum over a (2r+1)² window (borders extended)."""
+    lo, hi = x, x
+    for axis in (0, 1):
+        n = x.shape[axis]
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (r, r)
+        plo, phi = np.pad(lo, pad, mode="edge"), np.pad(hi, pad, mode="edge")
+        cut = [slice(None), slice(None)]
+        cut[axis] = slice(0, n)
+        lo, hi = plo[tuple(cut)].copy(), phi[tuple(cut)].copy()
+        for k in range(1, 2 * r + 1):
+            cut[axis] = slice(k, k + n)
+            np.minimum(lo, plo[tuple(cut)], out=lo)
+            np.maximum(hi, phi[tuple(cut)], out=hi)
+    return lo, hi
+
+
+def _hard_edges(a: np.ndarray, slope: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """Where the model's alpha ramp is as steep as the model can draw a step (relative to the alpha on either
+    side, 3 model pixels away), the original's edge was probably a hard one: the range and how sure, as RGB."""
+    lo, hi = _range(a, HARD_R)
+    contrast = hi - lo
+    rel = slope / np.maximum(contrast, 1e-3)
+    sure = np.clip((rel - HARD_REL) * 10.0, 0.0, 1.0) * (contrast > 0.1)
+    return Image.fromarray(_to8(np.stack([lo, hi, sure], axis=-1)), "RGB"), _dilate(sure > 0, 1)
+
+
+def _sharpen(prior: np.ndarray, hard: np.ndarray, scale: float) -> np.ndarray:
+    """The model's alpha with its hard edges steepened to about one full-resolution pixel: without evidence from
+    the source (where the layer is covered), a step at the ramp's middle is nearer the original than the ramp."""
+    sure = hard[..., 2] * INV255
+    if not sure.any():
+        return prior
+    lo = hard[..., 0] * INV255
+    span = np.maximum(hard[..., 1] * INV255 - lo, INV255)
+    t = np.clip((prior - lo) / span, F0, F1)
+    step = lo + span * np.clip(np.float32(0.5) + (t - np.float32(0.5)) * np.float32(HARD_K * scale), F0, F1)
+    return prior + sure * (step - prior)
 
 
 def _erode(x: np.ndarray) -> np.ndarray:
@@ -152,6 +196,42 @@ def _texture_variance(source: np.ndarray, guide: np.ndarray) -> float:
     return float(np.median(values)) + 1e-4
 
 
+def _drift(
+    guide: np.ndarray, s_alpha: np.ndarray, fills: list, alphas: list, visible: list
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer colour gain and offset (per channel) that best explain the source's colours by the model's
+    stack, all layers at once: a semi-transparent layer's drift is only seen mixed with what lies below it, and a
+    layer's gain also applies where it is hidden. Fitted away from edges (where the model's small shifts
+    dominate), with a pull towards no correction for layers that show little."""
+    n = len(fills)
+    total_a = np.zeros_like(s_alpha)
+    edge = np.zeros(s_alpha.shape, bool)
+    for a, v in zip(alphas, visible):
+        total_a += v
+        gy, gx = np.gradient(a)
+        edge |= (np.abs(gx) + np.abs(gy)) > 0.02
+    use = ~_dilate(edge, 1) & (s_alpha > 0.5) & (np.abs(total_a - s_alpha) < 0.02)
+    use[1::2] = False  # a quarter of the pixels is plenty for a dozen parameters
+    use[:, 1::2] = False
+    gains = np.ones((n, 3), np.float32)
+    offsets = np.zeros((n, 3), np.float32)
+    count = int(use.sum())
+    if count < 64:
+        return gains, offsets
+    vis = np.stack([v[use] for v in visible], axis=1).astype(np.float64)  # (N, n)
+    target = guide[use].astype(np.float64)  # (N, 3)
+    ridge = 0.02 * count / n
+    for ch in range(3):
+        c = np.stack([f[..., ch][use] for f in fills], axis=1).astype(np.float64)
+        x = np.concatenate([vis * c, vis], axis=1)  # columns: gain terms, offset terms
+        y = target[:, ch] - (vis * c).sum(axis=1)  # what the model's stack misses
+        lhs = x.T @ x + ridge * np.diag(np.concatenate([np.full(n, 0.25), np.ones(n)]))
+        sol = np.linalg.solve(lhs, x.T @ y)
+        gains[:, ch] = 1.0 + np.clip(sol[:n], -0.2, 0.2)
+        offsets[:, ch] = np.clip(sol[n:], -0.1, 0.1)
+    return gains, offsets
+
+
 class _Prepared:
     """Per-layer maps at the model's resolution, ready to be upsampled tile by tile."""
 
@@ -173,10 +253,13 @@ class _Prepared:
             visible[i] = alphas[i] * above
             above = above * (1.0 - alphas[i])
 
+        fills = _parallel(lambda i: _fill_colour(model[i][..., :3] * alphas[i][..., None], alphas[i]), range(n))
+        gains, offsets = _drift(guide, s_alpha, fills, alphas, visible)
+
         def colour_of(i: int) -> np.ndarray:
-            a = alphas[i]
-            colour = _fill_colour(model[i][..., :3] * a[..., None], a)
-            # colour drift: smooth offset between the source and the model where this layer is what one sees
+            colour = fills[i] * gains[i] + offsets[i]
+            # what is left of the drift: a smooth offset between the source and the model where this layer is
+            # what one sees
             conf = np.clip((visible[i] - 0.9) / 0.1, 0.0, 1.0) * (s_alpha > 0.5)
             conf = _erode(conf.astype(np.float32))
             total = float(conf.sum())
@@ -207,6 +290,9 @@ class _Prepared:
         self.band: list[np.ndarray] = []  # (h, w) bool: alpha edge, refined from the source
         self.solid: list[np.ndarray] = []  # (h, w) bool: alpha 1
         self.near: list[Image.Image] = []  # model alpha spread out: which layer is closest, for unclaimed pixels
+        self.hard: list[tuple[Image.Image, np.ndarray]] = []  # RGB: local alpha low, high, and how surely a
+        # hard edge the ramp is; (h, w) bool: where it is one
+        self.scale = 0.5 * (source.shape[0] / h + source.shape[1] / w)  # full-resolution pixels per model pixel
         def maps(i: int) -> tuple:
             a = alphas[i]
             gy, gx = np.gradient(a)
@@ -230,11 +316,13 @@ class _Prepared:
                 _dilate(band, 1),
                 ~_dilate(a < 1.0, 1),
                 Image.fromarray(np.ascontiguousarray(_box(a, 3)), "F"),
+                _hard_edges(a, slope),
             )
 
         for result in _parallel(maps, range(n)):
             for store, value in zip(
-                (self.weight, self.without, self.opaque, self.pixels, self.active, self.band, self.solid, self.near),
+                (self.weight, self.without, self.opaque, self.pixels, self.active, self.band, self.solid, self.near,
+                 self.hard),
                 result,
             ):
                 store.append(value)
@@ -435,6 +523,9 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
             continue
         prior = px[..., 3] * INV255
         if prep.band[i][region].any():
+            hard, where = prep.hard[i]
+            if where[region].any():
+                prior = _sharpen(prior, _upsample(hard, box, tw, th), prep.scale)
             weight = _upsample(prep.weight[i], box, tw, th)
             z0 = _upsample(prep.without[i], box, tw, th).astype(np.float32)
             dz = _upsample(prep.opaque[i], box, tw, th) * INV255 - z0 * INV255

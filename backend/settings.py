@@ -39,6 +39,7 @@ class Settings:
     preset: str = field(default="best", metadata={"help": "default quality preset: best, balanced, fast"})
     quantize: str = field(default="auto", metadata={"help": "transformer weights: auto (FP8 only where bf16 does not fit), none, fp8"})
     compile: str = field(default="auto", metadata={"help": "regional torch.compile of the transformer: auto (on CUDA), on, off"})
+    attention: str = field(default="auto", metadata={"help": "attention backend: auto (flash-attn 3, then 2, where installed; else PyTorch SDPA), or a diffusers backend name such as native, _native_cudnn, flash, _flash_3, sage"})
     transformer_file: str | None = field(default=None, metadata={"help": "a single-file transformer (FP8 .safetensors or .gguf) to use instead of the model's"})
     max_pixels: int = field(default=100_000_000, metadata={"help": "largest image accepted, in pixels"})
     max_upload_mb: int = field(default=512, metadata={"help": "largest request body or announced upload, in MiB"})

@@ -117,3 +117,16 @@ def test_compile_auto_needs_triton(monkeypatch):
 def test_presets_are_described_for_status_and_doctor():
     assert set(PRESETS) == {"best", "balanced", "fast"}
     assert all(spec.summary for spec in PRESETS.values())
+
+
+def test_attention_backend_choice_and_setting(tiny_model):
+    from backend.memory import attention_backend
+
+    assert attention_backend(DeviceInfo("cpu", "CPU")) is None
+    assert attention_backend(DeviceInfo("cuda", "GPU", capability=(9, 0)), "sage") == "sage"
+    assert attention_backend(DeviceInfo("cuda", "GPU"), "native") is None
+    e = Engine(Settings(model=str(tiny_model), attention="_native_math"))
+    e.load()
+    assert e.status_json()["attention"] == "_native_math"
+    r = e.run(IMG, JobParams.parse({"layers": 2, "steps": 2, "prompt": "x", "seed": 1}), lambda p: None, lambda: False)
+    assert r.canvas_width == 64
