@@ -6,7 +6,7 @@ RGBA VAE) with random weights, and run through the real Engine (memory plan, pre
 Random weights say nothing about quality; the relative deviation of each preset's final latents from Best on the
 same seed only catches a broken lever (NaN, or a jump far beyond the others).
 
-Phases, in the default order (each prints a row and appends it to OUT/results.jsonl as soon as it is measured):
+Phases, in this order, which the default keeps (fp8 quantises the transformer for good, so it comes last; each prints a row and appends it to OUT/results.jsonl as soon as it is measured):
   presets  Best / Balanced / Fast, all weights on the GPU, eager; job start to layers ready, stage by stage
   compile  regional compilation (first job includes compiling), then Fast and Best per-step time
   modes    model CPU offload and group offload (bf16), a few steps each, peak VRAM; optional VRAM caps emulate cards
@@ -235,7 +235,7 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=["full", "tiny"], default="full")
-    p.add_argument("--phases", default="presets,compile,fp8,modes")
+    p.add_argument("--phases", default="presets,compile,modes,fp8")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--resolution", type=int, default=640)
     p.add_argument("--width", type=int, default=1600, help="source image width (restoration runs at this size)")
