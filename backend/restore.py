@@ -4,13 +4,17 @@ The model decomposes a downsampled copy of the document. `restore_layers` brings
 resolution so that what is visible comes from the original pixels and only what was hidden comes from the model:
 
 1. At the model's resolution: each layer's colour is extended into its transparent area and corrected for the
-   model's colour drift (a smooth per-layer offset, measured where the layer is plainly visible); for every layer
-   the model's view of each pixel without that layer and with it made opaque is composited from the others.
+   model's colour drift (a per-layer gain and offset fitted to the source for all layers at once, so that
+   semi-transparent layers and hidden parts are corrected too, then a smooth offset measured where the layer is
+   plainly visible); for every layer the model's view of each pixel without that layer and with it made opaque
+   is composited from the others.
 2. At full resolution, tile by tile (bounded memory): each layer's alpha is the model's, upsampled, except along
    its edges, where it is the alpha that best explains the original pixel given the layer's colour and what lies
    above and below it, weighed against the model's alpha by how much the model's edge can be trusted (a steep
    model edge is probably sharper than the model can draw; a gentle ramp is kept). Alpha edges so follow the
-   original's edges, including detail finer than the model's pixels (text).
+   original's edges, including detail finer than the model's pixels (text). A model ramp as steep as the model
+   can draw a step is steepened to about one full-resolution pixel first, so that where the source says nothing
+   (the layer is covered) such an edge stays hard instead of a blur several pixels wide.
 3. The alphas are fixed so that the stack's alpha equals the source's (the lowest clearly present layer takes up
    the difference) and quantised; then colours are solved so that the composite equals the source: every layer
    keeps the model's colour except the pixel's owner (the lowest layer that shows at least a quarter), whose 8-bit
