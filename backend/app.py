@@ -549,7 +549,7 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
     app[SETTINGS] = settings
     app[TOKEN] = token or load_or_create_token()
     app[RULES] = RequestRules(settings.port, settings.allowed_origins, settings.allowed_hosts)
-    app[WORKER] = Worker(engine or Engine(settings), settings.max_queue, settings.result_ttl_s)
+    app[WORKER] = Worker(engine or Engine(settings), settings.max_queue, settings.result_ttl_s, settings.max_results)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/status", status)

@@ -45,6 +45,7 @@ class Settings:
     max_upload_mb: int = field(default=512, metadata={"help": "largest request body or announced upload, in MiB"})
     max_queue: int = field(default=32, metadata={"help": "jobs waiting at most; more are refused with queue_full"})
     result_ttl_s: int = field(default=3600, metadata={"help": "seconds a finished job's result stays fetchable"})
+    max_results: int = field(default=16, metadata={"help": "finished jobs kept at most (the oldest go first), bounding memory"})
     allowed_origins: list[str] = field(default_factory=list, metadata={"help": "extra allowed Origin values"})
     allowed_hosts: list[str] = field(default_factory=list, metadata={"help": "extra allowed Host names (for a LAN server)"})
     preload: bool = field(default=False, metadata={"help": "load the model at start instead of at the first job"})

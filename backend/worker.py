@@ -21,10 +21,11 @@ log = logging.getLogger("layerbridge.worker")
 class Worker:
     """Owns every job. All public methods are called on the event loop; the model runs on one thread."""
 
-    def __init__(self, engine: Engine, max_queue: int, result_ttl_s: float):
+    def __init__(self, engine: Engine, max_queue: int, result_ttl_s: float, max_results: int = 16):
         self.engine = engine
         self.max_queue = max_queue
         self.result_ttl_s = result_ttl_s
+        self.max_results = max_results
         self.jobs: dict[str, Job] = {}
         self.queue: collections.deque[str] = collections.deque()
         self.running: str | None = None
@@ -158,10 +159,12 @@ class Worker:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for job_id, job in list(self.jobs.items()):
-            if job.finished_at is not None and now - job.finished_at > self.result_ttl_s:
-                del self.jobs[job_id]
-                self._listeners.pop(job_id, None)
+        finished = sorted((j for j in self.jobs.values() if j.finished_at is not None), key=lambda j: j.finished_at)
+        surplus = len(finished) - self.max_results
+        for i, job in enumerate(finished):
+            if i < surplus or now - job.finished_at > self.result_ttl_s:
+                del self.jobs[job.id]
+                self._listeners.pop(job.id, None)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()

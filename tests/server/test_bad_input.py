@@ -69,10 +69,10 @@ def test_huge_and_zero_dimensions(live_server):
     assert post(live_server, body, ctype)[1]["code"] == "invalid_image"
 
 
-def test_pixel_limit_is_configurable(tiny_model, tmp_path):
+def test_limits_are_configurable(tiny_model, tmp_path):
     from server_process import start_server, stop_server
 
-    server = start_server(tiny_model, tmp_path, "--max-pixels", "1000", "--max-upload-mb", "1")
+    server = start_server(tiny_model, tmp_path, "--max-pixels", "1000", "--max-upload-mb", "1", "--max-results", "1")
     try:
         assert submit_http(server, image(40, 40))[1]["code"] == "image_too_large"
         body, ctype = multipart(dict(FAST, width=1000, height=1000), b"\0" * (1000 * 1000 * 4), "application/octet-stream")
@@ -83,6 +83,11 @@ def test_pixel_limit_is_configurable(tiny_model, tmp_path):
         assert ws.recv()["code"] == "image_too_large"
         ws.close()
         assert request(server, "GET", "/health", token=False)[0] == 200
+        # finished results are bounded: the oldest goes when a newer one finishes
+        first = wait_state(server, submit_http(server, image(30, 30))[1]["job"])["job"]
+        second = wait_state(server, submit_http(server, image(30, 30))[1]["job"])["job"]
+        assert request(server, "GET", f"/v1/jobs/{second}/result")[0] == 200
+        assert request(server, "GET", f"/v1/jobs/{first}/result")[0] == 404
     finally:
         stop_server(server)
 
