@@ -109,3 +109,15 @@ def test_token_rotation_cli(tmp_path):
     rotated = subprocess.run([sys.executable, "-m", "backend.cli", "token", "--rotate"], env=env, capture_output=True, text=True, check=True)
     assert first.stdout == again.stdout != rotated.stdout
     assert (tmp_path / "token").read_text().strip() == rotated.stdout.strip()
+
+
+def test_listening_beyond_loopback_says_so_and_still_needs_the_token(tiny_model, tmp_path):
+    from server_process import start_server, stop_server
+
+    server = start_server(tiny_model, tmp_path, "--host", "0.0.0.0")
+    try:
+        assert request(server, "GET", "/v1/status", token=False)[0] == 401
+        assert request(server, "GET", "/v1/status")[0] == 200
+        assert "reachable from other machines" in server.log()
+    finally:
+        stop_server(server)
