@@ -15,7 +15,7 @@ from . import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, __version__
 from .auth import RequestRules, bearer, load_or_create_token, token_matches
 from .engine import Engine
 from .errors import ErrorCode, LayerBridgeError
-from .image import PlacedLayer, decode, encode_png, from_raw_rgba
+from .image import PlacedLayer, check_size, decode, encode_png, from_raw_rgba
 from .job import Job, JobParams, JobState
 from .settings import Settings
 from .worker import Worker
@@ -413,8 +413,6 @@ class Connection:
         if not isinstance(raw_params, dict):
             raise LayerBridgeError(ErrorCode.invalid_params, "params must be a JSON object")
         JobParams.parse(raw_params, self.settings.preset)
-        from .image import check_size
-
         check_size(width, height, self.settings.max_pixels)
         if size != width * height * 4:
             raise LayerBridgeError(ErrorCode.invalid_image, f"{width}×{height} rgba8 is {width * height * 4} bytes, not {size}")
