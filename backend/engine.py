@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from . import download
 from .errors import ErrorCode, LayerBridgeError
@@ -94,6 +95,7 @@ class Engine:
         self._captions: OrderedDict[str, str] = OrderedDict()
         self._step_seconds: float | None = None
         self._decode_seconds: float | None = None
+        self._finish_seconds: float | None = None
         self.attention: str | None = None  # None: PyTorch's scaled_dot_product_attention
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
@@ -231,8 +233,6 @@ class Engine:
         preset = resolve_preset(params)
         pipe = self.pipe
         height, width = image.shape[:2]
-        from PIL import Image
-
         pil = Image.fromarray(image, "RGBA")  # the pipeline needs RGBA input
         seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
         try:
@@ -243,7 +243,7 @@ class Engine:
                 prompt = self._caption(pil, params, preset.caption_tokens, cancelled)
             timings["caption_s"] = time.monotonic() - t
             t_encode = time.monotonic()
-            on_progress(Progress(Stage.encoding, 0, preset.steps, self._eta(preset.steps, preset.steps), "Encoding"))
+            on_progress(Progress(Stage.encoding, 0, preset.steps, self._eta(preset.steps), "Encoding"))
             step_times: list[float] = []
             marks = {"last": time.monotonic()}
 
@@ -260,9 +260,9 @@ class Engine:
                 per_step = float(np.median(step_times[1:] or step_times))
                 self._step_seconds = per_step
                 if done == preset.steps:
-                    on_progress(Progress(Stage.decoding, done, preset.steps, self._decode_seconds, "Decoding layers"))
+                    on_progress(Progress(Stage.decoding, done, preset.steps, self._eta(0), "Decoding layers"))
                 else:
-                    left = (preset.steps - done) * per_step + (self._decode_seconds or 0.0)
+                    left = self._eta(preset.steps - done)
                     on_progress(Progress(Stage.denoising, done, preset.steps, left, f"Denoising {done}/{preset.steps}"))
                 return {}
 
@@ -292,10 +292,11 @@ class Engine:
                 raise JobCancelled()
             frames = np.asarray(output.images[0])
             layers = [np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8) for f in frames]
-            on_progress(Progress(Stage.finishing, preset.steps, preset.steps, None, "Restoring full resolution"))
+            message = "Restoring full resolution" if params.restore else "Resizing layers"
+            on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._finish_seconds, message))
             t = time.monotonic()
             placed = finish_layers(image, layers, params.restore)
-            timings["finish_s"] = time.monotonic() - t
+            timings["finish_s"] = self._finish_seconds = time.monotonic() - t
         except JobCancelled:
             raise
         except LayerBridgeError:
@@ -309,10 +310,11 @@ class Engine:
             ) from exc
         return JobResult(width, height, placed, seed, prompt, params.restore, timings)
 
-    def _eta(self, steps_left: int, total: int) -> float | None:
+    def _eta(self, steps_left: int) -> float | None:
+        """Seconds left: the remaining steps at the last job's pace, then decoding and finishing as they last took."""
         if self._step_seconds is None:
             return None
-        return steps_left * self._step_seconds + (self._decode_seconds or 0.0)
+        return steps_left * self._step_seconds + (self._decode_seconds or 0.0) + (self._finish_seconds or 0.0)
 
     def _caption(self, pil: Any, params: JobParams, max_tokens: int, cancelled: CancelCheck) -> str:
         """The pipeline's automatic caption, with cancel between tokens and a per-image cache."""

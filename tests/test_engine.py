@@ -39,6 +39,8 @@ def test_layers_come_back_at_source_size_bottom_to_top(engine):
         assert layer.x + layer.width <= 177 and layer.y + layer.height <= 93
     stages = [e.stage for e in events]
     assert stages[0] == Stage.encoding and Stage.decoding in stages and stages[-1] == Stage.finishing
+    denoising = [e for e in events if e.stage == Stage.denoising]
+    assert denoising and all(e.eta_s is not None and e.eta_s > 0 for e in denoising)
     assert r.caption == "a card" and r.seed == 11
 
 
