@@ -99,6 +99,24 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
+def run_to_results(cmd: list, env: dict, log_path: pathlib.Path, results: pathlib.Path, timeout: float) -> dict:
+    """Run a Krita process until it exits or times out, end it by its PID, and return its results file."""
+    if results.exists():
+        results.unlink()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            stop(proc)
+    if not results.exists():
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise AssertionError("Krita wrote no results (exit %s). Log tail:\n%s" % (proc.returncode, tail))
+    return json.loads(results.read_text())
+
+
 class Runner:
     def __init__(self, plugin: pathlib.Path, work: pathlib.Path, home: pathlib.Path) -> None:
         self.plugin = plugin
@@ -107,25 +125,12 @@ class Runner:
 
     def run(self, scenarios: list, timeout: float = 240, **env: str) -> dict:
         """Runs kritarunner on tests/krita/kscripts/lb_headless.py; returns its results."""
-        results = self.work / ("results_%s.json" % "_".join(scenarios))
-        if results.exists():
-            results.unlink()
+        name = "_".join(scenarios)
+        results = self.work / ("results_%s.json" % name)
         e = krita_env(self.home, PYTHONPATH=os.pathsep.join([str(HERE / "kscripts"), str(self.plugin)]),
                       QT_QPA_PLATFORM="offscreen", LB_RESULTS=str(results), LB_WORKDIR=str(self.work), **env)
-        log = open(self.work / ("krita_%s.log" % "_".join(scenarios)), "wb")
-        proc = subprocess.Popen(["kritarunner", "-s", "lb_headless", "-f", "main", *scenarios],
-                                env=e, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            stop(proc)
-            log.close()
-        if not results.exists():
-            tail = (self.work / ("krita_%s.log" % "_".join(scenarios))).read_text(errors="replace")[-3000:]
-            raise AssertionError("Krita wrote no results (exit %s). Log tail:\n%s" % (proc.returncode, tail))
-        data = json.loads(results.read_text())
+        data = run_to_results(["kritarunner", "-s", "lb_headless", "-f", "main", *scenarios], e,
+                              self.work / ("krita_%s.log" % name), results, timeout)
         assert not data.get("errors"), data.get("errors")
         return data
 

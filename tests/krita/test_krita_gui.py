@@ -4,11 +4,10 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 
 import pytest
 
-from kritaharness import HERE, ROOT, krita_env, stop
+from kritaharness import HERE, ROOT, krita_env, run_to_results
 
 pytestmark = pytest.mark.skipif(shutil.which("krita") is None or shutil.which("xvfb-run") is None,
                                 reason="Krita or Xvfb is not installed")
@@ -42,23 +41,11 @@ def run_gui(plugin_dir, homes, work, url, shot="", timeout=240, **env):
     home = homes / "krita-gui"
     install(plugin_dir, home)
     results = work / "gui_results.json"
-    if results.exists():
-        results.unlink()
     e = krita_env(home, LB_RESULTS=str(results), LB_URL=url, LB_SHOT=str(shot), LB_GUI_TIMEOUT=str(timeout - 30),
                   **env)
     e.pop("QT_QPA_PLATFORM", None)
-    log = open(work / "krita_gui.log", "wb")
-    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
-                            env=e, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        stop(proc)
-        log.close()
-    assert results.exists(), (work / "krita_gui.log").read_text(errors="replace")[-3000:]
-    data = json.loads(results.read_text())
+    data = run_to_results(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"], e,
+                          work / "krita_gui.log", results, timeout)
     assert "exception" not in data, data["exception"]
     return data
 
