@@ -333,9 +333,8 @@ class Connection:
                     await self.on_text(msg.data)
                 elif msg.type == WSMsgType.BINARY:
                     await self.on_binary(msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    if isinstance(self.ws.exception(), Exception) and "too big" in str(self.ws.exception()).lower():
-                        log.info("websocket closed: frame over the limit")
+                elif msg.type == WSMsgType.ERROR:  # e.g. a frame over the limit: aiohttp closes with 1009
+                    log.info("websocket closed: %s", self.ws.exception())
                     break
         finally:
             for task in self.follows.values():

@@ -127,21 +127,22 @@ def cmd_decompose(a: argparse.Namespace) -> int:
     bar = Bar()
     url = a.server or f"http://127.0.0.1:{DEFAULT_PORT}"
     try:
-        result = None
+        remote = None
         if not a.in_process:
             from .auth import load_or_create_token, token_path
             from .client import Client, server_alive
 
-            if a.server and not server_alive(url):
+            alive = server_alive(url)
+            if a.server and not alive:
                 print(f"error: no LayerBridge server answers at {url}", file=sys.stderr)
                 return 1
-            if server_alive(url) and (a.token or token_path().is_file()):
-                token = a.token or load_or_create_token()
+            if alive and (a.token or token_path().is_file()):
                 print(f"using the LayerBridge server at {url}", file=sys.stderr)
-                remote = Client(url, token).decompose(image, params, lambda s: bar.show(*_progress_line(s)))
-                layers, width, height, info = remote.layers, remote.width, remote.height, remote.info
-                result = True
-        if result is None:
+                client = Client(url, a.token or load_or_create_token())
+                remote = client.decompose(image, params, lambda s: bar.show(*_progress_line(s)))
+        if remote is not None:
+            layers, width, height, info = remote.layers, remote.width, remote.height, remote.info
+        else:
             layers, width, height, info = _decompose_in_process(a, image, params, bar)
     except LayerBridgeError as exc:
         bar.done()
@@ -183,9 +184,8 @@ def _decompose_in_process(a: argparse.Namespace, image: Any, params: dict, bar: 
 def cmd_restore(a: argparse.Namespace) -> int:
     from . import export
     from .engine import finish_layers
-    from .image import decode
-
     from .errors import LayerBridgeError
+    from .image import decode
 
     try:
         source = decode(Path(a.source).read_bytes(), 10**9)
@@ -199,13 +199,10 @@ def cmd_restore(a: argparse.Namespace) -> int:
         return 2
     started = time.monotonic()
     try:
-        placed = finish_layers(source, model_layers, not a.no_restore)
+        placed = finish_layers(source, model_layers, not a.no_restore, [Path(p).stem for p in a.layers])
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = [Path(p).stem for p in a.layers]
-    for layer, name in zip(placed, names):
-        layer.name = name
     height, width = source.shape[:2]
     export.write_folder(Path(a.out), placed, width, height)
     print(f"restored {len(placed)} layers to {width}×{height} in {time.monotonic() - started:.2f} s → {a.out}", file=sys.stderr)

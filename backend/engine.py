@@ -72,9 +72,11 @@ def bucket_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def finish_layers(source: np.ndarray, layers: list[np.ndarray], restore: bool) -> list[PlacedLayer]:
+def finish_layers(
+    source: np.ndarray, layers: list[np.ndarray], restore: bool, names: list[str] | None = None
+) -> list[PlacedLayer]:
     """Model layers (bucket size) to layers at the source's size, cropped to content."""
-    names = layer_names(len(layers))
+    names = names or layer_names(len(layers))
     if restore:
         from .restore import restore_layers
 
