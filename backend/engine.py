@@ -36,6 +36,10 @@ from .settings import Settings
 
 log = logging.getLogger("layerbridge.engine")
 
+# Compiled captioning decodes into a fixed-size key/value cache: one size (rounded up to this) means one compilation
+# for every image and preset instead of one per prompt length.
+CAPTION_CACHE_STEP = 2048
+
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
 
@@ -99,6 +103,9 @@ class Engine:
         self._decode_seconds: float | None = None
         self._finish_seconds: float | None = None
         self.attention: str | None = None  # None: PyTorch's scaled_dot_product_attention
+        # Compiled captioning: the text encoder decodes with a static cache, which transformers compiles (CUDA graphs)
+        # on CUDA. Follows the compile lever, only with the whole model on the GPU.
+        self.caption_compiled = False
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
     # ---- loading -------------------------------------------------------------------------------------------
@@ -204,6 +211,7 @@ class Engine:
             pipe.transformer.set_attention_backend(self.attention)
         if self.memory.compile:
             enable_compile(pipe.transformer)
+        self.caption_compiled = self.memory.compile and self.memory.mode == MemoryMode.gpu
         self.pipe = pipe
         self.model_status.state = ModelState.ready
         log.info(
@@ -342,9 +350,20 @@ class Engine:
         inputs = pipe.vl_processor(text=template, images=prompt_image, padding=True, return_tensors="pt").to(
             pipe._execution_device
         )
-        generated = pipe.text_encoder.generate(
-            **inputs, max_new_tokens=max_tokens, stopping_criteria=StoppingCriteriaList([StopOnCancel()])
-        )
+        stop = StoppingCriteriaList([StopOnCancel()])
+        if self.caption_compiled:
+            need = inputs.input_ids.shape[1] + max_tokens
+            static = {"cache_implementation": "static", "max_cache_len": -(-need // CAPTION_CACHE_STEP) * CAPTION_CACHE_STEP}
+            try:
+                generated = pipe.text_encoder.generate(**inputs, max_new_tokens=max_tokens, stopping_criteria=stop, **static)
+            except JobCancelled:
+                raise
+            except Exception as exc:  # a compiler failure must not fail the job: caption without it from now on
+                log.warning("compiled captioning failed (%s: %s); captioning uncompiled from now on", type(exc).__name__, exc)
+                self.caption_compiled = False
+                generated = pipe.text_encoder.generate(**inputs, max_new_tokens=max_tokens, stopping_criteria=stop)
+        else:
+            generated = pipe.text_encoder.generate(**inputs, max_new_tokens=max_tokens, stopping_criteria=stop)
         trimmed = [out[len(inp):] for inp, out in zip(inputs.input_ids, generated)]
         caption = pipe.vl_processor.batch_decode(trimmed, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
         caption = caption.strip() or "an image"

@@ -138,3 +138,37 @@ def test_out_of_memory_fails_the_job_with_advice_and_the_engine_recovers(engine,
     monkeypatch.undo()
     r = engine.run(source(40, 30), JobParams.parse(FAST), lambda p: None, lambda: False)
     assert r.canvas_width == 40
+
+
+def test_compiled_captioning_gives_the_same_caption_and_falls_back_on_failure(engine, monkeypatch):
+    img = source(60, 44, 5)
+    params = JobParams.parse(dict(FAST, prompt=""))
+    plain = engine.run(img, params, lambda p: None, lambda: False).caption
+    te = engine.pipe.text_encoder
+    real_generate = te.generate
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("cache_implementation"))
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(te, "generate", spy)
+    engine._captions.clear()
+    engine.caption_compiled = True
+    try:
+        static = engine.run(img, params, lambda p: None, lambda: False).caption
+        assert seen == ["static"] and static == plain  # greedy decoding: the static cache changes nothing
+
+        def broken(*args, **kwargs):
+            seen.append(kwargs.get("cache_implementation"))
+            if kwargs.get("cache_implementation"):
+                raise RuntimeError("compiler error")
+            return real_generate(*args, **kwargs)
+
+        monkeypatch.setattr(te, "generate", broken)
+        engine._captions.clear()
+        seen.clear()
+        again = engine.run(img, params, lambda p: None, lambda: False).caption
+        assert again == plain and seen == ["static", None] and engine.caption_compiled is False
+    finally:
+        engine.caption_compiled = False
