@@ -6,14 +6,18 @@ RGBA VAE) with random weights, and run through the real Engine (memory plan, pre
 Random weights say nothing about quality; the relative deviation of each preset's final latents from Best on the
 same seed only catches a broken lever (NaN, or a jump far beyond the others).
 
-Phases, in this order, which the default keeps (fp8 quantises the transformer for good, so it comes last; each prints a row and appends it to OUT/results.jsonl as soon as it is measured):
-  presets  Best / Balanced / Fast, all weights on the GPU, eager; job start to layers ready, stage by stage
-  compile  regional compilation (first job includes compiling), then Fast and Best per-step time
-  modes    model CPU offload and group offload (bf16), a few steps each, peak VRAM; optional VRAM caps emulate cards
-  fp8      FP8 weights and activations (torchao), all on the GPU, then with model offload under a 24 GiB cap
+Phases, in this order by default (fp8 quantises the transformer for good, so every phase after it runs FP8); each
+prints a row and appends it to OUT/results.jsonl as soon as it is measured:
+  presets     the --presets (Best / Balanced / Fast), all weights on the GPU, eager; job start to layers ready
+  compile     regional compilation + compiled captioning: Fast (first job includes compiling), Best, Fast again
+  modes       a few steps all on the GPU, with model offload and with group offload (under --small-card-gib)
+  fp8         FP8 weights and activations (torchao) for the transformer
+  card24      a 24 GB card: model offload under a 24 GiB cap, Fast with its caption
+  card16      a 16 GB card: group offload with streams under a 16 GiB cap, a few steps, a short caption timed
+  fp8compile  all on the GPU again, FP8 + compilation, Fast twice (the first includes compiling)
 Phases stop being started once --budget-s is spent, so the script ends inside one device call.
 
-  python3 scripts/gpu_bench.py --out OUT                # the full run (about 7 minutes on an H200)
+  python3 scripts/gpu_bench.py --out OUT                # every phase (more than 8 minutes: pick --phases)
   python3 scripts/gpu_bench.py --phases modes --steps 4 # the memory-mode check (scripts/gpu_check.py)
   python3 scripts/gpu_bench.py --arch tiny --out /tmp/b # the same code paths on the CPU, in seconds
 """
@@ -49,6 +53,9 @@ class Bench:
         self.out.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.best_latents: Any = None
+        self.first_latents: dict[tuple[str, int], Any] = {}
+        self.fp8 = False
+        self.compiled = False
         self.command = " ".join(["python3", "scripts/gpu_bench.py", *sys.argv[1:]])
         rng = np.random.default_rng(0)
         self.image = rng.integers(0, 256, (args.height, args.width, 4), dtype=np.uint8)
@@ -131,7 +138,8 @@ class Bench:
         run_steps = steps or {"best": 50, "balanced": 30, "fast": 20}[preset]
         row = {
             "phase": label, "preset": preset, "steps": run_steps, "layers": self.args.layers,
-            "resolution": self.args.resolution, "mode": self.engine.memory.mode.value,
+            "resolution": self.args.resolution, "mode": self.engine.memory.mode.value, "fp8": self.fp8,
+            "compiled": self.compiled, "caption_compiled": self.engine.caption_compiled,
             "end_to_end_s": round(total, 2),
             **{k: round(v, 2) for k, v in result.timings.items()},
             "peak_vram_gib": self.peak_gib(),
@@ -140,46 +148,40 @@ class Bench:
         }
         denoise = result.timings.get("denoise_s", 0.0)
         row["s_per_step"] = round(denoise / run_steps, 3)
-        if self.best_latents is not None and latents.shape == self.best_latents.shape:
-            row["deviation_vs_best"] = round(float((latents - self.best_latents).norm() / self.best_latents.norm()), 4)
-        if preset == "best" and label == "presets":
+
+        def deviation(reference: Any) -> float:
+            return round(float((latents - reference).norm() / reference.norm()), 4)
+
+        if self.best_latents is not None and latents.shape == self.best_latents.shape and run_steps > 4:
+            row["deviation_vs_best"] = deviation(self.best_latents)
+        first = self.first_latents.setdefault((preset, run_steps), latents)
+        if first is not latents:
+            row["deviation_vs_first_same_preset"] = deviation(first)
+        if preset == "best" and self.best_latents is None and run_steps == 50:
             self.best_latents = latents
         self.record(row)
         return row
 
-    # ---- phases ------------------------------------------------------------------------------------------------
+    # ---- placing the model -------------------------------------------------------------------------------------
 
-    def phase_presets(self) -> None:
-        for preset in ("best", "balanced", "fast"):
-            self.job("presets", preset)
+    def _compile(self, on: bool) -> None:
+        """Regional compilation of the transformer plus compiled captioning (all on the GPU), or back to eager."""
+        from backend.memory import MemoryMode, enable_compile
 
-    def phase_compile(self) -> None:
-        from backend.memory import enable_compile
-
-        enable_compile(self.pipe.transformer)
-        try:
-            self.job("compile-first", "fast", compile_included=True)
-            self.job("compiled", "fast")
-            if self.time_left() > 150:
-                self.job("compiled", "best")
-        finally:
-            for block in self.pipe.transformer.transformer_blocks:  # back to eager for the next phases
+        if on:
+            enable_compile(self.pipe.transformer)
+            self.engine.caption_compiled = self.cuda and self.engine.memory.mode == MemoryMode.gpu
+        else:
+            for block in self.pipe.transformer.transformer_blocks:
                 block._compiled_call_impl = None
+            self.engine.caption_compiled = False
+        self.compiled = on
 
-    def _set_mode(self, mode: str) -> None:
-        from backend.memory import MemoryChoice, MemoryMode, apply_mode
-
-        self.pipe.remove_all_hooks()
-        self.pipe.to("cpu")
-        self.torch.cuda.empty_cache() if self.cuda else None
-        choice = MemoryChoice(MemoryMode(mode), "benchmark")
-        apply_mode(self.pipe, choice.mode, self.engine.device)
-        self.engine.memory = choice
-
-    def _back_to_gpu(self) -> None:
-        from backend.memory import MemoryChoice, MemoryMode
-
+    def _place(self, mode: str) -> None:
+        """Take every offload hook off, then place the pipeline in `mode` as the server would."""
         from diffusers.hooks import HookRegistry
+
+        from backend.memory import MemoryChoice, MemoryMode, apply_mode
 
         for component in (self.pipe.transformer, self.pipe.text_encoder, self.pipe.vae):
             for module in component.modules():
@@ -189,59 +191,129 @@ class Bench:
                         if registry.get_hook(name) is not None:
                             registry.remove_hook(name, recurse=False)
         self.pipe.remove_all_hooks()
-        self.pipe.to("cuda" if self.cuda else "cpu")
-        self.engine.memory = MemoryChoice(MemoryMode.gpu if self.cuda else MemoryMode.cpu, "benchmark")
+        target = MemoryMode(mode) if self.cuda else MemoryMode.cpu
+        if target not in (MemoryMode.gpu, MemoryMode.cpu):
+            self.pipe.to("cpu")
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+        apply_mode(self.pipe, target, self.engine.device)
+        self.engine.memory = MemoryChoice(target, "benchmark", fp8=self.fp8, compile=self.compiled)
+
+    # ---- phases ------------------------------------------------------------------------------------------------
+
+    def phase_presets(self) -> None:
+        for preset in self.args.presets.split(","):
+            self.job("presets", preset)
+
+    def phase_compile(self) -> None:
+        self._compile(True)
+        try:
+            self.job("compile-first", "fast", compile_included=True)
+            if self.time_left() > 120:
+                self.job("compiled", "best")
+            self.job("compiled", "fast")
+        finally:
+            self._compile(False)
 
     def phase_modes(self) -> None:
+        """The same few steps all on the GPU, with model offload and with group offload (under --small-card-gib)."""
         steps = self.args.steps
-        if self.engine.memory.mode.value == "cpu":
-            self.job("modes", "best", steps, prompt="a poster")
+        self.job("modes", "best", steps, prompt="a poster")
+        if not self.cuda:
             return
-        self.job("modes", "best", steps, prompt="a poster")  # all on the GPU, for comparison
-        self._set_mode("model_offload")
+        self._place("model_offload")
         self.job("modes", "best", steps, prompt="a poster")
         if self.time_left() > 90:
-            self._set_mode("group_offload")
+            self._place("group_offload")
             self.cap(self.args.small_card_gib)
             try:
                 self.job("modes", "best", steps, prompt="a poster", vram_cap_gib=self.args.small_card_gib)
             finally:
                 self.cap(None)
-        self._back_to_gpu()
+        self._place("gpu")
 
     def phase_fp8(self) -> None:
+        """FP8 weights and activations (torchao) for the transformer, for good: later phases run FP8."""
         from backend.memory import enable_fp8
 
         if not self.cuda:
             self.record({"phase": "fp8", "skipped": "no GPU"})
             return
-        try:
-            t = time.monotonic()
-            enable_fp8(self.pipe.transformer)
-            self.record({"phase": "fp8-quantize", "seconds": round(time.monotonic() - t, 1)})
-        except Exception as exc:
-            self.record({"phase": "fp8", "skipped": f"{type(exc).__name__}: {exc}"[:300]})
+        self._place("gpu")
+        t = time.monotonic()
+        enable_fp8(self.pipe.transformer)
+        self.fp8 = True
+        self.engine.memory.fp8 = True
+        self.torch.cuda.empty_cache()
+        self.record({"phase": "fp8-quantize", "seconds": round(time.monotonic() - t, 1),
+                     "vram_gib": round(self.torch.cuda.memory_allocated() / GIB, 2)})
+
+    def phase_card24(self) -> None:
+        """A 24 GB card: model offload (FP8 transformer after the fp8 phase) under a 24 GiB cap, Fast with caption."""
+        if not self.cuda:
+            self.record({"phase": "card24", "skipped": "no GPU"})
             return
-        self.job("fp8", "fast")
-        if self.time_left() > 60:
-            self._set_mode("model_offload")
-            self.cap(24)
-            try:
-                self.job("fp8-24gb", "fast", vram_cap_gib=24)
-            finally:
-                self.cap(None)
+        self._place("model_offload")
+        self.cap(24)
+        try:
+            self.job("card24", "fast", vram_cap_gib=24)
+        finally:
+            self.cap(None)
+
+    def phase_card16(self) -> None:
+        """A 16 GB card: group offload with streams under a 16 GiB cap; a few steps, then a short caption timed."""
+        from PIL import Image
+
+        from backend.job import JobParams
+
+        if not self.cuda:
+            self.record({"phase": "card16", "skipped": "no GPU"})
+            return
+        self._place("group_offload")
+        self.cap(self.args.small_card_gib)
+        try:
+            self.job("card16", "best", self.args.steps, prompt="a poster", vram_cap_gib=self.args.small_card_gib)
+            if self.time_left() > 40:
+                tokens = self.args.caption_probe_tokens
+                self.peak_reset()
+                t = time.monotonic()
+                caption = self.engine._caption(Image.fromarray(self.image, "RGBA"),
+                                               JobParams.parse({"resolution": self.args.resolution}), tokens,
+                                               lambda: False)
+                self.record({"phase": "card16-caption", "mode": "group_offload", "max_new_tokens": tokens,
+                             "caption_words": len(caption.split()), "seconds": round(time.monotonic() - t, 2),
+                             "peak_vram_gib": self.peak_gib(), "vram_cap_gib": self.args.small_card_gib})
+        finally:
+            self.cap(None)
+
+    def phase_fp8compile(self) -> None:
+        """All on the GPU, FP8 (after the fp8 phase) plus compilation: the fastest configuration."""
+        self._place("gpu")
+        self._compile(True)
+        try:
+            self.job("fp8-compile-first" if self.fp8 else "compile-first", "fast", compile_included=True)
+            if self.time_left() > 30:
+                self.job("fp8-compiled" if self.fp8 else "compiled", "fast")
+        finally:
+            self._compile(False)
+
+
+# the least time (s) a phase needs on an H200; it is not started with less left
+PHASE_SECONDS = {"presets": 30, "compile": 90, "modes": 60, "fp8": 20, "card24": 60, "card16": 50, "fp8compile": 120}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=["full", "tiny"], default="full")
-    p.add_argument("--phases", default="presets,compile,modes,fp8")
+    p.add_argument("--phases", default="presets,compile,modes,fp8,card24,card16,fp8compile")
+    p.add_argument("--presets", default="best,balanced,fast", help="presets the presets phase runs")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--resolution", type=int, default=640)
     p.add_argument("--width", type=int, default=1600, help="source image width (restoration runs at this size)")
     p.add_argument("--height", type=int, default=1200)
     p.add_argument("--steps", type=int, default=4, help="steps for the memory-mode jobs")
     p.add_argument("--small-card-gib", type=float, default=16.0, help="VRAM cap for the group-offload job")
+    p.add_argument("--caption-probe-tokens", type=int, default=16, help="caption length timed on the 16 GB card")
     p.add_argument("--budget-s", type=float, default=480.0, help="start no phase after this many seconds")
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     args = p.parse_args(argv)
@@ -253,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.record({"phase": "start", "command": bench.command})
     bench.build()
     for phase in args.phases.split(","):
-        if bench.time_left() < 30:
+        if bench.time_left() < PHASE_SECONDS.get(phase, 30):
             bench.record({"phase": phase, "skipped": "time budget spent"})
             continue
         try:
