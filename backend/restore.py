@@ -52,6 +52,9 @@ OWNER_SHARE = 0.25  # a layer showing at least this much may take the residual c
 HARD_REL = 0.2  # a ramp this steep relative to its contrast (per model pixel) is taken for a blurred step
 HARD_R = 4  # model pixels either side over which a ramp's contrast is measured
 HARD_K = 1.0  # how much such a ramp is steepened, per full-resolution pixel per model pixel
+MOVE_PRIOR = 1.0  # weight of "no offset" in a layer's misregistration fit (about 40 clear edge pixels' worth)
+ENERGY_PRIOR = 16.0  # pixels' worth of evidence behind the prior (the overall fine energy) of a layer's energy
+ENERGY_FLOOR = 0.02  # no layer's fine energy is taken below this share of the overall one
 
 
 # ---------------------------------------------------------------- model-resolution helpers
@@ -200,6 +203,99 @@ def _texture_variance(source: np.ndarray, guide: np.ndarray) -> float:
     return float(np.median(values)) + 1e-4
 
 
+def _layer_energy(
+    source: np.ndarray, stack: np.ndarray, alphas: list, visible: list, overall: float
+) -> np.ndarray:
+    """Energy of each layer's detail that the model's layers lack (finer than the model's pixels, or its colour
+    errors): the source's difference from the model's stack, upsampled, on sampled patches away from any model
+    edge, fitted as the sum over layers of the layer's energy times its visible share squared. A semi-transparent
+    layer's energy is so measured from what it adds to what lies below it; a layer with little evidence (text,
+    all edges) leans on the overall energy."""
+    H, W = source.shape[:2]
+    h, w = stack.shape[:2]
+    n = len(alphas)
+    edge = np.zeros((h, w), bool)
+    for a in alphas:
+        gy, gx = np.gradient(a)
+        edge |= (np.abs(gx) + np.abs(gy)) > 0.02
+    flat = Image.fromarray((~_dilate(edge, 1)).astype(np.uint8) * 255, "L")
+    channels = [Image.fromarray(np.ascontiguousarray(stack[..., c]), "F") for c in range(3)]
+    shares = [Image.fromarray(np.ascontiguousarray(v, np.float32), "F") for v in visible]
+    size = 32
+    lhs = np.zeros((n, n))
+    rhs = np.zeros(n)
+    count = 0
+    for fy in np.linspace(0.03, 0.97, 12):
+        for fx in np.linspace(0.03, 0.97, 12):
+            y0, x0 = int(fy * max(0, H - size)), int(fx * max(0, W - size))
+            y1, x1 = min(H, y0 + size), min(W, x0 + size)
+            box = (x0 * w / W, y0 * h / H, x1 * w / W, y1 * h / H)
+            tw, th = x1 - x0, y1 - y0
+            patch = source[y0:y1, x0:x1]
+            keep = (np.asarray(flat.resize((tw, th), Image.NEAREST, box=box)) > 0) & (patch[..., 3] == 255)
+            if not keep.any():
+                continue
+            pre = patch[..., :3][keep].astype(np.float32) * INV255
+            up = np.stack([_upsample(im, box, tw, th)[keep] for im in channels], axis=-1)
+            d2 = ((pre - up) ** 2).sum(axis=-1).astype(np.float64)
+            x = np.stack([_upsample(im, box, tw, th)[keep] ** 2 for im in shares], axis=1).astype(np.float64)
+            lhs += x.T @ x
+            rhs += x.T @ d2
+            count += int(keep.sum())
+    if count < 64:
+        return np.full(n, overall, np.float32)
+    energy = np.linalg.solve(lhs + ENERGY_PRIOR * np.eye(n), rhs + ENERGY_PRIOR * overall)
+    return np.maximum(energy, ENERGY_FLOOR * overall).astype(np.float32)
+
+
+def _composites(colours: list, alphas: list) -> tuple[list, list]:
+    """Premultiplied RGBA composites of the model's layers below and above each layer."""
+    n = len(alphas)
+    h, w = alphas[0].shape
+    below = []
+    acc = np.zeros((h, w, 4), np.float32)
+    for c, a in zip(colours, alphas):
+        below.append(acc)
+        acc = np.concatenate([c * a[..., None], a[..., None]], axis=-1) + acc * (1.0 - a[..., None])
+    above = [None] * n
+    acc = np.zeros((h, w, 4), np.float32)
+    for i in range(n - 1, -1, -1):
+        above[i] = acc
+        a = alphas[i][..., None]
+        acc = acc + (1.0 - acc[..., 3:4]) * np.concatenate([colours[i] * a, a], axis=-1)
+    return below, above
+
+
+def _misregistration(
+    target: np.ndarray, a: np.ndarray, colour: np.ndarray, below: np.ndarray, above: np.ndarray
+) -> tuple[float, float] | None:
+    """How far (dx, dy in model pixels, at most SHIFT) the layer must move to sit on the source: the alpha that
+    explains the source (RGBA, premultiplied, at the model's resolution) on the layer's visible edges, against
+    the model's alpha moved by a small offset (least squares, leaning on no offset). None if it hardly moves."""
+    gy, gx = np.gradient(a)
+    t = 1.0 - above[..., 3:4]
+    z0 = above + t * below
+    dz = t * (np.concatenate([colour, np.ones_like(a)[..., None]], axis=-1) - below)
+    dd = (dz * dz).sum(axis=-1)
+    use = (gx * gx + gy * gy > 0.02**2) & (dd > 0.05)
+    if int(use.sum()) < 16:
+        return None
+    seen = np.clip(((target - z0) * dz).sum(axis=-1)[use] / dd[use], -0.5, 1.5)
+    wgt = dd[use].astype(np.float64)
+    jac = np.stack([gx[use], gy[use]], axis=1).astype(np.float64)
+    lhs = (jac * wgt[:, None]).T @ jac + MOVE_PRIOR * np.eye(2)
+    d = np.clip(np.linalg.solve(lhs, (jac * wgt[:, None]).T @ (seen - a[use])), -SHIFT, SHIFT)
+    if np.abs(d).max() < 0.02:
+        return None
+    return float(d[0]), float(d[1])
+
+
+def _move(x: np.ndarray, d: tuple[float, float]) -> np.ndarray:
+    """x sampled at (x + dx, y + dy) (bicubic, edges extended)."""
+    img = Image.fromarray(np.ascontiguousarray(x, np.float32), "F")
+    return np.asarray(img.transform(img.size, Image.AFFINE, (1, 0, d[0], 0, 1, d[1]), Image.BICUBIC))
+
+
 def _drift(
     guide: np.ndarray, s_alpha: np.ndarray, fills: list, alphas: list, visible: list
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -273,18 +369,25 @@ class _Prepared:
 
         colours = _parallel(colour_of, range(n))
 
-        # premultiplied composites of the model's layers below and above each layer
-        below = []
-        acc = np.zeros((h, w, 4), np.float32)
-        for c, a in zip(colours, alphas):
-            below.append(acc)
-            acc = np.concatenate([c * a[..., None], a[..., None]], axis=-1) + acc * (1.0 - a[..., None])
-        above_c = [None] * n
-        acc = np.zeros((h, w, 4), np.float32)
-        for i in range(n - 1, -1, -1):
-            above_c[i] = acc
-            a = alphas[i][..., None]
-            acc = acc + (1.0 - acc[..., 3:4]) * np.concatenate([colours[i] * a, a], axis=-1)
+        # premultiplied composites of the model's layers below and above each layer; a layer the model drew a
+        # little off (a sub-pixel offset its visible edges show) is moved onto the source first, so that its
+        # hidden edges and content move with it
+        below, above_c = _composites(colours, alphas)
+        target = np.concatenate([guide, s_alpha[..., None]], axis=-1)
+        moves = _parallel(lambda i: _misregistration(target, alphas[i], colours[i], below[i], above_c[i]), range(n))
+        for i, d in enumerate(moves):
+            if d is not None:
+                alphas[i] = np.clip(_move(alphas[i], d), 0.0, 1.0)
+                colours[i] = np.clip(np.stack([_move(colours[i][..., c], d) for c in range(3)], axis=-1), 0.0, 1.0)
+        if any(d is not None for d in moves):
+            below, above_c = _composites(colours, alphas)
+            above = np.ones((h, w), np.float32)
+            for i in range(n - 1, -1, -1):
+                visible[i] = alphas[i] * above
+                above = above * (1.0 - alphas[i])
+        self.moves = moves
+        self.energy = _layer_energy(source, below[-1][..., :3] * (1.0 - alphas[-1][..., None])
+                                    + colours[-1] * alphas[-1][..., None], alphas, visible, variance)
 
         self.weight: list[Image.Image] = []  # prior's weight against the source's evidence
         self.without: list[Image.Image] = []  # the pixel as the model sees it without this layer (CMYK = RGBA)
@@ -612,10 +715,24 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     owned = [owner == j for j in range(m)]
     v_own = np.zeros((th, tw), np.float32)
     rest = np.zeros((th, tw, 3), np.float32)  # what the other layers show
-    qc = []
+    qc = [colour[j].astype(np.float32) * INV255 for j in range(m)]
+    if m > 1:
+        # what the model's stack misses is shared by the visible layers as a least-squares guess would: each
+        # takes a part in proportion to its visible share times its fine energy (texture behind a flat
+        # semi-transparent layer stays behind it, a textured one keeps its own); the owner takes the rest
+        miss = s_pre.copy()
+        total = np.full((th, tw), 1e-12, np.float32)
+        for j in range(m):
+            miss -= vis[j][..., None] * qc[j]
+            total += vis[j] * vis[j] * prep.energy[idx[j]]
+        miss /= total[..., None]
+        for j in range(m):
+            k = np.where(owned[j], F0, vis[j] * prep.energy[idx[j]])
+            if (k > 1e-6).any():
+                qc[j] = _q(np.clip(qc[j] + k[..., None] * miss, F0, F1))
+                colour[j] = _to_u8(qc[j])
     for j in range(m):
-        c = colour[j].astype(np.float32) * INV255
-        qc.append(c)
+        c = qc[j]
         v_own = np.where(owned[j], vis[j], v_own)
         rest += np.where(owned[j], F0, vis[j])[..., None] * c
     safe = np.maximum(v_own, 1e-6)[..., None]
