@@ -55,6 +55,9 @@ HARD_K = 1.0  # how much such a ramp is steepened, per full-resolution pixel per
 MOVE_PRIOR = 1.0  # weight of "no offset" in a layer's misregistration fit (about 40 clear edge pixels' worth)
 ENERGY_PRIOR = 16.0  # pixels' worth of evidence behind the prior (the overall fine energy) of a layer's energy
 ENERGY_FLOOR = 0.02  # no layer's fine energy is taken below this share of the overall one
+F1 = np.float32(1.0)
+F0 = np.float32(0.0)
+INV255 = np.float32(1.0 / 255.0)
 
 
 # ---------------------------------------------------------------- model-resolution helpers
@@ -252,17 +255,23 @@ def _composites(colours: list, alphas: list) -> tuple[list, list]:
     """Premultiplied RGBA composites of the model's layers below and above each layer."""
     n = len(alphas)
     h, w = alphas[0].shape
-    below = []
-    acc = np.zeros((h, w, 4), np.float32)
+    own = []
     for c, a in zip(colours, alphas):
+        p = np.empty((h, w, 4), np.float32)
+        np.multiply(c, a[..., None], out=p[..., :3])
+        p[..., 3] = a
+        own.append(p)
+    below = [np.zeros((h, w, 4), np.float32)]
+    for i in range(n - 1):
+        acc = below[i] * (F1 - alphas[i])[..., None]
+        acc += own[i]
         below.append(acc)
-        acc = np.concatenate([c * a[..., None], a[..., None]], axis=-1) + acc * (1.0 - a[..., None])
     above = [None] * n
-    acc = np.zeros((h, w, 4), np.float32)
-    for i in range(n - 1, -1, -1):
-        above[i] = acc
-        a = alphas[i][..., None]
-        acc = acc + (1.0 - acc[..., 3:4]) * np.concatenate([colours[i] * a, a], axis=-1)
+    above[n - 1] = np.zeros((h, w, 4), np.float32)
+    for i in range(n - 1, 0, -1):
+        acc = own[i] * (F1 - above[i][..., 3])[..., None]
+        acc += above[i]
+        above[i - 1] = acc
     return below, above
 
 
@@ -271,29 +280,51 @@ def _misregistration(
 ) -> tuple[float, float] | None:
     """How far (dx, dy in model pixels, at most SHIFT) the layer must move to sit on the source: the alpha that
     explains the source (RGBA, premultiplied, at the model's resolution) on the layer's visible edges, against
-    the model's alpha moved by a small offset (least squares, leaning on no offset). None if it hardly moves."""
-    gy, gx = np.gradient(a)
+    the model's alpha moved by a small offset (least squares, leaning on no offset; refined once). None if it
+    hardly moves."""
     t = 1.0 - above[..., 3:4]
     z0 = above + t * below
     dz = t * (np.concatenate([colour, np.ones_like(a)[..., None]], axis=-1) - below)
     dd = (dz * dz).sum(axis=-1)
-    use = (gx * gx + gy * gy > 0.02**2) & (dd > 0.05)
-    if int(use.sum()) < 16:
-        return None
-    seen = np.clip(((target - z0) * dz).sum(axis=-1)[use] / dd[use], -0.5, 1.5)
-    wgt = dd[use].astype(np.float64)
-    jac = np.stack([gx[use], gy[use]], axis=1).astype(np.float64)
-    lhs = (jac * wgt[:, None]).T @ jac + MOVE_PRIOR * np.eye(2)
-    d = np.clip(np.linalg.solve(lhs, (jac * wgt[:, None]).T @ (seen - a[use])), -SHIFT, SHIFT)
+    seen = np.clip(((target - z0) * dz).sum(axis=-1) / np.maximum(dd, 1e-6), -0.5, 1.5)
+    d = np.zeros(2)
+    moved = a
+    for _ in range(1):
+        gy, gx = np.gradient(moved)
+        use = (gx * gx + gy * gy > 0.02**2) & (dd > 0.05)
+        if int(use.sum()) < 16:
+            return None
+        wgt = dd[use].astype(np.float64)
+        jac = np.stack([gx[use], gy[use]], axis=1).astype(np.float64)
+        lhs = (jac * wgt[:, None]).T @ jac + MOVE_PRIOR * np.eye(2)
+        step = np.linalg.solve(lhs, (jac * wgt[:, None]).T @ (seen[use] - moved[use]) - MOVE_PRIOR * d)
+        d = np.clip(d + step, -SHIFT, SHIFT)
+        moved = np.clip(_move(a, (float(d[0]), float(d[1]))), 0.0, 1.0)
     if np.abs(d).max() < 0.02:
         return None
     return float(d[0]), float(d[1])
 
 
 def _move(x: np.ndarray, d: tuple[float, float]) -> np.ndarray:
-    """x sampled at (x + dx, y + dy) (bicubic, edges extended)."""
-    img = Image.fromarray(np.ascontiguousarray(x, np.float32), "F")
-    return np.asarray(img.transform(img.size, Image.AFFINE, (1, 0, d[0], 0, 1, d[1]), Image.BICUBIC))
+    """x (h, w, ...) sampled at (x + dx, y + dy): cubic convolution (a = -0.5), borders extended."""
+    out = np.asarray(x, np.float32)
+    for axis, shift in ((1, d[0]), (0, d[1])):
+        k = int(np.floor(shift))
+        f = shift - k
+        taps = (  # Keys' cubic weights for the samples at offsets k-1 .. k+2
+            ((-0.5 * f + 1.0) * f - 0.5) * f,
+            (1.5 * f - 2.5) * f * f + 1.0,
+            ((-1.5 * f + 2.0) * f + 0.5) * f,
+            (0.5 * f - 0.5) * f * f,
+        )
+        n = out.shape[axis]
+        pos = np.arange(n)
+        acc = None
+        for t, wgt in zip(range(k - 1, k + 3), taps):
+            part = np.take(out, np.clip(pos + t, 0, n - 1), axis=axis) * np.float32(wgt)
+            acc = part if acc is None else acc + part
+        out = acc
+    return out
 
 
 def _drift(
@@ -338,7 +369,13 @@ class _Prepared:
     def __init__(self, source: np.ndarray, layers: Sequence[np.ndarray]) -> None:
         h, w = layers[0].shape[:2]
         self.h, self.w = h, w
-        small = np.asarray(Image.fromarray(source, "RGBA").resize((w, h), Image.BOX), dtype=np.float32) / 255.0
+        # an opaque source needs no premultiplied resampling (Pillow's RGBA resize converts the full image twice)
+        self.opaque_source = bool(source[..., 3].min() == 255)
+        mode = "RGBX" if self.opaque_source else "RGBA"
+        small = np.asarray(Image.fromarray(source, mode).resize((w, h), Image.BOX).convert("RGBA"), dtype=np.float32)
+        small /= np.float32(255.0)
+        if mode == "RGBX":
+            small[..., 3] = 1.0
         s_alpha = small[..., 3]
         guide = small[..., :3] * s_alpha[..., None]
         model = [layer.astype(np.float32) / 255.0 for layer in layers]
@@ -377,8 +414,8 @@ class _Prepared:
         moves = _parallel(lambda i: _misregistration(target, alphas[i], colours[i], below[i], above_c[i]), range(n))
         for i, d in enumerate(moves):
             if d is not None:
-                alphas[i] = np.clip(_move(alphas[i], d), 0.0, 1.0)
-                colours[i] = np.clip(np.stack([_move(colours[i][..., c], d) for c in range(3)], axis=-1), 0.0, 1.0)
+                moved = np.clip(_move(np.concatenate([colours[i], alphas[i][..., None]], axis=-1), d), 0.0, 1.0)
+                colours[i], alphas[i] = np.ascontiguousarray(moved[..., :3]), np.ascontiguousarray(moved[..., 3])
         if any(d is not None for d in moves):
             below, above_c = _composites(colours, alphas)
             above = np.ones((h, w), np.float32)
@@ -547,18 +584,16 @@ def _grow(b: list[int], alpha: np.ndarray, Y0: int, X0: int) -> None:
     b[3] = max(b[3], X0 + int(cols[-1]) + 1)
 
 
-def _write(out, bounds, i, rect, a8: np.ndarray, rgb8: np.ndarray) -> None:
-    """Write one layer's tile into its (zeroed, written once) canvas; no colour under alpha 0."""
+def _write(out, bounds, i, rect, a8: np.ndarray, rgb8: np.ndarray, own: np.ndarray, c8: np.ndarray) -> None:
+    """Write one layer's tile into its (zeroed, written once) canvas: its colour, the owner's colour where it
+    owns the pixel, no colour under alpha 0."""
     if not a8.any():
         return
-    Y0, Y1, X0, X1 = rect
-    dst = out[i][Y0:Y1, X0:X1]
-    dst[..., 3] = a8
-    if a8.all():
-        dst[..., :3] = rgb8
-    else:
-        np.copyto(dst[..., :3], rgb8, where=(a8 != 0)[..., None])
-    _grow(bounds[i], a8, Y0, X0)
+    px = np.empty(a8.shape + (4,), np.uint8)
+    px[..., :3] = rgb8
+    np.copyto(px[..., :3], c8, where=own[..., None])
+    px[..., 3] = a8
+    _write_rgba(out, bounds, i, rect, px)
 
 
 def _write_rgba(out, bounds, i, rect, px: np.ndarray) -> None:
@@ -570,9 +605,11 @@ def _write_rgba(out, bounds, i, rect, px: np.ndarray) -> None:
     dst = out[i][Y0:Y1, X0:X1]
     if a8.all():
         dst[...] = px
+        b = bounds[i]
+        b[0], b[1], b[2], b[3] = min(b[0], Y0), min(b[1], X0), max(b[2], Y1), max(b[3], X1)
     else:
         np.copyto(dst, px, where=(a8 != 0)[..., None])
-    _grow(bounds[i], a8, Y0, X0)
+        _grow(bounds[i], a8, Y0, X0)
 
 
 def _q(x: np.ndarray) -> np.ndarray:
@@ -584,15 +621,12 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
     return np.rint(x * np.float32(255.0)).astype(np.uint8)
 
 
-F1 = np.float32(1.0)
-F0 = np.float32(0.0)
-INV255 = np.float32(1.0 / 255.0)
 
 
 def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     Y0, Y1, X0, X1 = rect
     th, tw = Y1 - Y0, X1 - X0
-    opaque_src = bool(src[..., 3].min() == 255)
+    opaque_src = prep.opaque_source or bool(src[..., 3].min() == 255)
     solid = [bool(prep.solid[i][region].all()) for i in idx]
 
     # below the top-most solid layer nothing shows in an opaque tile: those layers keep the model's pixels
@@ -622,13 +656,17 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     # sees them), weighed against the model's alpha
     alpha = []
     colour = []
+    qc = []
     for j, i in enumerate(idx):
         px = _upsample(prep.pixels[i], box, tw, th)
+        pf = px.astype(np.float32)
+        pf *= INV255
         colour.append(px[..., :3])
+        qc.append(pf[..., :3])
         if solid[j]:
             alpha.append(np.ones((th, tw), np.float32))
             continue
-        prior = px[..., 3] * INV255
+        prior = pf[..., 3]
         if prep.band[i][region].any():
             hard, where = prep.hard[i]
             if where[region].any():
@@ -715,7 +753,6 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     owned = [owner == j for j in range(m)]
     v_own = np.zeros((th, tw), np.float32)
     rest = np.zeros((th, tw, 3), np.float32)  # what the other layers show
-    qc = [colour[j].astype(np.float32) * INV255 for j in range(m)]
     if m > 1:
         # what the model's stack misses is shared by the visible layers as a least-squares guess would: each
         # takes a part in proportion to its visible share times its fine energy (texture behind a flat
@@ -756,5 +793,4 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
 
     c8 = _to_u8(c_new)
     for j, i in enumerate(idx):
-        rgb8 = np.where(owned[j][..., None], c8, colour[j])
-        _write(out, bounds, i, rect, _to_u8(q[j]), rgb8)
+        _write(out, bounds, i, rect, _to_u8(q[j]), colour[j], owned[j], c8)
