@@ -280,26 +280,24 @@ def _misregistration(
 ) -> tuple[float, float] | None:
     """How far (dx, dy in model pixels, at most SHIFT) the layer must move to sit on the source: the alpha that
     explains the source (RGBA, premultiplied, at the model's resolution) on the layer's visible edges, against
-    the model's alpha moved by a small offset (least squares, leaning on no offset; refined once). None if it
-    hardly moves."""
-    t = 1.0 - above[..., 3:4]
-    z0 = above + t * below
-    dz = t * (np.concatenate([colour, np.ones_like(a)[..., None]], axis=-1) - below)
+    the model's alpha moved by a small offset (least squares, leaning on no offset). None if it hardly moves."""
+    gy, gx = np.gradient(a)
+    use = gx * gx + gy * gy > 0.02**2
+    if int(np.count_nonzero(use)) < 16:
+        return None
+    ab, be = above[use], below[use]  # (N, 4): only the layer's edges matter
+    t = 1.0 - ab[:, 3:4]
+    z0 = ab + t * be
+    dz = t * (np.concatenate([colour[use], np.ones((len(ab), 1), np.float32)], axis=-1) - be)
     dd = (dz * dz).sum(axis=-1)
-    seen = np.clip(((target - z0) * dz).sum(axis=-1) / np.maximum(dd, 1e-6), -0.5, 1.5)
-    d = np.zeros(2)
-    moved = a
-    for _ in range(1):
-        gy, gx = np.gradient(moved)
-        use = (gx * gx + gy * gy > 0.02**2) & (dd > 0.05)
-        if int(use.sum()) < 16:
-            return None
-        wgt = dd[use].astype(np.float64)
-        jac = np.stack([gx[use], gy[use]], axis=1).astype(np.float64)
-        lhs = (jac * wgt[:, None]).T @ jac + MOVE_PRIOR * np.eye(2)
-        step = np.linalg.solve(lhs, (jac * wgt[:, None]).T @ (seen[use] - moved[use]) - MOVE_PRIOR * d)
-        d = np.clip(d + step, -SHIFT, SHIFT)
-        moved = np.clip(_move(a, (float(d[0]), float(d[1]))), 0.0, 1.0)
+    clear = dd > 0.05
+    if int(np.count_nonzero(clear)) < 16:
+        return None
+    seen = np.clip(((target[use] - z0) * dz).sum(axis=-1)[clear] / dd[clear], -0.5, 1.5)
+    wgt = dd[clear].astype(np.float64)
+    jac = np.stack([gx[use][clear], gy[use][clear]], axis=1).astype(np.float64)
+    lhs = (jac * wgt[:, None]).T @ jac + MOVE_PRIOR * np.eye(2)
+    d = np.clip(np.linalg.solve(lhs, (jac * wgt[:, None]).T @ (seen - a[use][clear])), -SHIFT, SHIFT)
     if np.abs(d).max() < 0.02:
         return None
     return float(d[0]), float(d[1])
@@ -506,34 +504,33 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
     sx, sy = w / W, h / H
     out = [np.zeros((H, W, 4), np.uint8) for _ in range(n)]
 
-    def tile_rows(rows: range) -> list[list[int]]:
+    def tiles(corners: list[tuple[int, int]]) -> list[list[int]]:
         bounds = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1 of non-zero alpha
-        for Y0 in rows:
-            Y1 = min(H, Y0 + TILE)
-            for X0 in range(0, W, TILE):
-                X1 = min(W, X0 + TILE)
-                box = (X0 * sx, Y0 * sy, X1 * sx, Y1 * sy)
-                ly0, ly1 = max(0, int(box[1]) - 1), min(h, int(np.ceil(box[3])) + 1)
-                lx0, lx1 = max(0, int(box[0]) - 1), min(w, int(np.ceil(box[2])) + 1)
-                idx = [i for i in range(n) if prep.active[i][ly0:ly1, lx0:lx1].any()]
-                src = source[Y0:Y1, X0:X1]
-                if idx:
-                    region = (slice(ly0, ly1), slice(lx0, lx1))
-                    _tile(src, idx, prep, region, box, out, (Y0, Y1, X0, X1), bounds)
-                elif src[..., 3].any():
-                    # no layer reaches here: the bottom layer takes the source as it is
-                    out[0][Y0:Y1, X0:X1] = np.where(src[..., 3:4] > 0, src, 0)
-                    _grow(bounds[0], src[..., 3], Y0, X0)
+        for Y0, X0 in corners:
+            Y1, X1 = min(H, Y0 + TILE), min(W, X0 + TILE)
+            box = (X0 * sx, Y0 * sy, X1 * sx, Y1 * sy)
+            ly0, ly1 = max(0, int(box[1]) - 1), min(h, int(np.ceil(box[3])) + 1)
+            lx0, lx1 = max(0, int(box[0]) - 1), min(w, int(np.ceil(box[2])) + 1)
+            idx = [i for i in range(n) if prep.active[i][ly0:ly1, lx0:lx1].any()]
+            src = source[Y0:Y1, X0:X1]
+            if idx:
+                region = (slice(ly0, ly1), slice(lx0, lx1))
+                _tile(src, idx, prep, region, box, out, (Y0, Y1, X0, X1), bounds)
+            elif src[..., 3].any():
+                # no layer reaches here: the bottom layer takes the source as it is
+                out[0][Y0:Y1, X0:X1] = np.where(src[..., 3:4] > 0, src, 0)
+                _grow(bounds[0], src[..., 3], Y0, X0)
         return bounds
 
-    # tiles are independent and numpy and Pillow release the GIL while they work: one thread per core
-    starts = list(range(0, H, TILE))
-    workers = max(1, min(_cores(), len(starts)))
+    # tiles are independent and numpy and Pillow release the GIL while they work: one thread per core, each
+    # taking every so-many-th tile (neighbouring tiles cost alike, so the shares are even)
+    corners = [(Y0, X0) for Y0 in range(0, H, TILE) for X0 in range(0, W, TILE)]
+    workers = max(1, min(_cores(), len(corners)))
     if workers == 1:
-        parts = [tile_rows(range(0, H, TILE))]
+        parts = [tiles(corners)]
     else:
         with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(tile_rows, [starts[k::workers] for k in range(workers)]))
+            parts = list(pool.map(tiles, [corners[k::workers] for k in range(workers)]))
     bounds = [
         [min(p[i][0] for p in parts), min(p[i][1] for p in parts), max(p[i][2] for p in parts), max(p[i][3] for p in parts)]
         for i in range(n)
@@ -607,8 +604,8 @@ def _write_rgba(out, bounds, i, rect, px: np.ndarray) -> None:
         dst[...] = px
         b = bounds[i]
         b[0], b[1], b[2], b[3] = min(b[0], Y0), min(b[1], X0), max(b[2], Y1), max(b[3], X1)
-    else:
-        np.copyto(dst, px, where=(a8 != 0)[..., None])
+    else:  # the canvas is zero and written once: clear the colour under alpha 0 here, then copy
+        dst[...] = px * (a8 != 0)[..., None]
         _grow(bounds[i], a8, Y0, X0)
 
 
@@ -781,6 +778,15 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
         for j in range(m):
             sel = bad & ~owned[j] & (vis[j] > 1.0 / 255.0)
             if not sel.any():
+                continue
+            if 8 * int(np.count_nonzero(sel)) > sel.size:  # many pixels: whole-tile operations are cheaper
+                v = np.where(sel, vis[j], F1)[..., None]
+                nj = _q(np.clip(qc[j] + err / v, 0.0, 1.0))
+                step = np.where(sel[..., None], v * (nj - qc[j]), F0)
+                err -= step
+                rest += step
+                qc[j] = np.where(sel[..., None], nj, qc[j])
+                colour[j] = np.where(sel[..., None], _to_u8(nj), colour[j])
                 continue
             cj = qc[j][sel]
             nj = _q(np.clip(cj + err[sel] / vis[j][sel][:, None], 0.0, 1.0))
