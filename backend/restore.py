@@ -581,14 +581,19 @@ def _grow(b: list[int], alpha: np.ndarray, Y0: int, X0: int) -> None:
     b[3] = max(b[3], X0 + int(cols[-1]) + 1)
 
 
-def _write(out, bounds, i, rect, a8: np.ndarray, rgb8: np.ndarray, own: np.ndarray, c8: np.ndarray) -> None:
-    """Write one layer's tile into its (zeroed, written once) canvas: its colour, the owner's colour where it
-    owns the pixel, no colour under alpha 0."""
+def _write(out, bounds, i, rect, a8: np.ndarray, rgb8: np.ndarray, raw: np.ndarray, own: np.ndarray, c8) -> None:
+    """Write one layer's tile into its (zeroed, written once) canvas: its colour (`rgb8`, a view of the
+    upsampled RGBA `raw` if unchanged), the owner's colour (`c8`, RGBA) where it owns the pixel, no colour under
+    alpha 0. Whole pixels are moved as 32-bit words."""
     if not a8.any():
         return
-    px = np.empty(a8.shape + (4,), np.uint8)
-    px[..., :3] = rgb8
-    np.copyto(px[..., :3], c8, where=own[..., None])
+    if rgb8.base is raw:
+        px = raw.copy()
+    else:
+        px = np.empty(a8.shape + (4,), np.uint8)
+        px[..., :3] = rgb8
+    if own.any():
+        px = np.where(own[..., None], c8.view(np.uint32), px.view(np.uint32)).view(np.uint8)
     px[..., 3] = a8
     _write_rgba(out, bounds, i, rect, px)
 
@@ -605,7 +610,7 @@ def _write_rgba(out, bounds, i, rect, px: np.ndarray) -> None:
         b = bounds[i]
         b[0], b[1], b[2], b[3] = min(b[0], Y0), min(b[1], X0), max(b[2], Y1), max(b[3], X1)
     else:  # the canvas is zero and written once: clear the colour under alpha 0 here, then copy
-        dst[...] = px * (a8 != 0)[..., None]
+        dst.view(np.uint32)[...] = px.view(np.uint32) * (a8 != 0)[..., None]
         _grow(bounds[i], a8, Y0, X0)
 
 
@@ -654,8 +659,10 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     alpha = []
     colour = []
     qc = []
+    raw = []
     for j, i in enumerate(idx):
         px = _upsample(prep.pixels[i], box, tw, th)
+        raw.append(px)
         pf = px.astype(np.float32)
         pf *= INV255
         colour.append(px[..., :3])
@@ -748,55 +755,59 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
             pick[more] = j
         owner = np.where(owner < 0, pick, owner)
     owned = [owner == j for j in range(m)]
+    # colours channel first, (3, th, tw): per-pixel weights then broadcast over the leading axis (fast in numpy)
+    sc = np.ascontiguousarray(s_pre.transpose(2, 0, 1))
+    qc = [np.ascontiguousarray(c.transpose(2, 0, 1)) for c in qc]
+    changed = [False] * m
     v_own = np.zeros((th, tw), np.float32)
-    rest = np.zeros((th, tw, 3), np.float32)  # what the other layers show
+    rest = np.zeros((3, th, tw), np.float32)  # what the other layers show
     if m > 1:
         # what the model's stack misses is shared by the visible layers as a least-squares guess would: each
         # takes a part in proportion to its visible share times its fine energy (texture behind a flat
         # semi-transparent layer stays behind it, a textured one keeps its own); the owner takes the rest
-        miss = s_pre.copy()
+        miss = sc.copy()
         total = np.full((th, tw), 1e-12, np.float32)
         for j in range(m):
-            miss -= vis[j][..., None] * qc[j]
+            miss -= vis[j] * qc[j]
             total += vis[j] * vis[j] * prep.energy[idx[j]]
-        miss /= total[..., None]
+        miss /= total
         for j in range(m):
             k = np.where(owned[j], F0, vis[j] * prep.energy[idx[j]])
             if (k > 1e-6).any():
-                qc[j] = _q(np.clip(qc[j] + k[..., None] * miss, F0, F1))
-                colour[j] = _to_u8(qc[j])
+                qc[j] = _q(np.clip(qc[j] + k * miss, F0, F1))
+                changed[j] = True
     for j in range(m):
-        c = qc[j]
         v_own = np.where(owned[j], vis[j], v_own)
-        rest += np.where(owned[j], F0, vis[j])[..., None] * c
-    safe = np.maximum(v_own, 1e-6)[..., None]
-    c_new = _q(np.clip((s_pre - rest) / safe, F0, F1))
-    err = s_pre - rest - v_own[..., None] * c_new
+        rest += np.where(owned[j], F0, vis[j]) * qc[j]
+    safe = np.maximum(v_own, 1e-6)
+    c_new = _q(np.clip((sc - rest) / safe, F0, F1))
+    err = sc - rest - v_own * c_new
     # where the owner could not take everything (its colour clipped) the other visible layers take the rest
-    bad = np.maximum(np.maximum(np.abs(err[..., 0]), np.abs(err[..., 1])), np.abs(err[..., 2])) > 1.0 / 255.0
+    bad = np.maximum(np.maximum(np.abs(err[0]), np.abs(err[1])), np.abs(err[2])) > 1.0 / 255.0
     if bad.any():
         for j in range(m):
             sel = bad & ~owned[j] & (vis[j] > 1.0 / 255.0)
             if not sel.any():
                 continue
+            changed[j] = True
             if 8 * int(np.count_nonzero(sel)) > sel.size:  # many pixels: whole-tile operations are cheaper
-                v = np.where(sel, vis[j], F1)[..., None]
+                v = np.where(sel, vis[j], F1)
                 nj = _q(np.clip(qc[j] + err / v, 0.0, 1.0))
-                step = np.where(sel[..., None], v * (nj - qc[j]), F0)
+                step = np.where(sel, v * (nj - qc[j]), F0)
                 err -= step
                 rest += step
-                qc[j] = np.where(sel[..., None], nj, qc[j])
-                colour[j] = np.where(sel[..., None], _to_u8(nj), colour[j])
+                qc[j] = np.where(sel, nj, qc[j])
                 continue
-            cj = qc[j][sel]
-            nj = _q(np.clip(cj + err[sel] / vis[j][sel][:, None], 0.0, 1.0))
-            err[sel] -= vis[j][sel][:, None] * (nj - cj)
-            rest[sel] += vis[j][sel][:, None] * (nj - cj)
-            qc[j][sel] = nj
-            colour[j] = colour[j].copy()
-            colour[j][sel] = _to_u8(nj)
-        c_new = _q(np.clip((s_pre - rest) / safe, F0, F1))  # the owner absorbs the rounding once more
+            cj = qc[j][:, sel]
+            vj = vis[j][sel]
+            nj = _q(np.clip(cj + err[:, sel] / vj, 0.0, 1.0))
+            err[:, sel] -= vj * (nj - cj)
+            rest[:, sel] += vj * (nj - cj)
+            qc[j][:, sel] = nj
+        c_new = _q(np.clip((sc - rest) / safe, F0, F1))  # the owner absorbs the rounding once more
 
-    c8 = _to_u8(c_new)
+    c8 = np.zeros((th, tw, 4), np.uint8)
+    c8[..., :3] = _to_u8(c_new).transpose(1, 2, 0)
     for j, i in enumerate(idx):
-        _write(out, bounds, i, rect, _to_u8(q[j]), colour[j], owned[j], c8)
+        rgb8 = _to_u8(qc[j]).transpose(1, 2, 0) if changed[j] else colour[j]
+        _write(out, bounds, i, rect, _to_u8(q[j]), rgb8, raw[j], owned[j], c8)
