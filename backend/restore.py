@@ -379,7 +379,8 @@ class _Prepared:
         model = [layer.astype(np.float32) / 255.0 for layer in layers]
         alphas = [m[..., 3] for m in model]
         n = len(model)
-        variance = _texture_variance(source, guide)
+        helper = ThreadPoolExecutor(1)  # the source's fine energy is measured while the layers are prepared
+        pending = helper.submit(_texture_variance, source, guide)
 
         # visible weight of each model layer, to measure colour drift where a layer is plainly visible
         above = np.ones((h, w), np.float32)
@@ -390,6 +391,8 @@ class _Prepared:
 
         fills = _parallel(lambda i: _fill_colour(model[i][..., :3] * alphas[i][..., None], alphas[i]), range(n))
         gains, offsets = _drift(guide, s_alpha, fills, alphas, visible)
+        variance = pending.result()
+        helper.shutdown()
 
         def colour_of(i: int) -> np.ndarray:
             colour = fills[i] * gains[i] + offsets[i]
@@ -677,8 +680,9 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
                 prior = _sharpen(prior, _upsample(hard, box, tw, th), prep.scale)
             weight = _upsample(prep.weight[i], box, tw, th)
             z0 = _upsample(prep.without[i], box, tw, th).astype(np.float32)
-            dz = _upsample(prep.opaque[i], box, tw, th) * INV255 - z0 * INV255
             z0 *= INV255
+            dz = _upsample(prep.opaque[i], box, tw, th) * INV255
+            dz -= z0
             num = np.einsum("...c,...c->...", dz, s - z0) + weight * prior
             prior = num / (np.einsum("...c,...c->...", dz, dz) + weight)
         alpha.append(np.clip(prior, F0, F1))
