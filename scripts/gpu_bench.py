@@ -166,14 +166,13 @@ class Bench:
 
     def _compile(self, on: bool) -> None:
         """Regional compilation of the transformer plus compiled captioning (all on the GPU), or back to eager."""
-        from backend.memory import MemoryMode, enable_compile
+        from backend.memory import MemoryMode, disable_compile, enable_compile
 
         if on:
             enable_compile(self.pipe.transformer)
             self.engine.caption_compiled = self.cuda and self.engine.memory.mode == MemoryMode.gpu
         else:
-            for block in self.pipe.transformer.transformer_blocks:
-                block._compiled_call_impl = None
+            disable_compile(self.pipe.transformer)
             self.engine.caption_compiled = False
         self.compiled = on
 
