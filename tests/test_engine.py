@@ -172,3 +172,22 @@ def test_compiled_captioning_gives_the_same_caption_and_falls_back_on_failure(en
         assert again == plain and seen == ["static", None] and engine.caption_compiled is False
     finally:
         engine.caption_compiled = False
+
+
+def test_captioning_moves_an_offloaded_text_encoder_first(engine):
+    """Under model offload, generate runs the vision encoder before any forward: the offload hook must run first."""
+    te = engine.pipe.text_encoder
+    calls = []
+
+    class Hook:
+        def pre_forward(self, module, *args, **kwargs):
+            calls.append(module)
+            return args, kwargs
+
+    te._hf_hook = Hook()
+    engine._captions.clear()
+    try:
+        engine.run(source(30, 30, 6), JobParams.parse(dict(FAST, prompt="")), lambda p: None, lambda: False)
+    finally:
+        del te._hf_hook
+    assert calls and calls[0] is te

@@ -130,3 +130,33 @@ def test_attention_backend_choice_and_setting(tiny_model):
     assert e.status_json()["attention"] == "_native_math"
     r = e.run(IMG, JobParams.parse({"layers": 2, "steps": 2, "prompt": "x", "seed": 1}), lambda p: None, lambda: False)
     assert r.canvas_width == 64
+
+
+def test_compiled_blocks_share_one_graph_with_and_without_the_step_cache():
+    """Regional compilation survives Fast's first-block cache: no per-block recompiles, output as eager."""
+    import copy
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from backend.memory import disable_compile, enable_compile, repeated_blocks
+    from backend.tiny_model import TINY, build_random_pipeline
+
+    arch = copy.deepcopy(TINY)
+    arch["transformer"]["num_layers"] = 10  # more blocks than torch's recompile limit (8)
+    engine = Engine(Settings(model="random", memory="cpu", quantize="none", compile="off"))
+    engine.attach(build_random_pipeline(arch), DeviceInfo("cpu", "CPU"))
+    eager = {p: latents(engine, preset=p, steps=2) for p in ("fast", "best")}
+    torch._dynamo.reset()
+    counters.clear()
+    enable_compile(engine.pipe.transformer)
+    try:
+        compiled = {p: latents(engine, preset=p, steps=2) for p in ("fast", "best", "fast")}
+        graphs = counters["stats"]["unique_graphs"]
+        assert 1 <= graphs <= 3, f"{graphs} graphs for 10 blocks"  # one, plus dynamic shapes for prompt lengths
+        for p, x in compiled.items():
+            assert torch.isfinite(x).all()
+            assert float((x - eager[p]).norm() / eager[p].norm()) < 0.01
+    finally:
+        disable_compile(engine.pipe.transformer)
+    assert all("forward" not in vars(block) for block in repeated_blocks(engine.pipe.transformer))
