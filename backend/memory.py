@@ -65,6 +65,10 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         if halved.mode != choice.mode:
             choice = MemoryChoice(halved.mode, halved.reason + " with FP8 transformer weights")
             fp8 = True
+    if fp8 and choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload):
+        # Streamed FP8 weights fail in cuBLAS (CUBLAS_STATUS_NOT_SUPPORTED, measured on an H200 with torchao 0.17).
+        fp8 = False
+        choice.reason += "; FP8 is off: streamed (group or sequential) offloading cannot run FP8 weights"
     choice.fp8 = fp8
     # auto: only where torch.compile's GPU backend (Triton) is installed; Windows wheels of torch usually lack it.
     choice.compile = device.kind == "cuda" and (compile == "on" or (compile == "auto" and _has_triton()))

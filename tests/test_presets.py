@@ -85,6 +85,7 @@ def test_cfg_off_needs_no_skip(engine):
         (16, (8, 9), "auto", MemoryMode.group_offload, False),
         (140, (9, 0), "fp8", MemoryMode.gpu, True),
         (24, (8, 9), "none", MemoryMode.group_offload, False),
+        (16, (8, 9), "fp8", MemoryMode.group_offload, False),  # streamed FP8 weights fail in cuBLAS: bf16
     ],
 )
 def test_memory_plan_for_cards(gib, cap, quantize, mode, fp8, monkeypatch):
