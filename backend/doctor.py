@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .memory import GIB, attention_backend, plan, probe_device
+from .memory import GIB, MemoryChoice, MemoryMode, attention_backend, plan, probe_device
 from .settings import Settings, cache_dir, config_dir, log_dir
 
 
@@ -55,7 +55,7 @@ def report(settings: Settings) -> dict[str, Any]:
         "vram": f"{device.vram_free / GIB:.1f} GiB free of {device.vram_total / GIB:.1f} GiB" if device.vram_total else "n/a",
         "memory mode": f"{choice.mode.value} — {choice.reason}",
         "fp8 weights": "on" if choice.fp8 else "off",
-        "compile": "on (regional, cached on disk)" if choice.compile else "off",
+        "compile": _compile_text(choice),
         "attention": attention_backend(device, settings.attention) or "native (PyTorch SDPA)",
         "presets": describe_presets(device),
         "model": settings.model,
@@ -66,3 +66,11 @@ def report(settings: Settings) -> dict[str, Any]:
         "cache dir": str(cache_dir()),
     }
     return data
+
+
+def _compile_text(choice: MemoryChoice) -> str:
+    if not choice.compile:
+        return "off"
+    if choice.mode == MemoryMode.gpu:
+        return "on (transformer blocks and caption decoder, cached on disk; the first job after a start compiles)"
+    return "on (transformer blocks, cached on disk; the first job after a start compiles)"
