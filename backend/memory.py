@@ -70,8 +70,11 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         fp8 = False
         choice.reason += "; FP8 is off: streamed (group or sequential) offloading cannot run FP8 weights"
     choice.fp8 = fp8
-    # auto: only where torch.compile's GPU backend (Triton) is installed; Windows wheels of torch usually lack it.
-    choice.compile = device.kind == "cuda" and (compile == "on" or (compile == "auto" and _has_triton()))
+    # auto: only where torch.compile's GPU backend (Triton) is installed (Windows wheels of torch usually lack it),
+    # and not with streamed offloading, whose per-module hooks inside every block would make torch recompile per
+    # block until its limit and then run eagerly anyway.
+    streamed = choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload)
+    choice.compile = device.kind == "cuda" and (compile == "on" or (compile == "auto" and _has_triton() and not streamed))
     return choice
 
 
