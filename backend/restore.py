@@ -6,8 +6,11 @@ resolution so that what is visible comes from the original pixels and only what 
 1. At the model's resolution: each layer's colour is extended into its transparent area and corrected for the
    model's colour drift (a per-layer gain and offset fitted to the source for all layers at once, so that
    semi-transparent layers and hidden parts are corrected too, then a smooth offset measured where the layer is
-   plainly visible); for every layer the model's view of each pixel without that layer and with it made opaque
-   is composited from the others.
+   plainly visible). A layer the model drew a little off is moved onto the source: its sub-pixel offset is
+   fitted where its edges are visible (the alpha that explains the source there against the model's alpha
+   moved), and the whole layer moves, so that its hidden edges and content follow. Then, for every layer, the
+   model's view of each pixel without that layer and with it made opaque is composited from the others, and each
+   layer's fine energy (the detail its model copy lacks) is fitted from the source on sampled patches.
 2. At full resolution, tile by tile (bounded memory): each layer's alpha is the model's, upsampled, except along
    its edges, where it is the alpha that best explains the original pixel given the layer's colour and what lies
    above and below it, weighed against the model's alpha by how much the model's edge can be trusted (a steep
@@ -16,10 +19,13 @@ resolution so that what is visible comes from the original pixels and only what 
    can draw a step is steepened to about one full-resolution pixel first, so that where the source says nothing
    (the layer is covered) such an edge stays hard instead of a blur several pixels wide.
 3. The alphas are fixed so that the stack's alpha equals the source's (the lowest clearly present layer takes up
-   the difference) and quantised; then colours are solved so that the composite equals the source: every layer
-   keeps the model's colour except the pixel's owner (the lowest layer that shows at least a quarter), whose 8-bit
-   colour is solved against the other layers' already quantised values, so rounding never accumulates. Hidden
-   parts of a layer keep the model's content (drift-corrected, upsampled); no pixel moves to another layer.
+   the difference) and quantised; then colours are solved so that the composite equals the source: what the
+   model's stack misses at a pixel is shared by the visible layers as a least-squares guess would, each taking a
+   part in proportion to its visible share times its fine energy (the grain behind a flat semi-transparent panel
+   stays behind it; a grainy panel keeps its own grain); the pixel's owner (the lowest layer that shows at least a
+   quarter) takes the rest, its 8-bit colour solved against the other layers' already quantised values, so
+   rounding never accumulates. Hidden parts of a layer keep the model's content (drift-corrected, moved with the
+   layer, upsampled); a layer barely visible at a pixel takes next to nothing; no pixel moves to another layer.
 
 Exactness bound. Compositing the returned 8-bit layers bottom to top with normal blending (straight alpha, as
 Krita and Photoshop do) reproduces the source to within 2/255 per pixel in premultiplied RGB and in alpha (in
