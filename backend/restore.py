@@ -632,8 +632,6 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
     return np.rint(x * np.float32(255.0)).astype(np.uint8)
 
 
-
-
 def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
     Y0, Y1, X0, X1 = rect
     th, tw = Y1 - Y0, X1 - X0
