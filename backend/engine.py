@@ -39,6 +39,7 @@ log = logging.getLogger("layerbridge.engine")
 # Compiled captioning decodes into a fixed-size key/value cache: one size (rounded up to this) means one compilation
 # for every image and preset instead of one per prompt length.
 CAPTION_CACHE_STEP = 2048
+CAPTION_PROGRESS_S = 0.5  # how often captioning reports the time left
 
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
@@ -250,7 +251,7 @@ class Engine:
             prompt = params.prompt.strip()
             if not prompt:
                 on_progress(Progress(Stage.captioning, message="Describing the image"))
-                prompt = self._caption(pil, params, preset.caption_tokens, cancelled)
+                prompt = self._caption(pil, params, preset.caption_tokens, cancelled, on_progress, preset.steps)
             timings["caption_s"] = time.monotonic() - t
             t_encode = time.monotonic()
             on_progress(Progress(Stage.encoding, 0, preset.steps, self._eta(preset.steps), "Encoding"))
@@ -326,8 +327,17 @@ class Engine:
             return None
         return steps_left * self._step_seconds + (self._decode_seconds or 0.0) + (self._finish_seconds or 0.0)
 
-    def _caption(self, pil: Any, params: JobParams, max_tokens: int, cancelled: CancelCheck) -> str:
-        """The pipeline's automatic caption, with cancel between tokens and a per-image cache."""
+    def _caption(
+        self,
+        pil: Any,
+        params: JobParams,
+        max_tokens: int,
+        cancelled: CancelCheck,
+        on_progress: ProgressCallback | None = None,
+        steps: int = 0,
+    ) -> str:
+        """The pipeline's automatic caption, with cancel between tokens, progress with the time left, and a per-image
+        cache."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -340,16 +350,32 @@ class Engine:
         prompt_image = pipe.image_processor.resize(pil, h, w)
         template = pipe.image_caption_prompt_en if params.caption_language == "en" else pipe.image_caption_prompt_cn
 
+        engine = self
+        clock: dict[str, float] = {}
+
         class StopOnCancel(StoppingCriteria):
+            """Called after every token: cancel, and now and then the job's time left at this caption's pace (the
+            caption may end early, so that is an upper bound)."""
+
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 if cancelled():
                     raise JobCancelled()
+                now = time.monotonic()
+                made = input_ids.shape[1] - prompt_tokens
+                clock.setdefault("first", now)  # after the image is read and the first token made
+                if on_progress is not None and made > 1 and now - clock.get("sent", 0.0) >= CAPTION_PROGRESS_S:
+                    clock["sent"] = now
+                    rest = engine._eta(steps)
+                    per_token = (now - clock["first"]) / (made - 1)
+                    eta = None if rest is None else rest + (max_tokens - made) * per_token
+                    on_progress(Progress(Stage.captioning, 0, steps, eta, "Describing the image"))
                 return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
         # Same steps as QwenImageLayeredPipeline.get_image_caption, plus the stopping criterion for cancel.
         inputs = pipe.vl_processor(text=template, images=prompt_image, padding=True, return_tensors="pt").to(
             pipe._execution_device
         )
+        prompt_tokens = inputs.input_ids.shape[1]
         stop = StoppingCriteriaList([StopOnCancel()])
         # Under model offload the text encoder moves to the GPU when its forward is called, but generate runs the
         # vision encoder on the image before the first forward: move it now.

@@ -191,3 +191,18 @@ def test_captioning_moves_an_offloaded_text_encoder_first(engine):
     finally:
         del te._hf_hook
     assert calls and calls[0] is te
+
+
+def test_captioning_reports_the_time_left(engine, monkeypatch):
+    import backend.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CAPTION_PROGRESS_S", 0.0)
+    engine.run(source(36, 36, 7), JobParams.parse(FAST), lambda p: None, lambda: False)  # the pace of a step
+    engine._captions.clear()
+    events = []
+    engine.run(source(36, 36, 8), JobParams.parse(dict(FAST, prompt="")), events.append, lambda: False)
+    timed = [e.eta_s for e in events if e.stage == Stage.captioning and e.eta_s is not None]
+    assert len(timed) >= 3, "captioning should report the time left as tokens come"
+    assert timed[-1] < timed[0]  # fewer tokens left, less time left
+    encoding = next(e.eta_s for e in events if e.stage == Stage.encoding)
+    assert timed[-1] >= encoding  # the denoising, decoding and finishing still ahead, plus the tokens left
