@@ -383,7 +383,7 @@ class Engine:
         if hook is not None and hasattr(hook, "pre_forward"):
             hook.pre_forward(pipe.text_encoder)
         if self.caption_compiled:
-            need = inputs.input_ids.shape[1] + max_tokens
+            need = prompt_tokens + max_tokens
             static = {"cache_implementation": "static", "max_cache_len": -(-need // CAPTION_CACHE_STEP) * CAPTION_CACHE_STEP}
             try:
                 generated = pipe.text_encoder.generate(**inputs, max_new_tokens=max_tokens, stopping_criteria=stop, **static)
