@@ -94,7 +94,8 @@ class JobParams:
 
 def _int(raw: dict, key: str, default: int, low: int, high: int) -> int:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())  # NaN and ±inf are not
+    if isinstance(value, bool) or not whole:
         raise LayerBridgeError(ErrorCode.invalid_params, f"{key} must be an integer (got {value!r})")
     value = int(value)
     if not low <= value <= high:

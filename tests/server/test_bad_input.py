@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -183,6 +183,10 @@ def test_fuzz_decoder_never_crashes(data):
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.sampled_from(["layers", "resolution", "steps", "cfg_scale", "seed", "prompt", "preset", "restore", "x"]),
                        st.one_of(st.integers(-5, 5000), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(), st.none())))
+@example({"layers": float("inf")})
+@example({"steps": float("-inf")})
+@example({"seed": float("nan")})
+@example({"layers": 4.0})
 def test_fuzz_params_validate_or_refuse(raw):
     try:
         p = JobParams.parse(raw)
