@@ -107,6 +107,7 @@ class Engine:
         # Compiled captioning: the text encoder decodes with a static cache, which transformers compiles (CUDA graphs)
         # on CUDA. Follows the compile lever, only with the whole model on the GPU.
         self.caption_compiled = False
+        self.offload: Any = None  # the HostOffload placing the pipeline in host_offload mode
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
     # ---- loading -------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class Engine:
             if self.memory.mode == MemoryMode.gpu:
                 pipe.transformer.to("cuda")
             enable_fp8(pipe.transformer)
-        apply_mode(pipe, self.memory.mode, self.device)
+        self.offload = apply_mode(pipe, self.memory.mode, self.device)
         self.attention = attention_backend(self.device, self.settings.attention)
         if self.attention:
             pipe.transformer.set_attention_backend(self.attention)

@@ -19,6 +19,7 @@ OFFLOAD_HEADROOM_BYTES = int(2.5 * GIB)
 class MemoryMode(str, enum.Enum):
     gpu = "gpu"  # every component on the GPU: fastest
     model_offload = "model_offload"  # one component on the GPU at a time (diffusers model CPU offload)
+    host_offload = "host_offload"  # the same placement, weights kept in (page-locked) host memory: switching is one copy
     group_offload = "group_offload"  # transformer blocks streamed to the GPU as needed (CUDA streams)
     sequential_offload = "sequential_offload"  # leaf by leaf: smallest VRAM, slowest
     cpu = "cpu"  # no GPU: float32 on the CPU (tiny models, tests)
@@ -65,6 +66,11 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         if halved.mode != choice.mode:
             choice = MemoryChoice(halved.mode, halved.reason + " with FP8 transformer weights")
             fp8 = True
+    elif quantize == "auto" and choice.mode in (MemoryMode.model_offload, MemoryMode.host_offload) and supports_fp8(device):
+        # one component at a time was asked for: FP8 where the bf16 transformer alone does not fit
+        if component_bytes(model)["transformer"] + OFFLOAD_HEADROOM_BYTES > device.vram_free:
+            fp8 = True
+            choice.reason += "; FP8 transformer weights: the bf16 transformer does not fit"
     if fp8 and choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload):
         # Streamed FP8 weights fail in cuBLAS (CUBLAS_STATUS_NOT_SUPPORTED, measured on an H200 with torchao 0.17).
         fp8 = False
@@ -198,9 +204,14 @@ def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transfo
     return MemoryChoice(MemoryMode.sequential_offload, f"only {free_gib:.1f} GiB free VRAM: leaf-by-leaf offload")
 
 
-def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo) -> None:
+def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo) -> Any:
+    """Place the pipeline; for host offload, returns the HostOffload that owns the placement (None otherwise)."""
     import torch
 
+    if mode == MemoryMode.host_offload:
+        from .offload import HostOffload
+
+        return HostOffload(pipe, device.kind)
     if mode == MemoryMode.cpu:
         pipe.to("cpu")
     elif mode == MemoryMode.gpu:
@@ -216,3 +227,4 @@ def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo) -> None:
         )
     elif mode == MemoryMode.sequential_offload:
         pipe.enable_sequential_cpu_offload()
+    return None

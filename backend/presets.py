@@ -49,6 +49,8 @@ class _LateCfgSkip:
         self.last: Any = None
         self.skipped = 0
         self.inner = transformer.forward
+        # An offload hook may have put its own forward on the instance: `remove` puts that one back.
+        self.previous = vars(transformer).get("forward")
         transformer.forward = self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -63,7 +65,13 @@ class _LateCfgSkip:
         return out
 
     def remove(self) -> None:
-        del self.transformer.forward  # back to the class's method
+        attributes = vars(self.transformer)
+        if attributes.get("forward") is not self:
+            return  # replaced meanwhile (diffusers' model offload re-hooks the transformer after each call)
+        if self.previous is None:
+            del attributes["forward"]  # back to the class's method
+        else:
+            attributes["forward"] = self.previous
 
 
 @dataclass
