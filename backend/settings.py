@@ -35,7 +35,7 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "interface to listen on; anything but loopback is announced loudly"})
     port: int = field(default=DEFAULT_PORT, metadata={"help": "TCP port (0 picks a free one)"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model id or a local pipeline folder"})
-    memory: str = field(default="auto", metadata={"help": "memory mode: auto, gpu, model_offload, group_offload, sequential_offload, cpu"})
+    memory: str = field(default="auto", metadata={"help": "memory mode: auto, gpu, model_offload, host_offload, group_offload, sequential_offload, cpu"})
     preset: str = field(default="best", metadata={"help": "default quality preset: best, balanced, fast"})
     quantize: str = field(default="auto", metadata={"help": "transformer weights: auto (FP8 only where bf16 does not fit), none, fp8"})
     compile: str = field(default="auto", metadata={"help": "regional torch.compile of the transformer: auto (on CUDA), on, off"})

@@ -34,7 +34,7 @@ def run(engine: Engine) -> torch.Tensor:
 def test_one_component_at_a_time_and_back_to_the_host_copy_without_a_copy(engine):
     pipe = engine.pipe
     before = {name: p.detach().clone() for name, p in pipe.transformer.named_parameters()}
-    offload = HostOffload(pipe, "meta", pin=False)  # the meta device drops data: only host copies can bring it back
+    offload = HostOffload(pipe, "meta")  # the meta device drops data: only host copies can bring it back
     engine.offload = offload
     host = offload.host["transformer"]
 
@@ -57,7 +57,7 @@ def test_one_component_at_a_time_and_back_to_the_host_copy_without_a_copy(engine
 
 def test_jobs_place_each_component_when_it_runs_and_give_the_same_latents(engine, monkeypatch):
     plain = run(engine)
-    offload = HostOffload(engine.pipe, "cpu", pin=False)
+    offload = HostOffload(engine.pipe, "cpu")
     engine.offload = offload
     placed: list[str] = []
     onload = offload.onload
