@@ -206,7 +206,9 @@ class Engine:
         if self.memory.fp8:
             if self.memory.mode == MemoryMode.gpu:
                 pipe.transformer.to("cuda")
-            enable_fp8(pipe.transformer)
+                enable_fp8(pipe.transformer)
+            else:  # the transformer does not fit in bf16: quantised layer by layer on the GPU, kept on the CPU
+                enable_fp8(pipe.transformer, staging=self.device.kind)
         self.offload = apply_mode(pipe, self.memory.mode, self.device)
         self.attention = attention_backend(self.device, self.settings.attention)
         if self.attention:

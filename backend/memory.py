@@ -49,8 +49,19 @@ class MemoryChoice:
 
 
 def supports_fp8(device: DeviceInfo) -> bool:
-    """FP8 matrix units: Ada (8.9) and Hopper (9.0) or newer."""
+    """FP8 matrix units and torchao to drive them."""
+    return has_fp8_units(device) and _has_torchao()
+
+
+def has_fp8_units(device: DeviceInfo) -> bool:
+    """Ada (8.9), Hopper (9.0) or newer."""
     return device.kind == "cuda" and device.capability is not None and device.capability >= (8, 9)
+
+
+def _has_torchao() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchao") is not None
 
 
 def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "auto", compile: str = "auto") -> MemoryChoice:
@@ -60,7 +71,8 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     if quantize == "fp8":
         fp8 = supports_fp8(device)
         if not fp8:
-            choice.reason += "; FP8 was asked for, but this GPU has no FP8 units (Ada or Hopper needed)"
+            missing = "torchao is not installed" if has_fp8_units(device) else "this GPU has no FP8 units (Ada or Hopper needed)"
+            choice.reason += f"; FP8 was asked for, but {missing}"
     elif quantize == "auto" and memory == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu) and supports_fp8(device):
         halved = choose_mode(device, model, "auto", transformer_scale=0.5)
         if halved.mode != choice.mode:
@@ -105,11 +117,25 @@ def _has_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def enable_fp8(transformer: Any) -> None:
-    """FP8 weights and activations, dynamic per-row scales (torchao), for the transformer's linear layers."""
+def enable_fp8(transformer: Any, staging: str | None = None) -> None:
+    """FP8 weights and activations, dynamic per-row scales (torchao), for the transformer's linear layers.
+
+    With `staging`, the transformer stays where it is (the CPU, for the offload modes) and each linear layer is
+    quantised on the staging device, then moved back: the GPU computes the scales without ever holding more than
+    one bf16 layer, and the CPU does not grind through 20 B parameters.
+    """
+    import torch
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    if staging is None:
+        quantize_(transformer, config)
+        return
+    home = next(transformer.parameters()).device
+    for linear in [m for m in transformer.modules() if isinstance(m, torch.nn.Linear)]:
+        linear.to(staging)
+        quantize_(linear, config)  # quantises the layer in place
+        linear.to(home)
 
 
 def enable_compile(transformer: Any) -> None:

@@ -85,3 +85,62 @@ def test_host_offload_plan_takes_fp8_where_the_transformer_does_not_fit(gib, cap
     choice = plan(device, "Qwen/Qwen-Image-Layered", "host_offload", "auto", "auto")
     assert (choice.mode, choice.fp8, choice.compile) == (MemoryMode.host_offload, fp8, True), choice.reason
     assert plan(device, "Qwen/Qwen-Image-Layered", "host_offload", "none", "auto").fp8 is False
+
+
+@pytest.fixture()
+def fp8_on_cpu(monkeypatch):
+    """torchao refuses FP8 without an FP8 GPU: the CPU stands in for one (quantising only; nothing runs in FP8)."""
+    import importlib
+
+    pytest.importorskip("torchao")
+    for name in ("torchao.quantization.quant_api", "torchao.float8.inference"):
+        module = importlib.import_module(name)
+        if hasattr(module, "_check_hardware_support"):
+            monkeypatch.setattr(module, "_check_hardware_support", lambda *a, **k: None)
+
+
+@torch.no_grad()
+def dequantized(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def plain(p: torch.Tensor) -> torch.Tensor:
+        return p.dequantize() if type(p) is not torch.nn.Parameter else p
+
+    return {n: plain(p).float().clone() for n, p in module.named_parameters()}
+
+
+def test_fp8_staged_layer_by_layer_equals_quantising_the_whole_transformer(engine, fp8_on_cpu):
+    import copy
+
+    from backend.memory import enable_fp8
+
+    transformer = engine.pipe.transformer.to(torch.bfloat16)
+    whole = copy.deepcopy(transformer)
+    enable_fp8(whole)
+    enable_fp8(transformer, staging="cpu")
+    kinds = {type(p).__name__ for p in transformer.parameters()}
+    assert any(kind != "Parameter" for kind in kinds), kinds  # some weights really are FP8 tensors now
+    staged, reference = dequantized(transformer), dequantized(whole)
+    assert staged.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(staged[name], reference[name]), name
+
+
+def test_quantised_weights_go_back_to_their_host_copies(engine, fp8_on_cpu):
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    from backend.memory import enable_fp8
+
+    pipe = engine.pipe
+    enable_fp8(pipe.transformer.to(torch.bfloat16), staging="cpu")
+    quantize_(pipe.text_encoder, Int8WeightOnlyConfig())
+    before = {name: dequantized(getattr(pipe, name)) for name in ("transformer", "text_encoder")}
+    types = {name: {n: type(p) for n, p in getattr(pipe, name).named_parameters()} for name in before}
+    offload = HostOffload(pipe, "meta")
+    engine.offload = offload
+    for name in ("transformer", "text_encoder", "vae"):
+        offload.onload(name)
+        assert {p.device.type for p in getattr(pipe, name).parameters()} == {"meta"}
+    for name in before:  # both were placed and taken off again: back on their host copies, types and values
+        module = getattr(pipe, name)
+        assert {n: type(p) for n, p in module.named_parameters()} == types[name]
+        after = dequantized(module)
+        assert all(torch.equal(after[n], before[name][n]) for n in after), name

@@ -97,6 +97,14 @@ def test_memory_plan_for_cards(gib, cap, quantize, mode, fp8, monkeypatch):
     assert plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "on").compile
 
 
+def test_fp8_needs_torchao(monkeypatch):
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: False)
+    device = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
+    assert plan(device, "Qwen/Qwen-Image-Layered").mode == MemoryMode.group_offload  # bf16 does not fit one at a time
+    asked = plan(device, "Qwen/Qwen-Image-Layered", "auto", "fp8")
+    assert not asked.fp8 and "torchao is not installed" in asked.reason
+
+
 def test_single_file_transformer_loads_with_the_layered_config(tiny_model, tmp_path):
     from safetensors.torch import load_file, save_file
 

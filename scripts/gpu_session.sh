@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The prepared GPU check: what is still to be measured on one H100/H200, in one call of under 8 minutes.
+# Rows go to $OUT/results.jsonl (and each process's log beside it); see docs/benchmarks.md for the earlier runs.
+#   OUT=/some/dir bash scripts/gpu_session.sh      (ARCH=tiny: the same calls with the tiny model, on any machine)
+# Wheels in .whl/ (if any) are installed to /tmp/site first, for a machine that cannot reach a package index.
+set -u
+out=${OUT:-gpu-out}
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" 2>&1
+python3 -c 'import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)' > "$out/versions.txt" 2>&1
+
+# 1: attention backends (bf16); FP8 reached as a 24 GB card reaches it; the 24 GB card: host offload, then
+#    diffusers' model offload
+timeout 280 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 220 \
+  --phases attention,fp8staged,card24 > "$out/run1.log" 2>&1
+echo "run 1 exit $?" >> "$out/exit.txt"
+# 2: a process of its own: FP8 + compilation, Fast twice (the first job compiles)
+timeout 160 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 130 --phases fp8,fp8compile > "$out/run2.log" 2>&1
+echo "run 2 exit $?" >> "$out/exit.txt"
+tail -n 40 "$out/results.jsonl"
