@@ -55,6 +55,7 @@ def report(settings: Settings) -> dict[str, Any]:
         "vram": f"{device.vram_free / GIB:.1f} GiB free of {device.vram_total / GIB:.1f} GiB" if device.vram_total else "n/a",
         "memory mode": f"{choice.mode.value} — {choice.reason}",
         "fp8 weights": "on" if choice.fp8 else "off",
+        "text encoder": "int8, whole on the GPU while it runs" if choice.text_encoder_int8 else "bf16",
         "compile": _compile_text(choice),
         "attention": attention_backend(device, settings.attention) or "native (PyTorch SDPA)",
         "presets": describe_presets(device),

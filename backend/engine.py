@@ -209,7 +209,7 @@ class Engine:
                 enable_fp8(pipe.transformer)
             else:  # the transformer does not fit in bf16: quantised layer by layer on the GPU, kept on the CPU
                 enable_fp8(pipe.transformer, staging=self.device.kind)
-        self.offload = apply_mode(pipe, self.memory.mode, self.device)
+        self.offload = apply_mode(pipe, self.memory.mode, self.device, self.memory.text_encoder_int8)
         self.attention = attention_backend(self.device, self.settings.attention)
         if self.attention:
             pipe.transformer.set_attention_backend(self.attention)

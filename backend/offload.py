@@ -28,14 +28,17 @@ COMPONENTS = ("text_encoder", "vae", "transformer")
 class HostOffload:
     """Places `pipe`'s components: each moves onto `device` when it runs, the one there before leaves for free."""
 
-    def __init__(self, pipe: Any, device: Any):
+    def __init__(self, pipe: Any, device: Any, components: tuple[str, ...] = COMPONENTS, release_before: tuple[Any, ...] = ()):
+        """`components` are placed by this; `release_before` are modules placed otherwise (streamed by group
+        offloading) that need the GPU to themselves: the component on the GPU leaves before they run."""
         import torch
 
         self.device = torch.device(device)
         self.modules: dict[str, Any] = {}
         self.host: dict[str, dict[str, Any]] = {}
         self.current: str | None = None
-        for name in COMPONENTS:
+        self.released = list(release_before)
+        for name in components:
             module = getattr(pipe, name, None)
             if module is None:
                 continue
@@ -44,6 +47,8 @@ class HostOffload:
             self.host[name] = module.state_dict()
         for name, module in self.modules.items():
             add_hook_to_module(module, _OnloadHook(self, name), append=False)
+        for module in self.released:
+            add_hook_to_module(module, _ReleaseHook(self), append=False)
         log.info("host offload: %.1f GiB of weights kept in host memory", self.weight_bytes() / 1024**3)
 
     def weight_bytes(self) -> int:
@@ -67,7 +72,7 @@ class HostOffload:
     def remove(self) -> None:
         """Back to plain modules on the CPU, hooks off."""
         self.offload()
-        for module in self.modules.values():
+        for module in [*self.modules.values(), *self.released]:
             remove_hook_from_module(module)
 
 
@@ -83,6 +88,17 @@ class _OnloadHook(ModelHook):
     def pre_forward(self, module: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         self.offload.onload(self.name)
         return send_to_device(args, self.execution_device), send_to_device(kwargs, self.execution_device)
+
+
+class _ReleaseHook(ModelHook):
+    """Takes the placed component off the GPU before a module placed otherwise runs."""
+
+    def __init__(self, offload: HostOffload):
+        self.offload = offload
+
+    def pre_forward(self, module: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        self.offload.offload()
+        return args, kwargs
 
 
 def _plain_tensors(tensor: Any) -> list[Any]:

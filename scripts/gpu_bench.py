@@ -16,7 +16,8 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
   card24      a 24 GB card under a 24 GiB cap, Fast with its caption (FP8 after the fp8 phase): host offload, then
               diffusers' model offload
   fp8compile  all on the GPU again, FP8 + compilation, Fast twice (the first includes compiling)
-  card16      a 16 GB card: bf16 group offload with streams under a 16 GiB cap, a few steps, a short caption timed
+  card16      a 16 GB card under a 16 GiB cap: bf16 group offload with streams, a few steps and a short caption
+              timed; then the int8 text encoder placed whole (for good): the same caption, and Fast end to end
   flops       no GPU, no weights: FLOPs of one transformer forward at --resolution/--layers (FlopCounterMode on the
               meta device, inputs as the pipeline passes them), split attention / the rest, and Best's total against
               the cards' dense peaks; it builds no pipeline (a tiny one on the CPU shows the inputs' shapes)
@@ -350,7 +351,7 @@ class Bench:
             self.engine.caption_compiled = False
         self.compiled = on
 
-    def _place(self, mode: str) -> None:
+    def _place(self, mode: str, text_encoder_int8: bool = False) -> None:
         """Take every offload hook off, then place the pipeline in `mode` as the server would."""
         from diffusers.hooks import HookRegistry
 
@@ -367,15 +368,17 @@ class Bench:
                         if registry.get_hook(name) is not None:
                             registry.remove_hook(name, recurse=False)
         self.pipe.remove_all_hooks()
-        target = MemoryMode(mode) if self.cuda or mode == "host_offload" else MemoryMode.cpu
+        # on the CPU (tiny arch) the offload modes run their code paths with the CPU standing in for the GPU
+        target = MemoryMode(mode) if self.cuda or mode in ("host_offload", "group_offload") else MemoryMode.cpu
         if target not in (MemoryMode.gpu, MemoryMode.cpu):
             self.pipe.to("cpu")
         if self.cuda:
             self.torch.cuda.empty_cache()
         t = time.monotonic()
-        self.engine.offload = apply_mode(self.pipe, target, self.engine.device)
+        self.engine.offload = apply_mode(self.pipe, target, self.engine.device, text_encoder_int8)
         self.place_seconds = time.monotonic() - t
-        self.engine.memory = MemoryChoice(target, "benchmark", fp8=self.fp8, compile=self.compiled)
+        self.engine.memory = MemoryChoice(target, "benchmark", fp8=self.fp8, compile=self.compiled,
+                                          text_encoder_int8=text_encoder_int8)
 
     # ---- phases ------------------------------------------------------------------------------------------------
 
@@ -464,30 +467,53 @@ class Bench:
                 self.cap(None)
 
     def phase_card16(self) -> None:
-        """A 16 GB card: group offload with streams under a 16 GiB cap; a few steps, then a short caption timed."""
-        from PIL import Image
-
-        from backend.job import JobParams
-
-        if not self.cuda or self.fp8:
-            self.record({"phase": "card16", "skipped": "no GPU" if not self.cuda else "FP8 cannot be streamed"})
+        """A 16 GB card under a 16 GiB cap: group offload with streams, a few steps, then a short caption timed with
+        the bf16 text encoder streamed; then the int8 text encoder placed whole (for good): the same caption, and
+        Fast with its caption."""
+        if not self.cuda and self.args.arch == "full":
+            self.record({"phase": "card16", "skipped": "no GPU"})
+            return
+        if self.fp8:
+            self.record({"phase": "card16", "skipped": "FP8 cannot be streamed"})
             return
         self._place("group_offload")
         self.cap(self.args.small_card_gib)
         try:
             self.job("card16", "best", self.args.steps, prompt="a poster", vram_cap_gib=self.args.small_card_gib)
             if self.time_left() > 40:
-                tokens = self.args.caption_probe_tokens
-                self.peak_reset()
-                t = time.monotonic()
-                caption = self.engine._caption(Image.fromarray(self.image, "RGBA"),
-                                               JobParams.parse({"resolution": self.args.resolution}), tokens,
-                                               lambda: False)
-                self.record({"phase": "card16-caption", "mode": "group_offload", "max_new_tokens": tokens,
-                             "caption_words": len(caption.split()), "seconds": round(time.monotonic() - t, 2),
-                             "peak_vram_gib": self.peak_gib(), "vram_cap_gib": self.args.small_card_gib})
+                self._caption_probe("card16-caption")
         finally:
             self.cap(None)
+        if self.time_left() < 40:
+            return
+        self._place("group_offload", text_encoder_int8=True)
+        self.record({"phase": "card16-int8-text-encoder", "place_s": round(self.place_seconds, 1)})
+        self.cap(self.args.small_card_gib)
+        try:
+            self._caption_probe("card16-int8-caption")
+            if self.time_left() > 45:
+                self.job("card16-int8", "fast", vram_cap_gib=self.args.small_card_gib)
+        finally:
+            self.cap(None)
+
+    def _caption_probe(self, label: str) -> None:
+        """The automatic caption alone, --caption-probe-tokens long (random weights never end it early)."""
+        from PIL import Image
+
+        from backend.job import JobParams
+
+        tokens = self.args.caption_probe_tokens
+        self.engine._captions.clear()
+        self.peak_reset()
+        t = time.monotonic()
+        caption = self.engine._caption(Image.fromarray(self.image, "RGBA"),
+                                       JobParams.parse({"resolution": self.args.resolution}), tokens, lambda: False)
+        seconds = time.monotonic() - t
+        self.record({"phase": label, "mode": self.engine.memory.mode.value,
+                     "text_encoder_int8": self.engine.memory.text_encoder_int8, "max_new_tokens": tokens,
+                     "caption_words": len(caption.split()), "seconds": round(seconds, 2),
+                     "s_per_token": round(seconds / tokens, 3), "peak_vram_gib": self.peak_gib(),
+                     "vram_cap_gib": self.args.small_card_gib})
 
     def phase_fp8compile(self) -> None:
         """All on the GPU, FP8 (after the fp8 phase) plus compilation: the fastest configuration."""

@@ -144,3 +144,53 @@ def test_quantised_weights_go_back_to_their_host_copies(engine, fp8_on_cpu):
         assert {n: type(p) for n, p in module.named_parameters()} == types[name]
         after = dequantized(module)
         assert all(torch.equal(after[n], before[name][n]) for n in after), name
+
+
+def test_small_card_streams_the_transformer_and_places_an_int8_text_encoder_whole(engine, monkeypatch):
+    """The 16 GB plan: text encoder in int8, on the GPU (here the CPU) while it runs, taken off before the
+    transformer, whose layers are streamed by diffusers' group offloading."""
+    pytest.importorskip("torchao")
+    from diffusers.hooks.group_offloading import _get_top_level_group_offload_hook
+
+    from backend.memory import apply_mode
+
+    pipe = engine.pipe
+    bf16_caption = engine.run(IMG, JobParams.parse(FAST), lambda p: None, lambda: False).caption
+    assert bf16_caption
+    offload = apply_mode(pipe, MemoryMode.group_offload, DeviceInfo("cpu", "CPU"), text_encoder_int8=True)
+    engine.offload = offload
+    assert any(type(p) is not torch.nn.Parameter for p in pipe.text_encoder.parameters())  # int8 weights
+    assert _get_top_level_group_offload_hook(pipe.transformer) is not None
+    events: list[str] = []
+    onload, release = offload.onload, offload.offload
+
+    def recording_onload(name: str) -> None:
+        if offload.current != name:
+            events.append(f"on:{name}")
+        onload(name)
+
+    def recording_release() -> None:
+        if offload.current is not None:
+            events.append(f"off:{offload.current}")
+        release()
+
+    monkeypatch.setattr(offload, "onload", recording_onload)
+    monkeypatch.setattr(offload, "offload", recording_release)
+    for _ in range(2):  # the second job places the text encoder again
+        events.clear()
+        engine._captions.clear()
+        result = engine.run(IMG, JobParams.parse(FAST), lambda p: None, lambda: False)
+        assert events == ["on:text_encoder", "off:text_encoder"]  # placed for the caption, gone before denoising
+        assert torch.isfinite(engine.last_latents).all() and result.caption and len(result.layers) == 2
+
+
+@pytest.mark.parametrize(
+    "gib, quantize, torchao, int8",
+    [(16, "auto", True, True), (16, "none", True, False), (16, "auto", False, False), (12, "auto", True, False)],
+)
+def test_small_card_plan_takes_the_int8_text_encoder_where_it_fits(gib, quantize, torchao, int8, monkeypatch):
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: torchao)
+    device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.8) * 2**30), (8, 6))
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "auto")
+    assert choice.mode == MemoryMode.group_offload and choice.text_encoder_int8 is int8, choice.reason
+    assert choice.to_json()["text_encoder_int8"] is int8
