@@ -107,7 +107,7 @@ class Engine:
         # Compiled captioning: the text encoder decodes with a static cache, which transformers compiles (CUDA graphs)
         # on CUDA. Follows the compile lever, only with the whole model on the GPU.
         self.caption_compiled = False
-        self.offload: Any = None  # the HostOffload placing the pipeline in host_offload mode
+        self.offload: Any = None  # the HostOffload placing whole components (host offload; 16 GB text encoder)
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
     # ---- loading -------------------------------------------------------------------------------------------

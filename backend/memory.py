@@ -21,7 +21,7 @@ INT8_TEXT_ENCODER_SCALE = 0.6
 class MemoryMode(str, enum.Enum):
     gpu = "gpu"  # every component on the GPU: fastest
     model_offload = "model_offload"  # one component on the GPU at a time (diffusers model CPU offload)
-    host_offload = "host_offload"  # the same placement, weights kept in (page-locked) host memory: switching is one copy
+    host_offload = "host_offload"  # the same placement, every weight kept in host memory: switching is one copy
     group_offload = "group_offload"  # transformer blocks streamed to the GPU as needed (CUDA streams)
     sequential_offload = "sequential_offload"  # leaf by leaf: smallest VRAM, slowest
     cpu = "cpu"  # no GPU: float32 on the CPU (tiny models, tests)

@@ -194,3 +194,27 @@ def test_small_card_plan_takes_the_int8_text_encoder_where_it_fits(gib, quantize
     choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "auto")
     assert choice.mode == MemoryMode.group_offload and choice.text_encoder_int8 is int8, choice.reason
     assert choice.to_json()["text_encoder_int8"] is int8
+
+
+def test_compiled_blocks_are_not_recompiled_when_weights_come_back_from_their_host_copies(engine):
+    """Every job re-creates the placed components' parameters (the host copies are assigned back): the compiled
+    transformer blocks must not recompile for that."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from backend.memory import disable_compile, enable_compile
+
+    engine.offload = HostOffload(engine.pipe, "cpu")
+    torch._dynamo.reset()
+    counters.clear()
+    enable_compile(engine.pipe.transformer)
+    params = JobParams.parse({**FAST, "prompt": "a poster", "steps": 2})
+    try:
+        graphs = []
+        for _ in range(3):
+            engine.run(IMG, params, lambda p: None, lambda: False)
+            graphs.append(counters["stats"]["unique_graphs"])
+            assert engine.offload.current == "vae"  # the transformer went back to its host copy
+    finally:
+        disable_compile(engine.pipe.transformer)
+    assert graphs[0] >= 1 and graphs[2] == graphs[0], graphs
