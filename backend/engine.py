@@ -107,6 +107,7 @@ class Engine:
         # Compiled captioning: the text encoder decodes with a static cache, which transformers compiles (CUDA graphs)
         # on CUDA. Follows the compile lever, only with the whole model on the GPU.
         self.caption_compiled = False
+        self._model_dir: str | None = None  # the loaded pipeline's folder (None for a pipeline attached as built)
         self.offload: Any = None  # the HostOffload placing whole components (host offload; 16 GB text encoder)
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
@@ -191,6 +192,7 @@ class Engine:
         if self.settings.transformer_file:
             extra["transformer"] = load_single_file_transformer(self.settings.transformer_file, model, dtype)
         pipe = QwenImageLayeredPipeline.from_pretrained(model, dtype=dtype, **extra)
+        self._model_dir = model
         self.attach(pipe, device)
 
     def _plan(self, device: DeviceInfo) -> MemoryChoice:
@@ -210,6 +212,8 @@ class Engine:
             else:  # the transformer does not fit in bf16: quantised layer by layer on the GPU, kept on the CPU
                 enable_fp8(pipe.transformer, staging=self.device.kind)
         self.offload = apply_mode(pipe, self.memory.mode, self.device, self.memory.text_encoder_int8)
+        if self.memory.text_encoder_int8:
+            self._check_int8_text_encoder(pipe)
         self.attention = attention_backend(self.device, self.settings.attention)
         if self.attention:
             pipe.transformer.set_attention_backend(self.attention)
@@ -223,6 +227,42 @@ class Engine:
             self.settings.model, time.monotonic() - started, self.device.name, self.memory.mode.value,
             self.memory.reason, self.memory.fp8, self.memory.compile, self.attention or "native",
         )
+
+    def _check_int8_text_encoder(self, pipe: Any) -> None:
+        """One tiny forward of the int8 text encoder at load. Where it fails, the bf16 text encoder is loaded again
+        and streamed like the transformer: slower captions, but jobs that run."""
+        try:
+            self._text_encoder_smoke(pipe)
+            self.offload.offload()
+            return
+        except Exception as exc:
+            if self._model_dir is None:
+                raise
+            log.warning("the int8 text encoder failed its check (%s: %s); streaming the bf16 one", type(exc).__name__, exc)
+        import torch
+        from diffusers.hooks import apply_group_offloading
+
+        self.offload.remove()
+        self.offload = None
+        dtype = torch.bfloat16 if self.device.kind == "cuda" else torch.float32
+        text_encoder = type(pipe.text_encoder).from_pretrained(self._model_dir, subfolder="text_encoder", dtype=dtype)
+        apply_group_offloading(
+            text_encoder,
+            onload_device=torch.device(self.device.kind),
+            offload_device=torch.device("cpu"),
+            offload_type="leaf_level",
+            use_stream=self.device.kind == "cuda",
+        )
+        pipe.register_modules(text_encoder=text_encoder)
+        self.memory.text_encoder_int8 = False
+        self.memory.reason += " (the int8 text encoder failed its check at load: bf16, streamed)"
+
+    @staticmethod
+    def _text_encoder_smoke(pipe: Any) -> None:
+        import torch
+
+        with torch.no_grad():
+            pipe.text_encoder(input_ids=torch.tensor([[0, 1]]))
 
     # ---- running -------------------------------------------------------------------------------------------
 

@@ -218,3 +218,45 @@ def test_compiled_blocks_are_not_recompiled_when_weights_come_back_from_their_ho
     finally:
         disable_compile(engine.pipe.transformer)
     assert graphs[0] >= 1 and graphs[2] == graphs[0], graphs
+
+
+def test_an_int8_text_encoder_that_fails_its_check_gives_way_to_the_bf16_one_streamed(tiny_model, monkeypatch):
+    pytest.importorskip("torchao")
+    from diffusers.hooks.group_offloading import _get_top_level_group_offload_hook
+
+    from backend.memory import MemoryChoice
+
+    device = DeviceInfo("cpu", "CPU")
+    monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.group_offload, "test", text_encoder_int8=True))
+    checked = []
+
+    def failing(pipe):
+        checked.append(any(type(p) is not torch.nn.Parameter for p in pipe.text_encoder.parameters()))
+        raise RuntimeError("no int8 kernel here")
+
+    monkeypatch.setattr(Engine, "_text_encoder_smoke", staticmethod(failing))
+    monkeypatch.setattr("backend.engine.probe_device", lambda: device)
+    e = Engine(Settings(model=str(tiny_model)))
+    e.load()
+    te = e.pipe.text_encoder
+    assert checked == [True]  # the int8 one was tried
+    assert e.offload is None and e.memory.text_encoder_int8 is False and "failed its check" in e.memory.reason
+    assert all(type(p) is torch.nn.Parameter for p in te.parameters())  # bf16 (float32 here) again
+    assert _get_top_level_group_offload_hook(te) is not None  # streamed like the transformer
+    result = e.run(IMG, JobParams.parse(FAST), lambda p: None, lambda: False)
+    assert result.caption and torch.isfinite(e.last_latents).all()
+
+
+def test_an_int8_text_encoder_that_passes_its_check_is_kept_and_off_the_gpu(tiny_model, monkeypatch):
+    pytest.importorskip("torchao")
+    from backend.memory import MemoryChoice
+
+    monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.group_offload, "test", text_encoder_int8=True))
+    monkeypatch.setattr("backend.engine.probe_device", lambda: DeviceInfo("cpu", "CPU"))
+    e = Engine(Settings(model=str(tiny_model)))
+    e.load()
+    try:
+        assert e.memory.text_encoder_int8 and e.offload is not None and e.offload.current is None
+        assert any(type(p) is not torch.nn.Parameter for p in e.pipe.text_encoder.parameters())
+    finally:
+        e.offload.remove()
