@@ -14,6 +14,8 @@ DEFAULT_COMPONENT_BYTES = {"transformer": 40.9 * GIB, "text_encoder": 15.5 * GIB
 # on the GPU; the transformer's activations alone when one component is on the GPU at a time.
 HEADROOM_BYTES = 6 * GIB
 OFFLOAD_HEADROOM_BYTES = int(2.5 * GIB)
+# RAM left for the system and the server beside host offload's copy of every weight.
+HOST_RAM_SPARE_BYTES = 6 * GIB
 # The text encoder with int8 linear layers: its embedding table and vision tower stay bf16.
 INT8_TEXT_ENCODER_SCALE = 0.6
 
@@ -93,6 +95,16 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         fp8 = False
         choice.reason += "; FP8 is off: streamed (group or sequential) offloading cannot run FP8 weights"
     choice.fp8 = fp8
+    if choice.mode == MemoryMode.host_offload:
+        sizes = component_bytes(model)
+        need = sum(sizes.values()) - sizes["transformer"] * (0.5 if fp8 else 0.0) + HOST_RAM_SPARE_BYTES
+        ram = host_ram_bytes()
+        if ram is not None and ram < need:
+            choice.mode = MemoryMode.model_offload
+            choice.reason += (
+                f"; host offload keeps every weight in RAM and needs about {need / GIB:.0f} GiB, this machine has "
+                f"{ram / GIB:.0f} GiB: model offload instead"
+            )
     if choice.mode == MemoryMode.group_offload and quantize != "none" and device.kind == "cuda" and _has_torchao():
         # Streamed, the text encoder moves all its 16 GB over PCIe for every caption token (0.44 s a token on an
         # H200's host); in int8 it fits whole beside nothing else, and the transformer's turn takes it off again.
@@ -121,6 +133,16 @@ def attention_backend(device: DeviceInfo, requested: str = "auto") -> str | None
     if importlib.util.find_spec("flash_attn") is not None:
         return "flash"
     return None
+
+
+def host_ram_bytes() -> int | None:
+    """The machine's RAM (psutil comes with accelerate), or None where it cannot be read."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:
+        return None
 
 
 def _has_triton() -> bool:

@@ -81,6 +81,7 @@ def test_jobs_place_each_component_when_it_runs_and_give_the_same_latents(engine
 @pytest.mark.parametrize("gib, cap, fp8", [(24, (8, 9), True), (48, (8, 9), False), (24, (8, 6), False)])
 def test_host_offload_plan_takes_fp8_where_the_transformer_does_not_fit(gib, cap, fp8, monkeypatch):
     monkeypatch.setattr("backend.memory._has_triton", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 128 * 2**30)
     device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.5) * 2**30), cap)
     choice = plan(device, "Qwen/Qwen-Image-Layered", "host_offload", "auto", "auto")
     assert (choice.mode, choice.fp8, choice.compile) == (MemoryMode.host_offload, fp8, True), choice.reason
@@ -260,3 +261,14 @@ def test_an_int8_text_encoder_that_passes_its_check_is_kept_and_off_the_gpu(tiny
         assert any(type(p) is not torch.nn.Parameter for p in e.pipe.text_encoder.parameters())
     finally:
         e.offload.remove()
+
+
+@pytest.mark.parametrize("ram_gib, fp8, mode", [(64, True, "host_offload"), (32, True, "model_offload"), (64, False, "host_offload"), (48, False, "model_offload")])
+def test_host_offload_needs_ram_for_every_weight(ram_gib, fp8, mode, monkeypatch):
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    device = DeviceInfo("cuda", "GPU", 24 * 2**30, int(23.5 * 2**30), (8, 9))
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "host_offload", "auto" if fp8 else "none", "auto")
+    assert (choice.mode.value, choice.fp8) == (mode, fp8), choice.reason
+    if mode == "model_offload":
+        assert "needs about" in choice.reason
