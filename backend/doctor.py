@@ -73,5 +73,5 @@ def _compile_text(choice: MemoryChoice) -> str:
     if not choice.compile:
         return "off"
     if choice.mode == MemoryMode.gpu:
-        return "on (transformer blocks and caption decoder, cached on disk; the first job after a start compiles)"
-    return "on (transformer blocks, cached on disk; the first job after a start compiles)"
+        return "on (transformer blocks and caption decoder, cached on disk; compiled by a warm-up job after loading)"
+    return "on (transformer blocks, cached on disk; compiled by a warm-up job after loading)"

@@ -40,6 +40,9 @@ log = logging.getLogger("layerbridge.engine")
 # for every image and preset instead of one per prompt length.
 CAPTION_CACHE_STEP = 2048
 CAPTION_PROGRESS_S = 0.5  # how often captioning reports the time left
+# The warm-up job after a load where the transformer is compiled: the default size and layer count.
+WARM_UP_SIZE = 640
+WARM_UP_JOB = {"layers": 4, "resolution": 640, "steps": 2, "seed": 0, "prompt": "", "restore": False}
 
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
@@ -148,25 +151,51 @@ class Engine:
             "presets": {name: spec.summary for name, spec in PRESETS.items()},
         }
 
-    def load(self) -> None:
-        """Load the pipeline if it is not loaded; raise model_unavailable if that fails."""
+    def load(self, warm_up: bool = False) -> None:
+        """Load the pipeline if it is not loaded; raise model_unavailable if that fails.
+
+        `warm_up` (a load asked for ahead of any job): where the transformer is compiled, one small job runs right
+        after loading, so the first user's job does not wait for the compiler. A load that a job triggers skips it:
+        that job compiles anyway.
+        """
         with self._load_lock:
             if self.model_status.state == ModelState.ready:
                 return
-            self.model_status = ModelStatus(ModelState.loading if self.is_local else ModelState.downloading)
-            try:
-                self._load()
-            except LayerBridgeError as exc:
-                self.model_status.state = ModelState.failed
-                self.model_status.error = exc.message
-                raise
-            except Exception as exc:
-                log.exception("model load failed")
-                self.model_status.state = ModelState.failed
-                self.model_status.error = f"{type(exc).__name__}: {exc}"
-                raise LayerBridgeError(
-                    ErrorCode.model_unavailable, f"the model could not be loaded: {type(exc).__name__}: {exc}"
-                ) from exc
+            self._load_locked()
+        if warm_up and self.memory is not None and self.memory.compile:
+            self._warm_up()
+
+    def _load_locked(self) -> None:
+        self.model_status = ModelStatus(ModelState.loading if self.is_local else ModelState.downloading)
+        try:
+            self._load()
+        except LayerBridgeError as exc:
+            self.model_status.state = ModelState.failed
+            self.model_status.error = exc.message
+            raise
+        except Exception as exc:
+            log.exception("model load failed")
+            self.model_status.state = ModelState.failed
+            self.model_status.error = f"{type(exc).__name__}: {exc}"
+            raise LayerBridgeError(
+                ErrorCode.model_unavailable, f"the model could not be loaded: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _warm_up(self) -> None:
+        """One small job on a grey image (caption, CFG's two prompt lengths, 2 steps, no restoration): it compiles
+        the caption decoder and the transformer blocks' graph, cached for the jobs that follow."""
+        started = time.monotonic()
+        image = np.full((WARM_UP_SIZE, WARM_UP_SIZE, 4), 128, np.uint8)
+        image[..., 3] = 255
+        try:
+            self.run(image, JobParams.parse(WARM_UP_JOB), lambda p: None, lambda: False)
+        except Exception as exc:  # a failed warm-up leaves the compiling to the first job; it must not fail the load
+            log.warning("warm-up job failed (%s: %s); the first job will compile", type(exc).__name__, exc)
+        else:
+            log.info("warm-up job (compiling) done in %.0f s", time.monotonic() - started)
+        finally:
+            self._captions.clear()
+            self._finish_seconds = None  # it skipped restoration: no estimate for a real job's
 
     def _load(self) -> None:
         import torch

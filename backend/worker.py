@@ -65,7 +65,7 @@ class Worker:
 
     def _load_quietly(self) -> None:
         try:
-            self.engine.load()
+            self.engine.load(warm_up=True)
         except LayerBridgeError as exc:
             log.error("model load failed: %s", exc.message)
 

@@ -206,3 +206,26 @@ def test_captioning_reports_the_time_left(engine, monkeypatch):
     assert timed[-1] < timed[0]  # fewer tokens left, less time left
     encoding = next(e.eta_s for e in events if e.stage == Stage.encoding)
     assert timed[-1] >= encoding  # the denoising, decoding and finishing still ahead, plus the tokens left
+
+
+def test_a_load_ahead_of_jobs_warms_up_the_compiler_once(tiny_model, monkeypatch):
+    from backend.memory import MemoryChoice
+
+    warmed = []
+    monkeypatch.setattr(Engine, "_warm_up", lambda self: warmed.append(self))
+    for compile_on, warm_up, expected in ((True, True, 1), (True, False, 0), (False, True, 0)):
+        monkeypatch.setattr(Engine, "_plan", lambda self, d, c=compile_on: MemoryChoice(MemoryMode.cpu, "test", compile=c))
+        monkeypatch.setattr("backend.engine.enable_compile", lambda transformer: None)
+        warmed.clear()
+        e = Engine(Settings(model=str(tiny_model)))
+        e.load(warm_up=warm_up)
+        e.load(warm_up=warm_up)  # already loaded: nothing again
+        assert len(warmed) == expected, (compile_on, warm_up)
+
+
+def test_the_warm_up_job_runs_and_leaves_nothing_behind(engine, monkeypatch):
+    engine._captions.clear()
+    engine._warm_up()
+    assert engine.last_latents is not None and not engine._captions and engine._finish_seconds is None
+    monkeypatch.setattr(engine, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("compiler crashed")))
+    engine._warm_up()  # a failed warm-up is logged, not raised
