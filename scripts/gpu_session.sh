@@ -12,7 +12,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" 2>&1
-python3 -c 'import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)' > "$out/versions.txt" 2>&1
+python3 -c 'import torch, diffusers, transformers, torchao; print(torch.__version__, diffusers.__version__, transformers.__version__, torchao.__version__)' > "$out/versions.txt" 2>&1
 
 # 1: the 16 GB card (a process of its own: group offload pins host memory): bf16 streamed, then the int8 text
 #    encoder placed whole, its caption and Fast end to end
