@@ -263,7 +263,10 @@ def test_an_int8_text_encoder_that_passes_its_check_is_kept_and_off_the_gpu(tiny
         e.offload.remove()
 
 
-@pytest.mark.parametrize("ram_gib, fp8, mode", [(64, True, "host_offload"), (32, True, "model_offload"), (64, False, "host_offload"), (48, False, "model_offload")])
+@pytest.mark.parametrize(
+    "ram_gib, fp8, mode",
+    [(64, True, "host_offload"), (32, True, "model_offload"), (64, False, "host_offload"), (48, False, "model_offload")],
+)
 def test_host_offload_needs_ram_for_every_weight(ram_gib, fp8, mode, monkeypatch):
     monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: ram_gib * 2**30)
     monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
