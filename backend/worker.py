@@ -177,6 +177,9 @@ class Worker:
             self.running = job.id
             job.state = JobState.running
             job.started = time.monotonic()
+            if self._load_task is not None and not self._load_task.done():
+                # the model thread is still loading (or compiling in its warm-up job): say so, not "in the queue"
+                job.progress = Progress(Stage.loading_model, message="Preparing the model")
             self._publish(job)
             self._publish_positions()
 

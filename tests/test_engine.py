@@ -229,3 +229,38 @@ def test_the_warm_up_job_runs_and_leaves_nothing_behind(engine, monkeypatch):
     assert engine.last_latents is not None and not engine._captions and engine._finish_seconds is None
     monkeypatch.setattr(engine, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("compiler crashed")))
     engine._warm_up()  # a failed warm-up is logged, not raised
+
+
+def test_a_job_behind_the_warm_up_says_the_model_is_being_prepared(tiny_model, monkeypatch):
+    import asyncio
+    import threading
+
+    from backend.memory import MemoryChoice
+    from backend.worker import Worker
+
+    compiling = threading.Event()
+    monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.cpu, "test", compile=True))
+    monkeypatch.setattr("backend.engine.enable_compile", lambda transformer: None)
+    monkeypatch.setattr(Engine, "_warm_up", lambda self: compiling.wait(60))  # stands for the compiler's minute
+
+    async def scenario() -> list[dict]:
+        worker = Worker(Engine(Settings(model=str(tiny_model))), max_queue=4, result_ttl_s=60)
+        worker.start()
+        worker.load_model()
+        job = worker.submit(source(32, 32, 3), JobParams.parse(FAST))
+        updates = worker.subscribe(job.id)
+        seen = []
+        try:
+            while not seen or seen[-1]["state"] not in ("done", "failed", "cancelled"):
+                seen.append(await asyncio.wait_for(updates.get(), 120))
+                if seen[-1]["stage"] == "loading_model":
+                    compiling.set()
+        finally:
+            compiling.set()
+            await worker.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    preparing = [s for s in seen if s["stage"] == "loading_model"]
+    assert preparing and preparing[0]["state"] == "running" and preparing[0]["message"] == "Preparing the model"
+    assert seen[-1]["state"] == "done"
