@@ -28,6 +28,8 @@ from .memory import (
     attention_backend,
     enable_compile,
     enable_fp8,
+    group_offload_options,
+    model_dtype,
     plan,
     probe_device,
 )
@@ -198,7 +200,6 @@ class Engine:
             self._finish_seconds = None  # it skipped restoration: no estimate for a real job's
 
     def _load(self) -> None:
-        import torch
 
         from diffusers import QwenImageLayeredPipeline
 
@@ -214,7 +215,7 @@ class Engine:
             model = str(download.fetch(model, on_bytes))
         self.model_status.state = ModelState.loading
         device = probe_device()
-        dtype = torch.bfloat16 if device.kind == "cuda" else torch.float32
+        dtype = model_dtype(device)
         extra: dict[str, Any] = {}
         if not _torchvision_works():
             extra["processor"] = tiny_model.ImageOnlyQwen2VLProcessor.from_pretrained(model, subfolder="processor")
@@ -268,20 +269,14 @@ class Engine:
             if self._model_dir is None:
                 raise
             log.warning("the int8 text encoder failed its check (%s: %s); streaming the bf16 one", type(exc).__name__, exc)
-        import torch
         from diffusers.hooks import apply_group_offloading
 
         self.offload.remove()
         self.offload = None
-        dtype = torch.bfloat16 if self.device.kind == "cuda" else torch.float32
-        text_encoder = type(pipe.text_encoder).from_pretrained(self._model_dir, subfolder="text_encoder", dtype=dtype)
-        apply_group_offloading(
-            text_encoder,
-            onload_device=torch.device(self.device.kind),
-            offload_device=torch.device("cpu"),
-            offload_type="leaf_level",
-            use_stream=self.device.kind == "cuda",
+        text_encoder = type(pipe.text_encoder).from_pretrained(
+            self._model_dir, subfolder="text_encoder", dtype=model_dtype(self.device)
         )
+        apply_group_offloading(text_encoder, **group_offload_options(self.device))
         pipe.register_modules(text_encoder=text_encoder)
         self.memory.text_encoder_int8 = False
         self.memory.reason += " (the int8 text encoder failed its check at load: bf16, streamed)"

@@ -277,9 +277,27 @@ def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transfo
     return MemoryChoice(MemoryMode.sequential_offload, f"only {free_gib:.1f} GiB free VRAM: leaf-by-leaf offload")
 
 
+def group_offload_options(device: DeviceInfo) -> dict[str, Any]:
+    """diffusers' group offloading as the group_offload mode streams: leaf by leaf, with CUDA streams on CUDA."""
+    import torch
+
+    return {
+        "onload_device": torch.device(device.kind),
+        "offload_device": torch.device("cpu"),
+        "offload_type": "leaf_level",
+        "use_stream": device.kind == "cuda",
+    }
+
+
+def model_dtype(device: DeviceInfo) -> Any:
+    """bf16 on CUDA; float32 elsewhere (the tiny model on the CPU)."""
+    import torch
+
+    return torch.bfloat16 if device.kind == "cuda" else torch.float32
+
+
 def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int8: bool = False) -> Any:
     """Place the pipeline; returns the HostOffload that places components whole, where one does (None otherwise)."""
-    import torch
 
     if mode == MemoryMode.host_offload:
         from .offload import HostOffload
@@ -290,12 +308,7 @@ def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int
 
         enable_int8_text_encoder(pipe.text_encoder, staging=device.kind)
         for component in (pipe.transformer, pipe.vae):
-            component.enable_group_offload(
-                onload_device=torch.device(device.kind),
-                offload_device=torch.device("cpu"),
-                offload_type="leaf_level",
-                use_stream=device.kind == "cuda",
-            )
+            component.enable_group_offload(**group_offload_options(device))
         return HostOffload(pipe, device.kind, components=("text_encoder",), release_before=(pipe.transformer,))
     if mode == MemoryMode.cpu:
         pipe.to("cpu")
@@ -304,12 +317,7 @@ def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int
     elif mode == MemoryMode.model_offload:
         pipe.enable_model_cpu_offload()
     elif mode == MemoryMode.group_offload:
-        pipe.enable_group_offload(
-            onload_device=torch.device(device.kind),
-            offload_device=torch.device("cpu"),
-            offload_type="leaf_level",
-            use_stream=device.kind == "cuda",
-        )
+        pipe.enable_group_offload(**group_offload_options(device))
     elif mode == MemoryMode.sequential_offload:
         pipe.enable_sequential_cpu_offload()
     return None
