@@ -19,9 +19,9 @@ python3 -c 'import torch, diffusers, transformers, torchao; print(torch.__versio
 timeout 170 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 130 \
   --phases card16 --caption-probe-tokens 16 > "$out/run1.log" 2>&1
 echo "run 1 exit $?" >> "$out/exit.txt"
-# 2: attention backends (bf16); FP8 reached as a 24 GB card reaches it; the 24 GB card: host offload, then
-#    diffusers' model offload
+# 2: FP8 reached as a 24 GB card reaches it; the 24 GB card: host offload, then diffusers' model offload (if time
+#    is left); the attention backends (with FP8 linear layers by then; only the attention differs), if time is left
 timeout 270 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 210 \
-  --phases attention,fp8staged,card24 > "$out/run2.log" 2>&1
+  --phases fp8staged,card24,attention > "$out/run2.log" 2>&1
 echo "run 2 exit $?" >> "$out/exit.txt"
 tail -n 40 "$out/results.jsonl"
