@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .memory import GIB, MemoryChoice, MemoryMode, attention_backend, plan, probe_device
+from .memory import (
+    GIB,
+    MemoryChoice,
+    MemoryMode,
+    attention_backend,
+    fp8_kernel_problem,
+    linear_shapes,
+    plan,
+    probe_device,
+)
 from .settings import Settings, cache_dir, config_dir, log_dir
 
 
@@ -44,6 +53,10 @@ def report(settings: Settings) -> dict[str, Any]:
 
     device = probe_device()
     choice = plan(device, settings.model, settings.memory, settings.quantize, settings.compile)
+    if choice.fp8 and device.kind == "cuda":
+        device.fp8_problem = fp8_problem_of_the_model()
+        if device.fp8_problem:
+            choice = plan(device, settings.model, settings.memory, settings.quantize, settings.compile)
     from .presets import describe_presets
 
     data: dict[str, Any] = {
@@ -67,6 +80,19 @@ def report(settings: Settings) -> dict[str, Any]:
         "cache dir": str(cache_dir()),
     }
     return data
+
+
+def fp8_problem_of_the_model() -> str | None:
+    """The server's FP8 kernel check at load, with the published transformer's layer shapes (built on the meta
+    device: no weights, no download)."""
+    import torch
+    from diffusers import QwenImageTransformer2DModel
+
+    from .tiny_model import FULL
+
+    with torch.device("meta"):
+        transformer = QwenImageTransformer2DModel(**FULL["transformer"])
+    return fp8_kernel_problem(linear_shapes(transformer))
 
 
 def _compile_text(choice: MemoryChoice) -> str:

@@ -28,7 +28,9 @@ from .memory import (
     attention_backend,
     enable_compile,
     enable_fp8,
+    fp8_kernel_problem,
     group_offload_options,
+    linear_shapes,
     model_dtype,
     plan,
     probe_device,
@@ -234,6 +236,11 @@ class Engine:
         started = time.monotonic()
         self.device = device or probe_device()
         self.memory = self._plan(self.device)
+        if self.memory.fp8 and self.device.kind == "cuda":
+            self.device.fp8_problem = fp8_kernel_problem(linear_shapes(pipe.transformer))
+            if self.device.fp8_problem:
+                log.warning("%s", self.device.fp8_problem)
+                self.memory = self._plan(self.device)
         pipe.set_progress_bar_config(disable=True)
         if self.memory.fp8:
             if self.memory.mode == MemoryMode.gpu:

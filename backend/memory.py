@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 GIB = 1024**3
 # Qwen-Image-Layered in bf16: transformer 20.4 B parameters, Qwen2.5-VL-7B text encoder, small VAE.
@@ -36,6 +36,8 @@ class DeviceInfo:
     vram_total: int = 0
     vram_free: int = 0
     capability: tuple[int, int] | None = None
+    # why FP8 cannot run here although the card has FP8 units (the engine's kernel check at load), else None
+    fp8_problem: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "vram_total": self.vram_total, "vram_free": self.vram_free}
@@ -56,8 +58,8 @@ class MemoryChoice:
 
 
 def supports_fp8(device: DeviceInfo) -> bool:
-    """FP8 matrix units and torchao to drive them."""
-    return has_fp8_units(device) and _has_torchao()
+    """FP8 matrix units, torchao to drive them, and kernels for every product the transformer asks of them."""
+    return has_fp8_units(device) and _has_torchao() and device.fp8_problem is None
 
 
 def has_fp8_units(device: DeviceInfo) -> bool:
@@ -78,7 +80,10 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     if quantize == "fp8":
         fp8 = supports_fp8(device)
         if not fp8:
-            missing = "torchao is not installed" if has_fp8_units(device) else "this GPU has no FP8 units (Ada or Hopper needed)"
+            if not has_fp8_units(device):
+                missing = "this GPU has no FP8 units (Ada or Hopper needed)"
+            else:
+                missing = device.fp8_problem or "torchao is not installed"
             choice.reason += f"; FP8 was asked for, but {missing}"
     elif quantize == "auto" and memory == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu) and supports_fp8(device):
         halved = choose_mode(device, model, "auto", transformer_scale=0.5)
@@ -91,9 +96,12 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
             fp8 = True
             choice.reason += "; FP8 transformer weights: the bf16 transformer does not fit"
     if fp8 and choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload):
-        # Streamed FP8 weights fail in cuBLAS (CUBLAS_STATUS_NOT_SUPPORTED, measured on an H200 with torchao 0.17).
+        # Streamed FP8 weights failed in cuBLAS (CUBLAS_STATUS_NOT_SUPPORTED, on an H200 with torchao 0.17) with a
+        # short prompt, as FP8 on the GPU later did (see fp8_granularity): not measured again since.
         fp8 = False
         choice.reason += "; FP8 is off: streamed (group or sequential) offloading cannot run FP8 weights"
+    if not fp8 and device.fp8_problem and quantize == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu):
+        choice.reason += f"; no FP8 weights: {device.fp8_problem}"
     choice.fp8 = fp8
     if choice.mode == MemoryMode.host_offload:
         sizes = component_bytes(model)
@@ -151,22 +159,52 @@ def _has_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def enable_fp8(transformer: Any, staging: str | None = None) -> None:
-    """FP8 weights and activations, dynamic per-row scales (torchao), for the transformer's linear layers."""
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+# Linear layers fed the image tokens: thousands of rows a call. The others (the text stream, the modulation and the
+# time embedding) get the caption's tokens or a single row: from 1 to about 520.
+IMAGE_STREAM_LINEARS = (".attn.to_q", ".attn.to_k", ".attn.to_v", ".attn.to_out.", ".img_mlp.", ".img_in", ".proj_out")
+# Rows an FP8 kernel check feeds each kind of layer: what a job feeds it, at its extremes.
+IMAGE_STREAM_ROWS = (4096,)
+FEW_ROWS = (1, 6, 300)
 
-    quantize_linears(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), staging)
+
+def fp8_granularity(name: str) -> str:
+    """"row" (a scale per row of activations and per output channel) for the image stream, "tensor" elsewhere.
+
+    On Hopper with CUDA 12.9 and later, torch runs the per-row FP8 product through cuBLASLt, which has no kernel for
+    a few rows against a long inner dimension: the text stream's MLP (12,288 inputs, 6 to 520 rows) fails with
+    CUBLAS_STATUS_NOT_SUPPORTED (measured on an H200, torch 2.11 + CUDA 13; pytorch/ao#4582). One scale per tensor
+    has a kernel at every shape; those layers carry a few hundred tokens at most, a small part of the work.
+    """
+    return "row" if image_stream(name) else "tensor"
+
+
+def image_stream(name: str) -> bool:
+    """Whether a transformer's linear layer is fed the image tokens."""
+    return any(part in "." + name for part in IMAGE_STREAM_LINEARS)
+
+
+def fp8_config(granularity: str) -> Any:
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor
+
+    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if granularity == "row" else PerTensor())
+
+
+def enable_fp8(transformer: Any, staging: str | None = None) -> None:
+    """FP8 weights and activations with dynamic scales (torchao), for the transformer's linear layers."""
+    configs = {g: fp8_config(g) for g in ("row", "tensor")}
+    quantize_linears(transformer, lambda name: configs[fp8_granularity(name)], staging)
 
 
 def enable_int8_text_encoder(text_encoder: Any, staging: str | None = None) -> None:
     """int8 weights (per channel; activations stay bf16) for the text encoder's linear layers: half the bytes."""
     from torchao.quantization import Int8WeightOnlyConfig
 
-    quantize_linears(text_encoder, Int8WeightOnlyConfig(), staging)
+    config = Int8WeightOnlyConfig()
+    quantize_linears(text_encoder, lambda name: config, staging)
 
 
-def quantize_linears(module: Any, config: Any, staging: str | None = None) -> None:
-    """Quantise a module's linear layers with a torchao config, in place.
+def quantize_linears(module: Any, config_for: Callable[[str], Any], staging: str | None = None) -> None:
+    """Quantise a module's linear layers in place, each with the torchao config `config_for(name)` gives.
 
     With `staging`, the module stays where it is (the CPU, for the offload modes) and each linear layer is
     quantised on the staging device, then moved back: the GPU computes the scales without ever holding more than
@@ -175,14 +213,63 @@ def quantize_linears(module: Any, config: Any, staging: str | None = None) -> No
     import torch
     from torchao.quantization import quantize_
 
-    if staging is None:
-        quantize_(module, config)
-        return
     home = next(module.parameters()).device
-    for linear in [m for m in module.modules() if isinstance(m, torch.nn.Linear)]:
-        linear.to(staging)
-        quantize_(linear, config)  # quantises the layer in place
-        linear.to(home)
+    for name, linear in [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]:
+        if staging is not None:
+            linear.to(staging)
+        quantize_(linear, config_for(name))  # quantises the layer in place
+        if staging is not None:
+            linear.to(home)
+
+
+def linear_shapes(module: Any) -> list[tuple[str, int, int]]:
+    """One (name, inputs, outputs) per distinct FP8 granularity and shape among a module's linear layers."""
+    import torch
+
+    seen: dict[tuple[str, int, int], str] = {}
+    for name, linear in module.named_modules():
+        if isinstance(linear, torch.nn.Linear):
+            seen.setdefault((fp8_granularity(name), linear.in_features, linear.out_features), name)
+    return [(name, k, n) for (_, k, n), name in seen.items()]
+
+
+def fp8_kernel_check(shapes: list[tuple[str, int, int]], device: str = "cuda",
+                     granularity: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+    """Runs a random FP8 linear layer of each shape with the rows a job feeds it: one result per shape and row count.
+
+    torchao quantises any layer, but whether the card's library has a kernel for a product shows only when it runs:
+    this finds out at load, in about a second, instead of in a user's first job. `granularity` maps a layer's name
+    to "row" or "tensor" (the server's choice, fp8_granularity, unless given: the benchmark compares others).
+    """
+    import torch
+    from torchao.quantization import quantize_
+
+    results = []
+    for name, k, n in shapes:
+        kind = (granularity or fp8_granularity)(name)
+        linear = torch.nn.Linear(k, n, dtype=torch.bfloat16, device=device)
+        quantize_(linear, fp8_config(kind))
+        for rows in IMAGE_STREAM_ROWS if image_stream(name) else FEW_ROWS:
+            case: dict[str, Any] = {"layer": name, "in": k, "out": n, "rows": rows, "granularity": kind}
+            try:
+                with torch.no_grad():
+                    linear(torch.randn(rows, k, dtype=torch.bfloat16, device=device))
+                if torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+            except Exception as e:
+                case["error"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+            results.append(case)
+        del linear
+    return results
+
+
+def fp8_kernel_problem(shapes: list[tuple[str, int, int]], device: str = "cuda") -> str | None:
+    """The first failing case of `fp8_kernel_check`, in words, or None where every product runs."""
+    for case in fp8_kernel_check(shapes, device):
+        if "error" in case:
+            return (f"FP8 failed a check on this card: {case['layer']} ({case['in']} → {case['out']}, "
+                    f"{case['rows']} rows, per-{case['granularity']} scales): {case['error']}")
+    return None
 
 
 def enable_compile(transformer: Any) -> None:
@@ -268,9 +355,12 @@ def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transfo
     if free >= total + HEADROOM_BYTES:
         return MemoryChoice(MemoryMode.gpu, f"{free_gib:.0f} GiB free VRAM ≥ {(total + HEADROOM_BYTES) / GIB:.0f} GiB for all weights")
     if free >= largest + OFFLOAD_HEADROOM_BYTES:
+        # host offload: Fast in 32.5 s under a 24 GiB cap on an H200 (FP8), 2.3x all-on-the-GPU; the plan falls back
+        # to model offload where RAM cannot hold every weight
         return MemoryChoice(
-            MemoryMode.model_offload,
-            f"{free_gib:.0f} GiB free VRAM: enough for the largest component ({largest / GIB:.0f} GiB), not for all ({total / GIB:.0f} GiB)",
+            MemoryMode.host_offload,
+            f"{free_gib:.0f} GiB free VRAM: enough for the largest component ({largest / GIB:.0f} GiB), not for all "
+            f"({total / GIB:.0f} GiB); one component on the GPU at a time, every weight kept in RAM",
         )
     if free >= 3 * GIB:
         return MemoryChoice(MemoryMode.group_offload, f"only {free_gib:.0f} GiB free VRAM: streaming transformer blocks")

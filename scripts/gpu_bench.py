@@ -18,6 +18,8 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
   fp8compile  all on the GPU again, FP8 + compilation, Fast twice (the first includes compiling)
   card16      a 16 GB card under a 16 GiB cap: bf16 group offload with streams, a few steps and a short caption
               timed; then the int8 text encoder placed whole (for good): the same caption, and Fast end to end
+  card16int8  card16's int8 text encoder part alone
+  fp8check    FP8 products of each distinct linear shape with the rows a job feeds them (the server's check at load)
   flops       no GPU, no weights: FLOPs of one transformer forward at --resolution/--layers (FlopCounterMode on the
               meta device, inputs as the pipeline passes them), split attention / the rest, and Best's total against
               the cards' dense peaks; it builds no pipeline (a tiny one on the CPU shows the inputs' shapes)
@@ -484,7 +486,14 @@ class Bench:
                 self._caption_probe("card16-caption")
         finally:
             self.cap(None)
-        if self.time_left() < 40:
+        if self.time_left() >= 40:
+            self.phase_card16int8()
+
+    def phase_card16int8(self) -> None:
+        """The 16 GB card's int8 text encoder alone (card16 without its bf16 part): group offload under a 16 GiB cap,
+        the text encoder in int8 placed whole (for good); a short caption, then Fast end to end."""
+        if not self.cuda and self.args.arch == "full":
+            self.record({"phase": "card16int8", "skipped": "no GPU"})
             return
         self._place("group_offload", text_encoder_int8=True)
         self.record({"phase": "card16-int8-text-encoder", "place_s": round(self.place_seconds, 1)})
@@ -514,6 +523,25 @@ class Bench:
                      "caption_words": len(caption.split()), "seconds": round(seconds, 2),
                      "s_per_token": round(seconds / tokens, 3), "peak_vram_gib": self.peak_gib(),
                      "vram_cap_gib": self.args.small_card_gib})
+
+    def phase_fp8check(self) -> None:
+        """FP8 products of every distinct linear shape of the transformer with the rows a job feeds them: per-row
+        scales everywhere (what failed), then the scales the server uses (per-row for the image stream only)."""
+        from backend.memory import fp8_kernel_check, linear_shapes
+
+        if not self.cuda:
+            self.record({"phase": "fp8check", "skipped": "no GPU"})
+            return
+        shapes = linear_shapes(self.pipe.transformer)
+        for label, granularity in (("row everywhere", lambda name: "row"), ("server", None)):
+            t = time.monotonic()
+            cases = fp8_kernel_check(shapes, "cuda", granularity)
+            failed = [c for c in cases if "error" in c]
+            self.record({"phase": "fp8check", "scales": label, "cases": len(cases), "failed": len(failed),
+                         "seconds": round(time.monotonic() - t, 2),
+                         "failures": [f"{c['layer']} {c['in']}->{c['out']} rows {c['rows']}" for c in failed],
+                         "first_error": failed[0]["error"] if failed else None})
+        self.torch.cuda.empty_cache()
 
     def phase_fp8compile(self) -> None:
         """All on the GPU, FP8 (after the fp8 phase) plus compilation: the fastest configuration."""
@@ -679,7 +707,7 @@ class Bench:
 
 # the least time (s) a phase needs on an H200; it is not started with less left
 PHASE_SECONDS = {"presets": 30, "compile": 90, "modes": 60, "fp8": 20, "fp8staged": 60, "card24": 100, "card16": 50,
-                 "fp8compile": 120, "flops": 30, "attention": 60}
+                 "fp8compile": 120, "flops": 30, "attention": 60, "card16int8": 50, "fp8check": 5}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,7 +94,8 @@ def test_bucket_size_matches_the_pipeline():
 
 @pytest.mark.parametrize(
     "free_gib, expected",
-    [(140, MemoryMode.gpu), (60, MemoryMode.model_offload), (24, MemoryMode.group_offload), (2, MemoryMode.sequential_offload)],
+    [(140, MemoryMode.gpu), (60, MemoryMode.host_offload), (24, MemoryMode.group_offload),
+     (2, MemoryMode.sequential_offload)],
 )
 def test_memory_mode_from_free_vram(free_gib, expected):
     device = DeviceInfo("cuda", "GPU", int(free_gib * 2**30), int(free_gib * 2**30))

@@ -90,7 +90,7 @@ def test_host_offload_plan_takes_fp8_where_the_transformer_does_not_fit(gib, cap
 
 @pytest.fixture()
 def fp8_on_cpu(monkeypatch):
-    """torchao refuses FP8 without an FP8 GPU: the CPU stands in for one (quantising only; nothing runs in FP8)."""
+    """torchao refuses FP8 without an FP8 GPU: the CPU stands in for one (quantising, and torch's CPU FP8 product)."""
     import importlib
 
     pytest.importorskip("torchao")
@@ -123,6 +123,67 @@ def test_fp8_staged_layer_by_layer_equals_quantising_the_whole_transformer(engin
     assert staged.keys() == reference.keys()
     for name in reference:
         assert torch.equal(staged[name], reference[name]), name
+
+
+def test_fp8_scales_per_row_for_the_image_stream_only(engine, fp8_on_cpu):
+    from backend.memory import enable_fp8
+
+    transformer = engine.pipe.transformer.to(torch.bfloat16)
+    enable_fp8(transformer, staging="cpu")
+    scales = {name: m.weight.scale.numel() for name, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
+    block = "transformer_blocks.0."
+    for name in ("attn.to_q", "attn.to_out.0", "img_mlp.net.0.proj", "img_mlp.net.2"):
+        assert scales[block + name] == transformer.get_submodule(block + name).out_features > 1, name
+    for name in ("txt_mlp.net.2", "txt_mlp.net.0.proj", "attn.add_q_proj", "attn.to_add_out", "img_mod.1"):
+        assert scales[block + name] == 1, name
+    assert scales["img_in"] > 1 and scales["proj_out"] > 1 and scales["txt_in"] == 1 and scales["norm_out.linear"] == 1
+
+
+def cublaslt_rowwise(monkeypatch) -> None:
+    """torch's FP8 product as cuBLASLt runs it on Hopper with CUDA 13: no per-row kernel for a few rows against a long
+    inner dimension (measured on an H200: 12,288 inputs with 1 or 6 rows fail, 300 run); here 128 inputs are long."""
+    real = torch._scaled_mm
+
+    def scaled_mm(a, b, *args, **kwargs):
+        scale_b = kwargs.get("scale_b", args[1] if len(args) > 1 else None)  # the weight's: one per output if per row
+        if scale_b is not None and scale_b.numel() > 1 and a.shape[0] < 257 and a.shape[1] >= 128:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_NOT_SUPPORTED when calling `cublasLtMatmulAlgoGetHeuristic`")
+        return real(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_scaled_mm", scaled_mm)
+
+
+def test_fp8_kernel_check_runs_each_shape_with_a_jobs_rows(engine, fp8_on_cpu, monkeypatch):
+    from backend.memory import fp8_kernel_check, fp8_kernel_problem, linear_shapes
+
+    cublaslt_rowwise(monkeypatch)
+    shapes = linear_shapes(engine.pipe.transformer)
+    names = [name for name, _, _ in shapes]
+    assert "transformer_blocks.0.txt_mlp.net.2" in names and "transformer_blocks.0.img_mlp.net.2" in names
+    assert len(names) == len(set(names)) and not any(name.startswith("transformer_blocks.1.") for name in names)
+    rowwise = fp8_kernel_check(shapes, "cpu", lambda name: "row")
+    failed = {(c["layer"], c["rows"]) for c in rowwise if "error" in c}
+    assert {("transformer_blocks.0.txt_mlp.net.2", 1), ("transformer_blocks.0.txt_mlp.net.2", 6)} <= failed
+    assert ("transformer_blocks.0.txt_mlp.net.2", 300) not in failed
+    assert not any(layer.startswith("transformer_blocks.0.img_") for layer, _ in failed)  # thousands of rows run
+    assert fp8_kernel_problem(shapes, "cpu") is None  # the server's scales: per-tensor where rows are few
+
+    monkeypatch.setattr("backend.memory.fp8_granularity", lambda name: "row")
+    problem = fp8_kernel_problem(shapes, "cpu")
+    assert problem and "CUBLAS_STATUS_NOT_SUPPORTED" in problem and "rows" in problem
+
+
+def test_plan_goes_without_fp8_where_its_kernels_fail(monkeypatch):
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 64 * 2**30)
+    device = DeviceInfo("cuda", "GPU", 24 * 2**30, int(23.5 * 2**30), (8, 9))
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", "auto", "auto")
+    assert (choice.mode, choice.fp8) == (MemoryMode.host_offload, True), choice.reason
+    device.fp8_problem = "FP8 failed a check: txt_mlp (12288 → 3072, 6 rows): CUBLAS_STATUS_NOT_SUPPORTED"
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", "auto", "auto")
+    assert (choice.mode, choice.fp8) == (MemoryMode.group_offload, False) and device.fp8_problem in choice.reason
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "host_offload", "fp8", "auto")
+    assert not choice.fp8 and device.fp8_problem in choice.reason
 
 
 def test_quantised_weights_go_back_to_their_host_copies(engine, fp8_on_cpu):
@@ -275,3 +336,32 @@ def test_host_offload_needs_ram_for_every_weight(ram_gib, fp8, mode, monkeypatch
     assert (choice.mode.value, choice.fp8) == (mode, fp8), choice.reason
     if mode == "model_offload":
         assert "needs about" in choice.reason
+
+
+@pytest.mark.parametrize("ram_gib, mode", [(64, MemoryMode.host_offload), (32, MemoryMode.model_offload)])
+def test_auto_keeps_every_weight_in_ram_where_it_fits(ram_gib, mode, monkeypatch):
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    device = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", "auto", "auto")
+    assert (choice.mode, choice.fp8) == (mode, True), choice.reason
+
+
+def test_doctor_runs_the_fp8_kernel_check_with_the_published_shapes(monkeypatch):
+    from backend import doctor
+
+    checked: list[list[tuple[str, int, int]]] = []
+
+    def failing(shapes):
+        checked.append(shapes)
+        return "FP8 failed a check on this card: txt_mlp (12288 → 3072, 6 rows): CUBLAS_STATUS_NOT_SUPPORTED"
+
+    card = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
+    monkeypatch.setattr(doctor, "probe_device", lambda: card)
+    monkeypatch.setattr(doctor, "fp8_kernel_problem", failing)
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 64 * 2**30)
+    data = doctor.report(Settings(port=9))
+    assert ("transformer_blocks.0.txt_mlp.net.2", 12288, 3072) in checked[0]
+    assert data["fp8 weights"] == "off"
+    assert data["memory mode"].startswith("group_offload") and "CUBLAS_STATUS_NOT_SUPPORTED" in data["memory mode"]
