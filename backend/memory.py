@@ -171,9 +171,10 @@ def fp8_granularity(name: str) -> str:
     """"row" (a scale per row of activations and per output channel) for the image stream, "tensor" elsewhere.
 
     On Hopper with CUDA 12.9 and later, torch runs the per-row FP8 product through cuBLASLt, which has no kernel for
-    a few rows against a long inner dimension: the text stream's MLP (12,288 inputs, 6 to 520 rows) fails with
-    CUBLAS_STATUS_NOT_SUPPORTED (measured on an H200, torch 2.11 + CUDA 13; pytorch/ao#4582). One scale per tensor
-    has a kernel at every shape; those layers carry a few hundred tokens at most, a small part of the work.
+    a few rows against a long inner dimension: the text stream's MLP down-projection (12,288 inputs) fails with
+    CUBLAS_STATUS_NOT_SUPPORTED for 1 and 6 rows (the negative prompt's tokens), and runs for 300 (measured on an
+    H200, torch 2.11 + CUDA 13; pytorch/ao#4582). One scale per tensor ran every shape there; those layers carry a
+    few hundred tokens at most, a small part of the work.
     """
     return "row" if image_stream(name) else "tensor"
 
