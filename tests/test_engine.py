@@ -224,6 +224,27 @@ def test_a_load_ahead_of_jobs_warms_up_the_compiler_once(tiny_model, monkeypatch
         assert len(warmed) == expected, (compile_on, warm_up)
 
 
+def test_fp8_whose_kernels_fail_the_check_is_not_used(tiny_model, monkeypatch):
+    from backend.memory import DeviceInfo, MemoryChoice
+
+    checked = []
+
+    def check(shapes):
+        checked.append(shapes)
+        return "FP8 failed a check on this card: txt_mlp (12288 → 3072, 6 rows): CUBLAS_STATUS_NOT_SUPPORTED"
+
+    # a card that would take FP8 unless its kernel check fails; placed on the CPU, where the tiny model runs
+    monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.cpu, "test", fp8=d.fp8_problem is None))
+    card = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, 23 * 2**30, (8, 9))
+    monkeypatch.setattr("backend.engine.probe_device", lambda: card)
+    monkeypatch.setattr("backend.engine.fp8_kernel_problem", check)
+    monkeypatch.setattr("backend.engine.enable_fp8", lambda *a, **k: pytest.fail("FP8 enabled despite the check"))
+    e = Engine(Settings(model=str(tiny_model)))
+    e.load()
+    assert not e.memory.fp8 and e.device.fp8_problem.startswith("FP8 failed a check")
+    assert ("transformer_blocks.0.txt_mlp.net.2", 128, 32) in checked[0]
+
+
 def test_the_warm_up_job_runs_and_leaves_nothing_behind(engine, monkeypatch):
     engine._captions.clear()
     engine._warm_up()
