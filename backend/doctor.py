@@ -13,9 +13,9 @@ from .memory import (
     MemoryChoice,
     MemoryMode,
     attention_backend,
-    fp8_kernel_problem,
     linear_shapes,
     plan,
+    plan_checked,
     probe_device,
 )
 from .settings import Settings, cache_dir, config_dir, log_dir
@@ -52,11 +52,10 @@ def report(settings: Settings) -> dict[str, Any]:
     import torch
 
     device = probe_device()
-    choice = plan(device, settings.model, settings.memory, settings.quantize, settings.compile)
-    if choice.fp8 and device.kind == "cuda":
-        device.fp8_problem = fp8_problem_of_the_model()
-        if device.fp8_problem:
-            choice = plan(device, settings.model, settings.memory, settings.quantize, settings.compile)
+    choice = plan_checked(
+        device, lambda: plan(device, settings.model, settings.memory, settings.quantize, settings.compile),
+        published_linear_shapes,
+    )
     from .presets import describe_presets
 
     data: dict[str, Any] = {
@@ -82,9 +81,9 @@ def report(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def fp8_problem_of_the_model() -> str | None:
-    """The server's FP8 kernel check at load, with the published transformer's layer shapes (built on the meta
-    device: no weights, no download)."""
+def published_linear_shapes() -> list[tuple[str, int, int]]:
+    """The published transformer's linear layer shapes, for FP8's kernel check (built on the meta device: no
+    weights, no download)."""
     import torch
     from diffusers import QwenImageTransformer2DModel
 
@@ -92,7 +91,7 @@ def fp8_problem_of_the_model() -> str | None:
 
     with torch.device("meta"):
         transformer = QwenImageTransformer2DModel(**FULL["transformer"])
-    return fp8_kernel_problem(linear_shapes(transformer))
+    return linear_shapes(transformer)
 
 
 def _compile_text(choice: MemoryChoice) -> str:

@@ -28,11 +28,11 @@ from .memory import (
     attention_backend,
     enable_compile,
     enable_fp8,
-    fp8_kernel_problem,
     group_offload_options,
     linear_shapes,
     model_dtype,
     plan,
+    plan_checked,
     probe_device,
 )
 from .presets import PRESETS, resolve_preset
@@ -235,12 +235,9 @@ class Engine:
         """Place a loaded pipeline by the memory plan and mark the model ready (benchmarks attach random weights)."""
         started = time.monotonic()
         self.device = device or probe_device()
-        self.memory = self._plan(self.device)
-        if self.memory.fp8 and self.device.kind == "cuda":
-            self.device.fp8_problem = fp8_kernel_problem(linear_shapes(pipe.transformer))
-            if self.device.fp8_problem:
-                log.warning("%s", self.device.fp8_problem)
-                self.memory = self._plan(self.device)
+        self.memory = plan_checked(self.device, lambda: self._plan(self.device), lambda: linear_shapes(pipe.transformer))
+        if self.device.fp8_problem:
+            log.warning("%s", self.device.fp8_problem)
         pipe.set_progress_bar_config(disable=True)
         if self.memory.fp8:
             if self.memory.mode == MemoryMode.gpu:

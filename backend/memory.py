@@ -204,6 +204,18 @@ def enable_int8_text_encoder(text_encoder: Any, staging: str | None = None) -> N
     quantize_linears(text_encoder, lambda name: config, staging)
 
 
+def plan_checked(device: DeviceInfo, planned: Callable[[], MemoryChoice],
+                 shapes: Callable[[], list[tuple[str, int, int]]]) -> MemoryChoice:
+    """The plan; where it takes FP8 on a CUDA card, FP8's kernel check on the transformer's layer shapes first, and
+    where that fails, the plan again without FP8 (the reason says why)."""
+    choice = planned()
+    if choice.fp8 and device.kind == "cuda":
+        device.fp8_problem = fp8_kernel_problem(shapes())
+        if device.fp8_problem:
+            return planned()
+    return choice
+
+
 def quantize_linears(module: Any, config_for: Callable[[str], Any], staging: str | None = None) -> None:
     """Quantise a module's linear layers in place, each with the torchao config `config_for(name)` gives.
 

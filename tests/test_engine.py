@@ -237,7 +237,7 @@ def test_fp8_whose_kernels_fail_the_check_is_not_used(tiny_model, monkeypatch):
     monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.cpu, "test", fp8=d.fp8_problem is None))
     card = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, 23 * 2**30, (8, 9))
     monkeypatch.setattr("backend.engine.probe_device", lambda: card)
-    monkeypatch.setattr("backend.engine.fp8_kernel_problem", check)
+    monkeypatch.setattr("backend.memory.fp8_kernel_problem", check)
     monkeypatch.setattr("backend.engine.enable_fp8", lambda *a, **k: pytest.fail("FP8 enabled despite the check"))
     e = Engine(Settings(model=str(tiny_model)))
     e.load()

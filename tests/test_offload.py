@@ -358,7 +358,7 @@ def test_doctor_runs_the_fp8_kernel_check_with_the_published_shapes(monkeypatch)
 
     card = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
     monkeypatch.setattr(doctor, "probe_device", lambda: card)
-    monkeypatch.setattr(doctor, "fp8_kernel_problem", failing)
+    monkeypatch.setattr("backend.memory.fp8_kernel_problem", failing)
     monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
     monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 64 * 2**30)
     data = doctor.report(Settings(port=9))
