@@ -210,18 +210,26 @@ def cmd_restore(a: argparse.Namespace) -> int:
 
 
 def cmd_download(a: argparse.Namespace) -> int:
-    from . import download
+    from . import download, transformer_file
     from .errors import LayerBridgeError
 
     bar = Bar()
+
+    def show(done: int, total: int) -> None:
+        bar.show(done / total if total else 0.0, f"{done / 1e9:.1f} / {total / 1e9:.1f} GB")
+
     try:
-        path = download.fetch(a.model, lambda done, total: bar.show(done / total if total else 0.0, f"{done / 1e9:.1f} / {total / 1e9:.1f} GB"))
+        path = download.fetch(a.model, show, skip_transformer=bool(a.transformer_file))
+        bar.done()
+        print(f"model ready in {path}", file=sys.stderr)
+        if a.transformer_file:
+            path = transformer_file.resolve(a.transformer_file, show)
+            bar.done()
+            print(f"transformer file ready: {path}", file=sys.stderr)
     except LayerBridgeError as exc:
         bar.done()
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    bar.done()
-    print(f"model ready in {path}", file=sys.stderr)
     return 0
 
 
@@ -249,7 +257,7 @@ def cmd_token(a: argparse.Namespace) -> int:
 def cmd_doctor(a: argparse.Namespace) -> int:
     from .doctor import report
 
-    data = report(Settings(model=a.model, memory=a.memory, port=a.port))
+    data = report(Settings(model=a.model, memory=a.memory, port=a.port, transformer_file=a.transformer_file))
     if a.json:
         print(json.dumps(data, indent=2))
     else:
@@ -294,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dl = sub.add_parser("download", help="fetch the model weights ahead of the first job (resumable)")
     dl.add_argument("--model", default=Settings.model)
+    dl.add_argument("--transformer-file", default=None,
+                    help="also fetch this single-file transformer (a Hugging Face file address), and not the model's own")
     dl.set_defaults(func=cmd_download)
 
     t = sub.add_parser("make-tiny-model", help="write a tiny random-weights pipeline for trying every path without a GPU")
@@ -308,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="GPU, VRAM, torch and CUDA, memory mode, model cache, port")
     doc.add_argument("--model", default=Settings.model)
     doc.add_argument("--memory", default="auto")
+    doc.add_argument("--transformer-file", default=None, help=Settings.help()["transformer_file"])
     doc.add_argument("--port", type=int, default=DEFAULT_PORT)
     doc.add_argument("--json", action="store_true")
     doc.set_defaults(func=cmd_doctor)

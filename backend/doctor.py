@@ -53,7 +53,8 @@ def report(settings: Settings) -> dict[str, Any]:
 
     device = probe_device()
     choice = plan_checked(
-        device, lambda: plan(device, settings.model, settings.memory, settings.quantize, settings.compile),
+        device, lambda: plan(device, settings.model, settings.memory, settings.quantize, settings.compile,
+                             settings.transformer_file),
         published_linear_shapes,
     )
     from .presets import describe_presets
@@ -73,12 +74,25 @@ def report(settings: Settings) -> dict[str, Any]:
         "presets": describe_presets(device),
         "model": settings.model,
         "model cache": _model_cache(settings.model),
+        "transformer file": _transformer_file_text(settings.transformer_file),
         "port": _port_state(settings.port),
         "config dir": str(config_dir()),
         "log dir": str(log_dir()),
         "cache dir": str(cache_dir()),
     }
     return data
+
+
+def _transformer_file_text(spec: str | None) -> str:
+    from . import transformer_file
+
+    if not spec:
+        return "none (the model's own transformer)"
+    path = transformer_file.local_path(spec)
+    if path is None:
+        return f"{spec}: not on this machine yet (`layerbridge download --transformer-file`)"
+    kind = "GGUF" if transformer_file.is_gguf(spec) else "safetensors"
+    return f"{path} ({kind}, {path.stat().st_size / 1e9:.1f} GB; {transformer_file.memory_bytes(path) / GIB:.1f} GiB loaded)"
 
 
 def published_linear_shapes() -> list[tuple[str, int, int]]:

@@ -2,36 +2,72 @@
 
 from __future__ import annotations
 
+import fnmatch
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import ErrorCode, LayerBridgeError
 
 ByteProgress = Callable[[int, int], None]
+# The model's own transformer weights, left out where a single-file transformer replaces them (its config stays).
+TRANSFORMER_WEIGHTS = ["transformer/*.safetensors", "transformer/*.bin", "transformer/*.gguf"]
 
 
-def _blob_bytes(repo_cache: Path) -> int:
+def _blob_bytes(repo_cache: Path, partial: bool = True) -> int:
     blobs = repo_cache / "blobs"
     if not blobs.is_dir():
         return 0
-    return sum(f.stat().st_size for f in blobs.iterdir() if f.is_file())
+    return sum(f.stat().st_size for f in blobs.iterdir() if f.is_file() and (partial or f.suffix != ".incomplete"))
 
 
-def fetch(model: str, on_bytes: ByteProgress | None = None) -> Path:
+def _repo_cache(repo: str) -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
+
+
+@contextmanager
+def _watched(repo: str, total: int, on_bytes: ByteProgress | None, already: int = 0) -> Iterator[None]:
+    """Reports the bytes in the repository's cache blobs (partial files included) every half second while the body
+    downloads, less `already` (blobs of files this download does not want), and the total once it is done."""
+    repo_cache = _repo_cache(repo)
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(0.5):
+            if on_bytes:
+                on_bytes(max(0, min(_blob_bytes(repo_cache) - already, total)), total)
+
+    watcher = threading.Thread(target=report, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join(timeout=2)
+    if on_bytes:
+        on_bytes(total, total)
+
+
+def fetch(model: str, on_bytes: ByteProgress | None = None, skip_transformer: bool = False) -> Path:
     """Download (or find in the cache) every file of a model repository; returns the local snapshot folder.
 
-    The Hub client resumes partial downloads. Progress is read off the cache's blob folder, so it includes files
-    already present from an earlier, interrupted run.
+    `skip_transformer`: leave out the transformer's weights (a single-file transformer replaces them). The Hub client
+    resumes partial downloads. Progress is read off the cache's blob folder, so it includes files already present
+    from an earlier, interrupted run.
     """
-    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
+    ignore = TRANSFORMER_WEIGHTS if skip_transformer else None
     try:
         info = HfApi().model_info(model, files_metadata=True)
-        total = sum((s.size or 0) for s in info.siblings or [])
+        wanted = [s for s in info.siblings or [] if not _ignored(s.rfilename, ignore)]
+        total = sum((s.size or 0) for s in wanted)
     except Exception as exc:
         try:  # offline, but perhaps fully cached
-            return Path(snapshot_download(model, local_files_only=True))
+            return Path(snapshot_download(model, local_files_only=True, ignore_patterns=ignore))
         except Exception:
             pass
         raise LayerBridgeError(
@@ -39,27 +75,44 @@ def fetch(model: str, on_bytes: ByteProgress | None = None) -> Path:
             f"the model {model!r} is not on this machine and could not be looked up on the Hugging Face Hub "
             f"({type(exc).__name__}). Check the internet connection, or pass --model with a local folder.",
         ) from exc
-    repo_cache = Path(constants.HF_HUB_CACHE) / ("models--" + model.replace("/", "--"))
-    done = threading.Event()
-
-    def report() -> None:
-        while not done.wait(0.5):
-            if on_bytes:
-                on_bytes(min(_blob_bytes(repo_cache), total), total)
-
-    watcher = threading.Thread(target=report, daemon=True)
-    watcher.start()
     try:
-        path = Path(snapshot_download(model))
+        with _watched(model, total, on_bytes):
+            return Path(snapshot_download(model, ignore_patterns=ignore))
     except Exception as exc:
         raise LayerBridgeError(
             ErrorCode.model_unavailable, f"downloading {model!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
-    finally:
-        done.set()
-        watcher.join(timeout=2)
-    if on_bytes:
-        on_bytes(total, total)
-    return path
 
 
+def fetch_file(repo: str, revision: str, filename: str, on_bytes: ByteProgress | None = None) -> Path:
+    """Download (or find in the cache) one file of a Hub repository, resumable; returns its local path."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    address = f"{repo}/{filename} ({revision})"
+    try:
+        info = HfApi().model_info(repo, revision=revision, files_metadata=True)
+        total = next((s.size or 0) for s in info.siblings or [] if s.rfilename == filename)
+    except StopIteration:
+        raise LayerBridgeError(ErrorCode.model_unavailable, f"the Hub has no file {address}") from None
+    except Exception as exc:
+        try:
+            return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=True))
+        except Exception:
+            pass
+        raise LayerBridgeError(
+            ErrorCode.model_unavailable,
+            f"the file {address} is not on this machine and could not be looked up on the Hugging Face Hub "
+            f"({type(exc).__name__}). Check the internet connection, or pass a local file.",
+        ) from exc
+    already = _blob_bytes(_repo_cache(repo), partial=False)  # other files of that repository, cached earlier
+    try:
+        with _watched(repo, total, on_bytes, already):
+            return Path(hf_hub_download(repo, filename, revision=revision))
+    except Exception as exc:
+        raise LayerBridgeError(
+            ErrorCode.model_unavailable, f"downloading {address} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _ignored(name: str, patterns: list[str] | None) -> bool:
+    return bool(patterns) and any(fnmatch.fnmatch(name, p) for p in patterns)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from . import download
+from . import download, transformer_file
 from .errors import ErrorCode, LayerBridgeError
 from .image import PlacedLayer, resample_layers
 from .job import JobParams, JobResult, Progress, Stage
@@ -125,8 +125,14 @@ class Engine:
         return Path(self.settings.model).is_dir()
 
     def downloaded(self) -> bool:
-        """Whether the weights are on this machine (a local folder, or the Hub cache holds the pipeline)."""
-        if self.is_local or self.model_status.state == ModelState.ready:
+        """Whether the weights are on this machine (a local folder, or the Hub cache holds the pipeline; and the
+        single-file transformer, where one is set)."""
+        if self.model_status.state == ModelState.ready:
+            return True
+        single_file = self.settings.transformer_file
+        if single_file and transformer_file.local_path(single_file) is None:
+            return False
+        if self.is_local:
             return True
         try:
             from huggingface_hub import try_to_load_from_cache
@@ -142,6 +148,7 @@ class Engine:
         return {
             "model": {
                 "id": self.settings.model,
+                "transformer_file": self.settings.transformer_file,
                 "state": s.state.value,
                 "downloaded": self.downloaded(),
                 "bytes_done": s.bytes_done,
@@ -208,28 +215,33 @@ class Engine:
         from . import tiny_model  # noqa: F401  (registers the image-only processor class by its dotted path)
 
         model = self.settings.model
+        single_file = self.settings.transformer_file
+
+        def on_bytes(done: int, total: int) -> None:
+            self.model_status.bytes_done, self.model_status.bytes_total = done, total
+
         if not Path(model).is_dir():
             self.model_status.state = ModelState.downloading
-
-            def on_bytes(done: int, total: int) -> None:
-                self.model_status.bytes_done, self.model_status.bytes_total = done, total
-
-            model = str(download.fetch(model, on_bytes))
+            model = str(download.fetch(model, on_bytes, skip_transformer=bool(single_file)))
+        if single_file:
+            if transformer_file.local_path(single_file) is None:
+                self.model_status.state = ModelState.downloading
+            single_path = transformer_file.resolve(single_file, on_bytes)
         self.model_status.state = ModelState.loading
         device = probe_device()
         dtype = model_dtype(device)
         extra: dict[str, Any] = {}
         if not _torchvision_works():
             extra["processor"] = tiny_model.ImageOnlyQwen2VLProcessor.from_pretrained(model, subfolder="processor")
-        if self.settings.transformer_file:
-            extra["transformer"] = load_single_file_transformer(self.settings.transformer_file, model, dtype)
+        if single_file:
+            extra["transformer"] = transformer_file.load(single_path, model, dtype, single_file)
         pipe = QwenImageLayeredPipeline.from_pretrained(model, dtype=dtype, **extra)
         self._model_dir = model
         self.attach(pipe, device)
 
     def _plan(self, device: DeviceInfo) -> MemoryChoice:
         s = self.settings
-        return plan(device, s.model, s.memory, s.quantize, s.compile)
+        return plan(device, s.model, s.memory, s.quantize, s.compile, s.transformer_file)
 
     def attach(self, pipe: Any, device: DeviceInfo | None = None) -> None:
         """Place a loaded pipeline by the memory plan and mark the model ready (benchmarks attach random weights)."""
@@ -473,18 +485,6 @@ class Engine:
         while len(self._captions) > 64:
             self._captions.popitem(last=False)
         return caption
-
-
-def load_single_file_transformer(path: str, model: str, dtype: Any) -> Any:
-    """A community single-file transformer (FP8 safetensors or GGUF) with the layered model's config."""
-    from diffusers import QwenImageTransformer2DModel
-
-    kwargs: dict[str, Any] = {"config": model, "subfolder": "transformer", "torch_dtype": dtype}
-    if path.endswith(".gguf"):
-        from diffusers import GGUFQuantizationConfig
-
-        kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
-    return QwenImageTransformer2DModel.from_single_file(path, **kwargs)
 
 
 def _torchvision_works() -> bool:

@@ -73,11 +73,16 @@ def _has_torchao() -> bool:
     return importlib.util.find_spec("torchao") is not None
 
 
-def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "auto", compile: str = "auto") -> MemoryChoice:
-    """The memory mode plus the load-time levers: FP8 weights and regional compilation."""
-    choice = choose_mode(device, model, memory)
+def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "auto", compile: str = "auto",
+         transformer_file: str | None = None) -> MemoryChoice:
+    """The memory mode plus the load-time levers: FP8 weights and regional compilation. `transformer_file`: a
+    single-file transformer used instead of the model's (sized from the file once it is on this machine)."""
+    choice = choose_mode(device, model, memory, transformer_file=transformer_file)
+    gguf = bool(transformer_file) and transformer_file.lower().endswith(".gguf")
     fp8 = False
-    if quantize == "fp8":
+    if gguf:
+        choice.reason += "; transformer from a GGUF file: its own quantised weights, no FP8 on top"
+    elif quantize == "fp8":
         fp8 = supports_fp8(device)
         if not fp8:
             if not has_fp8_units(device):
@@ -86,13 +91,13 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
                 missing = device.fp8_problem or "torchao is not installed"
             choice.reason += f"; FP8 was asked for, but {missing}"
     elif quantize == "auto" and memory == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu) and supports_fp8(device):
-        halved = choose_mode(device, model, "auto", transformer_scale=0.5)
+        halved = choose_mode(device, model, "auto", transformer_scale=0.5, transformer_file=transformer_file)
         if halved.mode != choice.mode:
             choice = MemoryChoice(halved.mode, halved.reason + " with FP8 transformer weights")
             fp8 = True
     elif quantize == "auto" and choice.mode in (MemoryMode.model_offload, MemoryMode.host_offload) and supports_fp8(device):
         # one component at a time was asked for: FP8 where the bf16 transformer alone does not fit
-        if component_bytes(model)["transformer"] + OFFLOAD_HEADROOM_BYTES > device.vram_free:
+        if component_bytes(model, transformer_file)["transformer"] + OFFLOAD_HEADROOM_BYTES > device.vram_free:
             fp8 = True
             choice.reason += "; FP8 transformer weights: the bf16 transformer does not fit"
     if fp8 and choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload):
@@ -104,7 +109,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         choice.reason += f"; no FP8 weights: {device.fp8_problem}"
     choice.fp8 = fp8
     if choice.mode == MemoryMode.host_offload:
-        sizes = component_bytes(model)
+        sizes = component_bytes(model, transformer_file)
         need = sum(sizes.values()) - sizes["transformer"] * (0.5 if fp8 else 0.0) + HOST_RAM_SPARE_BYTES
         ram = host_ram_bytes()
         if ram is not None and ram < need:
@@ -124,7 +129,12 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     # and not with streamed offloading, whose per-module hooks inside every block would make torch recompile per
     # block until its limit and then run eagerly anyway.
     streamed = choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload)
-    choice.compile = device.kind == "cuda" and (compile == "on" or (compile == "auto" and _has_triton() and not streamed))
+    # auto: not with GGUF weights either, whose layers dequantise in Python at every call: not measured compiled.
+    choice.compile = device.kind == "cuda" and (
+        compile == "on" or (compile == "auto" and _has_triton() and not streamed and not gguf)
+    )
+    if gguf and compile == "auto" and device.kind == "cuda":
+        choice.reason += "; compilation off with GGUF weights (--compile on to try it)"
     return choice
 
 
@@ -334,19 +344,27 @@ def probe_device() -> DeviceInfo:
     return DeviceInfo("cpu", "CPU")
 
 
-def component_bytes(model: str) -> dict[str, float]:
-    """Weight bytes per component: read from a local folder, else the default model's known sizes."""
+def component_bytes(model: str, transformer_file: str | None = None) -> dict[str, float]:
+    """Weight bytes per component once loaded: read from a local folder, else the default model's known sizes; the
+    transformer's from a single-file transformer where one is set and on this machine."""
+    from . import transformer_file as single_file
+
     root = Path(model)
     if not root.is_dir():
-        return dict(DEFAULT_COMPONENT_BYTES)
-    sizes: dict[str, float] = {}
-    for sub in ("transformer", "text_encoder", "vae"):
-        files = list((root / sub).glob("*.safetensors")) + list((root / sub).glob("*.bin")) + list((root / sub).glob("*.gguf"))
-        sizes[sub] = float(sum(f.stat().st_size for f in files))
+        sizes = dict(DEFAULT_COMPONENT_BYTES)
+    else:
+        sizes = {}
+        for sub in ("transformer", "text_encoder", "vae"):
+            files = list((root / sub).glob("*.safetensors")) + list((root / sub).glob("*.bin"))
+            sizes[sub] = float(sum(f.stat().st_size for f in files))
+    path = single_file.local_path(transformer_file) if transformer_file else None
+    if path is not None:
+        sizes["transformer"] = single_file.memory_bytes(path)
     return sizes
 
 
-def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transformer_scale: float = 1.0) -> MemoryChoice:
+def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transformer_scale: float = 1.0,
+                transformer_file: str | None = None) -> MemoryChoice:
     if requested != "auto":
         try:
             mode = MemoryMode(requested)
@@ -359,7 +377,7 @@ def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transfo
         return MemoryChoice(MemoryMode.cpu, "no GPU found: running on the CPU (very slow for the real model)")
     if device.kind == "mps":
         return MemoryChoice(MemoryMode.gpu, "Apple GPU: unified memory, everything on the device")
-    sizes = component_bytes(model)
+    sizes = component_bytes(model, transformer_file)
     sizes["transformer"] *= transformer_scale
     total = sum(sizes.values())
     largest = max(sizes.values())

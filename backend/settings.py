@@ -40,7 +40,7 @@ class Settings:
     quantize: str = field(default="auto", metadata={"help": "quantised weights: auto (an FP8 transformer only where bf16 does not fit; an int8 text encoder where the model is streamed), none, fp8"})
     compile: str = field(default="auto", metadata={"help": "regional torch.compile of the transformer: auto (on CUDA), on, off"})
     attention: str = field(default="auto", metadata={"help": "attention backend: auto (flash-attn 3, then 2, where installed; else PyTorch SDPA), or a diffusers backend name such as native, _native_cudnn, flash, _flash_3, sage"})
-    transformer_file: str | None = field(default=None, metadata={"help": "a single-file transformer (FP8 .safetensors or .gguf) to use instead of the model's"})
+    transformer_file: str | None = field(default=None, metadata={"help": "a single-file transformer (FP8 .safetensors or .gguf; a path, or a https://huggingface.co/…/blob/… file address) used instead of the model's own, whose weights are then not downloaded"})
     max_pixels: int = field(default=100_000_000, metadata={"help": "largest image accepted, in pixels"})
     max_upload_mb: int = field(default=512, metadata={"help": "largest request body or announced upload, in MiB"})
     max_queue: int = field(default=32, metadata={"help": "jobs waiting at most; more are refused with queue_full"})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.engine import Engine, load_single_file_transformer
+from backend.engine import Engine
 from backend.job import JobParams
 from backend.memory import DeviceInfo, MemoryMode, plan
 from backend.presets import PRESETS, resolve_preset
@@ -104,18 +104,6 @@ def test_fp8_needs_torchao(monkeypatch):
     assert plan(device, "Qwen/Qwen-Image-Layered").mode == MemoryMode.group_offload  # bf16 does not fit one at a time
     asked = plan(device, "Qwen/Qwen-Image-Layered", "auto", "fp8")
     assert not asked.fp8 and "torchao is not installed" in asked.reason
-
-
-def test_single_file_transformer_loads_with_the_layered_config(tiny_model, tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    sd = load_file(tiny_model / "transformer" / "diffusion_pytorch_model.safetensors")
-    save_file(sd, tmp_path / "transformer.safetensors")
-    t = load_single_file_transformer(str(tmp_path / "transformer.safetensors"), str(tiny_model), torch.float32)
-    assert all(torch.equal(t.state_dict()[k], v) for k, v in sd.items())
-    e = Engine(Settings(model=str(tiny_model), transformer_file=str(tmp_path / "transformer.safetensors")))
-    r = e.run(IMG, JobParams.parse({"layers": 2, "steps": 2, "prompt": "x", "seed": 1}), lambda p: None, lambda: False)
-    assert r.canvas_width == 64
 
 
 def test_compile_auto_needs_triton(monkeypatch):

@@ -1,0 +1,193 @@
+"""A community single-file transformer used instead of the model's own: FP8 safetensors or GGUF.
+
+Where one is set, the model's own transformer weights (41 GB in bf16) are not downloaded at all: a 24 GB card's user
+fetches an FP8 file (about 20 GB) or a GGUF one (about 11 GB at Q4) plus the rest of the pipeline (about 16 GB).
+
+Formats read:
+- safetensors in diffusers' key layout, with or without ComfyUI's `model.diffusion_model.` prefix; float8 weights are
+  widened to the compute dtype, times their scale where the file has one (ComfyUI's `<layer>.scale_weight` or
+  `<layer>.weight_scale`). The server then treats the transformer as bf16: FP8 (torchao) again where the card has
+  FP8 units and the plan needs it.
+- GGUF (any type diffusers dequantises: Q4_0 … Q8_0, K-quants, F16, BF16): the weights stay quantised in memory and are
+  dequantised layer by layer in each forward, so FP8 does not go on top.
+
+A file is checked against the layered transformer's own layout (names and shapes) before any weight is placed, so a
+wrong file (another model, a truncated download) fails the load with a sentence, not a tensor error mid-way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+from .errors import ErrorCode, LayerBridgeError
+
+# https://huggingface.co/<owner>/<repo>/blob|resolve/<revision>/<path in the repository>
+HUB_URL = re.compile(r"^https://huggingface\.co/(?P<repo>[\w.-]+/[\w.-]+)/(?:blob|resolve)/(?P<revision>[^/]+)/(?P<path>.+)$")
+COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+# Keys that carry quantisation details, not weights: scales are folded into their weights, the rest dropped.
+SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+DROPPED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
+DROPPED_KEYS = ("scaled_fp8",)
+BF16_BYTES = 2
+
+
+def is_gguf(spec: str) -> bool:
+    return spec.lower().endswith(".gguf")
+
+
+def hub_location(spec: str) -> tuple[str, str, str] | None:
+    """(repository, revision, path in it) for a Hugging Face file address, else None (a local path)."""
+    match = HUB_URL.match(spec)
+    return (match["repo"], match["revision"], match["path"]) if match else None
+
+
+def local_path(spec: str) -> Path | None:
+    """The file on this machine: the path itself, or the Hub cache's copy of an address; None if not here yet."""
+    where = hub_location(spec)
+    if where is None:
+        path = Path(spec).expanduser()
+        return path if path.is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(where[0], where[2], revision=where[1])
+    except Exception:
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def resolve(spec: str, on_bytes: Any = None) -> Path:
+    """The local file for `spec`, downloading a Hub address first (resumable, with byte progress)."""
+    where = hub_location(spec)
+    if where is None:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise LayerBridgeError(ErrorCode.model_unavailable, f"the transformer file {spec} does not exist")
+        return path
+    from .download import fetch_file
+
+    return fetch_file(*where, on_bytes=on_bytes)
+
+
+def memory_bytes(path: Path) -> float:
+    """The transformer's weight bytes once loaded: a GGUF file's own size (it stays quantised); a safetensors file's
+    parameters in bf16 (float8 weights are widened at load)."""
+    if is_gguf(str(path)):
+        return float(path.stat().st_size)
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    count = 0
+    for key, info in header.items():
+        if key == "__metadata__" or _is_quantisation_detail(key):
+            continue
+        numel = 1
+        for side in info["shape"]:
+            numel *= side
+        count += numel
+    return float(count * BF16_BYTES)
+
+
+def _is_quantisation_detail(key: str) -> bool:
+    return key in DROPPED_KEYS or key.endswith(SCALE_SUFFIXES + DROPPED_SUFFIXES)
+
+
+def read_checkpoint(path: Path, dtype: Any) -> dict[str, Any]:
+    """The file's tensors under the layered transformer's names; float8 weights widened to `dtype` with their scales."""
+    import torch
+    from diffusers.loaders.single_file_utils import load_single_file_checkpoint
+
+    raw = load_single_file_checkpoint(str(path))
+    checkpoint: dict[str, Any] = {}
+    for key, tensor in raw.items():
+        for prefix in COMFY_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                break
+        checkpoint[key] = tensor
+    scales = {key: checkpoint.pop(key) for key in list(checkpoint) if key.endswith(SCALE_SUFFIXES)}
+    for key in [k for k in checkpoint if _is_quantisation_detail(k)]:
+        del checkpoint[key]
+    for key, tensor in checkpoint.items():
+        if tensor.dtype not in (torch.float8_e4m3fn, torch.float8_e5m2):
+            continue
+        layer = key.removesuffix(".weight")
+        scale = scales.get(layer + ".scale_weight", scales.get(layer + ".weight_scale"))
+        widened = tensor.to(torch.float32)
+        if scale is not None:
+            scale = scale.to(torch.float32)
+            widened = widened * (scale.reshape(-1, *[1] * (widened.dim() - 1)) if scale.numel() > 1 else scale)
+        checkpoint[key] = widened.to(dtype)
+    return checkpoint
+
+
+def empty_transformer(model: str) -> Any:
+    """The layered transformer of `model`'s config on the meta device: its layout, no weights."""
+    import torch
+    from diffusers import QwenImageTransformer2DModel
+
+    config = QwenImageTransformer2DModel.load_config(model, subfolder="transformer")
+    with torch.device("meta"):
+        return QwenImageTransformer2DModel.from_config(config)
+
+
+def check_layout(checkpoint: dict[str, Any], layout: Any, source: str) -> None:
+    """Raise model_unavailable, in words, where the file is not the layered transformer (names or shapes differ)."""
+    expected = layout.state_dict()
+    missing = [k for k in expected if k not in checkpoint]
+    wrong = [
+        f"{k} {tuple(_shape(checkpoint[k]))} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in checkpoint and tuple(_shape(checkpoint[k])) != tuple(v.shape)
+    ]
+    if not missing and not wrong:
+        return
+    found = sum(1 for k in checkpoint if k in expected)
+    detail = []
+    if missing:
+        detail.append(f"{len(missing)} of its {len(expected)} weights are missing (first: {', '.join(missing[:3])})")
+    if wrong:
+        detail.append(f"{len(wrong)} have another shape (first: {wrong[0]})")
+    raise LayerBridgeError(
+        ErrorCode.model_unavailable,
+        f"the transformer file {source} is not a Qwen-Image-Layered transformer: {'; '.join(detail)}; "
+        f"{found} of its {len(checkpoint)} tensors match. Use a file made from Qwen-Image-Layered, or unset "
+        f"--transformer-file to use the model's own.",
+    )
+
+
+def _shape(tensor: Any) -> tuple[int, ...]:
+    return tuple(getattr(tensor, "quant_shape", tensor.shape))  # a GGUF tensor's shape is its packed bytes'
+
+
+def unpack_outside_linears(checkpoint: dict[str, Any], layout: Any, dtype: Any) -> None:
+    """GGUF tensors of anything but a linear layer (an embedding table, say), dequantised to `dtype` in place:
+    diffusers dequantises only inside its GGUF linear layers, and a converter may have packed others too."""
+    import torch
+
+    linear_weights = {f"{n}.weight" for n, m in layout.named_modules() if isinstance(m, torch.nn.Linear)}
+    for key, tensor in checkpoint.items():
+        if hasattr(tensor, "quant_type") and key not in linear_weights:
+            from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
+
+            checkpoint[key] = dequantize_gguf_tensor(tensor).as_subclass(torch.Tensor).to(dtype)
+
+
+def load(path: Path, model: str, dtype: Any, source: str | None = None) -> Any:
+    """The layered transformer with the file's weights and the model's config (`model`: its local folder)."""
+    from diffusers import QwenImageTransformer2DModel
+
+    checkpoint = read_checkpoint(path, dtype)
+    layout = empty_transformer(model)
+    check_layout(checkpoint, layout, source or str(path))
+    unpack_outside_linears(checkpoint, layout, dtype)
+    kwargs: dict[str, Any] = {"config": model, "subfolder": "transformer", "torch_dtype": dtype}
+    if is_gguf(str(path)):
+        from diffusers import GGUFQuantizationConfig
+
+        kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
+    return QwenImageTransformer2DModel.from_single_file(checkpoint, **kwargs)

@@ -1,0 +1,278 @@
+"""Single-file transformers (FP8 safetensors in ComfyUI's layout, GGUF) in place of the model's own, on the tiny
+pipeline: real files written with safetensors and gguf, loaded through the server's own path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from backend import download, transformer_file
+from backend.engine import Engine, ModelState
+from backend.errors import ErrorCode, LayerBridgeError
+from backend.job import JobParams
+from backend.memory import DeviceInfo, MemoryMode, component_bytes, plan
+from backend.settings import Settings
+
+IMG = np.random.default_rng(4).integers(0, 256, (48, 64, 4), dtype=np.uint8)
+JOB = {"layers": 2, "steps": 2, "prompt": "x", "seed": 1}
+FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
+
+
+def state(tiny_model: Path) -> dict[str, torch.Tensor]:
+    return load_file(tiny_model / "transformer" / "diffusion_pytorch_model.safetensors")
+
+
+def write_comfy_fp8(tiny_model: Path, path: Path) -> dict[str, torch.Tensor]:
+    """ComfyUI's scaled-FP8 layout: prefixed keys, float8 matrices with a per-tensor `scale_weight`, a marker key,
+    input scales; vectors left in full precision. Returns the weights the file stands for."""
+    out: dict[str, torch.Tensor] = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    meant = {}
+    for key, value in state(tiny_model).items():
+        name = "model.diffusion_model." + key
+        if value.dim() == 2:
+            scale = value.abs().max().float() / FP8_MAX
+            q = (value.float() / scale).to(torch.float8_e4m3fn)
+            out[name] = q
+            out[name.removesuffix(".weight") + ".scale_weight"] = scale.reshape(())
+            out[name.removesuffix(".weight") + ".scale_input"] = torch.ones(())
+            meant[key] = q.float() * scale
+        else:
+            out[name] = value
+            meant[key] = value
+    save_file(out, path)
+    return meant
+
+
+def write_gguf(tiny_model: Path, path: Path) -> int:
+    """The tiny transformer as GGUF: Q8_0 where a row is whole 32-value blocks, F32 elsewhere. Returns how many
+    tensors are quantised."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch="qwen_image")
+    quantised = 0
+    for key, value in state(tiny_model).items():
+        array = value.float().numpy()
+        if array.ndim == 2 and array.shape[-1] % 32 == 0:
+            packed = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(key, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            quantised += 1
+        else:
+            writer.add_tensor(key, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return quantised
+
+
+def run(engine: Engine) -> torch.Tensor:
+    result = engine.run(IMG, JobParams.parse(JOB), lambda p: None, lambda: False)
+    assert result.canvas_width == 64 and result.canvas_height == 48 and len(result.layers) == 2
+    return engine.last_latents.clone()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model) -> torch.Tensor:
+    engine = Engine(Settings(model=str(tiny_model)))
+    return run(engine)
+
+
+def test_plain_safetensors_file_gives_the_models_own_result(tiny_model, tmp_path, reference):
+    save_file(state(tiny_model), tmp_path / "transformer.safetensors")
+    engine = Engine(Settings(model=str(tiny_model), transformer_file=str(tmp_path / "transformer.safetensors")))
+    assert torch.equal(run(engine), reference)
+
+
+def test_comfy_scaled_fp8_file_loads_with_its_scales(tiny_model, tmp_path, reference):
+    path = tmp_path / "qwen_image_layered_fp8_scaled.safetensors"
+    meant = write_comfy_fp8(tiny_model, path)
+    t = transformer_file.load(path, str(tiny_model), torch.float32)
+    loaded = t.state_dict()
+    assert set(loaded) == set(meant)
+    assert all(torch.equal(loaded[k], v.float()) for k, v in meant.items())  # fp8 × scale, not the raw fp8 values
+    # in memory as the compute dtype: parameters × 2 bytes in bf16, scale and marker keys not counted
+    assert transformer_file.memory_bytes(path) == 2 * sum(v.numel() for v in meant.values())
+
+    engine = Engine(Settings(model=str(tiny_model), transformer_file=str(path)))
+    latents = run(engine)
+    deviation = ((latents - reference).norm() / reference.norm()).item()
+    assert 0 < deviation < 0.1  # FP8's rounding, bounded
+    assert engine.status_json()["model"]["transformer_file"] == str(path)
+
+
+def test_gguf_file_stays_quantised_and_runs(tiny_model, tmp_path, reference):
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    path = tmp_path / "qwen-image-layered-Q8_0.gguf"
+    quantised = write_gguf(tiny_model, path)
+    assert quantised > 10
+    engine = Engine(Settings(model=str(tiny_model), transformer_file=str(path)))
+    latents = run(engine)
+    transformer = engine.pipe.transformer
+    packed = [p for p in transformer.parameters() if isinstance(p, GGUFParameter)]
+    # every packed linear layer stays packed; the one packed embedding table (not a linear layer) is unpacked at load
+    embedding = transformer.time_text_embed.addition_t_embedding.weight
+    assert len(packed) == quantised - 1 and all(p.dtype == torch.uint8 for p in packed)
+    assert not isinstance(embedding, GGUFParameter) and embedding.dtype == torch.float32
+    deviation = ((latents - reference).norm() / reference.norm()).item()
+    assert 0 < deviation < 0.05  # Q8_0's rounding, bounded
+    assert torch.equal(run(engine), latents)  # deterministic
+    assert not engine.memory.fp8
+    assert transformer_file.memory_bytes(path) == path.stat().st_size
+
+
+def test_gguf_transformer_survives_host_offload(tiny_model, tmp_path):
+    from backend.offload import HostOffload
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    path = tmp_path / "t.gguf"
+    write_gguf(tiny_model, path)
+    engine = Engine(Settings(model=str(tiny_model), transformer_file=str(path)))
+    first = run(engine)
+    offload = HostOffload(engine.pipe, "cpu")
+    try:
+        assert torch.equal(run(engine), first)  # onload, offload (host tensors assigned back), onload again
+        assert torch.equal(run(engine), first)
+        assert any(isinstance(p, GGUFParameter) for p in engine.pipe.transformer.parameters())
+    finally:
+        offload.remove()
+
+
+def test_plan_sizes_the_transformer_from_the_file(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 64 * 2**30)
+    path = tmp_path / "t.gguf"
+    write_gguf(tiny_model, path)
+    sizes = component_bytes(str(tiny_model), str(path))
+    assert sizes["transformer"] == path.stat().st_size
+    assert sizes["text_encoder"] == component_bytes(str(tiny_model))["text_encoder"]
+    # the published model with an 11 GiB GGUF transformer on a 24 GiB Ada card: the largest component (the 15.5 GiB
+    # text encoder) fits, so one at a time; GGUF is already quantised, so no FP8 and no compile on auto
+    gib = 2**30
+    big = tmp_path / "qwen-image-layered-Q4_K_M.gguf"
+    with open(big, "wb") as f:
+        f.truncate(11 * gib)  # sparse: only its size is read
+    card = DeviceInfo("cuda", "RTX 4090", 24 * gib, int(23.5 * gib), (8, 9))
+    choice = plan(card, "Qwen/Qwen-Image-Layered", transformer_file=str(big))
+    assert choice.mode == MemoryMode.host_offload and not choice.fp8 and not choice.compile
+    assert "GGUF" in choice.reason
+    assert not plan(card, "Qwen/Qwen-Image-Layered", quantize="fp8", transformer_file=str(big)).fp8
+    # not on this machine yet (a Hub address): planned as the model's own bf16 transformer until it is
+    remote = "https://huggingface.co/someone/qwen-image-layered-gguf/blob/main/q4.gguf"
+    assert component_bytes("Qwen/Qwen-Image-Layered", remote)["transformer"] == component_bytes("Qwen/Qwen-Image-Layered")["transformer"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "shape"])
+def test_a_file_of_another_model_fails_the_load_in_words_and_the_engine_recovers(tiny_model, tmp_path, damage):
+    sd = state(tiny_model)
+    key = next(k for k in sd if k.endswith("img_mlp.net.2.weight"))
+    if damage == "missing":
+        del sd[key]
+    else:
+        sd[key] = torch.zeros(sd[key].shape[0], sd[key].shape[1] * 2)
+    path = tmp_path / "other.safetensors"
+    save_file(sd, path)
+    engine = Engine(Settings(model=str(tiny_model), transformer_file=str(path)))
+    with pytest.raises(LayerBridgeError) as caught:
+        engine.load()
+    assert caught.value.code == ErrorCode.model_unavailable
+    message = caught.value.message
+    assert "is not a Qwen-Image-Layered transformer" in message and key in message
+    assert ("missing" if damage == "missing" else "another shape") in message
+    assert engine.model_status.state == ModelState.failed and engine.model_status.error == message
+    save_file(state(tiny_model), path)  # the right file now: the same engine loads it
+    engine.load()
+    assert engine.model_status.state == ModelState.ready
+
+
+def test_a_missing_file_is_named(tiny_model, tmp_path):
+    engine = Engine(Settings(model=str(tiny_model), transformer_file=str(tmp_path / "nowhere.gguf")))
+    assert not engine.downloaded()
+    with pytest.raises(LayerBridgeError, match="nowhere.gguf does not exist"):
+        engine.load()
+
+
+def test_hub_addresses_are_parsed():
+    assert transformer_file.hub_location(
+        "https://huggingface.co/Comfy-Org/Qwen-Image-Layered_ComfyUI/blob/main/split_files/diffusion_models/x_fp8.safetensors"
+    ) == ("Comfy-Org/Qwen-Image-Layered_ComfyUI", "main", "split_files/diffusion_models/x_fp8.safetensors")
+    assert transformer_file.hub_location("https://huggingface.co/a/b/resolve/abc123/q.gguf") == ("a/b", "abc123", "q.gguf")
+    assert transformer_file.hub_location("/models/q.gguf") is None
+
+
+class Hub:
+    """huggingface_hub's calls the download makes, as documented (`HfApi.model_info(files_metadata=True)` lists
+    `siblings` with `rfilename` and `size`; `snapshot_download(repo, ignore_patterns=…)` and `hf_hub_download(repo,
+    filename, revision=…)` return local paths), for a Hub this machine cannot reach. Files are written as they
+    would land, so the byte progress reads real files."""
+
+    FILES = {
+        "model_index.json": 1_000,
+        "transformer/config.json": 1_000,
+        "transformer/diffusion_pytorch_model.safetensors.index.json": 100_000,
+        "transformer/diffusion_pytorch_model-00001-of-00009.safetensors": 4_900_000,
+        "transformer/diffusion_pytorch_model-00009-of-00009.safetensors": 1_100_000,
+        "text_encoder/model-00001-of-00004.safetensors": 3_900_000,
+        "vae/diffusion_pytorch_model.safetensors": 250_000,
+    }
+
+    def __init__(self, cache: Path):
+        self.cache = cache
+        self.snapshots: list[dict] = []
+
+    def model_info(self, repo, revision=None, files_metadata=False):
+        from types import SimpleNamespace
+
+        files = self.FILES if repo == "Qwen/Qwen-Image-Layered" else {"q4.gguf": 2_000_000}
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=n, size=s) for n, s in files.items()])
+
+    def _land(self, repo: str, sizes: dict[str, int]) -> Path:
+        folder = self.cache / ("models--" + repo.replace("/", "--"))
+        blobs, snapshot = folder / "blobs", folder / "snapshots" / "0123abcd"
+        blobs.mkdir(parents=True, exist_ok=True)
+        for name, size in sizes.items():
+            (blobs / name.replace("/", "_")).write_bytes(b"\0" * size)
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            (snapshot / name).write_bytes(b"")
+        return snapshot
+
+    def snapshot_download(self, repo, ignore_patterns=None, local_files_only=False):
+        import fnmatch
+
+        self.snapshots.append({"repo": repo, "ignore_patterns": ignore_patterns})
+        kept = {n: s for n, s in self.FILES.items() if not any(fnmatch.fnmatch(n, p) for p in ignore_patterns or [])}
+        return str(self._land(repo, kept))
+
+    def hf_hub_download(self, repo, filename, revision=None, local_files_only=False):
+        return str(self._land(repo, {filename: 2_000_000}) / filename)
+
+
+def test_download_leaves_out_the_models_transformer_where_a_file_replaces_it(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    hub = Hub(tmp_path / "hub")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub.cache))
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+
+    seen: list[tuple[int, int]] = []
+    download.fetch("Qwen/Qwen-Image-Layered", lambda d, t: seen.append((d, t)), skip_transformer=True)
+    ignored = hub.snapshots[-1]["ignore_patterns"]
+    total = seen[-1][1]
+    # the transformer's weights (6 MB here, 41 GB for real) are neither fetched nor counted; its config and index are
+    assert total == 1_000 + 1_000 + 100_000 + 3_900_000 + 250_000 and seen[-1][0] == total
+    assert all(download._ignored(n, ignored) == (n.startswith("transformer/") and n.endswith(".safetensors"))
+               for n in Hub.FILES)
+
+    download.fetch("Qwen/Qwen-Image-Layered", lambda d, t: seen.append((d, t)))
+    assert hub.snapshots[-1]["ignore_patterns"] is None and seen[-1][1] == sum(Hub.FILES.values())
+
+    got = download.fetch_file("someone/gguf", "main", "q4.gguf", lambda d, t: seen.append((d, t)))
+    assert got.name == "q4.gguf" and seen[-1] == (2_000_000, 2_000_000)
+    with pytest.raises(LayerBridgeError, match="no file someone/gguf/q5.gguf"):
+        download.fetch_file("someone/gguf", "main", "q5.gguf")
