@@ -261,8 +261,9 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(data, indent=2))
     else:
+        width = max(map(len, data))
         for key, value in data.items():
-            print(f"{key:>14}: {value}")
+            print(f"{key:>{width}}: {value}")
     return 0
 
 

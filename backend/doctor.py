@@ -34,7 +34,7 @@ def _port_state(port: int) -> str:
     return f"{port} in use by another program: start the server with --port"
 
 
-def _model_cache(model: str) -> str:
+def _model_cache(model: str, single_file: bool = False) -> str:
     if Path(model).is_dir():
         return f"local folder {model}"
     try:
@@ -45,6 +45,8 @@ def _model_cache(model: str) -> str:
                 return f"{repo.size_on_disk / 1e9:.1f} GB cached in {repo.repo_path}"
     except Exception:
         pass
+    if single_file:
+        return "not downloaded yet (`layerbridge download --transformer-file`: about 16 GB without the transformer)"
     return "not downloaded yet (`layerbridge download`, about 57 GB)"
 
 
@@ -73,7 +75,7 @@ def report(settings: Settings) -> dict[str, Any]:
         "attention": attention_backend(device, settings.attention) or "native (PyTorch SDPA)",
         "presets": describe_presets(device),
         "model": settings.model,
-        "model cache": _model_cache(settings.model),
+        "model cache": _model_cache(settings.model, bool(settings.transformer_file)),
         "transformer file": _transformer_file_text(settings.transformer_file),
         "port": _port_state(settings.port),
         "config dir": str(config_dir()),

@@ -80,7 +80,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     choice = choose_mode(device, model, memory, transformer_file=transformer_file)
     gguf = bool(transformer_file) and transformer_file.lower().endswith(".gguf")
     fp8 = False
-    if gguf:
+    if gguf and device.kind == "cuda":
         choice.reason += "; transformer from a GGUF file: its own quantised weights, no FP8 on top"
     elif quantize == "fp8":
         fp8 = supports_fp8(device)
