@@ -179,14 +179,18 @@ def unpack_outside_linears(checkpoint: dict[str, Any], layout: Any, dtype: Any) 
 
 def load(path: Path, model: str, dtype: Any, source: str | None = None) -> Any:
     """The layered transformer with the file's weights and the model's config (`model`: its local folder)."""
+    return from_checkpoint(read_checkpoint(path, dtype), model, dtype, is_gguf(str(path)), source or str(path))
+
+
+def from_checkpoint(checkpoint: dict[str, Any], model: str, dtype: Any, gguf: bool, source: str) -> Any:
+    """The layered transformer from tensors under its own names (GGUF-packed ones where `gguf`), checked first."""
     from diffusers import QwenImageTransformer2DModel
 
-    checkpoint = read_checkpoint(path, dtype)
     layout = empty_transformer(model)
-    check_layout(checkpoint, layout, source or str(path))
+    check_layout(checkpoint, layout, source)
     unpack_outside_linears(checkpoint, layout, dtype)
     kwargs: dict[str, Any] = {"config": model, "subfolder": "transformer", "torch_dtype": dtype}
-    if is_gguf(str(path)):
+    if gguf:
         from diffusers import GGUFQuantizationConfig
 
         kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)

@@ -23,6 +23,9 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
   flops       no GPU, no weights: FLOPs of one transformer forward at --resolution/--layers (FlopCounterMode on the
               meta device, inputs as the pipeline passes them), split attention / the rest, and Best's total against
               the cards' dense peaks; it builds no pipeline (a tiny one on the CPU shows the inputs' shapes)
+  gguf        the transformer swapped for good for a GGUF copy of its weights (--gguf-type q8_0 or q4_0, packed on
+              the GPU, loaded through the server's single-file loader): Fast all on the GPU, then host offload under a
+              24 GiB cap (a 24 GB card without FP8 units); run it before fp8
   attention   one transformer forward with each attention backend that runs here (native, cuDNN, flash, efficient,
               FlashAttention 2/3 and SageAttention where installed): seconds, TFLOP/s, deviation from native
 Group offload pins a copy of every weight in system memory; leaving it for another mode in the same process ran
@@ -203,6 +206,37 @@ def count_flops(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         note = "FlopCounterMode counted nothing inside scaled_dot_product_attention: 4·B·H·Lq·Lk·D"
     return {"flops": int(total), "attention_flops": int(attn), "rest_flops": int(total - attn),
             "attention_calls": attention["calls"], "attention_note": note, "ops": ops}
+
+
+def _round_half_away(x: Any) -> Any:
+    """Round half away from zero, as gguf's numpy quantisers do (np_roundf), operation for operation."""
+    import torch
+
+    magnitude = x.abs()
+    whole = magnitude.floor()
+    return torch.sign(x) * (whole + (2 * (magnitude - whole)).floor())
+
+
+def gguf_pack(weight: Any, kind: str) -> Any:
+    """A 2-D weight as GGUF Q8_0 or Q4_0 blocks of 32 values along each row, byte for byte what gguf's quantiser
+    writes (on whatever device the weight is: a 20 B-parameter transformer packs in seconds on a GPU, where gguf's
+    numpy code would take minutes). Returns uint8 rows of 34 (Q8_0) or 18 (Q4_0) bytes per block."""
+    import torch
+
+    rows = weight.shape[0]
+    blocks = weight.float().reshape(-1, 32)
+    if kind == "q8_0":
+        d = blocks.abs().amax(-1, keepdim=True) / 127
+        inverse = torch.where(d == 0, torch.zeros_like(d), 1 / d)
+        q = _round_half_away(blocks * inverse).to(torch.int8).view(torch.uint8)
+    elif kind == "q4_0":
+        d = blocks.gather(-1, blocks.abs().argmax(-1, keepdim=True)) / -8
+        inverse = torch.where(d == 0, torch.zeros_like(d), 1 / d)
+        nibbles = torch.trunc(blocks * inverse + 8.5).clamp(0, 15).to(torch.uint8).reshape(-1, 2, 16)
+        q = nibbles[:, 0] | (nibbles[:, 1] << 4)
+    else:
+        raise ValueError(f"unknown GGUF type {kind!r}: q8_0 or q4_0")
+    return torch.cat([d.half().view(torch.uint8), q], -1).reshape(rows, -1)
 
 
 class Bench:
@@ -543,6 +577,63 @@ class Bench:
                          "first_error": failed[0]["error"] if failed else None})
         self.torch.cuda.empty_cache()
 
+    def phase_gguf(self) -> None:
+        """The transformer swapped, for good, for a GGUF copy of the same weights (--gguf-type; packed here, loaded
+        through the server's single-file loader): Fast all on the GPU (after a bf16 Fast for reference where none ran
+        yet), then host offload under a 24 GiB cap, as a 24 GB card without FP8 units (RTX 3090) would run a Q8_0 file."""
+        import tempfile
+
+        from diffusers.quantizers.gguf.utils import GGUFParameter
+
+        from backend import transformer_file
+
+        if self.fp8:
+            self.record({"phase": "gguf", "skipped": "runs before fp8 (it packs the bf16 weights)"})
+            return
+        torch = self.torch
+        kind = self.args.gguf_type
+        self._place("gpu")
+        if ("fast", 20) not in self.first_latents:
+            self.job("gguf-reference-bf16", "fast")
+        t = time.monotonic()
+        transformer = self.pipe.transformer
+        linears = {f"{n}.weight" for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
+        checkpoint: dict[str, Any] = {}
+        quant = {"q8_0": 8, "q4_0": 2}[kind]  # gguf.GGMLQuantizationType values
+        with torch.no_grad():
+            for name, tensor in transformer.state_dict().items():
+                if name in linears and tensor.shape[-1] % 32 == 0:
+                    checkpoint[name] = GGUFParameter(gguf_pack(tensor, kind).cpu(), quant_type=_gguf_type(quant))
+                else:
+                    checkpoint[name] = tensor.detach().cpu()
+        packed_s = time.monotonic() - t
+        with tempfile.TemporaryDirectory() as folder:
+            transformer.save_config(Path(folder) / "transformer")
+            self.pipe.register_modules(transformer=None)
+            del transformer
+            if self.cuda:
+                torch.cuda.empty_cache()
+            t = time.monotonic()
+            dtype = torch.bfloat16 if self.cuda else torch.float32
+            replacement = transformer_file.from_checkpoint(checkpoint, folder, dtype, True, f"random {kind}")
+        del checkpoint
+        self.pipe.register_modules(transformer=replacement)
+        self._place("gpu")
+        weight_gib = sum(p.untyped_storage().nbytes() for p in replacement.parameters()) / GIB
+        self.record({"phase": "gguf-load", "gguf_type": kind, "pack_s": round(packed_s, 1),
+                     "load_and_place_s": round(time.monotonic() - t, 1), "transformer_gib": round(weight_gib, 2)})
+        self.job("gguf", "fast", gguf_type=kind)
+        if self.time_left() > 90:
+            self._place("host_offload")
+            self.cap(24)
+            try:
+                self.job("gguf-card24", "fast", gguf_type=kind, vram_cap_gib=24, place_s=round(self.place_seconds, 1))
+                if self.time_left() > 40:
+                    self.job("gguf-card24", "fast", gguf_type=kind, vram_cap_gib=24)
+            finally:
+                self.cap(None)
+            self._place("gpu")
+
     def phase_fp8compile(self) -> None:
         """All on the GPU, FP8 (after the fp8 phase) plus compilation: the fastest configuration."""
         self._place("gpu")
@@ -707,7 +798,14 @@ class Bench:
 
 # the least time (s) a phase needs on an H200; it is not started with less left
 PHASE_SECONDS = {"presets": 30, "compile": 90, "modes": 60, "fp8": 20, "fp8staged": 60, "card24": 100, "card16": 50,
-                 "fp8compile": 120, "flops": 30, "attention": 60, "card16int8": 50, "fp8check": 5}
+                 "fp8compile": 120, "flops": 30, "attention": 60, "card16int8": 50, "fp8check": 5,
+                 "gguf": 120}
+
+
+def _gguf_type(value: int) -> Any:
+    import gguf
+
+    return gguf.GGMLQuantizationType(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -722,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=4, help="steps for the memory-mode jobs")
     p.add_argument("--small-card-gib", type=float, default=16.0, help="VRAM cap for the group-offload job")
     p.add_argument("--caption-probe-tokens", type=int, default=16, help="caption length timed on the 16 GB card")
+    p.add_argument("--gguf-type", choices=["q8_0", "q4_0"], default="q8_0", help="what the gguf phase packs")
     p.add_argument("--budget-s", type=float, default=480.0, help="start no phase after this many seconds")
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     args = p.parse_args(argv)

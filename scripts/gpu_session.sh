@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check: what is still to be measured on one H100/H200, in one call of under 8 minutes.
+# The prepared GPU check: what is still to be measured on one H100/H200, in one call of under 10 minutes.
 # Rows go to $OUT/results.jsonl (and each process's log beside it); see docs/benchmarks.md for the earlier runs.
 #   OUT=/some/dir bash scripts/gpu_session.sh      (ARCH=tiny: the same calls with the tiny model, on any machine)
 # Wheels in .whl/ (if any) are installed to /tmp/site first, for a machine that cannot reach a package index.
@@ -23,4 +23,9 @@ echo "run 1 exit $?" >> "$out/exit.txt"
 timeout 130 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 100 \
   --phases attention > "$out/run2.log" 2>&1
 echo "run 2 exit $?" >> "$out/exit.txt"
+# 3: a GGUF Q8_0 transformer through the server's single-file loader: bf16 Fast for reference, the same weights packed
+#    to Q8_0, Fast all on the GPU (host offload under a 24 GiB cap too, where the budget leaves time)
+timeout 140 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 130 \
+  --phases gguf --gguf-type q8_0 > "$out/run3.log" 2>&1
+echo "run 3 exit $?" >> "$out/exit.txt"
 tail -n 40 "$out/results.jsonl"

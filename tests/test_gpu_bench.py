@@ -49,3 +49,40 @@ def test_flops_phase_counts_tiny_transformer(tmp_path: Path) -> None:
     assert fewer["cond-short"]["image_tokens"] < forwards["cond-short"]["image_tokens"]
     for name in forwards:
         assert forwards[name]["flops"] > fewer[name]["flops"]
+
+
+def test_gguf_packing_is_byte_for_byte_ggufs() -> None:
+    import gguf
+    import numpy as np
+    import torch
+
+    bench = _load_bench()
+    rng = np.random.default_rng(7)
+    weight = (rng.standard_normal((48, 128)) * rng.uniform(0.01, 3, (48, 1))).astype(np.float32)
+    weight[3, :32] = 0  # an all-zero block (scale 0)
+    weight[5, 40] = -weight[5, 32:64].__abs__().max() * 2  # the block's largest magnitude negative (Q4_0's sign)
+    for kind, kind_id in (("q8_0", gguf.GGMLQuantizationType.Q8_0), ("q4_0", gguf.GGMLQuantizationType.Q4_0)):
+        ours = bench.gguf_pack(torch.from_numpy(weight), kind).numpy()
+        theirs = gguf.quants.quantize(weight, kind_id)
+        assert ours.dtype == np.uint8 and ours.shape == theirs.shape
+        assert np.array_equal(ours, theirs), kind
+        back = gguf.quants.dequantize(ours, kind_id)
+        error = np.abs(back - weight).max(axis=1) / np.abs(weight).max(axis=1).clip(1e-9)
+        assert error.max() < (0.01 if kind == "q8_0" else 0.15)
+
+
+def test_gguf_phase_runs_the_server_loader_on_the_tiny_model(tmp_path: Path) -> None:
+    bench = _load_bench()
+    args = ["--arch", "tiny", "--phases", "gguf", "--layers", "2", "--width", "96", "--height", "64",
+            "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert not any("error" in r for r in rows), rows
+    phases = [r["phase"] for r in rows]
+    assert phases[:5] == ["start", "build", "gguf-reference-bf16", "gguf-load", "gguf"]
+    gguf_row = rows[phases.index("gguf")]
+    # the same random weights in Q8_0: close to bf16's result, not identical (the weights did change)
+    assert gguf_row["finite"] and 0 < gguf_row["deviation_vs_first_same_preset"] < 0.05
+    offloaded = [r for r in rows if r["phase"] == "gguf-card24"]
+    assert offloaded and all(r["mode"] == "host_offload" for r in offloaded)
+    assert all(r["deviation_vs_first_same_preset"] == gguf_row["deviation_vs_first_same_preset"] for r in offloaded)
