@@ -287,6 +287,8 @@ class Engine:
             log.warning("the int8 text encoder failed its check (%s: %s); streaming the bf16 one", type(exc).__name__, exc)
         from diffusers.hooks import apply_group_offloading
 
+        from .offload import HostOffload
+
         self.offload.remove()
         self.offload = None
         text_encoder = type(pipe.text_encoder).from_pretrained(
@@ -294,6 +296,8 @@ class Engine:
         )
         apply_group_offloading(text_encoder, **group_offload_options(self.device))
         pipe.register_modules(text_encoder=text_encoder)
+        if self.memory.mode == MemoryMode.host_offload:  # the others stay placed whole; they leave before it runs
+            self.offload = HostOffload(pipe, self.device.kind, ("transformer", "vae"), release_before=(text_encoder,))
         self.memory.text_encoder_int8 = False
         self.memory.reason += " (the int8 text encoder failed its check at load: bf16, streamed)"
 

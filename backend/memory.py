@@ -121,10 +121,18 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     if choice.mode == MemoryMode.group_offload and quantize != "none" and device.kind == "cuda" and _has_torchao():
         # Streamed, the text encoder moves all its 16 GB over PCIe for every caption token (0.44 s a token on an
         # H200's host); in int8 it fits whole beside nothing else, and the transformer's turn takes it off again.
-        need = component_bytes(model)["text_encoder"] * INT8_TEXT_ENCODER_SCALE + OFFLOAD_HEADROOM_BYTES
-        if device.vram_free >= need:
+        sizes = component_bytes(model, transformer_file)
+        sizes["text_encoder"] *= INT8_TEXT_ENCODER_SCALE
+        if device.vram_free >= sizes["text_encoder"] + OFFLOAD_HEADROOM_BYTES:
             choice.text_encoder_int8 = True
             choice.reason += "; text encoder in int8, whole on the GPU while it runs"
+            if memory == "auto" and _one_at_a_time_fits(device, sizes):
+                # A transformer small enough to fit whole too (a 4-bit GGUF file on a 16 GB card): no streaming at all.
+                choice.mode = MemoryMode.host_offload
+                choice.reason += (
+                    f", and the transformer ({sizes['transformer'] / GIB:.1f} GiB) fits whole too: one component on "
+                    f"the GPU at a time, every weight kept in RAM, nothing streamed"
+                )
     # auto: only where torch.compile's GPU backend (Triton) is installed (Windows wheels of torch usually lack it),
     # and not with streamed offloading, whose per-module hooks inside every block would make torch recompile per
     # block until its limit and then run eagerly anyway.
@@ -136,6 +144,14 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     if gguf and compile == "auto" and device.kind == "cuda":
         choice.reason += "; compilation off with GGUF weights (--compile on to try it)"
     return choice
+
+
+def _one_at_a_time_fits(device: DeviceInfo, sizes: dict[str, float]) -> bool:
+    """Host offload with these component sizes: each fits the GPU by itself, and RAM holds them all."""
+    if max(sizes.values()) + OFFLOAD_HEADROOM_BYTES > device.vram_free:
+        return False
+    ram = host_ram_bytes()
+    return ram is None or ram >= sum(sizes.values()) + HOST_RAM_SPARE_BYTES
 
 
 def attention_backend(device: DeviceInfo, requested: str = "auto") -> str | None:
@@ -423,6 +439,8 @@ def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int
     if mode == MemoryMode.host_offload:
         from .offload import HostOffload
 
+        if text_encoder_int8:
+            enable_int8_text_encoder(pipe.text_encoder, staging=device.kind)
         return HostOffload(pipe, device.kind)
     if mode == MemoryMode.group_offload and text_encoder_int8:
         from .offload import HostOffload

@@ -258,6 +258,28 @@ def test_small_card_plan_takes_the_int8_text_encoder_where_it_fits(gib, quantize
     assert choice.to_json()["text_encoder_int8"] is int8
 
 
+@pytest.mark.parametrize(
+    "transformer_gib, ram_gib, mode",
+    [(10.7, 64, MemoryMode.host_offload), (10.7, 16, MemoryMode.group_offload), (20.2, 64, MemoryMode.group_offload)],
+)
+def test_small_card_places_a_small_transformer_whole_beside_the_int8_text_encoder(
+    tmp_path, monkeypatch, transformer_gib, ram_gib, mode
+):
+    """16 GB card: a 4-bit GGUF transformer (10.7 GiB) and the int8 text encoder (9.3 GiB) each fit by themselves, so
+    nothing is streamed, where RAM holds both; a Q8_0 one (20.2 GiB) does not fit and is streamed."""
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    gguf = tmp_path / "qwen-image-layered.gguf"
+    with open(gguf, "wb") as f:
+        f.truncate(int(transformer_gib * 2**30))  # sparse: only its size is read
+    device = DeviceInfo("cuda", "GPU", 16 * 2**30, int(15.2 * 2**30), (8, 9))
+    choice = plan(device, "Qwen/Qwen-Image-Layered", transformer_file=str(gguf))
+    assert choice.mode == mode and choice.text_encoder_int8 and not choice.fp8, choice.reason
+    assert ("nothing streamed" in choice.reason) is (mode == MemoryMode.host_offload)
+    # asked for by name, a mode stays as asked
+    assert plan(device, "Qwen/Qwen-Image-Layered", "group_offload", transformer_file=str(gguf)).mode == MemoryMode.group_offload
+
+
 def test_compiled_blocks_are_not_recompiled_when_weights_come_back_from_their_host_copies(engine):
     """Every job re-creates the placed components' parameters (the host copies are assigned back): the compiled
     transformer blocks must not recompile for that."""
@@ -282,14 +304,15 @@ def test_compiled_blocks_are_not_recompiled_when_weights_come_back_from_their_ho
     assert graphs[0] >= 1 and graphs[2] == graphs[0], graphs
 
 
-def test_an_int8_text_encoder_that_fails_its_check_gives_way_to_the_bf16_one_streamed(tiny_model, monkeypatch):
+@pytest.mark.parametrize("mode", [MemoryMode.group_offload, MemoryMode.host_offload])
+def test_an_int8_text_encoder_that_fails_its_check_gives_way_to_the_bf16_one_streamed(tiny_model, monkeypatch, mode):
     pytest.importorskip("torchao")
     from diffusers.hooks.group_offloading import _get_top_level_group_offload_hook
 
     from backend.memory import MemoryChoice
 
     device = DeviceInfo("cpu", "CPU")
-    monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.group_offload, "test", text_encoder_int8=True))
+    monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(mode, "test", text_encoder_int8=True))
     checked = []
 
     def failing(pipe):
@@ -302,24 +325,35 @@ def test_an_int8_text_encoder_that_fails_its_check_gives_way_to_the_bf16_one_str
     e.load()
     te = e.pipe.text_encoder
     assert checked == [True]  # the int8 one was tried
-    assert e.offload is None and e.memory.text_encoder_int8 is False and "failed its check" in e.memory.reason
+    assert e.memory.text_encoder_int8 is False and "failed its check" in e.memory.reason
     assert all(type(p) is torch.nn.Parameter for p in te.parameters())  # bf16 (float32 here) again
-    assert _get_top_level_group_offload_hook(te) is not None  # streamed like the transformer
-    result = e.run(IMG, JobParams.parse(FAST), lambda p: None, lambda: False)
-    assert result.caption and torch.isfinite(e.last_latents).all()
+    assert _get_top_level_group_offload_hook(te) is not None  # streamed
+    if mode == MemoryMode.group_offload:  # like the transformer
+        assert e.offload is None
+    else:  # the transformer and the VAE stay placed whole, and leave the GPU before the text encoder runs
+        assert set(e.offload.modules) == {"transformer", "vae"} and e.offload.released == [te]
+    try:
+        result = e.run(IMG, JobParams.parse(FAST), lambda p: None, lambda: False)
+        assert result.caption and torch.isfinite(e.last_latents).all()
+    finally:
+        if e.offload is not None:
+            e.offload.remove()
 
 
-def test_an_int8_text_encoder_that_passes_its_check_is_kept_and_off_the_gpu(tiny_model, monkeypatch):
+@pytest.mark.parametrize("mode", [MemoryMode.group_offload, MemoryMode.host_offload])
+def test_an_int8_text_encoder_that_passes_its_check_is_kept_and_off_the_gpu(tiny_model, monkeypatch, mode):
     pytest.importorskip("torchao")
     from backend.memory import MemoryChoice
 
-    monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.group_offload, "test", text_encoder_int8=True))
+    monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(mode, "test", text_encoder_int8=True))
     monkeypatch.setattr("backend.engine.probe_device", lambda: DeviceInfo("cpu", "CPU"))
     e = Engine(Settings(model=str(tiny_model)))
     e.load()
     try:
         assert e.memory.text_encoder_int8 and e.offload is not None and e.offload.current is None
         assert any(type(p) is not torch.nn.Parameter for p in e.pipe.text_encoder.parameters())
+        result = e.run(IMG, JobParams.parse(FAST), lambda p: None, lambda: False)
+        assert result.caption and torch.isfinite(e.last_latents).all()
     finally:
         e.offload.remove()
 
