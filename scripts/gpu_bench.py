@@ -25,7 +25,8 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
               the cards' dense peaks; it builds no pipeline (a tiny one on the CPU shows the inputs' shapes)
   gguf        the transformer swapped for good for a GGUF copy of its weights (--gguf-type q8_0 or q4_0, packed on
               the GPU, loaded through the server's single-file loader): Fast all on the GPU, then host offload under a
-              24 GiB cap (a 24 GB card without FP8 units); run it before fp8
+              24 GiB cap (Q8_0: a 24 GB card without FP8 units) or 16 GiB with the int8 text encoder (Q4_0: a 16 GB
+              card); run it before fp8
   attention   one transformer forward with each attention backend that runs here (native, cuDNN, flash, efficient,
               FlashAttention 2/3 and SageAttention where installed): seconds, TFLOP/s, deviation from native
 Group offload pins a copy of every weight in system memory; leaving it for another mode in the same process ran
@@ -580,7 +581,8 @@ class Bench:
     def phase_gguf(self) -> None:
         """The transformer swapped, for good, for a GGUF copy of the same weights (--gguf-type; packed here, loaded
         through the server's single-file loader): Fast all on the GPU (after a bf16 Fast for reference where none ran
-        yet), then host offload under a 24 GiB cap, as a 24 GB card without FP8 units (RTX 3090) would run a Q8_0 file."""
+        yet), then host offload: Q8_0 under a 24 GiB cap, as a 24 GB card without FP8 units (RTX 3090) would run it;
+        Q4_0 under a 16 GiB cap with the int8 text encoder, as the server plans a 16 GB card with a 4-bit file."""
         import tempfile
 
         from diffusers.quantizers.gguf.utils import GGUFParameter
@@ -624,12 +626,15 @@ class Bench:
                      "load_and_place_s": round(time.monotonic() - t, 1), "transformer_gib": round(weight_gib, 2)})
         self.job("gguf", "fast", gguf_type=kind)
         if self.time_left() > 90:
-            self._place("host_offload")
-            self.cap(24)
+            # Q8_0: a 24 GB card without FP8 units; Q4_0: a 16 GB card, beside the int8 text encoder (for good)
+            card, int8 = (16, True) if kind == "q4_0" else (24, False)
+            self._place("host_offload", text_encoder_int8=int8)
+            self.cap(card)
+            label = f"gguf-card{card}"
             try:
-                self.job("gguf-card24", "fast", gguf_type=kind, vram_cap_gib=24, place_s=round(self.place_seconds, 1))
+                self.job(label, "fast", gguf_type=kind, vram_cap_gib=card, place_s=round(self.place_seconds, 1))
                 if self.time_left() > 40:
-                    self.job("gguf-card24", "fast", gguf_type=kind, vram_cap_gib=24)
+                    self.job(label, "fast", gguf_type=kind, vram_cap_gib=card)
             finally:
                 self.cap(None)
             self._place("gpu")
