@@ -205,3 +205,25 @@ def test_fuzz_raw_rgba(width, height, data):
         assert exc.code in (ErrorCode.invalid_image, ErrorCode.image_too_large)
     else:
         assert out.shape == (height, width, 4)
+
+
+def test_a_wrong_transformer_file_fails_jobs_in_words_and_the_server_keeps_serving(tiny_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from server_process import start_server, stop_server
+
+    weights = load_file(tiny_model / "transformer" / "diffusion_pytorch_model.safetensors")
+    save_file({k: v for k, v in weights.items() if "transformer_blocks.1." not in k}, tmp_path / "other.safetensors")
+    server = start_server(tiny_model, tmp_path / "server", "--transformer-file", str(tmp_path / "other.safetensors"))
+    try:
+        status, answer = submit_http(server, image(30, 30))
+        state = wait_state(server, answer["job"]) if status == 202 else answer
+        error = state.get("error") or state
+        assert error["code"] == "model_unavailable", state
+        assert "not a Qwen-Image-Layered transformer" in error["message"] and "transformer_blocks.1." in error["message"]
+        model = server.get_json("/v1/status")["model"]
+        assert model["state"] == "failed" and model["transformer_file"].endswith("other.safetensors")
+        assert "not a Qwen-Image-Layered transformer" in model["error"]
+        assert request(server, "GET", "/health", token=False)[0] == 200
+        assert server.proc.poll() is None
+    finally:
+        stop_server(server)
