@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import transformer_file as single_file
+
 GIB = 1024**3
 # Qwen-Image-Layered in bf16: transformer 20.4 B parameters, Qwen2.5-VL-7B text encoder, small VAE.
 DEFAULT_COMPONENT_BYTES = {"transformer": 40.9 * GIB, "text_encoder": 15.5 * GIB, "vae": 0.25 * GIB}
@@ -78,7 +80,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     """The memory mode plus the load-time levers: FP8 weights and regional compilation. `transformer_file`: a
     single-file transformer used instead of the model's (sized from the file once it is on this machine)."""
     choice = choose_mode(device, model, memory, transformer_file=transformer_file)
-    gguf = bool(transformer_file) and transformer_file.lower().endswith(".gguf")
+    gguf = bool(transformer_file) and single_file.is_gguf(transformer_file)
     fp8 = False
     if gguf and device.kind == "cuda":
         choice.reason += "; transformer from a GGUF file: its own quantised weights, no FP8 on top"
@@ -363,8 +365,6 @@ def probe_device() -> DeviceInfo:
 def component_bytes(model: str, transformer_file: str | None = None) -> dict[str, float]:
     """Weight bytes per component once loaded: read from a local folder, else the default model's known sizes; the
     transformer's from a single-file transformer where one is set and on this machine."""
-    from . import transformer_file as single_file
-
     root = Path(model)
     if not root.is_dir():
         sizes = dict(DEFAULT_COMPONENT_BYTES)

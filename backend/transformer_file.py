@@ -103,7 +103,8 @@ def read_checkpoint(path: Path, dtype: Any) -> dict[str, Any]:
 
     raw = load_single_file_checkpoint(str(path))
     checkpoint: dict[str, Any] = {}
-    for key, tensor in raw.items():
+    for key in list(raw):
+        tensor = raw.pop(key)  # one reference only, so each float8 tensor is freed as soon as it is widened
         for prefix in COMFY_PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix):]
