@@ -4,9 +4,9 @@ Where one is set, the model's own transformer weights (41 GB in bf16) are not do
 fetches an FP8 file (about 20 GB) or a GGUF one (about 11 GB at Q4) plus the rest of the pipeline (about 16 GB).
 
 Formats read:
-- safetensors in diffusers' key layout, with or without ComfyUI's `model.diffusion_model.` prefix; float8 weights are
-  widened to the compute dtype, times their scale where the file has one (ComfyUI's `<layer>.scale_weight` or
-  `<layer>.weight_scale`). The server then treats the transformer as bf16: FP8 (torchao) again where the card has
+- safetensors in diffusers' key layout, with or without ComfyUI's `model.diffusion_model.` prefix; float8 (and scaled
+  int8) weights are widened to the compute dtype, times their scale where the file has one (ComfyUI's
+  `<layer>.scale_weight` or `<layer>.weight_scale`, one per tensor or per row; block-wise scales are refused). The server then treats the transformer as bf16: FP8 (torchao) again where the card has
   FP8 units and the plan needs it.
 - GGUF (any type diffusers dequantises: Q4_0 … Q8_0, K-quants, F16, BF16): the weights stay quantised in memory and are
   dequantised layer by layer in each forward, so FP8 does not go on top.
@@ -114,14 +114,26 @@ def read_checkpoint(path: Path, dtype: Any) -> dict[str, Any]:
     for key in [k for k in checkpoint if _is_quantisation_detail(k)]:
         del checkpoint[key]
     for key, tensor in checkpoint.items():
-        if tensor.dtype not in (torch.float8_e4m3fn, torch.float8_e5m2):
+        if tensor.dtype not in (torch.float8_e4m3fn, torch.float8_e5m2, torch.int8):
             continue
         layer = key.removesuffix(".weight")
         scale = scales.get(layer + ".scale_weight", scales.get(layer + ".weight_scale"))
+        if scale is None and tensor.dtype == torch.int8:
+            raise LayerBridgeError(ErrorCode.model_unavailable, f"the transformer file {path} has int8 weights "
+                                   f"without a scale ({key}): not a format the server reads")
         widened = tensor.to(torch.float32)
         if scale is not None:
             scale = scale.to(torch.float32)
-            widened = widened * (scale.reshape(-1, *[1] * (widened.dim() - 1)) if scale.numel() > 1 else scale)
+            if scale.numel() == 1:
+                widened = widened * scale.reshape(())
+            elif scale.numel() == tensor.shape[0]:  # one scale per output row
+                widened = widened * scale.reshape(-1, *[1] * (widened.dim() - 1))
+            else:
+                raise LayerBridgeError(
+                    ErrorCode.model_unavailable,
+                    f"the transformer file {path} scales {key} in blocks (scale shape {tuple(scale.shape)}), a layout "
+                    f"the server does not read: use a file with one scale per tensor or per row, or a GGUF file",
+                )
         checkpoint[key] = widened.to(dtype)
     return checkpoint
 

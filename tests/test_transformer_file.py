@@ -188,6 +188,26 @@ def test_a_file_of_another_model_fails_the_load_in_words_and_the_engine_recovers
     assert engine.model_status.state == ModelState.ready
 
 
+def test_per_row_int8_scales_are_applied_and_block_scales_refused(tiny_model, tmp_path):
+    weights = state(tiny_model)
+    key = next(k for k, v in weights.items() if v.dim() == 2 and v.shape[1] % 16 == 0)
+    value = weights[key]
+    scale = value.abs().amax(1) / 127
+    rows = dict(weights, **{key: (value / scale[:, None]).round().to(torch.int8), key[:-7] + ".weight_scale": scale})
+    save_file(rows, tmp_path / "rows.safetensors")
+    loaded = transformer_file.read_checkpoint(tmp_path / "rows.safetensors", torch.float32)
+    assert torch.allclose(loaded[key], value, atol=float(scale.max()) / 2 + 1e-7)
+    assert key[:-7] + ".weight_scale" not in loaded
+    blocks = dict(rows, **{key[:-7] + ".weight_scale": scale[:, None].repeat(1, value.shape[1] // 16)})
+    save_file(blocks, tmp_path / "blocks.safetensors")
+    with pytest.raises(LayerBridgeError, match="scales .* in blocks"):
+        transformer_file.read_checkpoint(tmp_path / "blocks.safetensors", torch.float32)
+    unscaled = {k: v for k, v in rows.items() if not k.endswith("weight_scale")}
+    save_file(unscaled, tmp_path / "unscaled.safetensors")
+    with pytest.raises(LayerBridgeError, match="int8 weights without a scale"):
+        transformer_file.read_checkpoint(tmp_path / "unscaled.safetensors", torch.float32)
+
+
 def test_a_missing_file_is_named(tiny_model, tmp_path):
     engine = Engine(Settings(model=str(tiny_model), transformer_file=str(tmp_path / "nowhere.gguf")))
     assert not engine.downloaded()
