@@ -170,7 +170,7 @@ def _decompose_in_process(a: argparse.Namespace, image: Any, params: dict, bar: 
     from .server import quiet_libraries
 
     quiet_libraries()
-    settings = Settings(model=a.model, memory=a.memory)
+    settings = Settings(model=a.model, memory=a.memory, transformer_file=a.transformer_file)
     engine = Engine(settings)
     job_params = JobParams.parse(params)
 
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="OUT.psd, OUT.ora, or a folder")
     d.add_argument("--model", default=Settings.model)
     d.add_argument("--memory", default="auto")
+    d.add_argument("--transformer-file", default=None, help=Settings.help()["transformer_file"] + " (when loading here)")
     d.add_argument("--server", default=None, help="server URL (default: the local server, when it is running)")
     d.add_argument("--token", default=None, help="access token for --server (default: read from the config folder)")
     d.add_argument("--in-process", action="store_true", help="never use a running server; load the model here")

@@ -147,3 +147,23 @@ def test_doctor_reports_mode_and_port(offline_env):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["memory mode"].startswith("cpu") and "torch" in data and "port" in data
+
+
+def test_decompose_and_doctor_with_a_gguf_transformer_file(odd_png, tiny_model, offline_env, tmp_path):
+    from test_transformer_file import write_gguf
+
+    gguf = tmp_path / "qwen-image-layered-Q8_0.gguf"
+    write_gguf(tiny_model, gguf)
+    out = tmp_path / "out"
+    r = run("decompose", str(odd_png), "--out", str(out), "--model", str(tiny_model), "--transformer-file", str(gguf),
+            "--in-process", *JOB, env=offline_env)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((out / "layers.json").read_text())["layers"]) == 3
+    r = run("doctor", "--json", "--port", "9", "--model", str(tiny_model), "--transformer-file", str(gguf), env=offline_env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["transformer file"].startswith(f"{gguf} (GGUF")
+    missing = tmp_path / "nowhere.gguf"
+    r = run("decompose", str(odd_png), "--out", str(tmp_path / "x.psd"), "--model", str(tiny_model),
+            "--transformer-file", str(missing), "--in-process", *JOB, env=offline_env)
+    assert r.returncode == 1 and "model_unavailable" in r.stderr and "nowhere.gguf does not exist" in r.stderr
+    assert not (tmp_path / "x.psd").exists()
