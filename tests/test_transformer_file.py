@@ -48,18 +48,23 @@ def write_comfy_fp8(tiny_model: Path, path: Path) -> dict[str, torch.Tensor]:
 
 
 def write_gguf(tiny_model: Path, path: Path) -> int:
-    """The tiny transformer as GGUF: Q8_0 where a row is whole 32-value blocks, F32 elsewhere. Returns how many
-    tensors are quantised."""
+    """The tiny transformer as GGUF, mixed as converters write it: Q8_0 where a row is whole 32-value blocks, other
+    matrices F16, vectors (biases, norms) BF16 and F32 by turns. Returns how many tensors are Q8_0."""
     import gguf
 
     writer = gguf.GGUFWriter(str(path), arch="qwen_image")
     quantised = 0
-    for key, value in state(tiny_model).items():
+    for i, (key, value) in enumerate(state(tiny_model).items()):
         array = value.float().numpy()
         if array.ndim == 2 and array.shape[-1] % 32 == 0:
             packed = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
             writer.add_tensor(key, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
             quantised += 1
+        elif array.ndim == 2:
+            writer.add_tensor(key, array.astype(np.float16))
+        elif i % 2:
+            packed = gguf.quants.quantize(array, gguf.GGMLQuantizationType.BF16)
+            writer.add_tensor(key, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
         else:
             writer.add_tensor(key, array)
     writer.write_header_to_file()
@@ -114,7 +119,8 @@ def test_gguf_file_stays_quantised_and_runs(tiny_model, tmp_path, reference):
     latents = run(engine)
     transformer = engine.pipe.transformer
     packed = [p for p in transformer.parameters() if isinstance(p, GGUFParameter)]
-    # every packed linear layer stays packed; the one packed embedding table (not a linear layer) is unpacked at load
+    # every packed linear layer stays packed; the one packed embedding table and the BF16 vectors (not linear layers'
+    # weights) are unpacked at load
     embedding = transformer.time_text_embed.addition_t_embedding.weight
     assert len(packed) == quantised - 1 and all(p.dtype == torch.uint8 for p in packed)
     assert not isinstance(embedding, GGUFParameter) and embedding.dtype == torch.float32
