@@ -585,6 +585,7 @@ class Bench:
         Q4_0 under a 16 GiB cap with the int8 text encoder, as the server plans a 16 GB card with a 4-bit file."""
         import tempfile
 
+        import gguf
         from diffusers.quantizers.gguf.utils import GGUFParameter
 
         from backend import transformer_file
@@ -601,11 +602,11 @@ class Bench:
         transformer = self.pipe.transformer
         linears = {f"{n}.weight" for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
         checkpoint: dict[str, Any] = {}
-        quant = {"q8_0": 8, "q4_0": 2}[kind]  # gguf.GGMLQuantizationType values
+        quant = gguf.GGMLQuantizationType[kind.upper()]
         with torch.no_grad():
             for name, tensor in transformer.state_dict().items():
                 if name in linears and tensor.shape[-1] % 32 == 0:
-                    checkpoint[name] = GGUFParameter(gguf_pack(tensor, kind).cpu(), quant_type=_gguf_type(quant))
+                    checkpoint[name] = GGUFParameter(gguf_pack(tensor, kind).cpu(), quant_type=quant)
                 else:
                     checkpoint[name] = tensor.detach().cpu()
         packed_s = time.monotonic() - t
@@ -805,12 +806,6 @@ class Bench:
 PHASE_SECONDS = {"presets": 30, "compile": 90, "modes": 60, "fp8": 20, "fp8staged": 60, "card24": 100, "card16": 50,
                  "fp8compile": 120, "flops": 30, "attention": 60, "card16int8": 50, "fp8check": 5,
                  "gguf": 120}
-
-
-def _gguf_type(value: int) -> Any:
-    import gguf
-
-    return gguf.GGMLQuantizationType(value)
 
 
 def main(argv: list[str] | None = None) -> int:
