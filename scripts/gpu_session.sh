@@ -2,7 +2,9 @@
 # The prepared GPU check: what is still to be measured on one H100/H200, in one call of under 10 minutes.
 # Rows go to $OUT/results.jsonl (and each process's log beside it); see docs/benchmarks.md for the earlier runs.
 #   OUT=/some/dir bash scripts/gpu_session.sh      (ARCH=tiny: the same calls with the tiny model, on any machine)
-# Wheels in .whl/ (if any) are installed to /tmp/site first, for a machine that cannot reach a package index.
+# Wheels in .whl/ (if any) are installed to /tmp/site first, for a machine that cannot reach a package index:
+#   pip download --no-deps -d .whl diffusers==0.42.1 transformers==5.24.0 torchao==0.17.0 gguf==0.19.0 \
+#     platformdirs importlib_metadata          (then run with carry [".whl"])
 set -u
 out=${OUT:-gpu-out}
 mkdir -p "$out"
