@@ -14,7 +14,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" 2>&1
-python3 -c 'import torch, diffusers, transformers, torchao; print(torch.__version__, diffusers.__version__, transformers.__version__, torchao.__version__)' > "$out/versions.txt" 2>&1
+python3 -c 'import torch, diffusers, transformers, torchao, gguf, importlib.metadata as m; print(torch.__version__, diffusers.__version__, transformers.__version__, torchao.__version__, m.version("gguf"))' > "$out/versions.txt" 2>&1
 
 # 1: all on the GPU: FP8's kernels for every linear shape (per-row everywhere, then the server's scales); FP8, then
 #    FP8 + compilation, Fast twice (the first compiles: about 130 s for FP8)
