@@ -79,7 +79,8 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
          transformer_file: str | None = None) -> MemoryChoice:
     """The memory mode plus the load-time levers: FP8 weights and regional compilation. `transformer_file`: a
     single-file transformer used instead of the model's (sized from the file once it is on this machine)."""
-    choice = choose_mode(device, model, memory, transformer_file=transformer_file)
+    sizes = component_bytes(model, transformer_file)  # read once: a file's header, a folder's listing
+    choice = choose_mode(device, model, memory, sizes=sizes)
     gguf = bool(transformer_file) and single_file.is_gguf(transformer_file)
     fp8 = False
     if gguf and device.kind == "cuda":
@@ -93,13 +94,13 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
                 missing = device.fp8_problem or "torchao is not installed"
             choice.reason += f"; FP8 was asked for, but {missing}"
     elif quantize == "auto" and memory == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu) and supports_fp8(device):
-        halved = choose_mode(device, model, "auto", transformer_scale=0.5, transformer_file=transformer_file)
+        halved = choose_mode(device, model, "auto", transformer_scale=0.5, sizes=sizes)
         if halved.mode != choice.mode:
             choice = MemoryChoice(halved.mode, halved.reason + " with FP8 transformer weights")
             fp8 = True
     elif quantize == "auto" and choice.mode in (MemoryMode.model_offload, MemoryMode.host_offload) and supports_fp8(device):
         # one component at a time was asked for: FP8 where the bf16 transformer alone does not fit
-        if component_bytes(model, transformer_file)["transformer"] + OFFLOAD_HEADROOM_BYTES > device.vram_free:
+        if sizes["transformer"] + OFFLOAD_HEADROOM_BYTES > device.vram_free:
             fp8 = True
             choice.reason += "; FP8 transformer weights: the bf16 transformer does not fit"
     if fp8 and choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload):
@@ -111,7 +112,6 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         choice.reason += f"; no FP8 weights: {device.fp8_problem}"
     choice.fp8 = fp8
     if choice.mode == MemoryMode.host_offload:
-        sizes = component_bytes(model, transformer_file)
         need = sum(sizes.values()) - sizes["transformer"] * (0.5 if fp8 else 0.0) + HOST_RAM_SPARE_BYTES
         ram = host_ram_bytes()
         if ram is not None and ram < need:
@@ -123,16 +123,15 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     if choice.mode == MemoryMode.group_offload and quantize != "none" and device.kind == "cuda" and _has_torchao():
         # Streamed, the text encoder moves all its 16 GB over PCIe for every caption token (0.44 s a token on an
         # H200's host); in int8 it fits whole beside nothing else, and the transformer's turn takes it off again.
-        sizes = component_bytes(model, transformer_file)
-        sizes["text_encoder"] *= INT8_TEXT_ENCODER_SCALE
-        if device.vram_free >= sizes["text_encoder"] + OFFLOAD_HEADROOM_BYTES:
+        int8_sizes = dict(sizes, text_encoder=sizes["text_encoder"] * INT8_TEXT_ENCODER_SCALE)
+        if device.vram_free >= int8_sizes["text_encoder"] + OFFLOAD_HEADROOM_BYTES:
             choice.text_encoder_int8 = True
             choice.reason += "; text encoder in int8, whole on the GPU while it runs"
-            if memory == "auto" and _one_at_a_time_fits(device, sizes):
+            if memory == "auto" and _one_at_a_time_fits(device, int8_sizes):
                 # A transformer small enough to fit whole too (a 4-bit GGUF file on a 16 GB card): no streaming at all.
                 choice.mode = MemoryMode.host_offload
                 choice.reason += (
-                    f", and the transformer ({sizes['transformer'] / GIB:.1f} GiB) fits whole too: one component on "
+                    f", and the transformer ({int8_sizes['transformer'] / GIB:.1f} GiB) fits whole too: one component on "
                     f"the GPU at a time, every weight kept in RAM, nothing streamed"
                 )
     # auto: only where torch.compile's GPU backend (Triton) is installed (Windows wheels of torch usually lack it),
@@ -380,7 +379,8 @@ def component_bytes(model: str, transformer_file: str | None = None) -> dict[str
 
 
 def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transformer_scale: float = 1.0,
-                transformer_file: str | None = None) -> MemoryChoice:
+                sizes: dict[str, float] | None = None) -> MemoryChoice:
+    """The memory mode from the free VRAM; `sizes`: the components' weight bytes (default: component_bytes(model))."""
     if requested != "auto":
         try:
             mode = MemoryMode(requested)
@@ -393,7 +393,7 @@ def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transfo
         return MemoryChoice(MemoryMode.cpu, "no GPU found: running on the CPU (very slow for the real model)")
     if device.kind == "mps":
         return MemoryChoice(MemoryMode.gpu, "Apple GPU: unified memory, everything on the device")
-    sizes = component_bytes(model, transformer_file)
+    sizes = dict(sizes or component_bytes(model))
     sizes["transformer"] *= transformer_scale
     total = sum(sizes.values())
     largest = max(sizes.values())
