@@ -144,6 +144,15 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     )
     if gguf and compile == "auto" and device.kind == "cuda":
         choice.reason += "; compilation off with GGUF weights (--compile on to try it)"
+    if streamed and memory == "auto" and not transformer_file and device.kind == "cuda":
+        # Where only the transformer is streamed for its size, a smaller single-file transformer would not be.
+        room = device.vram_free - OFFLOAD_HEADROOM_BYTES
+        text_encoder = sizes["text_encoder"] * (INT8_TEXT_ENCODER_SCALE if choice.text_encoder_int8 else 1.0)
+        if text_encoder <= room:
+            choice.reason += (
+                f"; a GGUF transformer file of at most {room / GIB:.0f} GiB (--transformer-file; Q8_0 is about "
+                f"20 GiB, Q4_0 about 11 GiB) would be placed whole instead of streamed"
+            )
     return choice
 
 

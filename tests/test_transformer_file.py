@@ -168,11 +168,17 @@ def test_plan_sizes_the_transformer_from_the_file(tiny_model, tmp_path, monkeypa
     assert not plan(card, "Qwen/Qwen-Image-Layered", quantize="fp8", transformer_file=str(big)).fp8
     # a 24 GB card without FP8 units (RTX 3090): the bf16 transformer is streamed, a Q8_0 file (20.2 GiB) placed whole
     ampere = DeviceInfo("cuda", "RTX 3090", 24 * gib, int(23.5 * gib), (8, 6))
-    assert plan(ampere, "Qwen/Qwen-Image-Layered").mode == MemoryMode.group_offload
+    streamed = plan(ampere, "Qwen/Qwen-Image-Layered")
+    assert streamed.mode == MemoryMode.group_offload
+    assert "a GGUF transformer file of at most 21 GiB" in streamed.reason  # the plan says what would help
     q8 = tmp_path / "qwen-image-layered-Q8_0.gguf"
     with open(q8, "wb") as f:
         f.truncate(int(20.2 * gib))
-    assert plan(ampere, "Qwen/Qwen-Image-Layered", transformer_file=str(q8)).mode == MemoryMode.host_offload
+    placed = plan(ampere, "Qwen/Qwen-Image-Layered", transformer_file=str(q8))
+    assert placed.mode == MemoryMode.host_offload and "GGUF transformer file of at most" not in placed.reason
+    # a card too small for even the int8 text encoder gets no such advice
+    tiny_card = DeviceInfo("cuda", "GPU", 8 * gib, int(7.5 * gib), (8, 6))
+    assert "GGUF transformer file" not in plan(tiny_card, "Qwen/Qwen-Image-Layered").reason
     # not on this machine yet (a Hub address): planned as the model's own bf16 transformer until it is
     remote = "https://huggingface.co/someone/qwen-image-layered-gguf/blob/main/q4.gguf"
     assert component_bytes("Qwen/Qwen-Image-Layered", remote)["transformer"] == component_bytes("Qwen/Qwen-Image-Layered")["transformer"]
