@@ -112,9 +112,9 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         choice.reason += f"; no FP8 weights: {device.fp8_problem}"
     choice.fp8 = fp8
     if choice.mode == MemoryMode.host_offload:
-        need = sum(sizes.values()) - sizes["transformer"] * (0.5 if fp8 else 0.0) + HOST_RAM_SPARE_BYTES
-        ram = host_ram_bytes()
-        if ram is not None and ram < need:
+        short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if fp8 else 1.0)))
+        if short is not None:
+            need, ram = short
             choice.mode = MemoryMode.model_offload
             choice.reason += (
                 f"; host offload keeps every weight in RAM and needs about {need / GIB:.0f} GiB, this machine has "
@@ -158,10 +158,14 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
 
 def _one_at_a_time_fits(device: DeviceInfo, sizes: dict[str, float]) -> bool:
     """Host offload with these component sizes: each fits the GPU by itself, and RAM holds them all."""
-    if max(sizes.values()) + OFFLOAD_HEADROOM_BYTES > device.vram_free:
-        return False
+    return max(sizes.values()) + OFFLOAD_HEADROOM_BYTES <= device.vram_free and _ram_short(sizes) is None
+
+
+def _ram_short(sizes: dict[str, float]) -> tuple[float, int] | None:
+    """(bytes needed, bytes of RAM) where RAM cannot hold every weight as host offload keeps them, else None."""
+    need = sum(sizes.values()) + HOST_RAM_SPARE_BYTES
     ram = host_ram_bytes()
-    return ram is None or ram >= sum(sizes.values()) + HOST_RAM_SPARE_BYTES
+    return (need, ram) if ram is not None and ram < need else None
 
 
 def attention_backend(device: DeviceInfo, requested: str = "auto") -> str | None:
