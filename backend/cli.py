@@ -21,7 +21,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=Settings.model, help=help_["model"])
     p.add_argument("--memory", default="auto", help=help_["memory"])
     p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"], help=help_["preset"])
-    p.add_argument("--quantize", default="auto", choices=["auto", "none", "fp8"], help=help_["quantize"])
+    _quantize_arg(p)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help=help_["compile"])
     p.add_argument("--attention", default="auto", help=help_["attention"])
     p.add_argument("--transformer-file", default=None, help=help_["transformer_file"])
@@ -34,6 +34,10 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-host", action="append", default=[], help=help_["allowed_hosts"])
     p.add_argument("--preload", action="store_true", help=help_["preload"])
     p.add_argument("--port-file", default=None, help=help_["port_file"])
+
+
+def _quantize_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantize", default="auto", choices=["auto", "none", "fp8", "int8"], help=Settings.help()["quantize"])
 
 
 def _settings(a: argparse.Namespace) -> Settings:
@@ -170,7 +174,7 @@ def _decompose_in_process(a: argparse.Namespace, image: Any, params: dict, bar: 
     from .server import quiet_libraries
 
     quiet_libraries()
-    settings = Settings(model=a.model, memory=a.memory, transformer_file=a.transformer_file)
+    settings = Settings(model=a.model, memory=a.memory, quantize=a.quantize, transformer_file=a.transformer_file)
     engine = Engine(settings)
     job_params = JobParams.parse(params)
 
@@ -257,7 +261,8 @@ def cmd_token(a: argparse.Namespace) -> int:
 def cmd_doctor(a: argparse.Namespace) -> int:
     from .doctor import report
 
-    data = report(Settings(model=a.model, memory=a.memory, port=a.port, transformer_file=a.transformer_file))
+    data = report(Settings(model=a.model, memory=a.memory, quantize=a.quantize, port=a.port,
+                           transformer_file=a.transformer_file))
     if a.json:
         print(json.dumps(data, indent=2))
     else:
@@ -287,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="OUT.psd, OUT.ora, or a folder")
     d.add_argument("--model", default=Settings.model)
     d.add_argument("--memory", default="auto")
+    _quantize_arg(d)
     d.add_argument("--transformer-file", default=None, help=Settings.help()["transformer_file"] + " (when loading here)")
     d.add_argument("--server", default=None, help="server URL (default: the local server, when it is running)")
     d.add_argument("--token", default=None, help="access token for --server (default: read from the config folder)")
@@ -320,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="GPU, VRAM, torch and CUDA, memory mode, model cache, port")
     doc.add_argument("--model", default=Settings.model)
     doc.add_argument("--memory", default="auto")
+    _quantize_arg(doc)
     doc.add_argument("--transformer-file", default=None, help=Settings.help()["transformer_file"])
     doc.add_argument("--port", type=int, default=DEFAULT_PORT)
     doc.add_argument("--json", action="store_true")

@@ -28,6 +28,7 @@ from .memory import (
     attention_backend,
     enable_compile,
     enable_fp8,
+    enable_int8,
     group_offload_options,
     linear_shapes,
     model_dtype,
@@ -251,12 +252,13 @@ class Engine:
         if self.device.fp8_problem:
             log.warning("%s", self.device.fp8_problem)
         pipe.set_progress_bar_config(disable=True)
-        if self.memory.fp8:
+        quantise = enable_fp8 if self.memory.fp8 else enable_int8 if self.memory.transformer_int8 else None
+        if quantise is not None:
             if self.memory.mode == MemoryMode.gpu:
-                pipe.transformer.to("cuda")
-                enable_fp8(pipe.transformer)
+                pipe.transformer.to(self.device.kind)
+                quantise(pipe.transformer)
             else:  # the transformer does not fit in bf16: quantised layer by layer on the GPU, kept on the CPU
-                enable_fp8(pipe.transformer, staging=self.device.kind)
+                quantise(pipe.transformer, staging=self.device.kind)
         self.offload = apply_mode(pipe, self.memory.mode, self.device, self.memory.text_encoder_int8)
         if self.memory.text_encoder_int8:
             self._check_int8_text_encoder(pipe)
@@ -269,9 +271,9 @@ class Engine:
         self.pipe = pipe
         self.model_status.state = ModelState.ready
         log.info(
-            "model %s ready in %.1f s on %s (%s: %s; fp8 %s, compile %s, attention %s)",
+            "model %s ready in %.1f s on %s (%s: %s; transformer %s, compile %s, attention %s)",
             self.settings.model, time.monotonic() - started, self.device.name, self.memory.mode.value,
-            self.memory.reason, self.memory.fp8, self.memory.compile, self.attention or "native",
+            self.memory.reason, self.memory.transformer_weights(), self.memory.compile, self.attention or "native",
         )
 
     def _check_int8_text_encoder(self, pipe: Any) -> None:

@@ -31,6 +31,10 @@ class MemoryMode(str, enum.Enum):
     cpu = "cpu"  # no GPU: float32 on the CPU (tiny models, tests)
 
 
+# the transformer's blocks moved to the GPU as each runs, every forward
+STREAMED = (MemoryMode.group_offload, MemoryMode.sequential_offload)
+
+
 @dataclass
 class DeviceInfo:
     kind: str  # "cuda", "mps" or "cpu"
@@ -53,15 +57,30 @@ class MemoryChoice:
     compile: bool = False
     # group offload only: the text encoder in int8, placed whole on the GPU while it runs instead of streamed
     text_encoder_int8: bool = False
+    # the transformer's linear layers in int8 (weights only, products in bf16): cards without FP8 units
+    transformer_int8: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode.value, "reason": self.reason, "fp8": self.fp8, "compile": self.compile,
-                "text_encoder_int8": self.text_encoder_int8}
+                "text_encoder_int8": self.text_encoder_int8, "transformer_int8": self.transformer_int8}
+
+    def transformer_weights(self) -> str:
+        """The transformer's linear layers in words (doctor)."""
+        if self.fp8:
+            return "FP8 weights and activations"
+        if self.transformer_int8:
+            return "int8 weights, products unquantised (bf16 on a GPU)"
+        return "unquantised (bf16 on a GPU)"
 
 
 def supports_fp8(device: DeviceInfo) -> bool:
     """FP8 matrix units, torchao to drive them, and kernels for every product the transformer asks of them."""
     return has_fp8_units(device) and _has_torchao() and device.fp8_problem is None
+
+
+def supports_int8(device: DeviceInfo) -> bool:
+    """int8 weights need torchao only: the products run in bf16 on any CUDA card (and on the CPU, for tests)."""
+    return device.kind in ("cuda", "cpu") and _has_torchao()
 
 
 def has_fp8_units(device: DeviceInfo) -> bool:
@@ -77,42 +96,64 @@ def _has_torchao() -> bool:
 
 def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "auto", compile: str = "auto",
          transformer_file: str | None = None) -> MemoryChoice:
-    """The memory mode plus the load-time levers: FP8 weights and regional compilation. `transformer_file`: a
-    single-file transformer used instead of the model's (sized from the file once it is on this machine)."""
+    """The memory mode plus the load-time levers: FP8 or int8 transformer weights and regional compilation.
+    `transformer_file`: a single-file transformer used instead of the model's (sized from the file once it is on
+    this machine)."""
     sizes = component_bytes(model, transformer_file)  # read once: a file's header, a folder's listing
     choice = choose_mode(device, model, memory, sizes=sizes)
     gguf = bool(transformer_file) and single_file.is_gguf(transformer_file)
-    fp8 = False
-    if gguf and device.kind == "cuda":
-        choice.reason += "; transformer from a GGUF file: its own quantised weights, no FP8 on top"
+    lever: str | None = None  # "FP8" or "int8": the transformer's linear layers quantised at load
+    # where the bf16 transformer does not fit: FP8 on cards with FP8 units, else int8 weights (half the bytes too)
+    halving = "FP8" if supports_fp8(device) else "int8" if device.kind == "cuda" and supports_int8(device) else None
+    if gguf:
+        if device.kind == "cuda" or quantize in ("fp8", "int8"):
+            choice.reason += "; transformer from a GGUF file: its own quantised weights, no FP8 or int8 on top"
     elif quantize == "fp8":
-        fp8 = supports_fp8(device)
-        if not fp8:
-            if not has_fp8_units(device):
-                missing = "this GPU has no FP8 units (Ada or Hopper needed)"
-            else:
-                missing = device.fp8_problem or "torchao is not installed"
-            choice.reason += f"; FP8 was asked for, but {missing}"
-    elif quantize == "auto" and memory == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu) and supports_fp8(device):
+        if supports_fp8(device):
+            lever = "FP8"
+        elif not has_fp8_units(device):
+            choice.reason += "; FP8 was asked for, but this GPU has no FP8 units (Ada or Hopper needed)"
+        else:
+            choice.reason += f"; FP8 was asked for, but {device.fp8_problem or 'torchao is not installed'}"
+    elif quantize == "int8":
+        if supports_int8(device):
+            lever = "int8"
+        else:
+            choice.reason += "; int8 was asked for, but " + ("torchao is not installed" if device.kind in ("cuda", "cpu")
+                                                            else "it runs on CUDA cards and the CPU only")
+    elif quantize == "auto" and halving and memory == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu):
         halved = choose_mode(device, model, "auto", transformer_scale=0.5, sizes=sizes)
-        if halved.mode != choice.mode:
-            choice = MemoryChoice(halved.mode, halved.reason + " with FP8 transformer weights")
-            fp8 = True
-    elif quantize == "auto" and choice.mode in (MemoryMode.model_offload, MemoryMode.host_offload) and supports_fp8(device):
-        # one component at a time was asked for: FP8 where the bf16 transformer alone does not fit
+        # FP8 also doubles the products' speed; int8 weights (products in bf16) only where they end the streaming
+        worth = halving == "FP8" or (choice.mode in STREAMED and halved.mode not in STREAMED)
+        if halved.mode != choice.mode and worth:
+            choice = MemoryChoice(halved.mode, halved.reason + f" with {halving} transformer weights")
+            lever = halving
+    elif quantize == "auto" and halving and choice.mode in (MemoryMode.model_offload, MemoryMode.host_offload):
+        # one component at a time was asked for: FP8 (or int8) where the bf16 transformer alone does not fit
         if sizes["transformer"] + OFFLOAD_HEADROOM_BYTES > device.vram_free:
-            fp8 = True
-            choice.reason += "; FP8 transformer weights: the bf16 transformer does not fit"
-    if fp8 and choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload):
+            lever = halving
+            choice.reason += f"; {halving} transformer weights: the bf16 transformer does not fit"
+    if lever and quantize != "auto" and memory == "auto" and device.kind == "cuda":
+        # asked for by name: the mode is the one for the quantised transformer's size
+        halved = choose_mode(device, model, "auto", transformer_scale=0.5, sizes=sizes)
+        choice = MemoryChoice(halved.mode, halved.reason + f" with {lever} transformer weights (--quantize {quantize})")
+    fp8, int8 = lever == "FP8", lever == "int8"
+    if int8 and quantize == "auto" and not has_fp8_units(device):
+        choice.reason += " (this GPU has no FP8 units: int8 weights, products in bf16)"
+    if fp8 and choice.mode in STREAMED:
         # Streamed FP8 weights failed in cuBLAS (CUBLAS_STATUS_NOT_SUPPORTED, on an H200 with torchao 0.17) with a
         # short prompt, as FP8 on the GPU later did (see fp8_granularity): not measured again since.
         fp8 = False
         choice.reason += "; FP8 is off: streamed (group or sequential) offloading cannot run FP8 weights"
+    if int8 and choice.mode in STREAMED:
+        # auto takes int8 only where it ends the streaming; int8 weights under diffusers' streaming hooks are not tested
+        int8 = False
+        choice.reason += "; int8 is off: streamed (group or sequential) offloading runs bf16 weights"
     if not fp8 and device.fp8_problem and quantize == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu):
         choice.reason += f"; no FP8 weights: {device.fp8_problem}"
-    choice.fp8 = fp8
+    choice.fp8, choice.transformer_int8 = fp8, int8
     if choice.mode == MemoryMode.host_offload:
-        short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if fp8 else 1.0)))
+        short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if fp8 or int8 else 1.0)))
         if short is not None:
             need, ram = short
             choice.mode = MemoryMode.model_offload
@@ -137,7 +178,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     # auto: only where torch.compile's GPU backend (Triton) is installed (Windows wheels of torch usually lack it),
     # and not with streamed offloading, whose per-module hooks inside every block would make torch recompile per
     # block until its limit and then run eagerly anyway.
-    streamed = choice.mode in (MemoryMode.group_offload, MemoryMode.sequential_offload)
+    streamed = choice.mode in STREAMED
     # auto: not with GGUF weights either, whose layers dequantise in Python at every call: not measured compiled.
     choice.compile = device.kind == "cuda" and (
         compile == "on" or (compile == "auto" and _has_triton() and not streamed and not gguf)
@@ -236,12 +277,14 @@ def enable_fp8(transformer: Any, staging: str | None = None) -> None:
     quantize_linears(transformer, lambda name: configs[fp8_granularity(name)], staging)
 
 
-def enable_int8_text_encoder(text_encoder: Any, staging: str | None = None) -> None:
-    """int8 weights (per channel; activations stay bf16) for the text encoder's linear layers: half the bytes."""
+def enable_int8(module: Any, staging: str | None = None) -> None:
+    """int8 weights (one scale per output channel; activations and products stay bf16) for a module's linear
+    layers: half the bytes. The text encoder's on cards that stream the model, the transformer's on cards without
+    FP8 units where bf16 does not fit."""
     from torchao.quantization import Int8WeightOnlyConfig
 
-    config = Int8WeightOnlyConfig()
-    quantize_linears(text_encoder, lambda name: config, staging)
+    config = Int8WeightOnlyConfig(version=2)  # torchao's Int8Tensor; version 1 is deprecated
+    quantize_linears(module, lambda name: config, staging)
 
 
 def plan_checked(device: DeviceInfo, planned: Callable[[], MemoryChoice],
@@ -453,12 +496,12 @@ def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int
         from .offload import HostOffload
 
         if text_encoder_int8:
-            enable_int8_text_encoder(pipe.text_encoder, staging=device.kind)
+            enable_int8(pipe.text_encoder, staging=device.kind)
         return HostOffload(pipe, device.kind)
     if mode == MemoryMode.group_offload and text_encoder_int8:
         from .offload import HostOffload
 
-        enable_int8_text_encoder(pipe.text_encoder, staging=device.kind)
+        enable_int8(pipe.text_encoder, staging=device.kind)
         for component in (pipe.transformer, pipe.vae):
             component.enable_group_offload(**group_offload_options(device))
         return HostOffload(pipe, device.kind, components=("text_encoder",), release_before=(pipe.transformer,))

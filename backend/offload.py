@@ -52,7 +52,7 @@ class HostOffload:
         log.info("host offload: %.1f GiB of weights kept in host memory", self.weight_bytes() / 1024**3)
 
     def weight_bytes(self) -> int:
-        return sum(_nbytes(t) for state in self.host.values() for t in _unique(state.values()))
+        return sum(tensor_bytes(state.values()) for state in self.host.values())
 
     def onload(self, name: str) -> None:
         """Put `name` on the GPU; the component there before goes back to its host copy."""
@@ -117,6 +117,11 @@ def _unique(tensors: Any) -> list[Any]:
         for plain in _plain_tensors(tensor):
             seen.setdefault(plain.untyped_storage().data_ptr(), plain)
     return list(seen.values())
+
+
+def tensor_bytes(tensors: Any) -> int:
+    """The bytes holding these tensors' data, quantised ones' inner tensors included, each storage counted once."""
+    return sum(_nbytes(plain) for plain in _unique(tensors))
 
 
 def _nbytes(plain: Any) -> int:

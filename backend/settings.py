@@ -37,7 +37,7 @@ class Settings:
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model id or a local pipeline folder"})
     memory: str = field(default="auto", metadata={"help": "memory mode: auto, gpu, model_offload, host_offload, group_offload, sequential_offload, cpu"})
     preset: str = field(default="best", metadata={"help": "default quality preset: best, balanced, fast"})
-    quantize: str = field(default="auto", metadata={"help": "quantised weights: auto (an FP8 transformer only where bf16 does not fit; an int8 text encoder where the model is streamed), none, fp8"})
+    quantize: str = field(default="auto", metadata={"help": "quantised weights: auto (where the bf16 transformer does not fit: FP8 on cards with FP8 units, int8 weights on others; an int8 text encoder where the model is streamed), none, fp8, int8"})
     compile: str = field(default="auto", metadata={"help": "regional torch.compile of the transformer: auto (on CUDA), on, off"})
     attention: str = field(default="auto", metadata={"help": "attention backend: auto (flash-attn 3, then 2, where installed; else PyTorch SDPA), or a diffusers backend name such as native, _native_cudnn, flash, _flash_3, sage"})
     transformer_file: str | None = field(default=None, metadata={"help": "a single-file transformer (FP8 .safetensors or .gguf; a path, or a https://huggingface.co/…/blob/… file address) used instead of the model's own, whose weights are then not downloaded"})

@@ -27,6 +27,10 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
               the GPU, loaded through the server's single-file loader): Fast all on the GPU, then host offload under a
               24 GiB cap (Q8_0: a 24 GB card without FP8 units) or 16 GiB with the int8 text encoder (Q4_0: a 16 GB
               card); run it before fp8
+  int8        int8 transformer weights (torchao, products in bf16), for good: quantised layer by layer on the GPU from
+              the CPU, as the server does on a 24 GB card without FP8 units (RTX 3090); Fast all on the GPU (after a
+              bf16 Fast for reference), then host offload under a 24 GiB cap, as the server plans that card; run it
+              before fp8
   attention   one transformer forward with each attention backend that runs here (native, cuDNN, flash, efficient,
               FlashAttention 2/3 and SageAttention where installed): seconds, TFLOP/s, deviation from native
 Group offload pins a copy of every weight in system memory; leaving it for another mode in the same process ran
@@ -255,6 +259,7 @@ class Bench:
         self.best_latents: Any = None
         self.first_latents: dict[tuple[str, int], Any] = {}
         self.fp8 = False
+        self.int8 = False
         self.compiled = False
         self.place_seconds = 0.0
         self.built = False
@@ -351,6 +356,7 @@ class Bench:
         row = {
             "phase": label, "preset": preset, "steps": run_steps, "layers": self.args.layers,
             "resolution": self.args.resolution, "mode": self.engine.memory.mode.value, "fp8": self.fp8,
+            "transformer_int8": self.int8,
             "compiled": self.compiled, "caption_compiled": self.engine.caption_compiled,
             "end_to_end_s": round(total, 2),
             **{k: round(v, 2) for k, v in result.timings.items()},
@@ -415,7 +421,7 @@ class Bench:
         self.engine.offload = apply_mode(self.pipe, target, self.engine.device, text_encoder_int8)
         self.place_seconds = time.monotonic() - t
         self.engine.memory = MemoryChoice(target, "benchmark", fp8=self.fp8, compile=self.compiled,
-                                          text_encoder_int8=text_encoder_int8)
+                                          text_encoder_int8=text_encoder_int8, transformer_int8=self.int8)
 
     # ---- phases ------------------------------------------------------------------------------------------------
 
@@ -502,6 +508,47 @@ class Bench:
                 self.job("card24", "fast", vram_cap_gib=24)
             finally:
                 self.cap(None)
+
+    def phase_int8(self) -> None:
+        """int8 transformer weights, for good, reached as the server reaches them on a 24 GB card without FP8 units:
+        the transformer on the CPU, quantised one linear layer at a time on the GPU. Fast all on the GPU (a bf16 Fast
+        first for reference, where none ran yet), then host offload under a 24 GiB cap: the first job after placing,
+        then one more."""
+        from backend.memory import enable_int8
+        from backend.offload import tensor_bytes
+
+        if not self.cuda and self.args.arch == "full":
+            self.record({"phase": "int8", "skipped": "no GPU"})
+            return
+        if self.fp8:
+            self.record({"phase": "int8", "skipped": "runs before fp8 (it quantises the bf16 weights)"})
+            return
+        self._place("gpu")
+        if ("fast", 20) not in self.first_latents:
+            self.job("int8-reference-bf16", "fast")
+        t = time.monotonic()
+        self.pipe.transformer.to("cpu")
+        moved = time.monotonic() - t
+        t = time.monotonic()
+        enable_int8(self.pipe.transformer, staging="cuda" if self.cuda else "cpu")
+        seconds = time.monotonic() - t
+        self.int8 = True
+        self._place("gpu")
+        weight_gib = tensor_bytes(self.pipe.transformer.state_dict().values()) / GIB
+        self.record({"phase": "int8-staged-quantize", "seconds": round(seconds, 1), "to_cpu_s": round(moved, 1),
+                     "transformer_gib": round(weight_gib, 2)})
+        self.job("int8", "fast")
+        if self.time_left() > 60:
+            self._place("host_offload")
+            host_gib = round(self.engine.offload.weight_bytes() / GIB, 1)
+            self.cap(24)
+            try:
+                self.job("int8-card24", "fast", vram_cap_gib=24, place_s=round(self.place_seconds, 1), host_gib=host_gib)
+                if self.time_left() > 40:
+                    self.job("int8-card24", "fast", vram_cap_gib=24)
+            finally:
+                self.cap(None)
+            self._place("gpu")
 
     def phase_card16(self) -> None:
         """A 16 GB card under a 16 GiB cap: group offload with streams, a few steps, then a short caption timed with
@@ -805,7 +852,7 @@ class Bench:
 # the least time (s) a phase needs on an H200; it is not started with less left
 PHASE_SECONDS = {"presets": 30, "compile": 90, "modes": 60, "fp8": 20, "fp8staged": 60, "card24": 100, "card16": 50,
                  "fp8compile": 120, "flops": 30, "attention": 60, "card16int8": 50, "fp8check": 5,
-                 "gguf": 120}
+                 "gguf": 120, "int8": 90}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,6 +147,10 @@ def test_doctor_reports_mode_and_port(offline_env):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["memory mode"].startswith("cpu") and "torch" in data and "port" in data
+    assert data["transformer"] == "unquantised (bf16 on a GPU)"
+    r = run("doctor", "--json", "--port", "9", "--quantize", "int8", env=offline_env)  # what serve --quantize int8 loads
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["transformer"].startswith("int8 weights")
 
 
 def test_decompose_and_doctor_with_a_gguf_transformer_file(odd_png, tiny_model, offline_env, tmp_path):

@@ -86,3 +86,21 @@ def test_gguf_phase_runs_the_server_loader_on_the_tiny_model(tmp_path: Path) -> 
     offloaded = [r for r in rows if r["phase"] == "gguf-card24"]
     assert offloaded and all(r["mode"] == "host_offload" for r in offloaded)
     assert all(r["deviation_vs_first_same_preset"] == gguf_row["deviation_vs_first_same_preset"] for r in offloaded)
+
+
+def test_int8_phase_quantises_as_the_server_does_and_runs_host_offload_on_the_tiny_model(tmp_path: Path) -> None:
+    bench = _load_bench()
+    args = ["--arch", "tiny", "--phases", "int8", "--layers", "2", "--width", "96", "--height", "64",
+            "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert not any("error" in r for r in rows), rows
+    phases = [r["phase"] for r in rows]
+    assert phases[:5] == ["start", "build", "int8-reference-bf16", "int8-staged-quantize", "int8"]
+    int8_row = rows[phases.index("int8")]
+    assert int8_row["transformer_int8"] and not rows[phases.index("int8-reference-bf16")]["transformer_int8"]
+    # int8 weights move the result a little from the unquantised one on the same seed, not a lot
+    assert int8_row["finite"] and 0 < int8_row["deviation_vs_first_same_preset"] < 0.05
+    offloaded = [r for r in rows if r["phase"] == "int8-card24"]
+    assert len(offloaded) == 2 and all(r["mode"] == "host_offload" and r["transformer_int8"] for r in offloaded)
+    assert all(r["deviation_vs_first_same_preset"] == int8_row["deviation_vs_first_same_preset"] for r in offloaded)

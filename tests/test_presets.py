@@ -81,7 +81,7 @@ def test_cfg_off_needs_no_skip(engine):
     [
         (140, (9, 0), "auto", MemoryMode.gpu, False),
         (24, (8, 9), "auto", MemoryMode.host_offload, True),  # 4090: FP8 transformer fits, one component at a time
-        (24, (8, 6), "auto", MemoryMode.group_offload, False),  # 3090: no FP8 units
+        (24, (8, 6), "auto", MemoryMode.host_offload, False),  # 3090: no FP8 units, int8 weights (test_int8_transformer)
         (16, (8, 9), "auto", MemoryMode.group_offload, False),
         (140, (9, 0), "fp8", MemoryMode.gpu, True),
         (24, (8, 9), "none", MemoryMode.group_offload, False),

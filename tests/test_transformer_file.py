@@ -166,9 +166,10 @@ def test_plan_sizes_the_transformer_from_the_file(tiny_model, tmp_path, monkeypa
     assert choice.mode == MemoryMode.host_offload and not choice.fp8 and not choice.compile
     assert "GGUF" in choice.reason
     assert not plan(card, "Qwen/Qwen-Image-Layered", quantize="fp8", transformer_file=str(big)).fp8
-    # a 24 GB card without FP8 units (RTX 3090): the bf16 transformer is streamed, a Q8_0 file (20.2 GiB) placed whole
+    # a 24 GB card without FP8 units (RTX 3090) kept in bf16: the transformer is streamed, a Q8_0 file (20.2 GiB)
+    # placed whole (on auto, the model's own is placed whole in int8: tests/test_int8_transformer.py)
     ampere = DeviceInfo("cuda", "RTX 3090", 24 * gib, int(23.5 * gib), (8, 6))
-    streamed = plan(ampere, "Qwen/Qwen-Image-Layered")
+    streamed = plan(ampere, "Qwen/Qwen-Image-Layered", quantize="none")
     assert streamed.mode == MemoryMode.group_offload
     assert "a GGUF transformer file of at most 21 GiB" in streamed.reason  # the plan says what would help
     q8 = tmp_path / "qwen-image-layered-Q8_0.gguf"
