@@ -1,4 +1,5 @@
-"""The benchmark's FLOP count (scripts/gpu_bench.py --phases flops), on the tiny architecture: no GPU, no pipeline build."""
+"""scripts/gpu_bench.py on the tiny architecture, no GPU: the FLOP count (no pipeline build), GGUF packing, and the
+gguf and int8 phases through the server's own loading and placing."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ def _flops_rows(bench, out: Path, layers: int) -> list[dict]:
     assert bench.main(["--arch", "tiny", "--phases", "flops", "--layers", str(layers), "--out", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert not any(r["phase"] == "build" for r in rows), "the flops phase must not build the pipeline"
+    assert not any("error" in r for r in rows), rows
+    return rows
+
+
+def _phase_rows(phase: str, out: Path) -> list[dict]:
+    """One phase on the tiny model with a small source image; its rows, none of them an error."""
+    args = ["--arch", "tiny", "--phases", phase, "--layers", "2", "--width", "96", "--height", "64", "--out", str(out)]
+    assert _load_bench().main(args) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert not any("error" in r for r in rows), rows
     return rows
 
@@ -72,12 +82,7 @@ def test_gguf_packing_is_byte_for_byte_ggufs() -> None:
 
 
 def test_gguf_phase_runs_the_server_loader_on_the_tiny_model(tmp_path: Path) -> None:
-    bench = _load_bench()
-    args = ["--arch", "tiny", "--phases", "gguf", "--layers", "2", "--width", "96", "--height", "64",
-            "--out", str(tmp_path)]
-    assert bench.main(args) == 0
-    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert not any("error" in r for r in rows), rows
+    rows = _phase_rows("gguf", tmp_path)
     phases = [r["phase"] for r in rows]
     assert phases[:5] == ["start", "build", "gguf-reference-bf16", "gguf-load", "gguf"]
     gguf_row = rows[phases.index("gguf")]
@@ -89,12 +94,7 @@ def test_gguf_phase_runs_the_server_loader_on_the_tiny_model(tmp_path: Path) -> 
 
 
 def test_int8_phase_quantises_as_the_server_does_and_runs_host_offload_on_the_tiny_model(tmp_path: Path) -> None:
-    bench = _load_bench()
-    args = ["--arch", "tiny", "--phases", "int8", "--layers", "2", "--width", "96", "--height", "64",
-            "--out", str(tmp_path)]
-    assert bench.main(args) == 0
-    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert not any("error" in r for r in rows), rows
+    rows = _phase_rows("int8", tmp_path)
     phases = [r["phase"] for r in rows]
     assert phases[:5] == ["start", "build", "int8-reference-bf16", "int8-staged-quantize", "int8"]
     int8_row = rows[phases.index("int8")]
