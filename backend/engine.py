@@ -23,6 +23,7 @@ from .job import JobParams, JobResult, Progress, Stage
 from .memory import (
     DeviceInfo,
     MemoryChoice,
+    STREAMED,
     MemoryMode,
     apply_mode,
     attention_backend,
@@ -259,6 +260,8 @@ class Engine:
                 quantise(pipe.transformer)
             else:  # the transformer does not fit in bf16: quantised layer by layer on the GPU, kept on the CPU
                 quantise(pipe.transformer, staging=self.device.kind)
+        elif self.memory.mode in STREAMED:
+            transformer_file.widen_fp8_linears(pipe.transformer)  # an FP8 file's weights, for the streaming hooks
         self.offload = apply_mode(pipe, self.memory.mode, self.device, self.memory.text_encoder_int8)
         if self.memory.text_encoder_int8:
             self._check_int8_text_encoder(pipe)

@@ -59,6 +59,8 @@ class MemoryChoice:
     text_encoder_int8: bool = False
     # the transformer's linear layers in int8 (weights only, products in bf16): cards without FP8 units
     transformer_int8: bool = False
+    # an FP8 transformer file's weights kept FP8, products in bf16 (where `fp8` is off)
+    fp8_file_weights: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode.value, "reason": self.reason, "fp8": self.fp8, "compile": self.compile,
@@ -70,6 +72,8 @@ class MemoryChoice:
             return "FP8 weights and activations"
         if self.transformer_int8:
             return "int8 weights, products unquantised (bf16 on a GPU)"
+        if self.fp8_file_weights:
+            return "FP8 weights from the file, products unquantised (bf16 on a GPU)"
         return "unquantised (bf16 on a GPU)"
 
 
@@ -81,6 +85,13 @@ def supports_fp8(device: DeviceInfo) -> bool:
 def supports_int8(device: DeviceInfo) -> bool:
     """int8 weights need torchao only: the products run in bf16 on any CUDA card (and on the CPU, for tests)."""
     return device.kind in ("cuda", "cpu") and _has_torchao()
+
+
+def _fp8_missing(device: DeviceInfo) -> str:
+    """Why FP8 cannot run on this device, in words."""
+    if not has_fp8_units(device):
+        return "this GPU has no FP8 units (Ada or Hopper needed)"
+    return device.fp8_problem or "torchao is not installed"
 
 
 def has_fp8_units(device: DeviceInfo) -> bool:
@@ -102,19 +113,27 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     sizes = component_bytes(model, transformer_file)  # read once: a file's header, a folder's listing
     choice = choose_mode(device, model, memory, sizes=sizes)
     gguf = bool(transformer_file) and single_file.is_gguf(transformer_file)
+    fp8_file = bool(transformer_file) and not gguf and single_file.has_fp8_weights(transformer_file)
     lever: str | None = None  # "FP8" or "int8": the transformer's linear layers quantised at load
     # where the bf16 transformer does not fit: FP8 on cards with FP8 units, else int8 weights (half the bytes too)
     halving = "FP8" if supports_fp8(device) else "int8" if device.kind == "cuda" and supports_int8(device) else None
     if gguf:
         if device.kind == "cuda" or quantize in ("fp8", "int8"):
             choice.reason += "; transformer from a GGUF file: its own quantised weights, no FP8 or int8 on top"
+    elif fp8_file:
+        # the weights are FP8 already (and sized so above): FP8 activations cost no memory, only exactness
+        if quantize in ("auto", "fp8") and supports_fp8(device):
+            lever = "FP8"
+            choice.reason += "; transformer from an FP8 file: its FP8 weights, with FP8 activations on this card"
+        else:
+            choice.reason += "; transformer from an FP8 file: its FP8 weights kept, products unquantised"
+            if quantize == "fp8":
+                choice.reason += f" (FP8 activations were asked for, but {_fp8_missing(device)})"
     elif quantize == "fp8":
         if supports_fp8(device):
             lever = "FP8"
-        elif not has_fp8_units(device):
-            choice.reason += "; FP8 was asked for, but this GPU has no FP8 units (Ada or Hopper needed)"
         else:
-            choice.reason += f"; FP8 was asked for, but {device.fp8_problem or 'torchao is not installed'}"
+            choice.reason += f"; FP8 was asked for, but {_fp8_missing(device)}"
     elif quantize == "int8":
         if supports_int8(device):
             lever = "int8"
@@ -133,7 +152,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         if sizes["transformer"] + OFFLOAD_HEADROOM_BYTES > device.vram_free:
             lever = halving
             choice.reason += f"; {halving} transformer weights: the bf16 transformer does not fit"
-    if lever and quantize != "auto" and memory == "auto" and device.kind == "cuda":
+    if lever and quantize != "auto" and memory == "auto" and device.kind == "cuda" and not fp8_file:
         # asked for by name: the mode is the one for the quantised transformer's size
         halved = choose_mode(device, model, "auto", transformer_scale=0.5, sizes=sizes)
         choice = MemoryChoice(halved.mode, halved.reason + f" with {lever} transformer weights (--quantize {quantize})")
@@ -145,15 +164,20 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         # short prompt, as FP8 on the GPU later did (see fp8_granularity): not measured again since.
         fp8 = False
         choice.reason += "; FP8 is off: streamed (group or sequential) offloading cannot run FP8 weights"
+    fp8_file_weights = fp8_file and not fp8
+    if fp8_file_weights and choice.mode in STREAMED:
+        fp8_file_weights = False  # streaming hooks move plain tensors: widened at load
+        choice.reason += "; the file's FP8 weights are widened to bf16 at load for streaming"
     if int8 and choice.mode in STREAMED:
         # auto takes int8 only where it ends the streaming; int8 weights under diffusers' streaming hooks are not tested
         int8 = False
         choice.reason += "; int8 is off: streamed (group or sequential) offloading runs bf16 weights"
     if not fp8 and device.fp8_problem and quantize == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu):
         choice.reason += f"; no FP8 weights: {device.fp8_problem}"
-    choice.fp8, choice.transformer_int8 = fp8, int8
+    choice.fp8, choice.transformer_int8, choice.fp8_file_weights = fp8, int8, fp8_file_weights
     if choice.mode == MemoryMode.host_offload:
-        short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if fp8 or int8 else 1.0)))
+        halved = (fp8 or int8) and not fp8_file  # an FP8 file's transformer is sized as FP8 already
+        short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if halved else 1.0)))
         if short is not None:
             need, ram = short
             choice.mode = MemoryMode.model_offload
@@ -313,6 +337,8 @@ def quantize_linears(module: Any, config_for: Callable[[str], Any], staging: str
     for name, linear in [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]:
         if staging is not None:
             linear.to(staging)
+        if single_file.is_fp8_weight(linear.weight):  # an FP8 file's weight: widened here first, one layer at a time
+            linear.weight = torch.nn.Parameter(linear.weight.dequantize(), requires_grad=False)
         quantize_(linear, config_for(name))  # quantises the layer in place
         if staging is not None:
             linear.to(home)

@@ -4,10 +4,12 @@ Where one is set, the model's own transformer weights (41 GB in bf16) are not do
 fetches an FP8 file (about 20 GB) or a GGUF one (about 11 GB at Q4) plus the rest of the pipeline (about 16 GB).
 
 Formats read:
-- safetensors in diffusers' key layout, with or without ComfyUI's `model.diffusion_model.` prefix; float8 (and scaled
-  int8) weights are widened to the compute dtype, times their scale where the file has one (ComfyUI's
-  `<layer>.scale_weight` or `<layer>.weight_scale`, one per tensor or per row; block-wise scales are refused). The server then treats the transformer as bf16: FP8 (torchao) again where the card has
-  FP8 units and the plan needs it.
+- safetensors in diffusers' key layout, with or without ComfyUI's `model.diffusion_model.` prefix, with the scales the
+  file has (ComfyUI's `<layer>.scale_weight` or `<layer>.weight_scale`, one per tensor or per row; block-wise scales
+  are refused). float8 (e4m3) linear weights stay FP8 in memory with their scales (torchao's `Float8Tensor`, weight
+  only: each forward widens them to the compute dtype, so any card runs them), half the bytes of bf16; on cards with
+  FP8 units the plan adds FP8 activations. Other float8 (e5m2) and scaled int8 weights are widened at load, times
+  their scale.
 - GGUF (any type diffusers dequantises: Q4_0 … Q8_0, K-quants, F16, BF16): the weights stay quantised in memory and are
   dequantised layer by layer in each forward, so FP8 does not go on top.
 
@@ -75,21 +77,38 @@ def resolve(spec: str, on_bytes: Any = None) -> Path:
 
 def memory_bytes(path: Path) -> float:
     """The transformer's weight bytes once loaded: a GGUF file's own size (it stays quantised); a safetensors file's
-    parameters in bf16 (float8 weights are widened at load)."""
+    FP8 (e4m3) weights at a byte each (they stay FP8), every other parameter in bf16."""
     if is_gguf(str(path)):
         return float(path.stat().st_size)
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    count = 0
-    for key, info in header.items():
+    total = 0
+    for key, info in _header(path).items():
         if key == "__metadata__" or _is_quantisation_detail(key):
             continue
         numel = 1
         for side in info["shape"]:
             numel *= side
-        count += numel
-    return float(count * BF16_BYTES)
+        total += numel * (1 if info["dtype"] == "F8_E4M3" and len(info["shape"]) == 2 and _has_torchao() else BF16_BYTES)
+    return float(total)
+
+
+def has_fp8_weights(spec: str) -> bool:
+    """Whether a single-file transformer on this machine is safetensors with FP8 (e4m3) weights that stay FP8."""
+    path = local_path(spec)
+    if path is None or is_gguf(spec) or not _has_torchao():
+        return False
+    return any(info.get("dtype") == "F8_E4M3" for key, info in _header(path).items() if key != "__metadata__")
+
+
+def _header(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(length))
+
+
+def _has_torchao() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchao") is not None
 
 
 def _is_quantisation_detail(key: str) -> bool:
@@ -97,7 +116,8 @@ def _is_quantisation_detail(key: str) -> bool:
 
 
 def read_checkpoint(path: Path, dtype: Any) -> dict[str, Any]:
-    """The file's tensors under the layered transformer's names; float8 weights widened to `dtype` with their scales."""
+    """The file's tensors under the layered transformer's names: float8 (e4m3) matrices kept FP8 with their scales
+    (torchao `Float8Tensor`s computing in `dtype`), other float8 and int8 weights widened to `dtype` with theirs."""
     import torch
     from diffusers.loaders.single_file_utils import load_single_file_checkpoint
 
@@ -121,21 +141,36 @@ def read_checkpoint(path: Path, dtype: Any) -> dict[str, Any]:
         if scale is None and tensor.dtype == torch.int8:
             raise LayerBridgeError(ErrorCode.model_unavailable, f"the transformer file {path} has int8 weights "
                                    f"without a scale ({key}): not a format the server reads")
-        widened = tensor.to(torch.float32)
-        if scale is not None:
-            scale = scale.to(torch.float32)
-            if scale.numel() == 1:
-                widened = widened * scale.reshape(())
-            elif scale.numel() == tensor.shape[0]:  # one scale per output row
-                widened = widened * scale.reshape(-1, *[1] * (widened.dim() - 1))
-            else:
-                raise LayerBridgeError(
-                    ErrorCode.model_unavailable,
-                    f"the transformer file {path} scales {key} in blocks (scale shape {tuple(scale.shape)}), a layout "
-                    f"the server does not read: use a file with one scale per tensor or per row, or a GGUF file",
-                )
-        checkpoint[key] = widened.to(dtype)
+        scale = torch.ones((), dtype=torch.float32) if scale is None else scale.to(torch.float32)
+        if scale.numel() == 1:
+            scale = scale.reshape(*[1] * tensor.dim())
+        elif scale.numel() == tensor.shape[0]:  # one scale per output row
+            scale = scale.reshape(-1, *[1] * (tensor.dim() - 1))
+        else:
+            raise LayerBridgeError(
+                ErrorCode.model_unavailable,
+                f"the transformer file {path} scales {key} in blocks (scale shape {tuple(scale.shape)}), a layout "
+                f"the server does not read: use a file with one scale per tensor or per row, or a GGUF file",
+            )
+        if tensor.dtype == torch.float8_e4m3fn and tensor.dim() == 2 and _has_torchao():
+            checkpoint[key] = fp8_weight(tensor, scale, dtype)
+        else:
+            checkpoint[key] = (tensor.to(torch.float32) * scale).to(dtype)
     return checkpoint
+
+
+def fp8_weight(data: Any, scale: Any, dtype: Any) -> Any:
+    """An FP8 matrix and its scale (one, or one per row, shaped to broadcast) as torchao's weight-only `Float8Tensor`:
+    its value is data × scale, widened to `dtype` in each forward."""
+    from torchao.quantization import Float8Tensor
+
+    rows, columns = data.shape
+    block = [rows, columns] if scale.shape[0] == 1 else [1, columns]
+    return Float8Tensor(data, scale.reshape(rows // block[0], 1), block, dtype=dtype)
+
+
+def is_fp8_weight(tensor: Any) -> bool:
+    return type(tensor).__name__ == "Float8Tensor"
 
 
 def empty_transformer(model: str) -> Any:
@@ -178,16 +213,31 @@ def _shape(tensor: Any) -> tuple[int, ...]:
 
 
 def unpack_outside_linears(checkpoint: dict[str, Any], layout: Any, dtype: Any) -> None:
-    """GGUF tensors of anything but a linear layer (an embedding table, say), dequantised to `dtype` in place:
-    diffusers dequantises only inside its GGUF linear layers, and a converter may have packed others too."""
+    """GGUF or FP8 tensors of anything but a linear layer (an embedding table, say), widened to `dtype` in place:
+    only linear layers compute with packed weights (diffusers' GGUF layers, torchao's FP8 tensors), and a converter
+    may have packed others too."""
     import torch
 
     linear_weights = {f"{n}.weight" for n, m in layout.named_modules() if isinstance(m, torch.nn.Linear)}
     for key, tensor in checkpoint.items():
-        if hasattr(tensor, "quant_type") and key not in linear_weights:
+        if key in linear_weights:
+            continue
+        if hasattr(tensor, "quant_type"):
             from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
 
             checkpoint[key] = dequantize_gguf_tensor(tensor).as_subclass(torch.Tensor).to(dtype)
+        elif is_fp8_weight(tensor):
+            checkpoint[key] = tensor.dequantize().to(dtype)
+
+
+def widen_fp8_linears(module: Any) -> None:
+    """Every FP8 weight of a module's linear layers widened to its compute dtype, in place (for streamed placements,
+    whose hooks move plain tensors)."""
+    import torch
+
+    for linear in module.modules():
+        if isinstance(linear, torch.nn.Linear) and is_fp8_weight(linear.weight):
+            linear.weight = torch.nn.Parameter(linear.weight.dequantize(), requires_grad=False)
 
 
 def load(path: Path, model: str, dtype: Any, source: str | None = None) -> Any:

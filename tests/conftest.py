@@ -40,3 +40,15 @@ def live_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     server = start_server(tiny_model, tmp_path_factory.mktemp("server"), "--preload")
     yield server
     stop_server(server)
+
+
+@pytest.fixture()
+def fp8_on_cpu(monkeypatch):
+    """torchao refuses FP8 without an FP8 GPU: the CPU stands in for one (quantising, and torch's CPU FP8 product)."""
+    import importlib
+
+    pytest.importorskip("torchao")
+    for name in ("torchao.quantization.quant_api", "torchao.float8.inference"):
+        module = importlib.import_module(name)
+        if hasattr(module, "_check_hardware_support"):
+            monkeypatch.setattr(module, "_check_hardware_support", lambda *a, **k: None)

@@ -88,18 +88,6 @@ def test_host_offload_plan_takes_fp8_where_the_transformer_does_not_fit(gib, cap
     assert plan(device, "Qwen/Qwen-Image-Layered", "host_offload", "none", "auto").fp8 is False
 
 
-@pytest.fixture()
-def fp8_on_cpu(monkeypatch):
-    """torchao refuses FP8 without an FP8 GPU: the CPU stands in for one (quantising, and torch's CPU FP8 product)."""
-    import importlib
-
-    pytest.importorskip("torchao")
-    for name in ("torchao.quantization.quant_api", "torchao.float8.inference"):
-        module = importlib.import_module(name)
-        if hasattr(module, "_check_hardware_support"):
-            monkeypatch.setattr(module, "_check_hardware_support", lambda *a, **k: None)
-
-
 @torch.no_grad()
 def dequantized(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     def plain(p: torch.Tensor) -> torch.Tensor:

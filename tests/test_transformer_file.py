@@ -3,6 +3,8 @@ pipeline: real files written with safetensors and gguf, loaded through the serve
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -98,15 +100,29 @@ def test_comfy_scaled_fp8_file_loads_with_its_scales(tiny_model, tmp_path, refer
     t = transformer_file.load(path, str(tiny_model), torch.float32)
     loaded = t.state_dict()
     assert set(loaded) == set(meant)
-    assert all(torch.equal(loaded[k], v.float()) for k, v in meant.items())  # fp8 × scale, not the raw fp8 values
-    # in memory as the compute dtype: parameters × 2 bytes in bf16, scale and marker keys not counted
-    assert transformer_file.memory_bytes(path) == 2 * sum(v.numel() for v in meant.values())
+    kept = {k for k, v in loaded.items() if transformer_file.is_fp8_weight(v)}
+    # every linear layer's matrix stays FP8 in memory; the embedding table (no linear layer) is widened
+    embedding = "time_text_embed.addition_t_embedding.weight"
+    assert kept == {k for k, v in meant.items() if v.dim() == 2} - {embedding}
+    assert type(loaded[embedding]) is torch.Tensor and loaded[embedding].dtype == torch.float32
+    assert all(loaded[k].qdata.dtype == torch.float8_e4m3fn for k in kept)
+    plain = {k: v.dequantize() if k in kept else v for k, v in loaded.items()}
+    assert all(torch.equal(plain[k], v.float()) for k, v in meant.items())  # fp8 × scale, not the raw fp8 values
+    # in memory: a byte per FP8 weight, the rest (vectors) as bf16; scale and marker keys not counted
+    assert transformer_file.memory_bytes(path) == sum(v.numel() * (1 if v.dim() == 2 else 2) for v in meant.values())
+    assert transformer_file.has_fp8_weights(str(path))
 
     engine = Engine(Settings(model=str(tiny_model), transformer_file=str(path)))
     latents = run(engine)
     deviation = ((latents - reference).norm() / reference.norm()).item()
     assert 0 < deviation < 0.1  # FP8's rounding, bounded
     assert engine.status_json()["model"]["transformer_file"] == str(path)
+    assert engine.memory.fp8_file_weights and "FP8 weights kept" in engine.memory.reason
+    # kept FP8, the file computes what its weights widened at load would (to float32 rounding: the FP8 layers
+    # multiply and add the bias in two steps, as torchao does, where a plain layer fuses them)
+    save_file({k: v.float().contiguous() for k, v in meant.items()}, tmp_path / "widened.safetensors")
+    widened = run(Engine(Settings(model=str(tiny_model), transformer_file=str(tmp_path / "widened.safetensors"))))
+    assert ((widened - latents).norm() / widened.norm()).item() < 1e-5
 
 
 def test_gguf_file_stays_quantised_and_runs(tiny_model, tmp_path, reference):
@@ -316,3 +332,68 @@ def test_download_leaves_out_the_models_transformer_where_a_file_replaces_it(tmp
     assert got.name == "q4.gguf" and seen[-1] == (2_000_000, 2_000_000)
     with pytest.raises(LayerBridgeError, match="no file someone/gguf/q5.gguf"):
         download.fetch_file("someone/gguf", "main", "q5.gguf")
+
+
+def header_only_fp8_file(path: Path, fp8_gib: float, bf16_gib: float) -> Path:
+    """A safetensors file as an FP8 transformer's header describes it: `fp8_gib` of F8_E4M3 matrices, `bf16_gib` of
+    BF16 vectors. The plan reads only the header, so the data is left out."""
+    fp8 = int(fp8_gib * 2**30) // 3072
+    bf16 = int(bf16_gib * 2**30) // 2
+    header = {"m.weight": {"dtype": "F8_E4M3", "shape": [fp8, 3072], "data_offsets": [0, fp8 * 3072]},
+              "m.bias": {"dtype": "BF16", "shape": [bf16], "data_offsets": [fp8 * 3072, fp8 * 3072 + 2 * bf16]}}
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    return path
+
+
+@pytest.mark.parametrize(
+    "gib, capability, ram_gib, quantize, mode, fp8, kept",
+    [
+        (24, (8, 6), 64, "auto", MemoryMode.host_offload, False, True),  # RTX 3090: the file's FP8, bf16 products
+        (24, (8, 9), 64, "auto", MemoryMode.host_offload, True, False),  # RTX 4090: FP8 activations added
+        (24, (8, 9), 48, "auto", MemoryMode.host_offload, True, False),  # RAM for 20 GiB, not 41
+        (24, (8, 9), 32, "auto", MemoryMode.model_offload, True, False),
+        (24, (8, 9), 64, "none", MemoryMode.host_offload, False, True),  # exact to the file's weights
+        (24, (8, 6), 64, "fp8", MemoryMode.host_offload, False, True),  # asked for, no FP8 units: said why
+        (16, (8, 6), 64, "auto", MemoryMode.group_offload, False, False),  # streamed: widened at load
+        (80, (9, 0), 128, "auto", MemoryMode.gpu, True, False),
+    ],
+)
+def test_plan_for_an_fp8_file_keeps_its_weights_fp8(tmp_path, monkeypatch, gib, capability, ram_gib, quantize, mode,
+                                                     fp8, kept):
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    path = header_only_fp8_file(tmp_path / "qwen_image_layered_fp8_scaled.safetensors", 19.0, 0.05)
+    assert component_bytes("Qwen/Qwen-Image-Layered", str(path))["transformer"] / 2**30 == pytest.approx(19.05, abs=0.01)
+    device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.5) * 2**30), capability)
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, transformer_file=str(path))
+    assert (choice.mode, choice.fp8, choice.fp8_file_weights, choice.transformer_int8) == (mode, fp8, kept, False), \
+        choice.reason
+    assert "transformer from an FP8 file" in choice.reason
+    if quantize == "fp8" and not fp8:
+        assert "no FP8 units" in choice.reason
+    if mode == MemoryMode.group_offload:
+        assert "widened to bf16 at load" in choice.reason
+
+
+def test_an_fp8_file_streamed_is_widened_and_with_fp8_activations_is_requantised(tiny_model, tmp_path, monkeypatch,
+                                                                               fp8_on_cpu):
+    from backend.memory import MemoryChoice
+
+    path = tmp_path / "fp8.safetensors"
+    write_comfy_fp8(tiny_model, path)
+    monkeypatch.setattr("backend.engine.probe_device", lambda: DeviceInfo("cpu", "CPU"))
+    monkeypatch.setattr("backend.engine.model_dtype", lambda device: torch.bfloat16)  # as on a GPU: FP8 needs bf16
+    kinds = {}
+    for label, choice in (("streamed", MemoryChoice(MemoryMode.group_offload, "test")),
+                          ("fp8", MemoryChoice(MemoryMode.cpu, "test", fp8=True))):
+        monkeypatch.setattr(Engine, "_plan", lambda self, d, choice=choice: choice)
+        engine = Engine(Settings(model=str(tiny_model), transformer_file=str(path)))
+        engine.load()
+        linears = [m.weight for m in engine.pipe.transformer.modules() if isinstance(m, torch.nn.Linear)]
+        kinds[label] = {type(w).__name__ for w in linears}
+        assert torch.isfinite(run(engine)).all()
+    assert kinds["streamed"] == {"Parameter"}  # plain weights for the streaming hooks
+    # FP8 weights and activations (torchao's dynamic config), from the file's values widened one layer at a time
+    fp8_weights = [w for m in engine.pipe.transformer.modules() if isinstance(m, torch.nn.Linear) for w in [m.weight]]
+    assert kinds["fp8"] == {"Float8Tensor"} and all(w.act_quant_kwargs is not None for w in fp8_weights)
