@@ -27,6 +27,9 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
               the GPU, loaded through the server's single-file loader): Fast all on the GPU, then host offload under a
               24 GiB cap (Q8_0: a 24 GB card without FP8 units) or 16 GiB with the int8 text encoder (Q4_0: a 16 GB
               card); run it before fp8
+  fp8file     the transformer swapped for good for a scaled-FP8 copy of its weights (as ComfyUI's FP8 files), loaded
+              through the server's single-file loader, the weights kept FP8: Fast all on the GPU, then host offload
+              under a 24 GiB cap (a 24 GB card without FP8 units with an FP8 file); run it before fp8
   int8        int8 transformer weights (torchao, products in bf16), for good: quantised layer by layer on the GPU from
               the CPU, as the server does on a 24 GB card without FP8 units (RTX 3090); Fast all on the GPU (after a
               bf16 Fast for reference), then host offload under a 24 GiB cap, as the server plans that card; run it
@@ -55,7 +58,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -538,17 +541,7 @@ class Bench:
         self.record({"phase": "int8-staged-quantize", "seconds": round(seconds, 1), "to_cpu_s": round(moved, 1),
                      "transformer_gib": round(weight_gib, 2)})
         self.job("int8", "fast")
-        if self.time_left() > 60:
-            self._place("host_offload")
-            host_gib = round(self.engine.offload.weight_bytes() / GIB, 1)
-            self.cap(24)
-            try:
-                self.job("int8-card24", "fast", vram_cap_gib=24, place_s=round(self.place_seconds, 1), host_gib=host_gib)
-                if self.time_left() > 40:
-                    self.job("int8-card24", "fast", vram_cap_gib=24)
-            finally:
-                self.cap(None)
-            self._place("gpu")
+        self._offloaded_jobs("int8-card24", 24)
 
     def phase_card16(self) -> None:
         """A 16 GB card under a 16 GiB cap: group offload with streams, a few steps, then a short caption timed with
@@ -630,32 +623,61 @@ class Bench:
         through the server's single-file loader): Fast all on the GPU (after a bf16 Fast for reference where none ran
         yet), then host offload: Q8_0 under a 24 GiB cap, as a 24 GB card without FP8 units (RTX 3090) would run it;
         Q4_0 under a 16 GiB cap with the int8 text encoder, as the server plans a 16 GB card with a 4-bit file."""
-        import tempfile
-
         import gguf
         from diffusers.quantizers.gguf.utils import GGUFParameter
+
+        kind = self.args.gguf_type
+        quant = gguf.GGMLQuantizationType[kind.upper()]
+
+        def pack(weight: Any) -> Any:
+            return GGUFParameter(gguf_pack(weight, kind).cpu(), quant_type=quant) if weight.shape[-1] % 32 == 0 else None
+
+        if self._swap_in_file_weights("gguf", pack, True, gguf_type=kind):
+            # Q8_0: a 24 GB card without FP8 units; Q4_0: a 16 GB card, beside the int8 text encoder (for good)
+            card, int8 = (16, True) if kind == "q4_0" else (24, False)
+            self._offloaded_jobs(f"gguf-card{card}", card, text_encoder_int8=int8, gguf_type=kind)
+
+    def phase_fp8file(self) -> None:
+        """The transformer swapped, for good, for a scaled-FP8 copy of the same weights, as ComfyUI's FP8 files hold
+        them (e4m3, one scale per matrix), loaded through the server's single-file loader: the weights stay FP8, widened
+        in each forward. Fast all on the GPU (after a bf16 Fast for reference where none ran yet), then host offload
+        under a 24 GiB cap, as the server plans a 24 GB card without FP8 units with such a file."""
+        from backend import transformer_file
+
+        torch = self.torch
+        dtype = torch.bfloat16 if self.cuda else torch.float32
+
+        def pack(weight: Any) -> Any:
+            scale = weight.abs().amax().float().clamp(min=1e-12) / torch.finfo(torch.float8_e4m3fn).max
+            data = (weight.float() / scale).to(torch.float8_e4m3fn)
+            return transformer_file.fp8_weight(data.cpu(), scale.reshape(1, 1).cpu(), dtype)
+
+        if self._swap_in_file_weights("fp8file", pack, False):
+            self._offloaded_jobs("fp8file-card24", 24)
+
+    def _swap_in_file_weights(self, label: str, pack: Callable[[Any], Any], gguf: bool, **extra: Any) -> bool:
+        """The transformer replaced, for good, by one loaded through the server's single-file loader from its own
+        weights, each linear layer's packed by `pack` (None: left as it is); then Fast all on the GPU. False where the
+        phase cannot run."""
+        import tempfile
 
         from backend import transformer_file
 
         if self.fp8:
-            self.record({"phase": "gguf", "skipped": "runs before fp8 (it packs the bf16 weights)"})
-            return
+            self.record({"phase": label, "skipped": "runs before fp8 (it packs the bf16 weights)"})
+            return False
         torch = self.torch
-        kind = self.args.gguf_type
         self._place("gpu")
         if ("fast", 20) not in self.first_latents:
-            self.job("gguf-reference-bf16", "fast")
+            self.job(f"{label}-reference-bf16", "fast")
         t = time.monotonic()
         transformer = self.pipe.transformer
         linears = {f"{n}.weight" for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
         checkpoint: dict[str, Any] = {}
-        quant = gguf.GGMLQuantizationType[kind.upper()]
         with torch.no_grad():
             for name, tensor in transformer.state_dict().items():
-                if name in linears and tensor.shape[-1] % 32 == 0:
-                    checkpoint[name] = GGUFParameter(gguf_pack(tensor, kind).cpu(), quant_type=quant)
-                else:
-                    checkpoint[name] = tensor.detach().cpu()
+                packed = pack(tensor) if name in linears else None
+                checkpoint[name] = tensor.detach().cpu() if packed is None else packed
         packed_s = time.monotonic() - t
         with tempfile.TemporaryDirectory() as folder:
             transformer.save_config(Path(folder) / "transformer")
@@ -665,27 +687,37 @@ class Bench:
                 torch.cuda.empty_cache()
             t = time.monotonic()
             dtype = torch.bfloat16 if self.cuda else torch.float32
-            replacement = transformer_file.from_checkpoint(checkpoint, folder, dtype, True, f"random {kind}")
+            replacement = transformer_file.from_checkpoint(checkpoint, folder, dtype, gguf, f"random {label}")
         del checkpoint
         self.pipe.register_modules(transformer=replacement)
         self._place("gpu")
-        weight_gib = sum(p.untyped_storage().nbytes() for p in replacement.parameters()) / GIB
-        self.record({"phase": "gguf-load", "gguf_type": kind, "pack_s": round(packed_s, 1),
-                     "load_and_place_s": round(time.monotonic() - t, 1), "transformer_gib": round(weight_gib, 2)})
-        self.job("gguf", "fast", gguf_type=kind)
-        if self.time_left() > 90:
-            # Q8_0: a 24 GB card without FP8 units; Q4_0: a 16 GB card, beside the int8 text encoder (for good)
-            card, int8 = (16, True) if kind == "q4_0" else (24, False)
-            self._place("host_offload", text_encoder_int8=int8)
-            self.cap(card)
-            label = f"gguf-card{card}"
-            try:
-                self.job(label, "fast", gguf_type=kind, vram_cap_gib=card, place_s=round(self.place_seconds, 1))
-                if self.time_left() > 40:
-                    self.job(label, "fast", gguf_type=kind, vram_cap_gib=card)
-            finally:
-                self.cap(None)
-            self._place("gpu")
+        from backend.offload import tensor_bytes
+
+        weight_gib = tensor_bytes(replacement.state_dict().values()) / GIB
+        layers = [m for m in replacement.modules() if isinstance(m, torch.nn.Linear)]
+        packed = sum(type(m.weight) is not torch.nn.Parameter for m in layers)
+        self.record({"phase": f"{label}-load", "linear_layers": len(layers), "packed_linear_layers": packed,
+                     "pack_s": round(packed_s, 1),
+                     "load_and_place_s": round(time.monotonic() - t, 1), "transformer_gib": round(weight_gib, 2),
+                     **extra})
+        self.job(label, "fast", **extra)
+        return True
+
+    def _offloaded_jobs(self, label: str, card: int, text_encoder_int8: bool = False, **extra: Any) -> None:
+        """Host offload under a `card` GiB cap, where the budget leaves time: the first Fast after placing, then one
+        more; back to all on the GPU after."""
+        if self.time_left() <= 60:
+            return
+        self._place("host_offload", text_encoder_int8=text_encoder_int8)
+        host_gib = round(self.engine.offload.weight_bytes() / GIB, 1)
+        self.cap(card)
+        try:
+            self.job(label, "fast", vram_cap_gib=card, place_s=round(self.place_seconds, 1), host_gib=host_gib, **extra)
+            if self.time_left() > 40:
+                self.job(label, "fast", vram_cap_gib=card, **extra)
+        finally:
+            self.cap(None)
+        self._place("gpu")
 
     def phase_fp8compile(self) -> None:
         """All on the GPU, FP8 (after the fp8 phase) plus compilation: the fastest configuration."""
@@ -852,7 +884,7 @@ class Bench:
 # the least time (s) a phase needs on an H200; it is not started with less left
 PHASE_SECONDS = {"presets": 30, "compile": 90, "modes": 60, "fp8": 20, "fp8staged": 60, "card24": 100, "card16": 50,
                  "fp8compile": 120, "flops": 30, "attention": 60, "card16int8": 50, "fp8check": 5,
-                 "gguf": 120, "int8": 90}
+                 "gguf": 120, "int8": 90, "fp8file": 120}
 
 
 def main(argv: list[str] | None = None) -> int:

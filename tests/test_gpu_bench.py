@@ -85,6 +85,8 @@ def test_gguf_phase_runs_the_server_loader_on_the_tiny_model(tmp_path: Path) -> 
     rows = _phase_rows("gguf", tmp_path)
     phases = [r["phase"] for r in rows]
     assert phases[:5] == ["start", "build", "gguf-reference-bf16", "gguf-load", "gguf"]
+    load = rows[phases.index("gguf-load")]
+    assert 0 < load["packed_linear_layers"] <= load["linear_layers"]
     gguf_row = rows[phases.index("gguf")]
     # the same random weights in Q8_0: close to bf16's result, not identical (the weights did change)
     assert gguf_row["finite"] and 0 < gguf_row["deviation_vs_first_same_preset"] < 0.05
@@ -104,3 +106,17 @@ def test_int8_phase_quantises_as_the_server_does_and_runs_host_offload_on_the_ti
     offloaded = [r for r in rows if r["phase"] == "int8-card24"]
     assert len(offloaded) == 2 and all(r["mode"] == "host_offload" and r["transformer_int8"] for r in offloaded)
     assert all(r["deviation_vs_first_same_preset"] == int8_row["deviation_vs_first_same_preset"] for r in offloaded)
+
+
+def test_fp8file_phase_keeps_the_files_fp8_weights_on_the_tiny_model(tmp_path: Path) -> None:
+    rows = _phase_rows("fp8file", tmp_path)
+    phases = [r["phase"] for r in rows]
+    assert phases[:5] == ["start", "build", "fp8file-reference-bf16", "fp8file-load", "fp8file"]
+    load = rows[phases.index("fp8file-load")]
+    assert load["packed_linear_layers"] == load["linear_layers"] > 0  # every linear layer kept its FP8 weight
+    fp8_row = rows[phases.index("fp8file")]
+    # the same random weights rounded to FP8: close to the unquantised result, not identical
+    assert fp8_row["finite"] and 0 < fp8_row["deviation_vs_first_same_preset"] < 0.1
+    offloaded = [r for r in rows if r["phase"] == "fp8file-card24"]
+    assert len(offloaded) == 2 and all(r["mode"] == "host_offload" for r in offloaded)
+    assert all(r["deviation_vs_first_same_preset"] == fp8_row["deviation_vs_first_same_preset"] for r in offloaded)
