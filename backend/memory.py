@@ -100,9 +100,7 @@ def has_fp8_units(device: DeviceInfo) -> bool:
 
 
 def _has_torchao() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torchao") is not None
+    return single_file.has_torchao()
 
 
 def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "auto", compile: str = "auto",

@@ -87,14 +87,14 @@ def memory_bytes(path: Path) -> float:
         numel = 1
         for side in info["shape"]:
             numel *= side
-        total += numel * (1 if info["dtype"] == "F8_E4M3" and len(info["shape"]) == 2 and _has_torchao() else BF16_BYTES)
+        total += numel * (1 if info["dtype"] == "F8_E4M3" and len(info["shape"]) == 2 and has_torchao() else BF16_BYTES)
     return float(total)
 
 
 def has_fp8_weights(spec: str) -> bool:
     """Whether a single-file transformer on this machine is safetensors with FP8 (e4m3) weights that stay FP8."""
     path = local_path(spec)
-    if path is None or is_gguf(spec) or not _has_torchao():
+    if path is None or is_gguf(spec) or not has_torchao():
         return False
     return any(info.get("dtype") == "F8_E4M3" for key, info in _header(path).items() if key != "__metadata__")
 
@@ -105,7 +105,8 @@ def _header(path: Path) -> dict[str, Any]:
         return json.loads(f.read(length))
 
 
-def _has_torchao() -> bool:
+def has_torchao() -> bool:
+    """torchao installed (Linux): what keeps FP8 weights packed, and the server's FP8 and int8 levers."""
     import importlib.util
 
     return importlib.util.find_spec("torchao") is not None
@@ -152,7 +153,7 @@ def read_checkpoint(path: Path, dtype: Any) -> dict[str, Any]:
                 f"the transformer file {path} scales {key} in blocks (scale shape {tuple(scale.shape)}), a layout "
                 f"the server does not read: use a file with one scale per tensor or per row, or a GGUF file",
             )
-        if tensor.dtype == torch.float8_e4m3fn and tensor.dim() == 2 and _has_torchao():
+        if tensor.dtype == torch.float8_e4m3fn and tensor.dim() == 2 and has_torchao():
             checkpoint[key] = fp8_weight(tensor, scale, dtype)
         else:
             checkpoint[key] = (tensor.to(torch.float32) * scale).to(dtype)
