@@ -69,7 +69,7 @@ def report(settings: Settings) -> dict[str, Any]:
         "device": f"{device.name} ({device.kind})",
         "vram": f"{device.vram_free / GIB:.1f} GiB free of {device.vram_total / GIB:.1f} GiB" if device.vram_total else "n/a",
         "memory mode": f"{choice.mode.value} — {choice.reason}",
-        "transformer": _transformer_text(choice, settings.transformer_file),
+        "transformer": choice.transformer_weights(),
         "text encoder": "int8, whole on the GPU while it runs" if choice.text_encoder_int8 else "bf16",
         "compile": _compile_text(choice),
         "attention": attention_backend(device, settings.attention) or "native (PyTorch SDPA)",
@@ -83,12 +83,6 @@ def report(settings: Settings) -> dict[str, Any]:
         "cache dir": str(cache_dir()),
     }
     return data
-
-
-def _transformer_text(choice: Any, spec: str | None) -> str:
-    from .transformer_file import is_gguf
-
-    return "GGUF, the file's own quantised weights" if spec and is_gguf(spec) else choice.transformer_weights()
 
 
 def _transformer_file_text(spec: str | None) -> str:

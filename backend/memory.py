@@ -61,6 +61,8 @@ class MemoryChoice:
     transformer_int8: bool = False
     # an FP8 transformer file's weights kept FP8, products in bf16 (where `fp8` is off)
     fp8_file_weights: bool = False
+    # a GGUF transformer file's weights, kept quantised and dequantised layer by layer in each forward
+    gguf_weights: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode.value, "reason": self.reason, "fp8": self.fp8, "compile": self.compile,
@@ -68,6 +70,8 @@ class MemoryChoice:
 
     def transformer_weights(self) -> str:
         """The transformer's linear layers in words (doctor)."""
+        if self.gguf_weights:
+            return "GGUF, the file's own quantised weights"
         if self.fp8:
             return "FP8 weights and activations"
         if self.transformer_int8:
@@ -113,6 +117,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     gguf = bool(transformer_file) and single_file.is_gguf(transformer_file)
     fp8_file = bool(transformer_file) and not gguf and single_file.has_fp8_weights(transformer_file)
     lever: str | None = None  # "FP8" or "int8": the transformer's linear layers quantised at load
+    halved: MemoryChoice | None = None  # the mode for the transformer at half its bytes, where auto weighed it
     # where the bf16 transformer does not fit: FP8 on cards with FP8 units, else int8 weights (half the bytes too)
     halving = "FP8" if supports_fp8(device) else "int8" if device.kind == "cuda" and supports_int8(device) else None
     if gguf:
@@ -143,17 +148,17 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         # FP8 also doubles the products' speed; int8 weights (products in bf16) only where they end the streaming
         worth = halving == "FP8" or (choice.mode in STREAMED and halved.mode not in STREAMED)
         if halved.mode != choice.mode and worth:
-            choice = MemoryChoice(halved.mode, halved.reason + f" with {halving} transformer weights")
             lever = halving
     elif quantize == "auto" and halving and choice.mode in (MemoryMode.model_offload, MemoryMode.host_offload):
         # one component at a time was asked for: FP8 (or int8) where the bf16 transformer alone does not fit
         if sizes["transformer"] + OFFLOAD_HEADROOM_BYTES > device.vram_free:
             lever = halving
             choice.reason += f"; {halving} transformer weights: the bf16 transformer does not fit"
-    if lever and quantize != "auto" and memory == "auto" and device.kind == "cuda" and not fp8_file:
-        # asked for by name: the mode is the one for the quantised transformer's size
-        halved = choose_mode(device, model, "auto", transformer_scale=0.5, sizes=sizes)
-        choice = MemoryChoice(halved.mode, halved.reason + f" with {lever} transformer weights (--quantize {quantize})")
+    if lever and memory == "auto" and device.kind == "cuda" and not fp8_file:
+        # the mode is the one for the quantised transformer's size (an FP8 file is sized as FP8 already)
+        halved = halved or choose_mode(device, model, "auto", transformer_scale=0.5, sizes=sizes)
+        asked = f" (--quantize {quantize})" if quantize != "auto" else ""
+        choice = MemoryChoice(halved.mode, halved.reason + f" with {lever} transformer weights{asked}")
     fp8, int8 = lever == "FP8", lever == "int8"
     if int8 and quantize == "auto" and not has_fp8_units(device):
         choice.reason += " (this GPU has no FP8 units: int8 weights, products in bf16)"
@@ -173,6 +178,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     if not fp8 and device.fp8_problem and quantize == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu):
         choice.reason += f"; no FP8 weights: {device.fp8_problem}"
     choice.fp8, choice.transformer_int8, choice.fp8_file_weights = fp8, int8, fp8_file_weights
+    choice.gguf_weights = gguf
     if choice.mode == MemoryMode.host_offload:
         halved = (fp8 or int8) and not fp8_file  # an FP8 file's transformer is sized as FP8 already
         short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if halved else 1.0)))
@@ -335,8 +341,7 @@ def quantize_linears(module: Any, config_for: Callable[[str], Any], staging: str
     for name, linear in [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]:
         if staging is not None:
             linear.to(staging)
-        if single_file.is_fp8_weight(linear.weight):  # an FP8 file's weight: widened here first, one layer at a time
-            linear.weight = torch.nn.Parameter(linear.weight.dequantize(), requires_grad=False)
+        single_file.widen_fp8_weight(linear)  # an FP8 file's weight: widened here first, one layer at a time
         quantize_(linear, config_for(name))  # quantises the layer in place
         if staging is not None:
             linear.to(home)

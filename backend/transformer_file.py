@@ -19,6 +19,7 @@ wrong file (another model, a truncated download) fails the load with a sentence,
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -100,6 +101,13 @@ def has_fp8_weights(spec: str) -> bool:
 
 
 def _header(path: Path) -> dict[str, Any]:
+    """A safetensors file's header (names, dtypes, shapes), read once per version of the file: a plan asks twice."""
+    stat = path.stat()
+    return _read_header(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_header(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     with open(path, "rb") as f:
         (length,) = struct.unpack("<Q", f.read(8))
         return json.loads(f.read(length))
@@ -237,8 +245,16 @@ def widen_fp8_linears(module: Any) -> None:
     import torch
 
     for linear in module.modules():
-        if isinstance(linear, torch.nn.Linear) and is_fp8_weight(linear.weight):
-            linear.weight = torch.nn.Parameter(linear.weight.dequantize(), requires_grad=False)
+        if isinstance(linear, torch.nn.Linear):
+            widen_fp8_weight(linear)
+
+
+def widen_fp8_weight(linear: Any) -> None:
+    """A linear layer's FP8 weight, if it has one, replaced by a plain one in its compute dtype."""
+    import torch
+
+    if is_fp8_weight(linear.weight):
+        linear.weight = torch.nn.Parameter(linear.weight.dequantize(), requires_grad=False)
 
 
 def load(path: Path, model: str, dtype: Any, source: str | None = None) -> Any:

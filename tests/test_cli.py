@@ -165,7 +165,9 @@ def test_decompose_and_doctor_with_a_gguf_transformer_file(odd_png, tiny_model, 
     assert len(json.loads((out / "layers.json").read_text())["layers"]) == 3
     r = run("doctor", "--json", "--port", "9", "--model", str(tiny_model), "--transformer-file", str(gguf), env=offline_env)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["transformer file"].startswith(f"{gguf} (GGUF")
+    report = json.loads(r.stdout)
+    assert report["transformer file"].startswith(f"{gguf} (GGUF")
+    assert report["transformer"] == "GGUF, the file's own quantised weights"
     missing = tmp_path / "nowhere.gguf"
     r = run("decompose", str(odd_png), "--out", str(tmp_path / "x.psd"), "--model", str(tiny_model),
             "--transformer-file", str(missing), "--in-process", *JOB, env=offline_env)

@@ -376,6 +376,21 @@ def test_plan_for_an_fp8_file_keeps_its_weights_fp8(tmp_path, monkeypatch, gib, 
         assert "widened to bf16 at load" in choice.reason
 
 
+def test_a_plan_reads_the_files_header_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    from backend import transformer_file
+
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.transformer_file.has_torchao", lambda: True)
+    path = header_only_fp8_file(tmp_path / "fp8.safetensors", 19.0, 0.05)
+    device = DeviceInfo("cuda", "GPU", 24 * 2**30, int(23.5 * 2**30), (8, 6))
+    transformer_file._read_header.cache_clear()
+    assert plan(device, "Qwen/Qwen-Image-Layered", transformer_file=str(path)).fp8_file_weights
+    assert transformer_file._read_header.cache_info().misses == 1  # sized and checked for FP8 from one read
+    header_only_fp8_file(path, 30.0, 0.05)  # replaced by a larger file under the same name
+    assert transformer_file.memory_bytes(path) / 2**30 == pytest.approx(30.05, abs=0.01)
+    assert transformer_file._read_header.cache_info().misses == 2
+
+
 def test_an_fp8_file_streamed_is_widened_and_with_fp8_activations_is_requantised(tiny_model, tmp_path, monkeypatch,
                                                                                fp8_on_cpu):
     from backend.memory import MemoryChoice
