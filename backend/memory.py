@@ -406,17 +406,33 @@ def enable_compile(transformer: Any) -> None:
     Compiled below the hooks, all blocks share one graph with or without a cache.
     """
     import functools
-    import os
 
     import torch
 
-    from .settings import cache_dir
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    use_compile_cache()
     torch._inductor.config.fx_graph_cache = True
     compiled = torch.compile(_call)
     for block in repeated_blocks(transformer):  # between jobs: no step-cache hook is on the blocks
         block.forward = functools.partial(compiled, type(block).forward, block)
+
+
+def use_compile_cache() -> None:
+    """torch's compile cache (inductor's graphs and kernels) in the user cache folder: each machine compiles once, not
+    after every reboot that empties the temporary folder, torch's default. A folder chosen with
+    TORCHINDUCTOR_CACHE_DIR stays."""
+    import os
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    from torch._inductor.utils import clear_caches
+
+    from .settings import cache_dir
+
+    # torch writes its default into the variable the first time anything asks (importing diffusers does), so the
+    # default there is not a user's choice
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen is None or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "inductor")
+        clear_caches()  # lookups torch memoised under the old folder
 
 
 def _call(function: Any, *args: Any, **kwargs: Any) -> Any:

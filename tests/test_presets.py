@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +162,58 @@ def test_compiled_blocks_share_one_graph_with_and_without_the_step_cache():
     finally:
         disable_compile(engine.pipe.transformer)
     assert all("forward" not in vars(block) for block in repeated_blocks(engine.pipe.transformer))
+
+
+# One server start: load the tiny model, compile its blocks as the server does, run one job; print the compile cache's
+# counters.
+START_AND_COMPILE = """
+import json, sys
+import numpy as np
+from torch._dynamo.utils import counters
+from backend.engine import Engine
+from backend.job import JobParams
+from backend.memory import enable_compile
+from backend.settings import Settings
+
+engine = Engine(Settings(model=sys.argv[1], quantize="none"))
+engine.load()
+enable_compile(engine.pipe.transformer)
+job = JobParams.parse({"layers": 2, "steps": 2, "seed": 0, "prompt": "a poster", "restore": False})
+engine.run(np.full((48, 64, 4), 128, np.uint8), job, lambda p: None, lambda: False)
+print(json.dumps(dict(counters["inductor"])))
+"""
+
+
+def test_compiled_blocks_are_compiled_once_per_machine_not_per_start(tiny_model, tmp_path):
+    """The second start finds every compiled graph in the disk cache under the user cache folder (diffusers' import
+    has already set torch's own default by then)."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["LAYERBRIDGE_CACHE_DIR"] = str(tmp_path / "cache")
+    starts = []
+    for _ in range(2):
+        run = subprocess.run([sys.executable, "-c", START_AND_COMPILE, str(tiny_model)], env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        starts.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    first, second = starts
+    assert first.get("fxgraph_cache_miss", 0) >= 1, first
+    assert second.get("fxgraph_cache_miss", 0) == 0 and second.get("fxgraph_cache_hit", 0) >= first["fxgraph_cache_miss"], second
+    assert any((tmp_path / "cache" / "inductor" / "fxgraph").iterdir())  # there, not in torch's temporary folder
+
+
+def test_a_compile_cache_folder_the_user_chose_stays(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from backend.memory import use_compile_cache
+
+    monkeypatch.setenv("LAYERBRIDGE_CACHE_DIR", str(tmp_path / "ours"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    use_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what torch writes there by itself
+    use_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "ours" / "inductor")
