@@ -180,8 +180,8 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     choice.fp8, choice.transformer_int8, choice.fp8_file_weights = fp8, int8, fp8_file_weights
     choice.gguf_weights = gguf
     if choice.mode == MemoryMode.host_offload:
-        halved = (fp8 or int8) and not fp8_file  # an FP8 file's transformer is sized as FP8 already
-        short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if halved else 1.0)))
+        quantised = (fp8 or int8) and not fp8_file  # an FP8 file's transformer is sized as FP8 already
+        short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if quantised else 1.0)))
         if short is not None:
             need, ram = short
             choice.mode = MemoryMode.model_offload
