@@ -9,7 +9,8 @@ same seed only catches a broken lever (NaN, or a jump far beyond the others).
 Phases (--phases, run in the order given); fp8 quantises the transformer for good, so every phase after it runs
 FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is measured:
   presets     the --presets (Best / Balanced / Fast), all weights on the GPU, eager; job start to layers ready
-  compile     regional compilation + compiled captioning: Fast (first job includes compiling), Best, Fast again
+  compile     regional compilation + compiled captioning: Fast (first job includes compiling, from the disk cache
+              where an earlier process filled it: the compile-cache row), Best, Fast again
   modes       a few steps all on the GPU, with model offload and with group offload (under --small-card-gib)
   fp8         FP8 weights and activations (torchao) for the transformer
   fp8staged   the same, the way the server gets there where bf16 does not fit: from the CPU, layer by layer
@@ -433,9 +434,17 @@ class Bench:
             self.job("presets", preset)
 
     def phase_compile(self) -> None:
+        """Compiled jobs; the first one compiles, from the disk cache where an earlier process filled it (run the phase
+        twice, in two processes, to time a start with the cache filled)."""
+        from torch._dynamo.utils import counters
+
         self._compile(True)
         try:
+            before = dict(counters["inductor"])
             self.job("compile-first", "fast", compile_included=True)
+            self.record({"phase": "compile-cache", "folder": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+                         **{k: counters["inductor"].get(k, 0) - before.get(k, 0)
+                            for k in ("fxgraph_cache_miss", "fxgraph_cache_hit")}})
             if self.time_left() > 120:
                 self.job("compiled", "best")
             self.job("compiled", "fast")

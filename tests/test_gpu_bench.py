@@ -120,3 +120,27 @@ def test_fp8file_phase_keeps_the_files_fp8_weights_on_the_tiny_model(tmp_path: P
     offloaded = [r for r in rows if r["phase"] == "fp8file-card24"]
     assert len(offloaded) == 2 and all(r["mode"] == "host_offload" for r in offloaded)
     assert all(r["deviation_vs_first_same_preset"] == fp8_row["deviation_vs_first_same_preset"] for r in offloaded)
+
+
+def test_compile_phase_says_what_came_from_the_compile_cache(tmp_path: Path) -> None:
+    """In a process of its own (a start): the first compiled job fills the cache under the user cache folder."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["LAYERBRIDGE_CACHE_DIR"] = str(tmp_path / "cache")
+    out = tmp_path / "out"
+    args = ["--arch", "tiny", "--phases", "compile", "--layers", "2", "--width", "96", "--height", "64",
+            "--budget-s", "100", "--out", str(out)]
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_bench.py"), *args], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert not any("error" in r for r in rows), rows
+    phases = [r["phase"] for r in rows]
+    assert phases[:5] == ["start", "build", "compile-first", "compile-cache", "compiled"], phases
+    cache = rows[phases.index("compile-cache")]
+    assert cache["folder"] == str(tmp_path / "cache" / "inductor") and cache["fxgraph_cache_miss"] >= 1, cache
+    compiled = rows[phases.index("compiled")]
+    assert compiled["compiled"] and compiled["finite"] and compiled["deviation_vs_first_same_preset"] < 0.01, compiled
