@@ -52,3 +52,12 @@ def fp8_on_cpu(monkeypatch):
         module = importlib.import_module(name)
         if hasattr(module, "_check_hardware_support"):
             monkeypatch.setattr(module, "_check_hardware_support", lambda *a, **k: None)
+
+
+@pytest.fixture()
+def start_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a fresh start of a server (or benchmark) process: the user cache folder empty, under
+    tmp_path / "cache", and torch's compile cache folder left for the server to choose."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["LAYERBRIDGE_CACHE_DIR"] = str(tmp_path / "cache")
+    return env

@@ -122,18 +122,15 @@ def test_fp8file_phase_keeps_the_files_fp8_weights_on_the_tiny_model(tmp_path: P
     assert all(r["deviation_vs_first_same_preset"] == fp8_row["deviation_vs_first_same_preset"] for r in offloaded)
 
 
-def test_compile_phase_says_what_came_from_the_compile_cache(tmp_path: Path) -> None:
+def test_compile_phase_says_what_came_from_the_compile_cache(tmp_path: Path, start_env: dict) -> None:
     """In a process of its own (a start): the first compiled job fills the cache under the user cache folder."""
-    import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
-    env["LAYERBRIDGE_CACHE_DIR"] = str(tmp_path / "cache")
     out = tmp_path / "out"
     args = ["--arch", "tiny", "--phases", "compile", "--layers", "2", "--width", "96", "--height", "64",
             "--budget-s", "100", "--out", str(out)]
-    run = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_bench.py"), *args], env=env, cwd=REPO,
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_bench.py"), *args], env=start_env, cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
