@@ -1,5 +1,8 @@
 """Draws the panel's icons (a stack of three layers) for light and dark themes, at 1x and 2x.
 
+The manifest names each icon without its scale (icons/panel-dark.png); Photoshop loads the file with
+the scale's suffix, "@1x" included (Adobe's "Icons for Your Plugins" guide).
+
 Run with the repository's virtualenv: ../.venv/bin/python scripts/icons.py
 """
 from pathlib import Path
@@ -33,8 +36,7 @@ def main() -> None:
     for kind, size in SIZES.items():
         for theme, colour in GLYPH.items():
             for scale in (1, 2):
-                suffix = "" if scale == 1 else "@2x"
-                draw(size, colour, scale).save(HERE / f"{kind}-{theme}{suffix}.png", optimize=True)
+                draw(size, colour, scale).save(HERE / f"{kind}-{theme}@{scale}x.png", optimize=True)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,12 @@ function layerPlan(result, origin, size) {
   return { groupName: name ? `${name} layers` : "Decomposed layers", layers };
 }
 
+/** createLayerGroup and createPixelLayer resolve with null when Photoshop could not make the layer. */
+function created(layer) {
+  if (!layer) throw new LayerBridgeError("internal", "Photoshop could not create a layer in this document.");
+  return layer;
+}
+
 function findDocument(app, documentID) {
   const docs = Array.from(app.documents || []);
   return docs.find((d) => d.id === documentID) || null;
@@ -93,20 +99,24 @@ async function readSource(mode = "document") {
     layer: layer ? layer.boundsNoEffects || layer.bounds : null,
   });
 
-  const data = await core.executeAsModal(async () => {
+  const data = await core.executeAsModal(async (context) => {
     // No componentSize: asking 8 bits of a 16-bit document fails on recent versions; convert here.
     const options = { documentID: doc.id, sourceBounds: area, colorSpace: "RGB", colorProfile: SRGB };
     if (layer) options.layerID = layer.id;
-    const answer = await imaging.getPixels(options);
-    const image = answer.imageData;
+    let image = null;
     try {
+      const answer = await imaging.getPixels(options);
+      image = answer.imageData;
       const got = normBounds(answer.sourceBounds);
       if (!got || image.width === 0 || image.height === 0) return null;
       const raw = await image.getData({ chunky: true });
       const rgba = toRgba8(raw, image);
       return padTo(rgba, got, area);
+    } catch (error) {
+      // After a cancel on Photoshop's progress bar, its next API call throws an error of its own.
+      throw context.isCancelled ? cancelled() : error;
     } finally {
-      image.dispose();
+      if (image) image.dispose();
     }
   }, { commandName: "Reading pixels for Layer Decomposition" });
 
@@ -131,62 +141,77 @@ async function readSource(mode = "document") {
  * document back to how it was.
  */
 async function insertLayers(source, result, { isCancelled = () => false, onProgress = () => {} } = {}) {
-  const { app, core, imaging, constants } = host.photoshop();
+  const { app, core } = host.photoshop();
   const plan = layerPlan(result, source.origin, source);
-  const { PLACEBEFORE, PLACEINSIDE } = constants.ElementPlacement;
 
   await core.executeAsModal(async (context) => {
-    const stop = () => context.isCancelled || isCancelled();
     const doc = findDocument(app, source.documentID);
     if (!doc) throw new LayerBridgeError("no_document", "The document was closed before the layers arrived.");
-    const depth = checkDepth(depthOf(doc.bitsPerChannel));
-    const suspension = await context.hostControl.suspendHistory({ documentID: doc.id, name: HISTORY_NAME });
+    // New layers go to the active document: the source's is made active while they are added, and the
+    // one the user switched to meanwhile gets the focus back afterwards.
+    const previous = app.activeDocument;
+    const switched = !previous || previous.id !== doc.id;
+    if (switched) app.activeDocument = doc;
     try {
-      const group = await doc.createLayerGroup({ name: plan.groupName });
-      const anchor = source.layerID !== null ? findLayer(doc.layers, source.layerID) : Array.from(doc.layers)[0];
-      if (anchor && anchor.id !== group.id) await group.move(anchor, PLACEBEFORE);
-
-      let below = null;
-      for (let i = 0; i < plan.layers.length; i++) {
-        if (stop()) throw cancelled();
-        const item = plan.layers[i];
-        const fraction = i / plan.layers.length;
-        context.reportProgress({ value: fraction, commandName: `Adding layer ${i + 1} of ${plan.layers.length}` });
-        onProgress(fraction, item);
-        const layer = await doc.createPixelLayer({ name: item.name });
-        // The first goes into the group; each next one directly above the previous, so the
-        // background ends at the bottom whatever the new layer's starting place was.
-        if (below) await layer.move(below, PLACEBEFORE);
-        else await layer.move(group, PLACEINSIDE);
-        if (!item.empty) {
-          const buffer = fromRgba8(item.pixels, depth);
-          const imageData = await imaging.createImageDataFromBuffer(buffer, {
-            width: item.width, height: item.height, components: 4, chunky: true, colorProfile: SRGB, colorSpace: "RGB",
-          });
-          try {
-            await imaging.putPixels({
-              documentID: doc.id, layerID: layer.id, imageData, replace: true,
-              targetBounds: { left: item.left, top: item.top },
-            });
-          } finally {
-            imageData.dispose();
-          }
-        }
-        below = layer;
-      }
-      if (stop()) throw cancelled();
-      await context.hostControl.resumeHistory(suspension, true);
-      onProgress(1, null);
-    } catch (error) {
-      try {
-        await context.hostControl.resumeHistory(suspension, false);
-      } catch (_) {
-        // Photoshop cancels a suspension left open when the modal function throws.
-      }
-      throw error;
+      await addLayers(context, doc, plan, source, () => context.isCancelled || isCancelled(), onProgress);
+    } finally {
+      if (switched && previous && !context.isCancelled && findDocument(app, previous.id)) app.activeDocument = previous;
     }
   }, { commandName: "Adding decomposed layers" });
   return plan;
+}
+
+/** The group and its layers, inside one suspended history state that a failure or a cancel rolls back. */
+async function addLayers(context, doc, plan, source, stop, onProgress) {
+  const { imaging, constants } = host.photoshop();
+  const { PLACEBEFORE, PLACEINSIDE } = constants.ElementPlacement;
+  const depth = checkDepth(depthOf(doc.bitsPerChannel));
+  const suspension = await context.hostControl.suspendHistory({ documentID: doc.id, name: HISTORY_NAME });
+  try {
+    const group = created(await doc.createLayerGroup({ name: plan.groupName }));
+    const anchor = source.layerID !== null ? findLayer(doc.layers, source.layerID) : Array.from(doc.layers)[0];
+    if (anchor && anchor.id !== group.id) await group.move(anchor, PLACEBEFORE);
+
+    let below = null;
+    for (let i = 0; i < plan.layers.length; i++) {
+      if (stop()) throw cancelled();
+      const item = plan.layers[i];
+      const fraction = i / plan.layers.length;
+      context.reportProgress({ value: fraction, commandName: `Adding layer ${i + 1} of ${plan.layers.length}` });
+      onProgress(fraction, item);
+      const layer = created(await doc.createPixelLayer({ name: item.name }));
+      // The first goes into the group; each next one directly above the previous, so the
+      // background ends at the bottom whatever the new layer's starting place was.
+      if (below) await layer.move(below, PLACEBEFORE);
+      else await layer.move(group, PLACEINSIDE);
+      if (!item.empty) {
+        const buffer = fromRgba8(item.pixels, depth);
+        const imageData = await imaging.createImageDataFromBuffer(buffer, {
+          width: item.width, height: item.height, components: 4, chunky: true, colorProfile: SRGB, colorSpace: "RGB",
+        });
+        try {
+          await imaging.putPixels({
+            documentID: doc.id, layerID: layer.id, imageData, replace: true,
+            targetBounds: { left: item.left, top: item.top },
+          });
+        } finally {
+          imageData.dispose();
+        }
+      }
+      below = layer;
+    }
+    if (stop()) throw cancelled();
+    await context.hostControl.resumeHistory(suspension, true);
+    onProgress(1, null);
+  } catch (error) {
+    try {
+      await context.hostControl.resumeHistory(suspension, false);
+    } catch (_) {
+      // Photoshop cancels a suspension left open when the modal function throws.
+    }
+    // After a cancel on Photoshop's progress bar, its next API call throws an error of its own.
+    throw context.isCancelled ? cancelled() : error;
+  }
 }
 
 module.exports = { HISTORY_NAME, layerPlan, readSource, insertLayers };

@@ -79,6 +79,8 @@ class Panel {
     this.$("seed").value = s.seed;
   }
 
+  // Pickers through the documented sp-picker API only: selectedIndex and the items' `selected`
+  // attribute (UXP's picker documents no `value` property).
   setPicker(id, value) {
     const picker = this.$(id);
     const items = Array.from(picker.querySelectorAll("sp-menu-item"));
@@ -90,14 +92,13 @@ class Panel {
         item.removeAttribute("selected");
       }
     });
-    picker.value = value;
   }
 
   pickerValue(id) {
     const picker = this.$(id);
-    if (picker.value) return String(picker.value);
     const items = Array.from(picker.querySelectorAll("sp-menu-item"));
-    const chosen = items[picker.selectedIndex] || items.find((i) => i.hasAttribute("selected")) || items[0];
+    const index = Number.isInteger(picker.selectedIndex) ? picker.selectedIndex : -1;
+    const chosen = items[index] || items.find((i) => i.hasAttribute("selected")) || items[0];
     return chosen ? chosen.getAttribute("value") : "";
   }
 

@@ -45,11 +45,17 @@ test("the schema refuses what Photoshop refuses", () => {
   assert.equal(bad((m) => { m.entrypoints[0].icons[0].theme = ["night"]; }), false);
 });
 
-test("every icon exists at 1x and 2x with its declared size, for light and dark themes", () => {
+/** The file Photoshop loads for an icon at a scale: the manifest's path with "@<scale>x", 1x included. */
+function iconFile(icon, scale) {
+  return icon.path.replace(/\.png$/, `@${scale}x.png`);
+}
+
+test("every icon exists at 1x and 2x (named @1x, @2x) with its declared size, for light and dark themes", () => {
   const themes = new Set();
   for (const icon of allIcons()) {
+    assert.ok(!fs.existsSync(path.join(ROOT, icon.path)), `${icon.path}: no unsuffixed copy that could hide a missing @1x`);
     for (const scale of icon.scale || [1]) {
-      const file = path.join(ROOT, scale === 1 ? icon.path : icon.path.replace(/\.png$/, `@${scale}x.png`));
+      const file = path.join(ROOT, iconFile(icon, scale));
       assert.ok(fs.existsSync(file), `${file} exists`);
       assert.deepEqual(pngSize(file), { width: icon.width * scale, height: icon.height * scale }, file);
     }
@@ -91,8 +97,7 @@ test("the .ccx is a zip of the plugin folder: manifest on top, every required fi
   for (const [name, crc] of listing) assert.equal(crc, crc32(fs.readFileSync(path.join(ROOT, name))), `${name} intact`);
   assert.ok(!names.some((n) => /^(tests|node_modules|scripts|schema)\/|package(-lock)?\.json$/.test(n)), "no development files");
   for (const icon of allIcons()) {
-    assert.ok(names.includes(icon.path));
-    if ((icon.scale || []).includes(2)) assert.ok(names.includes(icon.path.replace(/\.png$/, "@2x.png")));
+    for (const scale of icon.scale || [1]) assert.ok(names.includes(iconFile(icon, scale)), `${iconFile(icon, scale)} packaged`);
   }
   // Every relative require() in the plugin resolves to a packaged file.
   for (const name of names.filter((n) => n.endsWith(".js"))) {

@@ -209,7 +209,45 @@ test("cancel on Photoshop's progress bar midway leaves the document as it was", 
   const { ps, doc } = readyDocument();
   const source = await readSource("document");
   ps.userCancelsAfter(5); // group, move, layer, move, put… then the user cancels
-  await assert.rejects(insertLayers(source, fakeResult(12, 10)), /cancel/i);
+  // Photoshop's next call throws its own error; the panel reports it as the cancel it is.
+  await assert.rejects(insertLayers(source, fakeResult(12, 10)), { code: "cancelled" });
+  await assertUntouched(ps, doc, ["Background"]);
+});
+
+test("cancel on Photoshop's progress bar while the pixels are read is a cancel, not an error", async () => {
+  const { ps } = readyDocument();
+  ps.userCancelsReading();
+  await assert.rejects(readSource("document"), { code: "cancelled" });
+  assert.equal(ps.liveImageData.size, 0);
+});
+
+test("the user switched to another document while the server worked: the layers go to the source's", async () => {
+  const { ps, doc } = readyDocument();
+  const source = await readSource("document");
+  const other = ps.newDocument({ width: 5, height: 5, title: "Other.psd" }); // now the active one
+  other.addLayer({ name: "Sketch", at: { left: 0, top: 0, width: 5, height: 5 }, rgba: pattern(5, 5) });
+
+  await insertLayers(source, fakeResult(12, 10));
+
+  assert.deepEqual(names(doc.layers), ["Poster layers", "Background"]);
+  assert.equal(doc.layers[0].layers.length, 4);
+  assert.deepEqual(doc.history, ["Open", HISTORY_NAME]);
+  assert.deepEqual(names(other.layers), ["Sketch"], "the other document is untouched");
+  assert.deepEqual(other.history, ["Open"]);
+  assert.equal(ps.activeDocument, other, "the user's document has the focus back");
+});
+
+test("Photoshop answering null for a new layer is a clear error, and nothing is left behind", async () => {
+  const { ps, doc } = readyDocument();
+  const source = await readSource("document");
+  const module = ps.module();
+  const original = Object.getPrototypeOf(doc).createPixelLayer;
+  let made = 0;
+  doc.createPixelLayer = async function (options) {
+    return ++made === 2 ? null : original.call(this, options);
+  };
+  host.setHost({ photoshop: module, uxp: {} });
+  await assert.rejects(insertLayers(source, fakeResult(12, 10)), { code: "internal", message: /could not create a layer/ });
   await assertUntouched(ps, doc, ["Background"]);
 });
 

@@ -52,10 +52,15 @@ test("the panel renders and runs in Chromium (screenshot)", { skip: fs.existsSyn
       };
       set("layers", "6");
       set("prompt", "A travel poster: fox, mountains, title text");
+      // Quality: Fast, picked in the menu (the picker changes its selectedIndex and fires change).
+      const quality = document.querySelector("#preset select");
+      quality.selectedIndex = 2;
+      quality.dispatchEvent(new Event("change", { bubbles: true }));
     });
     assert.equal(await page.textContent("#layers-value"), "6");
     const saved = JSON.parse(await page.evaluate(() => localStorage.getItem("layerbridge.settings.v1")));
     assert.equal(saved.layers, 6);
+    assert.equal(saved.preset, "fast");
     assert.equal(saved.prompt, "A travel poster: fox, mountains, title text");
 
     await page.click("#decompose");
@@ -64,6 +69,7 @@ test("the panel renders and runs in Chromium (screenshot)", { skip: fs.existsSyn
     const submit = await page.evaluate(() => window.__sent.find((m) => m.type === "submit"));
     assert.deepEqual(submit.image, { format: "rgba8", width: 320, height: 200, bytes: 320 * 200 * 4, transfer: 1 });
     assert.equal(submit.params.layers, 6);
+    assert.equal(submit.params.preset, "fast");
     assert.equal(submit.params.name, "Poster");
     assert.ok(await page.isVisible("#cancel"));
 

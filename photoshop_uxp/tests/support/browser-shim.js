@@ -125,8 +125,7 @@
       return sel;
     }
     connectedCallback() { setTimeout(() => this.select(), 0); }
-    get value() { return this.select().value; }
-    set value(v) { this.select().value = v; }
+    // Like UXP's sp-picker, only selectedIndex (no value property).
     get selectedIndex() { return this.select().selectedIndex; }
     set selectedIndex(i) { this.select().selectedIndex = i; }
   }

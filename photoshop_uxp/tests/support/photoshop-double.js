@@ -4,8 +4,10 @@
 // has no alpha; 16-bit data is 0..32768; image data must be disposed), the executeAsModal page
 // (history suspension; a target function that throws cancels open suspensions; isCancelled and
 // APIs failing after a user cancel), and the DOM pages for Document, Layer, Selection (25.0) and
-// constants (ElementPlacement, BitsPerChannelType, DocumentMode). Where the documentation says
-// nothing, the double is strict (it refuses) rather than permissive, and says so in its errors.
+// constants (ElementPlacement, BitsPerChannelType, DocumentMode; app.activeDocument is read-write).
+// Where the documentation says nothing, the double is strict (it refuses) rather than permissive,
+// and says so in its errors. So a new layer or group is made in the active document whichever
+// Document it is asked of, as batchPlay's commands act on the active element when given no target.
 "use strict";
 
 const SRGB = "sRGB IEC61966-2.1";
@@ -215,17 +217,19 @@ class Document {
 
   async createLayerGroup(options = {}) {
     this.app.guard("Document.createLayerGroup");
-    const group = new Layer(this, { name: options.name || "Group 1", kind: "group" });
-    this.insertNew(group);
-    this.changed("New Group");
+    const doc = this.app.activeDocument; // see the header: not necessarily this one
+    const group = new Layer(doc, { name: options.name || "Group 1", kind: "group" });
+    doc.insertNew(group);
+    doc.changed("New Group");
     return group;
   }
 
   async createPixelLayer(options = {}) {
     this.app.guard("Document.createPixelLayer");
-    const layer = new Layer(this, { name: options.name || "Layer 1" });
-    this.insertNew(layer);
-    this.changed("New Layer");
+    const doc = this.app.activeDocument;
+    const layer = new Layer(doc, { name: options.name || "Layer 1" });
+    doc.insertNew(layer);
+    doc.changed("New Layer");
     return layer;
   }
 
@@ -315,6 +319,7 @@ class Photoshop {
     this.calls = [];
     this.modal = null;
     this.cancelAfterChanges = Infinity;
+    this.cancelNextRead = false;
     this.changes = 0;
     this.progress = [];
   }
@@ -331,10 +336,19 @@ class Photoshop {
     this.cancelAfterChanges = n;
   }
 
+  /** Makes the user press Cancel on Photoshop's progress bar while the next pixels are read. */
+  userCancelsReading() {
+    this.cancelNextRead = true;
+  }
+
   /** Document changes and pixel reads need a modal scope; after a user cancel they throw. */
   guard(what, { changes = true } = {}) {
     this.calls.push(what);
     if (!this.modal) throw new Error(`${what} needs core.executeAsModal`);
+    if (!changes && this.cancelNextRead) {
+      this.cancelNextRead = false;
+      this.modal.cancelled = true;
+    }
     if (this.modal.cancelled) throw new Error("Event: user cancelled the modal operation");
     if (changes) {
       this.changes++;
@@ -478,6 +492,11 @@ class Photoshop {
 
     const app = {
       get activeDocument() { return ps.activeDocument; },
+      set activeDocument(doc) {
+        ps.calls.push("app.activeDocument=");
+        if (!ps.documents.includes(doc)) throw new Error("activeDocument: the document is not open");
+        ps.activeDocument = doc;
+      },
       get documents() { return ps.documents; },
     };
 
