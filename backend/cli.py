@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .settings import DEFAULT_PORT, Settings
+from .settings import DEFAULT_PORT, MEMORY_CHOICES, Settings
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help=help_["host"])
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=help_["port"])
     p.add_argument("--model", default=Settings.model, help=help_["model"])
-    p.add_argument("--memory", default="auto", help=help_["memory"])
+    _memory_arg(p)
     p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"], help=help_["preset"])
     _quantize_arg(p)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help=help_["compile"])
@@ -34,6 +34,10 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-host", action="append", default=[], help=help_["allowed_hosts"])
     p.add_argument("--preload", action="store_true", help=help_["preload"])
     p.add_argument("--port-file", default=None, help=help_["port_file"])
+
+
+def _memory_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory", default="auto", choices=MEMORY_CHOICES, help=Settings.help()["memory"])
 
 
 def _quantize_arg(p: argparse.ArgumentParser) -> None:
@@ -291,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("image")
     d.add_argument("--out", required=True, help="OUT.psd, OUT.ora, or a folder")
     d.add_argument("--model", default=Settings.model)
-    d.add_argument("--memory", default="auto")
+    _memory_arg(d)
     _quantize_arg(d)
     d.add_argument("--transformer-file", default=None, help=Settings.help()["transformer_file"] + " (when loading here)")
     d.add_argument("--server", default=None, help="server URL (default: the local server, when it is running)")
@@ -325,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="GPU, VRAM, torch and CUDA, memory mode, model cache, port")
     doc.add_argument("--model", default=Settings.model)
-    doc.add_argument("--memory", default="auto")
+    _memory_arg(doc)
     _quantize_arg(doc)
     doc.add_argument("--transformer-file", default=None, help=Settings.help()["transformer_file"])
     doc.add_argument("--port", type=int, default=DEFAULT_PORT)

@@ -12,6 +12,8 @@ APP_NAME = "layerbridge"
 DEFAULT_MODEL = "Qwen/Qwen-Image-Layered"
 DEFAULT_PORT = 7860
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# the values of --memory: auto, or one of memory.MemoryMode's
+MEMORY_CHOICES = ("auto", "gpu", "model_offload", "host_offload", "group_offload", "sequential_offload", "cpu")
 
 
 def config_dir() -> Path:
@@ -35,7 +37,7 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "interface to listen on; anything but loopback is announced loudly"})
     port: int = field(default=DEFAULT_PORT, metadata={"help": "TCP port (0 picks a free one)"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model id or a local pipeline folder"})
-    memory: str = field(default="auto", metadata={"help": "memory mode: auto, gpu, model_offload, host_offload, group_offload, sequential_offload, cpu"})
+    memory: str = field(default="auto", metadata={"help": "memory mode: " + ", ".join(MEMORY_CHOICES)})
     preset: str = field(default="best", metadata={"help": "default quality preset: best, balanced, fast"})
     quantize: str = field(default="auto", metadata={"help": "quantised weights: auto (where the bf16 transformer does not fit: FP8 on cards with FP8 units, int8 weights on others; an int8 text encoder where the model is streamed), none, fp8, int8"})
     compile: str = field(default="auto", metadata={"help": "regional torch.compile of the transformer: auto (on CUDA), on, off"})

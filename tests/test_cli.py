@@ -153,6 +153,19 @@ def test_doctor_reports_mode_and_port(offline_env):
     assert json.loads(r.stdout)["transformer"].startswith("int8 weights")
 
 
+def test_an_unknown_memory_mode_is_refused_by_name(offline_env):
+    from backend.memory import MemoryMode
+    from backend.settings import MEMORY_CHOICES
+
+    assert MEMORY_CHOICES == ("auto", *(m.value for m in MemoryMode))
+    for command in ("serve", "doctor", "decompose"):
+        extra = ("x.png", "--out", "x.psd") if command == "decompose" else ()
+        r = run(command, *extra, "--memory", "host-offload", env=offline_env, timeout=120)
+        assert r.returncode == 2, (command, r.stdout, r.stderr)
+        assert "invalid choice: 'host-offload'" in r.stderr and "host_offload" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
 def test_decompose_and_doctor_with_a_gguf_transformer_file(odd_png, tiny_model, offline_env, tmp_path):
     from test_transformer_file import write_gguf
 
