@@ -10,12 +10,16 @@ from typing import Any, Callable
 from . import transformer_file as single_file
 
 GIB = 1024**3
-# Qwen-Image-Layered in bf16: transformer 20.4 B parameters, Qwen2.5-VL-7B text encoder, small VAE.
-DEFAULT_COMPONENT_BYTES = {"transformer": 40.9 * GIB, "text_encoder": 15.5 * GIB, "vae": 0.25 * GIB}
-# Room beside the weights: activations, the CUDA context and the VAE decode of up to 11 frames at 1024² when all is
-# on the GPU; the transformer's activations alone when one component is on the GPU at a time.
-HEADROOM_BYTES = 6 * GIB
-OFFLOAD_HEADROOM_BYTES = int(2.5 * GIB)
+# Qwen-Image-Layered's weights in bf16, in bytes as its files hold them (what a downloaded folder is sized by;
+# counted from the published configs on the meta device): transformer 20.43 B parameters (38.05 GiB), Qwen2.5-VL-7B
+# text encoder 8.29 B (15.45 GiB), VAE 0.13 B.
+DEFAULT_COMPONENT_BYTES = {"transformer": 40_860_814_464, "text_encoder": 16_584_333_984, "vae": 253_795_432}
+# Room beside the weights, measured at 640 with 4 layers on an H200 (docs/benchmarks.md) plus about 1 GiB for the
+# CUDA context and the allocator's slack. All on the GPU: 6.7 GiB of activations, caption cache and VAE decode above
+# the weights (peak 60.5 GiB with 53.8 GiB of weights). One component at a time: 2.4 GiB above the FP8 transformer
+# (peak 21.4 GiB under a 24 GiB cap).
+HEADROOM_BYTES = 8 * GIB
+OFFLOAD_HEADROOM_BYTES = 3 * GIB
 # RAM left for the system and the server beside host offload's copy of every weight.
 HOST_RAM_SPARE_BYTES = 6 * GIB
 # The text encoder with int8 linear layers: its embedding table and vision tower stay bf16.
@@ -219,7 +223,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         text_encoder = sizes["text_encoder"] * (INT8_TEXT_ENCODER_SCALE if choice.text_encoder_int8 else 1.0)
         if text_encoder <= room:
             choice.reason += (
-                f"; a GGUF transformer file of at most {room / GIB:.0f} GiB (--transformer-file; Q8_0 is about "
+                f"; a GGUF transformer file of at most {room / GIB:.1f} GiB (--transformer-file; Q8_0 is about "
                 f"20 GiB, Q4_0 about 11 GiB) would be placed whole instead of streamed"
             )
     return choice
