@@ -117,7 +117,6 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_decompose(a: argparse.Namespace) -> int:
-    from . import export
     from .errors import LayerBridgeError
     from .image import decode
 
@@ -126,6 +125,11 @@ def cmd_decompose(a: argparse.Namespace) -> int:
     if out.exists() and not a.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
+    folder = out.absolute().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        print(f"error: cannot write {out}: {folder} is not a folder this user can write to", file=sys.stderr)
+        return 2
+    existed = out.exists()
     try:
         image = decode(source.read_bytes(), 10**9)
     except (OSError, LayerBridgeError) as exc:
@@ -154,21 +158,44 @@ def cmd_decompose(a: argparse.Namespace) -> int:
             layers, width, height, info = _decompose_in_process(a, image, params, bar)
     except LayerBridgeError as exc:
         bar.done()
-        print(f"error ({exc.code.value}): {exc.message}", file=sys.stderr)
+        hint = "; `layerbridge token` on the server's machine prints its token" if exc.code.value == "unauthorized" else ""
+        print(f"error ({exc.code.value}): {exc.message}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         bar.done()
         print("cancelled", file=sys.stderr)
         return 130
     bar.done()
-    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")  # same suffix: it picks the format
-    kind = export.write(tmp, layers, width, height, {"seed": info.get("seed"), "caption": info.get("caption")})
-    if out.exists():
-        import shutil
+    return _write_result(out, existed and a.overwrite, layers, width, height, info)
 
+
+def _write_result(out: Path, replace: bool, layers: list, width: int, height: int, info: dict) -> int:
+    """Writes beside OUT, then moves it into place; only a path that was there at the start and --overwrite named is
+    replaced. Whatever appeared at OUT while the job ran is left as it is, and the layers keep a name of their own."""
+    import shutil
+
+    from . import export
+
+    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")  # same suffix: it picks the format
+    try:
+        kind = export.write(tmp, layers, width, height, {"seed": info.get("seed"), "caption": info.get("caption")})
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        print(f"error: cannot write {out}: {exc}", file=sys.stderr)
+        return 1
+    target, n = out, 0
+    if out.exists() and replace:
         shutil.rmtree(out) if out.is_dir() else out.unlink()
-    os.replace(tmp, out)
-    print(f"wrote {len(layers)} layers ({width}×{height}, seed {info.get('seed')}) to {out} [{kind}]", file=sys.stderr)
+    while target.exists():
+        n += 1
+        target = out.with_name(f"{out.stem} ({n}){out.suffix}")
+    os.replace(tmp, target)
+    done = f"{len(layers)} layers ({width}×{height}, seed {info.get('seed')})"
+    if target != out:
+        print(f"error: {out} appeared while the job ran and was left as it is; wrote {done} to {target} [{kind}]",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {done} to {out} [{kind}]", file=sys.stderr)
     return 0
 
 

@@ -35,6 +35,16 @@ def server_alive(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def _refusal(status: int, body: bytes | None) -> LayerBridgeError:
+    """The server's own error for a refused WebSocket handshake (its JSON body), else the HTTP status."""
+    try:
+        data = json.loads(body or b"")
+        return LayerBridgeError(ErrorCode(data["code"]), data["message"])
+    except (ValueError, KeyError, TypeError):
+        code = ErrorCode.unauthorized if status == 401 else ErrorCode.bad_request
+        return LayerBridgeError(code, f"the server refused the connection (HTTP {status})")
+
+
 class Client:
     def __init__(self, url: str, token: str, timeout: float = 30.0):
         self.url = url.rstrip("/")
@@ -49,6 +59,24 @@ class Client:
         image: np.ndarray,
         params: dict[str, Any],
         on_progress: Callable[[dict], None] | None = None,
+    ) -> RemoteResult:
+        """Runs one job on the server; a refusal or a lost connection is a LayerBridgeError, as the server's errors are."""
+        from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+        try:
+            return self._decompose(image, params, on_progress)
+        except InvalidStatus as exc:
+            raise _refusal(exc.response.status_code, exc.response.body) from None
+        except ConnectionClosed as exc:
+            raise LayerBridgeError(
+                ErrorCode.internal, f"the connection to the server at {self.url} was lost ({exc})"
+            ) from None
+
+    def _decompose(
+        self,
+        image: np.ndarray,
+        params: dict[str, Any],
+        on_progress: Callable[[dict], None] | None,
     ) -> RemoteResult:
         from websockets.sync.client import connect
 

@@ -106,6 +106,45 @@ def test_decompose_never_overwrites_without_asking(odd_png, tiny_model, offline_
     assert r.returncode == 2 and "exists" in r.stderr and out.read_bytes() == b"precious"
 
 
+def test_what_appears_at_out_during_the_job_is_kept(tmp_path, capsys):
+    from backend.cli import _write_result
+    from backend.image import PlacedLayer
+
+    layers = [PlacedLayer("Background", 0, 0, np.full((4, 6, 4), 255, np.uint8))]
+    info = {"seed": 1}
+    for name in ("made.psd", "made-folder"):
+        out = tmp_path / name
+        if out.suffix:
+            out.write_bytes(b"the user's")  # appeared after the start's check
+        else:
+            out.mkdir()
+            (out / "notes.txt").write_text("the user's")
+        assert _write_result(out, False, layers, 6, 4, info) == 1
+        assert "appeared while the job ran" in capsys.readouterr().err
+        kept = out.read_bytes() if out.suffix else (out / "notes.txt").read_bytes()
+        assert kept == b"the user's"
+        beside = tmp_path / (f"{out.stem} (1){out.suffix}")
+        assert beside.exists() and (beside.suffix or (beside / "layers.json").is_file())
+    # --overwrite, with OUT there at the start: replaced
+    out = tmp_path / "made.psd"
+    assert _write_result(out, True, layers, 6, 4, info) == 0
+    assert out.read_bytes()[:4] == b"8BPS"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_decompose_refuses_an_out_it_cannot_write_before_the_job(odd_png, tmp_path, offline_env):
+    r = run("decompose", str(odd_png), "--out", str(tmp_path / "no-such-folder" / "a.psd"), env=offline_env)
+    assert r.returncode == 2 and "is not a folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_decompose_with_a_wrong_token_says_so(odd_png, live_server, tmp_path, offline_env):
+    r = run("decompose", str(odd_png), "--out", str(tmp_path / "a.psd"), "--server", live_server.url,
+            "--token", "wrong", *JOB, env=offline_env)
+    assert r.returncode == 1 and "error (unauthorized)" in r.stderr and "layerbridge token" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "a.psd").exists()
+
+
 def test_decompose_uses_a_running_server(odd_png, live_server, tmp_path):
     env = dict(os.environ, LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
     out = tmp_path / "via-server"
