@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import ErrorCode, LayerBridgeError
 
 MAX_SIDE = 30_000
+# The model works on about resolution² pixels at the image's aspect, in sides of multiples of 32 px: past this ratio
+# the short side at 640 would be under 64 px (and at some point 0), which no layer can be read from.
+MAX_ASPECT = 100
 
 
 @dataclass
@@ -45,6 +47,11 @@ def check_size(width: int, height: int, max_pixels: int) -> None:
             ErrorCode.image_too_large,
             f"image is {width * height / 1e6:.1f} megapixels; this server accepts at most {max_pixels / 1e6:.1f}",
         )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise LayerBridgeError(
+            ErrorCode.invalid_image,
+            f"image is {width}×{height}; its long side may be at most {MAX_ASPECT} times its short side",
+        )
 
 
 def from_raw_rgba(data: bytes, width: int, height: int, max_pixels: int) -> np.ndarray:
@@ -63,16 +70,16 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     if not data:
         raise LayerBridgeError(ErrorCode.invalid_image, "the image is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            img = Image.open(io.BytesIO(data))
-            check_size(img.width, img.height, max_pixels)
-            img.load()
+        # Pillow's own decompression-bomb check is off: check_size refuses from the header, before any pixel is
+        # decoded, with this server's limit in words.
+        Image.MAX_IMAGE_PIXELS = None
+        img = Image.open(io.BytesIO(data))
+        check_size(img.width, img.height, max_pixels)
+        img.load()
+        # As viewers show it: a phone's photo stored sideways, with an EXIF orientation, is turned upright.
+        img = ImageOps.exif_transpose(img)
     except LayerBridgeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise LayerBridgeError(ErrorCode.image_too_large, f"image refused as a decompression bomb: {exc}") from exc
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise LayerBridgeError(ErrorCode.invalid_image, f"the image could not be decoded: {exc}") from exc
     return to_rgba8(img)
