@@ -262,7 +262,9 @@ class Engine:
                 quantise(pipe.transformer, staging=self.device.kind)
         elif self.memory.mode in STREAMED:
             transformer_file.widen_fp8_linears(pipe.transformer)  # an FP8 file's weights, for the streaming hooks
-        self.offload = apply_mode(pipe, self.memory.mode, self.device, self.memory.text_encoder_int8)
+        self.offload = apply_mode(
+            pipe, self.memory.mode, self.device, self.memory.text_encoder_int8, self.memory.pin_streamed
+        )
         if self.memory.text_encoder_int8:
             self._check_int8_text_encoder(pipe)
         self.attention = attention_backend(self.device, self.settings.attention)
@@ -299,7 +301,8 @@ class Engine:
         text_encoder = type(pipe.text_encoder).from_pretrained(
             self._model_dir, subfolder="text_encoder", dtype=model_dtype(self.device)
         )
-        apply_group_offloading(text_encoder, **group_offload_options(self.device))
+        # page-locked as it streams: the plan's RAM check counted the text encoder as placed whole, not page-locked
+        apply_group_offloading(text_encoder, **group_offload_options(self.device, pin_streamed=False))
         pipe.register_modules(text_encoder=text_encoder)
         if self.memory.mode == MemoryMode.host_offload:  # the others stay placed whole; they leave before it runs
             self.offload = HostOffload(pipe, self.device.kind, ("transformer", "vae"), release_before=(text_encoder,))

@@ -22,6 +22,10 @@ HEADROOM_BYTES = 8 * GIB
 OFFLOAD_HEADROOM_BYTES = 3 * GIB
 # RAM left for the system and the server beside host offload's copy of every weight.
 HOST_RAM_SPARE_BYTES = 6 * GIB
+# Group offload with CUDA streams page-locks a host copy of every streamed weight at load, and PyTorch's pinned
+# allocator rounds each buffer up to a power of two: pinned bytes per weight byte, from the published configs' tensor
+# shapes (the transformer's 38.05 GiB take 60.1 GiB pinned, the bf16 text encoder's 15.45 GiB take 29.2 GiB).
+PINNED_BYTES_FACTOR = {"transformer": 1.58, "text_encoder": 1.89, "vae": 1.08}
 # The text encoder with int8 linear layers: its embedding table and vision tower stay bf16.
 INT8_TEXT_ENCODER_SCALE = 0.6
 
@@ -67,6 +71,9 @@ class MemoryChoice:
     fp8_file_weights: bool = False
     # a GGUF transformer file's weights, kept quantised and dequantised layer by layer in each forward
     gguf_weights: bool = False
+    # group offload: every streamed weight page-locked at load (fastest); off where RAM cannot hold the pinned copies,
+    # and each group is page-locked as it streams instead
+    pin_streamed: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode.value, "reason": self.reason, "fp8": self.fp8, "compile": self.compile,
@@ -207,6 +214,21 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
                     f", and the transformer ({int8_sizes['transformer'] / GIB:.1f} GiB) fits whole too: one component on "
                     f"the GPU at a time, every weight kept in RAM, nothing streamed"
                 )
+    if choice.mode == MemoryMode.group_offload and device.kind == "cuda":
+        streamed_sizes = dict(sizes)  # the plan never streams quantised transformer weights (above)
+        if fp8_file:
+            streamed_sizes["transformer"] *= 2  # an FP8 file's weights, widened to bf16 at load for streaming
+        whole_sizes = {}  # the int8 text encoder: placed whole while it runs, its host copy not page-locked
+        if choice.text_encoder_int8:
+            whole_sizes["text_encoder"] = streamed_sizes.pop("text_encoder") * INT8_TEXT_ENCODER_SCALE
+        short = _ram_short_pinned(streamed_sizes, whole_sizes)
+        if short is not None:
+            need, ram = short
+            choice.pin_streamed = False
+            choice.reason += (
+                f"; streamed weights page-locked group by group as they stream (slower): page-locked all at once they "
+                f"need about {need / GIB:.0f} GiB of RAM, this machine has {ram / GIB:.0f} GiB"
+            )
     # auto: only where torch.compile's GPU backend (Triton) is installed (Windows wheels of torch usually lack it),
     # and not with streamed offloading, whose per-module hooks inside every block would make torch recompile per
     # block until its limit and then run eagerly anyway.
@@ -232,6 +254,15 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
 def _one_at_a_time_fits(device: DeviceInfo, sizes: dict[str, float]) -> bool:
     """Host offload with these component sizes: each fits the GPU by itself, and RAM holds them all."""
     return max(sizes.values()) + OFFLOAD_HEADROOM_BYTES <= device.vram_free and _ram_short(sizes) is None
+
+
+def _ram_short_pinned(streamed: dict[str, float], whole: dict[str, float]) -> tuple[float, int] | None:
+    """(bytes needed, bytes of RAM) where RAM cannot hold page-locked copies of the streamed weights beside the host
+    copies of those placed whole, else None."""
+    pinned = sum(PINNED_BYTES_FACTOR.get(name, 2.0) * size for name, size in streamed.items())
+    need = pinned + sum(whole.values()) + HOST_RAM_SPARE_BYTES
+    ram = host_ram_bytes()
+    return (need, ram) if ram is not None and ram < need else None
 
 
 def _ram_short(sizes: dict[str, float]) -> tuple[float, int] | None:
@@ -519,8 +550,9 @@ def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transfo
     return MemoryChoice(MemoryMode.sequential_offload, f"only {free_gib:.1f} GiB free VRAM: leaf-by-leaf offload")
 
 
-def group_offload_options(device: DeviceInfo) -> dict[str, Any]:
-    """diffusers' group offloading as the group_offload mode streams: leaf by leaf, with CUDA streams on CUDA."""
+def group_offload_options(device: DeviceInfo, pin_streamed: bool = True) -> dict[str, Any]:
+    """diffusers' group offloading as the group_offload mode streams: leaf by leaf, with CUDA streams on CUDA, every
+    host copy page-locked at load unless `pin_streamed` is off (then each group is page-locked as it streams)."""
     import torch
 
     return {
@@ -528,6 +560,7 @@ def group_offload_options(device: DeviceInfo) -> dict[str, Any]:
         "offload_device": torch.device("cpu"),
         "offload_type": "leaf_level",
         "use_stream": device.kind == "cuda",
+        "low_cpu_mem_usage": not pin_streamed,
     }
 
 
@@ -538,7 +571,9 @@ def model_dtype(device: DeviceInfo) -> Any:
     return torch.bfloat16 if device.kind == "cuda" else torch.float32
 
 
-def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int8: bool = False) -> Any:
+def apply_mode(
+    pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int8: bool = False, pin_streamed: bool = True
+) -> Any:
     """Place the pipeline; returns the HostOffload that places components whole, where one does (None otherwise)."""
 
     if mode == MemoryMode.host_offload:
@@ -552,7 +587,7 @@ def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int
 
         enable_int8(pipe.text_encoder, staging=device.kind)
         for component in (pipe.transformer, pipe.vae):
-            component.enable_group_offload(**group_offload_options(device))
+            component.enable_group_offload(**group_offload_options(device, pin_streamed))
         return HostOffload(pipe, device.kind, components=("text_encoder",), release_before=(pipe.transformer,))
     if mode == MemoryMode.cpu:
         pipe.to("cpu")
@@ -561,7 +596,7 @@ def apply_mode(pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int
     elif mode == MemoryMode.model_offload:
         pipe.enable_model_cpu_offload()
     elif mode == MemoryMode.group_offload:
-        pipe.enable_group_offload(**group_offload_options(device))
+        pipe.enable_group_offload(**group_offload_options(device, pin_streamed))
     elif mode == MemoryMode.sequential_offload:
         pipe.enable_sequential_cpu_offload()
     return None

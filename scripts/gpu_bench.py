@@ -19,7 +19,8 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
   fp8compile  all on the GPU again, FP8 + compilation, Fast twice (the first includes compiling)
   card16      a 16 GB card under a 16 GiB cap: bf16 group offload with streams, a few steps and a short caption
               timed; then the int8 text encoder placed whole (for good): the same caption, and Fast end to end
-  card16int8  card16's int8 text encoder part alone
+  card16int8  card16's int8 text encoder part alone (--pin-streamed off: the way a machine with 32-64 GB of RAM
+              streams, each group page-locked as it streams)
   fp8check    FP8 products of each distinct linear shape with the rows a job feeds them (the server's check at load)
   flops       no GPU, no weights: FLOPs of one transformer forward at --resolution/--layers (FlopCounterMode on the
               meta device, inputs as the pipeline passes them), split attention / the rest, and Best's total against
@@ -422,10 +423,12 @@ class Bench:
         if self.cuda:
             self.torch.cuda.empty_cache()
         t = time.monotonic()
-        self.engine.offload = apply_mode(self.pipe, target, self.engine.device, text_encoder_int8)
+        pin = self.args.pin_streamed == "on"
+        self.engine.offload = apply_mode(self.pipe, target, self.engine.device, text_encoder_int8, pin)
         self.place_seconds = time.monotonic() - t
         self.engine.memory = MemoryChoice(target, "benchmark", fp8=self.fp8, compile=self.compiled,
-                                          text_encoder_int8=text_encoder_int8, transformer_int8=self.int8)
+                                          text_encoder_int8=text_encoder_int8, transformer_int8=self.int8,
+                                          pin_streamed=pin)
 
     # ---- phases ------------------------------------------------------------------------------------------------
 
@@ -580,7 +583,8 @@ class Bench:
             self.record({"phase": "card16int8", "skipped": "no GPU"})
             return
         self._place("group_offload", text_encoder_int8=True)
-        self.record({"phase": "card16-int8-text-encoder", "place_s": round(self.place_seconds, 1)})
+        self.record({"phase": "card16-int8-text-encoder", "place_s": round(self.place_seconds, 1),
+                     "pin_streamed": self.args.pin_streamed})
         self.cap(self.args.small_card_gib)
         try:
             self._caption_probe("card16-int8-caption")
@@ -909,6 +913,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-card-gib", type=float, default=16.0, help="VRAM cap for the group-offload job")
     p.add_argument("--caption-probe-tokens", type=int, default=16, help="caption length timed on the 16 GB card")
     p.add_argument("--gguf-type", choices=["q8_0", "q4_0"], default="q8_0", help="what the gguf phase packs")
+    p.add_argument("--pin-streamed", choices=["on", "off"], default="on",
+                   help="group offload: page-lock every streamed weight at placing (on), or each group as it streams "
+                        "(off: what the server does where RAM cannot hold the page-locked copies)")
     p.add_argument("--budget-s", type=float, default=480.0, help="start no phase after this many seconds")
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     args = p.parse_args(argv)

@@ -268,6 +268,38 @@ def test_small_card_places_a_small_transformer_whole_beside_the_int8_text_encode
     assert plan(device, "Qwen/Qwen-Image-Layered", "group_offload", transformer_file=str(gguf)).mode == MemoryMode.group_offload
 
 
+@pytest.mark.parametrize(
+    "ram_gib, quantize, pinned",
+    [(32, "auto", False), (64, "auto", False), (96, "auto", True), (64, "none", False), (128, "none", True)],
+)
+def test_small_card_page_locks_the_streamed_weights_only_where_ram_holds_them(ram_gib, quantize, pinned, monkeypatch):
+    """Page-locked at load, the streamed transformer takes 60 GiB of RAM (PyTorch rounds each buffer up to a power of
+    two), the bf16 text encoder 29 GiB more: with less RAM each group is page-locked as it streams."""
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    device = DeviceInfo("cuda", "RTX 4080", 16 * 2**30, int(15.2 * 2**30), (8, 9))
+    choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "auto")
+    assert choice.mode == MemoryMode.group_offload and choice.text_encoder_int8 is (quantize == "auto")
+    assert choice.pin_streamed is pinned, choice.reason
+    need = "76 GiB" if quantize == "auto" else "96 GiB"
+    assert (f"page-locked all at once they need about {need} of RAM" in choice.reason) is not pinned, choice.reason
+
+
+@pytest.mark.parametrize("pin_streamed", [True, False])
+def test_group_offload_hooks_page_lock_as_the_plan_says(pin_streamed):
+    from diffusers.hooks.group_offloading import _get_top_level_group_offload_hook
+
+    from backend.memory import apply_mode, group_offload_options
+    from backend.tiny_model import build_tiny_pipeline
+
+    cuda = DeviceInfo("cuda", "GPU", 16 * 2**30, 15 * 2**30, (8, 9))
+    assert group_offload_options(cuda, pin_streamed)["low_cpu_mem_usage"] is not pin_streamed
+    pipe = build_tiny_pipeline()
+    apply_mode(pipe, MemoryMode.group_offload, DeviceInfo("cpu", "CPU"), pin_streamed=pin_streamed)
+    for component in (pipe.transformer, pipe.vae):
+        assert _get_top_level_group_offload_hook(component).config.low_cpu_mem_usage is not pin_streamed
+
+
 def test_compiled_blocks_are_not_recompiled_when_weights_come_back_from_their_host_copies(engine):
     """Every job re-creates the placed components' parameters (the host copies are assigned back): the compiled
     transformer blocks must not recompile for that."""
