@@ -98,6 +98,19 @@ def finish_layers(
     return resample_layers(source, layers, names)
 
 
+def _smaller_mode_advice(mode: MemoryMode) -> str:
+    """What to start the server with to keep less of the model on the GPU than `mode` does."""
+    smaller = {
+        MemoryMode.gpu: "--memory host_offload",
+        MemoryMode.host_offload: "--memory group_offload",
+        MemoryMode.model_offload: "--memory group_offload",
+        MemoryMode.group_offload: "--memory sequential_offload",
+    }.get(mode)
+    if smaller is None:
+        return "Close other programs that use the GPU."
+    return f"Close other programs that use the GPU, or start the server with {smaller} to keep less of the model on it."
+
+
 class Engine:
     """Owns the pipeline. `run` is called from one worker thread at a time; `status` from anywhere."""
 
@@ -187,6 +200,15 @@ class Engine:
             self.model_status.error = exc.message
             raise
         except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError" and self.memory is not None:  # torch's, without importing it
+                message = (
+                    f"the GPU ran out of memory placing the model in {self.memory.mode.value} mode "
+                    f"({self.memory.reason}). {_smaller_mode_advice(self.memory.mode)}"
+                )
+                log.error("model load failed: %s", message)
+                self.model_status.state = ModelState.failed
+                self.model_status.error = message
+                raise LayerBridgeError(ErrorCode.model_unavailable, message) from exc
             log.exception("model load failed")
             self.model_status.state = ModelState.failed
             self.model_status.error = f"{type(exc).__name__}: {exc}"
@@ -411,8 +433,7 @@ class Engine:
             torch.cuda.empty_cache()
             raise LayerBridgeError(
                 ErrorCode.out_of_memory,
-                "the GPU ran out of memory. Try resolution 640, fewer layers, or start the server with "
-                "--memory model_offload (or group_offload) to keep less of the model on the GPU.",
+                f"the GPU ran out of memory. Try resolution 640 or fewer layers. {_smaller_mode_advice(self.memory.mode)}",
             ) from exc
         return JobResult(width, height, placed, seed, prompt, params.restore, timings)
 

@@ -125,6 +125,8 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     this machine)."""
     sizes = component_bytes(model, transformer_file)  # read once: a file's header, a folder's listing
     choice = choose_mode(device, model, memory, sizes=sizes)
+    if choice.mode == MemoryMode.cpu:
+        return choice  # asked for by name on a GPU machine too: no quantised weights, no compilation
     gguf = bool(transformer_file) and single_file.is_gguf(transformer_file)
     fp8_file = bool(transformer_file) and not gguf and single_file.has_fp8_weights(transformer_file)
     lever: str | None = None  # "FP8" or "int8": the transformer's linear layers quantised at load
@@ -143,11 +145,15 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
             choice.reason += "; transformer from an FP8 file: its FP8 weights kept, products unquantised"
             if quantize == "fp8":
                 choice.reason += f" (FP8 activations were asked for, but {_fp8_missing(device)})"
+            elif quantize == "int8":
+                choice.reason += " (int8 was asked for, but the file's weights take one byte each already)"
     elif quantize == "fp8":
         if supports_fp8(device):
             lever = "FP8"
         else:
             choice.reason += f"; FP8 was asked for, but {_fp8_missing(device)}"
+            if halving == "int8":
+                choice.reason += " (--quantize int8 or auto halves the transformer on this card)"
     elif quantize == "int8":
         if supports_int8(device):
             lever = "int8"
@@ -187,9 +193,14 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         int8 = False
         choice.reason += "; int8 is off: streamed (group or sequential) offloading runs bf16 weights"
     if not fp8 and device.fp8_problem and quantize == "auto" and choice.mode not in (MemoryMode.gpu, MemoryMode.cpu):
-        choice.reason += f"; no FP8 weights: {device.fp8_problem}"
+        choice.reason += f"; no FP8 {'activations' if fp8_file else 'weights'}: {device.fp8_problem}"
     choice.fp8, choice.transformer_int8, choice.fp8_file_weights = fp8, int8, fp8_file_weights
     choice.gguf_weights = gguf
+    if memory != "auto" and device.kind == "cuda":
+        short = _named_mode_short(choice, device, sizes, halved_transformer=(fp8 or int8) and not fp8_file)
+        if short:
+            auto = plan(device, model, "auto", quantize, compile, transformer_file).mode.value
+            choice.reason += f"; {short}: expect out_of_memory (--memory auto picks {auto} on this card)"
     if choice.mode == MemoryMode.host_offload:
         quantised = (fp8 or int8) and not fp8_file  # an FP8 file's transformer is sized as FP8 already
         short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if quantised else 1.0)))
@@ -249,6 +260,23 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
                 f"20 GiB, Q4_0 about 11 GiB) would be placed whole instead of streamed"
             )
     return choice
+
+
+def _named_mode_short(choice: MemoryChoice, device: DeviceInfo, sizes: dict[str, float], halved_transformer: bool) -> str:
+    """Why a mode asked for by name does not fit the free VRAM, in words ("" where it fits or is streamed)."""
+    placed = dict(sizes, transformer=sizes["transformer"] * (0.5 if halved_transformer else 1.0))
+    if choice.text_encoder_int8:
+        placed["text_encoder"] *= INT8_TEXT_ENCODER_SCALE
+    free = device.vram_free
+    if choice.mode == MemoryMode.gpu and sum(placed.values()) + HEADROOM_BYTES > free:
+        need = sum(placed.values()) + HEADROOM_BYTES
+        return f"all weights on the GPU need about {need / GIB:.1f} GiB, {free / GIB:.1f} GiB are free"
+    if choice.mode in (MemoryMode.host_offload, MemoryMode.model_offload):
+        name, largest = max(placed.items(), key=lambda item: item[1])
+        if largest + OFFLOAD_HEADROOM_BYTES > free:
+            need = largest + OFFLOAD_HEADROOM_BYTES
+            return f"the {name.replace('_', ' ')} alone needs about {need / GIB:.1f} GiB, {free / GIB:.1f} GiB are free"
+    return ""
 
 
 def _one_at_a_time_fits(device: DeviceInfo, sizes: dict[str, float]) -> bool:

@@ -419,3 +419,56 @@ def test_doctor_runs_the_fp8_kernel_check_with_the_published_shapes(monkeypatch)
     assert ("transformer_blocks.0.txt_mlp.net.2", 12288, 3072) in checked[0]
     assert data["transformer"] == "int8 weights, products unquantised (bf16 on a GPU)"
     assert data["memory mode"].startswith("host_offload") and "CUBLAS_STATUS_NOT_SUPPORTED" in data["memory mode"]
+
+
+@pytest.mark.parametrize(
+    "memory, quantize, short",
+    [
+        ("gpu", "auto", "all weights on the GPU need about 61.7 GiB, 23.5 GiB are free"),
+        ("host_offload", "none", "the transformer alone needs about 41.1 GiB, 23.5 GiB are free"),
+        ("model_offload", "none", "the transformer alone needs about 41.1 GiB, 23.5 GiB are free"),
+        ("host_offload", "auto", None),  # FP8 transformer: fits
+        ("group_offload", "none", None),  # streamed: fits
+    ],
+)
+def test_a_mode_asked_for_by_name_that_does_not_fit_says_so(memory, quantize, short, monkeypatch):
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 128 * 2**30)
+    rtx4090 = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
+    choice = plan(rtx4090, "Qwen/Qwen-Image-Layered", memory, quantize)
+    assert choice.mode.value == memory and choice.reason.startswith("set by the user")
+    if short:
+        auto = plan(rtx4090, "Qwen/Qwen-Image-Layered", "auto", quantize).mode.value
+        assert f"; {short}: expect out_of_memory (--memory auto picks {auto} on this card)" in choice.reason
+    else:
+        assert "expect out_of_memory" not in choice.reason, choice.reason
+
+
+def test_quantisation_asked_for_where_it_cannot_apply_says_what_would(tmp_path, monkeypatch):
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 128 * 2**30)
+    rtx3090 = DeviceInfo("cuda", "RTX 3090", 24 * 2**30, int(23.5 * 2**30), (8, 6))
+    assert "(--quantize int8 or auto halves the transformer on this card)" in plan(rtx3090, "m", "auto", "fp8").reason
+    # --memory cpu on a GPU machine: nothing for the GPU (no FP8, no compilation)
+    on_cpu = plan(DeviceInfo("cuda", "H100", 80 * 2**30, 79 * 2**30, (9, 0)), "m", "cpu", "fp8", "on")
+    assert (on_cpu.mode, on_cpu.fp8, on_cpu.transformer_int8, on_cpu.compile) == (MemoryMode.cpu, False, False, False)
+
+
+def test_running_out_of_gpu_memory_at_load_says_in_which_mode_and_what_to_try(tiny_model, monkeypatch):
+    from backend.engine import ModelState
+    from backend.errors import ErrorCode, LayerBridgeError
+    from backend.memory import MemoryChoice
+
+    e = Engine(Settings(model=str(tiny_model)))
+
+    def placing_fails() -> None:
+        e.memory = MemoryChoice(MemoryMode.gpu, "set by the user")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(e, "_load", placing_fails)
+    with pytest.raises(LayerBridgeError) as info:
+        e.load()
+    assert info.value.code == ErrorCode.model_unavailable
+    assert info.value.message.startswith("the GPU ran out of memory placing the model in gpu mode (set by the user)")
+    assert "--memory host_offload" in info.value.message
+    assert e.model_status.state == ModelState.failed and e.model_status.error == info.value.message

@@ -376,6 +376,19 @@ def test_plan_for_an_fp8_file_keeps_its_weights_fp8(tmp_path, monkeypatch, gib, 
         assert "widened to bf16 at load" in choice.reason
 
 
+def test_an_fp8_files_reason_says_what_of_fp8_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 64 * 2**30)
+    path = str(header_only_fp8_file(tmp_path / "fp8.safetensors", 19.0, 0.05))
+    problem = "FP8 failed a check on this card: txt_mlp (12288 → 3072, 6 rows): CUBLAS_STATUS_NOT_SUPPORTED"
+    rtx4090 = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9), fp8_problem=problem)
+    choice = plan(rtx4090, "Qwen/Qwen-Image-Layered", transformer_file=path)
+    assert choice.fp8_file_weights and not choice.fp8
+    assert f"no FP8 activations: {problem}" in choice.reason and "no FP8 weights" not in choice.reason
+    asked = plan(rtx4090, "Qwen/Qwen-Image-Layered", quantize="int8", transformer_file=path)
+    assert not asked.transformer_int8 and "int8 was asked for, but the file's weights take one byte each" in asked.reason
+
+
 def test_a_plan_reads_the_files_header_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
     from backend import transformer_file
 
