@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import json
 import logging
 import struct
@@ -26,12 +28,16 @@ CHUNK_BYTES = 4 * 1024 * 1024
 FRAME_MAGIC = b"LBPX"
 FRAME_HEADER = struct.Struct("<4sII")
 MAX_TEXT_BYTES = 1024 * 1024
+MAX_FRAME_BYTES = CHUNK_BYTES + FRAME_HEADER.size
+CLOSE_LINGER_S = 1.0
+TOO_BIG = "a WebSocket text message is at most 1 MiB and a binary frame at most 4 MiB + 12 bytes"
 CAPABILITIES = ["http", "websocket", "rgba8", "png", "cancel", "restore", "presets", "ndjson_events", "caption"]
 
 SETTINGS = web.AppKey("settings", Settings)
 WORKER = web.AppKey("worker", Worker)
 TOKEN = web.AppKey("token", str)
 RULES = web.AppKey("rules", RequestRules)
+SOCKETS = web.AppKey("websockets", set)
 
 
 def hello_json(settings: Settings) -> dict[str, Any]:
@@ -296,7 +302,26 @@ class Upload:
     def __init__(self, ref: Any, params: Any, width: int, height: int, size: int):
         self.ref, self.params, self.width, self.height = ref, params, width, height
         self.buffer = bytearray(size)
-        self.received = 0
+        self.received = 0  # bytes covered by at least one chunk: a resent chunk does not count twice
+        # the covered byte ranges [starts[i], ends[i]), sorted, disjoint and not touching (in-order chunks: one range)
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def write(self, offset: int, chunk: memoryview) -> None:
+        start, end = offset, offset + len(chunk)
+        self.buffer[start:end] = chunk
+        lo = bisect.bisect_left(self.ends, start)  # the first range ending at or after start
+        hi = bisect.bisect_right(self.starts, end)  # past the last range starting at or before end
+        if lo < hi:
+            self.received -= sum(self.ends[i] - self.starts[i] for i in range(lo, hi))
+            start, end = min(start, self.starts[lo]), max(end, self.ends[hi - 1])
+        self.starts[lo:hi] = [start]
+        self.ends[lo:hi] = [end]
+        self.received += end - start
+
+    @property
+    def complete(self) -> bool:
+        return self.received == len(self.buffer)
 
 
 class Connection:
@@ -326,14 +351,16 @@ class Connection:
         try:
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
-                    if len(msg.data) > MAX_TEXT_BYTES:
-                        await self.send_error(LayerBridgeError(ErrorCode.payload_too_large, "text message over 1 MiB"))
-                        await self.ws.close(code=WSCloseCode.MESSAGE_TOO_BIG)
+                    if len(msg.data) > MAX_TEXT_BYTES // 4 and len(msg.data.encode()) > MAX_TEXT_BYTES:
+                        await self.ws.close(code=WSCloseCode.MESSAGE_TOO_BIG)  # Socket.close sends the error first
                         break
                     await self.on_text(msg.data)
                 elif msg.type == WSMsgType.BINARY:
+                    if len(msg.data) > MAX_FRAME_BYTES:
+                        await self.ws.close(code=WSCloseCode.MESSAGE_TOO_BIG)
+                        break
                     await self.on_binary(msg.data)
-                elif msg.type == WSMsgType.ERROR:  # e.g. a frame over the limit: aiohttp closes with 1009
+                elif msg.type == WSMsgType.ERROR:  # e.g. a message over max_msg_size: aiohttp closed with 1009
                     log.info("websocket closed: %s", self.ws.exception())
                     break
         finally:
@@ -408,7 +435,7 @@ class Connection:
         if transfer in self.uploads:
             raise LayerBridgeError(ErrorCode.bad_request, f"transfer {transfer} is already in use on this connection")
         # Validate everything before the client spends time uploading.
-        raw_params = msg.get("params") or {}
+        raw_params = {} if msg.get("params") is None else msg["params"]
         if not isinstance(raw_params, dict):
             raise LayerBridgeError(ErrorCode.invalid_params, "params must be a JSON object")
         JobParams.parse(raw_params, self.settings.preset)
@@ -438,9 +465,8 @@ class Connection:
             self.upload_bytes -= len(upload.buffer)
             await self.send_error(LayerBridgeError(ErrorCode.invalid_image, "chunk past the end of the announced image"), upload.ref)
             return
-        upload.buffer[offset : offset + len(chunk)] = chunk
-        upload.received += len(chunk)
-        if upload.received < len(upload.buffer):
+        upload.write(offset, chunk)
+        if not upload.complete:
             return
         del self.uploads[transfer]
         self.upload_bytes -= len(upload.buffer)
@@ -454,18 +480,23 @@ class Connection:
             await self.send_error(exc, upload.ref)
             return
         await self.send({"type": "accepted", "ref": upload.ref, "job": job.id, "position": self.worker.position(job)})
-        self.follow(job.id)
+        await self.follow(job.id)
 
-    def follow(self, job_id: str) -> None:
-        if job_id in self.follows and not self.follows[job_id].done():
+    async def follow(self, job_id: str, ref: Any = None) -> None:
+        """Forward the job's events to this connection, starting with its current state (the direct answer, with ref)."""
+        task = self.follows.get(job_id)
+        if task is not None and not task.done():
+            state = self.worker.state_json(self.worker.get(job_id))
+            state["ref"] = ref
+            await self.send(state)
             return
         q = self.worker.subscribe(job_id)
-        self.follows[job_id] = asyncio.create_task(self._forward(job_id, q))
+        self.follows[job_id] = asyncio.create_task(self._forward(job_id, q, ref))
 
-    async def _forward(self, job_id: str, q: asyncio.Queue) -> None:
+    async def _forward(self, job_id: str, q: asyncio.Queue, ref: Any) -> None:
         try:
+            state = dict(await q.get(), ref=ref)
             while True:
-                state = await q.get()
                 await self.send(state)
                 if state["state"] == "done":
                     await self.send_result(self.worker.get(job_id), None)
@@ -477,6 +508,7 @@ class Connection:
                     break
                 if state["state"] == "cancelled":
                     break
+                state = await q.get()
         except (ConnectionResetError, LayerBridgeError):
             pass
         finally:
@@ -504,12 +536,15 @@ class Connection:
 
     async def on_cancel(self, msg: dict, ref: Any) -> None:
         job = self.worker.cancel(_job_id(msg))
-        state = self.worker.state_json(job)
-        state["ref"] = ref
-        await self.send(state)
+        if job.state.finished:
+            state = self.worker.state_json(job)
+            state["ref"] = ref
+            await self.send(state)
+        else:  # running: it stops within a step; following it, this connection gets its final `cancelled` state
+            await self.follow(job.id, ref)
 
     async def on_subscribe(self, msg: dict, ref: Any) -> None:
-        self.follow(self.worker.get(_job_id(msg)).id)
+        await self.follow(self.worker.get(_job_id(msg)).id, ref)
 
     async def on_fetch(self, msg: dict, ref: Any) -> None:
         job = self.worker.get(_job_id(msg))
@@ -530,11 +565,32 @@ def _job_id(msg: dict) -> str:
     return job
 
 
+class Socket(web.WebSocketResponse):
+    """A WebSocket that sends an `error` payload_too_large before closing with 1009: also when aiohttp closes it
+    itself, on a message over max_msg_size that it refuses before reading it (the handler never sees that one)."""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            with contextlib.suppress(Exception):
+                await self.send_str(json.dumps(LayerBridgeError(ErrorCode.payload_too_large, TOO_BIG).to_json()))
+                # the client may still be sending the refused message: closing at once would reset the connection
+                # before its system hands it the error
+                await asyncio.sleep(CLOSE_LINGER_S)
+        return await super().close(code=code, message=message, drain=drain)
+
+
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     given = bearer(request.headers.get("Authorization")) or request.query.get("token")
-    ws = web.WebSocketResponse(max_msg_size=CHUNK_BYTES + FRAME_HEADER.size + 1024, heartbeat=30)
+    # aiohttp's limit counts compressed bytes too, and permessage-deflate makes an incompressible frame a few hundred
+    # bytes longer: Connection.run applies the exact limits to the messages as received
+    ws = Socket(max_msg_size=MAX_FRAME_BYTES + 1024, heartbeat=30)
     await ws.prepare(request)
-    await Connection(request, ws, token_matches(given, request.app[TOKEN])).run()
+    sockets = request.app[SOCKETS]
+    sockets.add(ws)
+    try:
+        await Connection(request, ws, token_matches(given, request.app[TOKEN])).run()
+    finally:
+        sockets.discard(ws)
     return ws
 
 
@@ -547,6 +603,7 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
     app[TOKEN] = token or load_or_create_token()
     app[RULES] = RequestRules(settings.port, settings.allowed_origins, settings.allowed_hosts)
     app[WORKER] = Worker(engine or Engine(settings), settings.max_queue, settings.result_ttl_s, settings.max_results)
+    app[SOCKETS] = set()
     app.router.add_get("/health", health)
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/status", status)
@@ -564,9 +621,16 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
         if settings.preload:
             app[WORKER].load_model()
 
+    async def on_shutdown(app: web.Application) -> None:
+        # without this an open WebSocket holds the shutdown for aiohttp's shutdown timeout, and its client never
+        # learns why the connection ended
+        closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in set(app[SOCKETS])]
+        await asyncio.gather(*closing, return_exceptions=True)
+
     async def on_cleanup(app: web.Application) -> None:
         await app[WORKER].stop()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -340,6 +340,15 @@ class Engine:
 
     # ---- running -------------------------------------------------------------------------------------------
 
+    def first_progress(self, params: JobParams) -> Progress:
+        """The stage a job starts in, as run() will report it: a job's first `running` state."""
+        if self.model_status.state != ModelState.ready:
+            return Progress(Stage.loading_model, message="Loading the model")
+        if not params.prompt.strip():
+            return Progress(Stage.captioning, message="Describing the image")
+        steps = resolve_preset(params).steps
+        return Progress(Stage.encoding, 0, steps, self._eta(steps), "Encoding")
+
     def run(
         self,
         image: np.ndarray,

@@ -125,8 +125,6 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     this machine)."""
     sizes = component_bytes(model, transformer_file)  # read once: a file's header, a folder's listing
     choice = choose_mode(device, model, memory, sizes=sizes)
-    if choice.mode == MemoryMode.cpu:
-        return choice  # asked for by name on a GPU machine too: no quantised weights, no compilation
     gguf = bool(transformer_file) and single_file.is_gguf(transformer_file)
     fp8_file = bool(transformer_file) and not gguf and single_file.has_fp8_weights(transformer_file)
     lever: str | None = None  # "FP8" or "int8": the transformer's linear layers quantised at load
@@ -177,6 +175,9 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         asked = f" (--quantize {quantize})" if quantize != "auto" else ""
         choice = MemoryChoice(halved.mode, halved.reason + f" with {lever} transformer weights{asked}")
     fp8, int8 = lever == "FP8", lever == "int8"
+    on_cpu_by_name = choice.mode == MemoryMode.cpu and device.kind != "cpu"
+    if on_cpu_by_name:
+        fp8 = int8 = False  # --memory cpu on a GPU machine: the GPU's levers do not apply
     if int8 and quantize == "auto" and not has_fp8_units(device):
         choice.reason += " (this GPU has no FP8 units: int8 weights, products in bf16)"
     if fp8 and choice.mode in STREAMED:
@@ -245,7 +246,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     # block until its limit and then run eagerly anyway.
     streamed = choice.mode in STREAMED
     # auto: not with GGUF weights either, whose layers dequantise in Python at every call: not measured compiled.
-    choice.compile = device.kind == "cuda" and (
+    choice.compile = device.kind == "cuda" and not on_cpu_by_name and (
         compile == "on" or (compile == "auto" and _has_triton() and not streamed and not gguf)
     )
     if gguf and compile == "auto" and device.kind == "cuda":

@@ -151,6 +151,8 @@ class Worker:
             self._publish(self.jobs[job_id])
 
     def _finish(self, job: Job, state: JobState, progress: Progress) -> None:
+        if self.running == job.id:
+            self.running = None  # before publishing: a finished job has no position
         job.state = state
         job.progress = progress
         job.finished_at = time.monotonic()
@@ -180,6 +182,8 @@ class Worker:
             if self._load_task is not None and not self._load_task.done():
                 # the model thread is still loading (or compiling in its warm-up job): say so, not "in the queue"
                 job.progress = Progress(Stage.loading_model, message="Preparing the model")
+            else:
+                job.progress = self.engine.first_progress(job.params)
             self._publish(job)
             self._publish_positions()
 
@@ -209,6 +213,7 @@ class Worker:
                 if job.cancel_requested:
                     self._finish(job, JobState.cancelled, Progress(Stage.cancelled, message="Cancelled"))
                 else:
+                    result.timings = {"queued_s": job.started - job.created, **result.timings}
                     job.result = result
                     total = job.progress.total
                     self._finish(job, JobState.done, Progress(Stage.done, total, total, 0.0, "Done"))

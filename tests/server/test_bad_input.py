@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from websockets.exceptions import ConnectionClosed
 
 from backend.errors import ErrorCode, LayerBridgeError
 from backend.image import decode, from_raw_rgba
@@ -158,6 +159,43 @@ def test_oversized_frame_closes_only_that_connection(live_server):
         for _ in range(5):
             ws.recv(timeout=10)
     assert request(live_server, "GET", "/health", token=False)[0] == 200
+
+
+def test_websocket_size_limits_are_the_documented_ones(live_server):
+    ws = WS(live_server)
+    ws.ws.send(b"LBPX" + struct.pack("<II", 99, 0) + bytes(4 * 1024 * 1024))  # 4 MiB + 12 bytes: read
+    assert "transfer 99" in ws.recv()["message"]
+    pad = 1024 * 1024 - len(json.dumps({"type": "warp", "pad": ""}))
+    ws.ws.send(json.dumps({"type": "warp", "pad": "x" * pad}))  # 1 MiB: read
+    assert "warp" in ws.recv()["message"]
+    ws.close()
+    over = [
+        b"LBPX" + struct.pack("<II", 99, 0) + bytes(4 * 1024 * 1024 + 1),  # one byte over
+        json.dumps({"type": "ping", "pad": "é" * (600 * 1024)}, ensure_ascii=False),  # 0.6 M characters, 1.2 MB
+        "x" * (5 * 1024 * 1024),  # over anything the server reads
+    ]
+    for compression in ("deflate", None):  # aiohttp limits compressed and plain messages apart
+        for message in over:
+            ws = WS(live_server, compression=compression)
+            ws.ws.send(message)
+            assert ws.recv(timeout=20)["code"] == "payload_too_large", (compression, len(message))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=20)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+            ws.close()
+    assert request(live_server, "GET", "/health", token=False)[0] == 200
+
+
+@pytest.mark.parametrize("params", [0, False, "", [], "{}", 5])
+def test_non_object_params_are_refused_on_both_transports(live_server, params):
+    status, err = submit_http(live_server, image(8, 8), json.dumps(params))
+    assert status == 400 and err["code"] == "invalid_params"
+    ws = WS(live_server)
+    ws.send({"type": "submit", "ref": "p", "params": params,
+             "image": {"format": "rgba8", "width": 2, "height": 2, "bytes": 16, "transfer": 1}})
+    reply = ws.recv()
+    assert reply["code"] == "invalid_params" and reply["ref"] == "p"
+    ws.close()
 
 
 def test_client_vanishing_mid_job_does_not_break_the_worker(live_server):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 
+import pytest
+from websockets.exceptions import ConnectionClosed
 
-from .wire import FAST, WS, image, request, submit_http, wait_state
+from .wire import FAST, FRAME, WS, image, request, submit_http, wait_state
 
 
 def test_health_and_handshake(live_server):
@@ -185,3 +188,93 @@ def test_ping_and_status_over_websocket(live_server):
     ws.send({"type": "status"})
     assert ws.until("status")["model"]["state"] in ("ready", "loading", "not_loaded")
     ws.close()
+
+
+def test_job_states_start_in_a_running_stage_and_end_without_position(live_server):
+    blocker = submit_http(live_server, image(64, 64), dict(FAST, steps=12))[1]["job"]
+    job = submit_http(live_server, image(48, 48, seed=9))[1]["job"]  # queued behind the blocker
+    ws = WS(live_server)
+    ws.send({"type": "subscribe", "job": job})
+    body = request(live_server, "GET", f"/v1/jobs/{job}/events", timeout=180)[2]
+    ndjson = [e for e in map(json.loads, body.splitlines()) if e["type"] == "progress"]
+    over_ws = [ws.until("progress", job=job)]
+    while over_ws[-1]["state"] not in ("done", "failed", "cancelled"):
+        over_ws.append(ws.until("progress", job=job))
+    ws.close()
+    for events in (ndjson, over_ws):
+        assert events[0]["state"] == "queued", "the blocker ended before the test could watch the job start"
+        assert events[-1]["state"] == "done" and events[-1]["position"] is None
+        running = [e for e in events if e["state"] == "running"]
+        assert running and running[0]["stage"] in ("loading_model", "captioning", "encoding"), running[:1]
+        assert all(e["stage"] != "queued" and e["position"] == 0 for e in running)
+    assert live_server.get_json(f"/v1/jobs/{job}")["position"] is None
+    timings = live_server.get_json(f"/v1/jobs/{job}/result")["timings"]
+    assert next(iter(timings)) == "queued_s" and timings["queued_s"] > 0
+    assert wait_state(live_server, blocker)["position"] is None
+
+
+def test_upload_completes_only_when_every_byte_arrived(live_server):
+    src = image(64, 48, seed=10)
+    data = src.tobytes()
+    half = len(data) // 2
+    ws = WS(live_server)
+    ws.send({"type": "submit", "ref": "dup", "params": FAST,
+             "image": {"format": "rgba8", "width": 64, "height": 48, "bytes": len(data), "transfer": 5}})
+    ws.ws.send(FRAME.pack(b"LBPX", 5, 0) + data[:half])
+    ws.ws.send(FRAME.pack(b"LBPX", 5, 0) + data[:half])  # resent: as many bytes as the image, half of it
+    ws.send({"type": "ping", "ref": "p"})
+    assert ws.recv() == {"type": "pong", "ref": "p"}, "the upload was taken with a hole"
+    ws.ws.send(FRAME.pack(b"LBPX", 5, half - 100) + data[half - 100:])  # overlaps the first half
+    assert ws.until("accepted")["ref"] == "dup"
+    result = ws.until("result")
+    layers = ws.layers(result)
+    ws.close()
+    reference = wait_state(live_server, submit_http(live_server, src)[1]["job"])["job"]
+    for entry, pixels in zip(result["layers"], layers):
+        assert pixels.tobytes() == request(live_server, "GET", f"/v1/jobs/{reference}/layers/{entry['index']}")[2]
+
+
+def test_cancel_from_another_connection_answers_and_then_reports_the_end(live_server):
+    owner = WS(live_server)
+    owner.submit(image(64, 64), dict(FAST, steps=40))
+    job = owner.until("accepted")["job"]
+    owner.until("progress", stage="denoising")
+    other = WS(live_server)
+    other.send({"type": "cancel", "job": job, "ref": "c"})
+    answer = other.recv()
+    assert answer["type"] == "progress" and answer["ref"] == "c" and answer["state"] in ("running", "cancelled")
+    final = answer if answer["state"] == "cancelled" else other.until("progress", state="cancelled", timeout=60)
+    assert final["stage"] == "cancelled" and final["position"] is None
+    assert owner.until("progress", state="cancelled")["job"] == job
+    other.send({"type": "cancel", "job": job, "ref": "again"})  # idempotent, and nothing more to follow
+    assert other.recv() == dict(live_server.get_json(f"/v1/jobs/{job}"), ref="again")
+    other.send({"type": "ping", "ref": "p"})
+    assert other.recv() == {"type": "pong", "ref": "p"}
+    other.close()
+    owner.close()
+
+
+def test_subscribe_answer_echoes_ref(live_server):
+    job = wait_state(live_server, submit_http(live_server, image(16, 16))[1]["job"])["job"]
+    ws = WS(live_server)
+    for ref in ("first", "again"):  # the second while the connection already follows the job
+        ws.send({"type": "subscribe", "job": job, "ref": ref})
+        answer = ws.until("progress")
+        assert answer["ref"] == ref and answer["job"] == job and answer["state"] == "done"
+    ws.close()
+
+
+def test_sigterm_closes_open_websockets_with_going_away_and_stops_quickly(tiny_model, tmp_path):
+    from server_process import start_server, stop_server
+
+    server = start_server(tiny_model, tmp_path)
+    try:
+        ws = WS(server)
+        assert ws.hello["type"] == "hello"
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=15)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert server.proc.wait(timeout=10) == 0  # the tray launcher gives 15 s before SIGKILL
+    finally:
+        stop_server(server)
