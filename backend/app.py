@@ -483,7 +483,7 @@ class Connection:
         await self.follow(job.id)
 
     async def follow(self, job_id: str, ref: Any = None) -> None:
-        """Forward the job's events to this connection, starting with its current state (the direct answer, with ref)."""
+        """Forward the job's events to this connection, from its current state on (the direct answer, with ref)."""
         task = self.follows.get(job_id)
         if task is not None and not task.done():
             state = self.worker.state_json(self.worker.get(job_id))

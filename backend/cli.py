@@ -158,7 +158,8 @@ def cmd_decompose(a: argparse.Namespace) -> int:
             layers, width, height, info = _decompose_in_process(a, image, params, bar)
     except LayerBridgeError as exc:
         bar.done()
-        hint = "; `layerbridge token` on the server's machine prints its token" if exc.code.value == "unauthorized" else ""
+        unauthorized = exc.code.value == "unauthorized"
+        hint = "; `layerbridge token` on the server's machine prints its token" if unauthorized else ""
         print(f"error ({exc.code.value}): {exc.message}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

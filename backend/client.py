@@ -60,7 +60,7 @@ class Client:
         params: dict[str, Any],
         on_progress: Callable[[dict], None] | None = None,
     ) -> RemoteResult:
-        """Runs one job on the server; a refusal or a lost connection is a LayerBridgeError, as the server's errors are."""
+        """Runs one job on the server; a refusal or a lost connection is a LayerBridgeError, as server errors are."""
         from websockets.exceptions import ConnectionClosed, InvalidStatus
 
         try:

@@ -442,7 +442,8 @@ class Engine:
             torch.cuda.empty_cache()
             raise LayerBridgeError(
                 ErrorCode.out_of_memory,
-                f"the GPU ran out of memory. Try resolution 640 or fewer layers. {_smaller_mode_advice(self.memory.mode)}",
+                "the GPU ran out of memory. Try resolution 640 or fewer layers. "
+                + _smaller_mode_advice(self.memory.mode),
             ) from exc
         return JobResult(width, height, placed, seed, prompt, params.restore, timings)
 

@@ -263,7 +263,9 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     return choice
 
 
-def _named_mode_short(choice: MemoryChoice, device: DeviceInfo, sizes: dict[str, float], halved_transformer: bool) -> str:
+def _named_mode_short(
+    choice: MemoryChoice, device: DeviceInfo, sizes: dict[str, float], halved_transformer: bool
+) -> str:
     """Why a mode asked for by name does not fit the free VRAM, in words ("" where it fits or is streamed)."""
     placed = dict(sizes, transformer=sizes["transformer"] * (0.5 if halved_transformer else 1.0))
     if choice.text_encoder_int8:

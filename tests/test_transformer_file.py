@@ -386,7 +386,8 @@ def test_an_fp8_files_reason_says_what_of_fp8_is_missing(tmp_path, monkeypatch):
     assert choice.fp8_file_weights and not choice.fp8
     assert f"no FP8 activations: {problem}" in choice.reason and "no FP8 weights" not in choice.reason
     asked = plan(rtx4090, "Qwen/Qwen-Image-Layered", quantize="int8", transformer_file=path)
-    assert not asked.transformer_int8 and "int8 was asked for, but the file's weights take one byte each" in asked.reason
+    assert not asked.transformer_int8
+    assert "int8 was asked for, but the file's weights take one byte each" in asked.reason
 
 
 def test_a_plan_reads_the_files_header_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
