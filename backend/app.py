@@ -38,6 +38,7 @@ WORKER = web.AppKey("worker", Worker)
 TOKEN = web.AppKey("token", str)
 RULES = web.AppKey("rules", RequestRules)
 SOCKETS = web.AppKey("websockets", set)
+EVENT_STREAMS = web.AppKey("event_streams", set)  # the queues of open /events streams
 
 
 def hello_json(settings: Settings) -> dict[str, Any]:
@@ -272,6 +273,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     worker = request.app[WORKER]
     job_id = request.match_info["job"]
     q = worker.subscribe(job_id)
+    streams = request.app[EVENT_STREAMS]
+    streams.add(q)
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
     await response.prepare(request)
     try:
@@ -281,12 +284,15 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             except asyncio.TimeoutError:
                 await response.write(b'{"type":"keepalive"}\n')
                 continue
+            if state is None:  # the server is stopping
+                break
             await response.write(json.dumps(state).encode() + b"\n")
             if state["state"] in ("done", "failed", "cancelled"):
                 break
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        streams.discard(q)
         worker.unsubscribe(job_id, q)
     try:
         await response.write_eof()
@@ -604,6 +610,7 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
     app[RULES] = RequestRules(settings.port, settings.allowed_origins, settings.allowed_hosts)
     app[WORKER] = Worker(engine or Engine(settings), settings.max_queue, settings.result_ttl_s, settings.max_results)
     app[SOCKETS] = set()
+    app[EVENT_STREAMS] = set()
     app.router.add_get("/health", health)
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/status", status)
@@ -625,6 +632,8 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
         # without this an open WebSocket holds the shutdown for aiohttp's shutdown timeout, and its client never
         # learns why the connection ended
         closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in set(app[SOCKETS])]
+        for q in set(app[EVENT_STREAMS]):
+            q.put_nowait(None)  # an open /events stream ends (a running job would hold it until the job ends)
         await asyncio.gather(*closing, return_exceptions=True)
 
     async def on_cleanup(app: web.Application) -> None:

@@ -278,3 +278,31 @@ def test_sigterm_closes_open_websockets_with_going_away_and_stops_quickly(tiny_m
         assert server.proc.wait(timeout=10) == 0  # the tray launcher gives 15 s before SIGKILL
     finally:
         stop_server(server)
+
+
+def test_sigterm_ends_open_event_streams_and_stops_quickly(tiny_model, tmp_path):
+    """An /events stream on a running job held a stop until aiohttp's shutdown timeout (60 s)."""
+    import http.client
+    import urllib.parse
+
+    from server_process import start_server, stop_server
+
+    server = start_server(tiny_model, tmp_path)
+    try:
+        status, answer = submit_http(server, params=dict(FAST, steps=100, layers=4))
+        assert status == 202, answer
+        url = urllib.parse.urlsplit(server.url)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        conn.request("GET", f"/v1/jobs/{answer['job']}/events", headers={"Authorization": f"Bearer {server.token}"})
+        stream = conn.getresponse()
+        assert stream.status == 200
+        while json.loads(stream.readline())["state"] != "running":
+            pass
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        rest = stream.read()  # ends when the server closes the stream
+        assert all(json.loads(line)["state"] in ("running", "cancelled") for line in rest.splitlines() if line.strip())
+        assert server.proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        stop_server(server)
