@@ -135,7 +135,14 @@ def test_out_of_memory_fails_the_job_with_advice_and_the_engine_recovers(engine,
     with pytest.raises(LayerBridgeError) as info:
         engine.run(source(40, 30), JobParams.parse(FAST), lambda p: None, lambda: False)
     assert info.value.code == ErrorCode.out_of_memory
-    assert "resolution 640" in info.value.message and "offload" in info.value.message
+    assert "resolution 640" in info.value.message and "Close other programs that use the GPU" in info.value.message
+    engine.memory.mode = MemoryMode.gpu  # what to try is the next mode that keeps less of the model on the GPU
+    try:
+        with pytest.raises(LayerBridgeError) as info:
+            engine.run(source(40, 30), JobParams.parse(FAST), lambda p: None, lambda: False)
+    finally:
+        engine.memory.mode = MemoryMode.cpu
+    assert "start the server with --memory host_offload" in info.value.message
     monkeypatch.undo()
     r = engine.run(source(40, 30), JobParams.parse(FAST), lambda p: None, lambda: False)
     assert r.canvas_width == 40
