@@ -156,7 +156,7 @@ MESSAGES = {
     "queue_full": ("The server is busy with too many jobs.", "Wait for some to finish and try again."),
     "model_unavailable": ("The model is not available.", ""),
     "unsupported_image": ("The server cannot read this kind of image.", ""),
-    "invalid_image": ("The image could not be sent correctly.", ""),
+    "invalid_image": ("The server refused the image.", ""),  # the advice is its message: what is wrong with it
     "invalid_params": ("A setting is out of range.", ""),
     "job_failed": ("The decomposition failed.", ""),
     "internal": ("The server hit an internal problem.", "Its log has the details. Try again."),

@@ -123,6 +123,8 @@ def test_error_words():
     assert "memory" in title and "640" in advice
     assert "not running" in protocol.friendly("unreachable")[0]
     assert protocol.friendly("model_unavailable", "no disk space")[1] == "no disk space"
+    strip = "image is 3000×1; its long side may be at most 100 times its short side"
+    assert protocol.friendly("invalid_image", strip) == ("The server refused the image.", strip)
     assert "weird_code" in protocol.friendly("weird_code")[0]
 
 
