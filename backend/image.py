@@ -77,7 +77,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         check_size(img.width, img.height, max_pixels)
         img.load()
         # As viewers show it: a phone's photo stored sideways, with an EXIF orientation, is turned upright.
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no copy of a large image without an orientation
     except LayerBridgeError:
         raise
     except Exception as exc:  # Pillow raises many types for corrupt data
