@@ -197,14 +197,15 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         choice.reason += f"; no FP8 {'activations' if fp8_file else 'weights'}: {device.fp8_problem}"
     choice.fp8, choice.transformer_int8, choice.fp8_file_weights = fp8, int8, fp8_file_weights
     choice.gguf_weights = gguf
+    quantised = (fp8 or int8) and not fp8_file  # an FP8 file's transformer is sized as FP8 already
+    placed_sizes = dict(sizes, transformer=sizes["transformer"] * (0.5 if quantised else 1.0))
     if memory != "auto" and device.kind == "cuda":
-        short = _named_mode_short(choice, device, sizes, halved_transformer=(fp8 or int8) and not fp8_file)
+        short = _named_mode_short(choice, device, placed_sizes)
         if short:
             auto = plan(device, model, "auto", quantize, compile, transformer_file).mode.value
             choice.reason += f"; {short}: expect out_of_memory (--memory auto picks {auto} on this card)"
     if choice.mode == MemoryMode.host_offload:
-        quantised = (fp8 or int8) and not fp8_file  # an FP8 file's transformer is sized as FP8 already
-        short = _ram_short(dict(sizes, transformer=sizes["transformer"] * (0.5 if quantised else 1.0)))
+        short = _ram_short(placed_sizes)
         if short is not None:
             need, ram = short
             choice.mode = MemoryMode.model_offload
@@ -230,10 +231,10 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         streamed_sizes = dict(sizes)  # the plan never streams quantised transformer weights (above)
         if fp8_file:
             streamed_sizes["transformer"] *= 2  # an FP8 file's weights, widened to bf16 at load for streaming
-        whole_sizes = {}  # the int8 text encoder: placed whole while it runs, its host copy not page-locked
-        if choice.text_encoder_int8:
-            whole_sizes["text_encoder"] = streamed_sizes.pop("text_encoder") * INT8_TEXT_ENCODER_SCALE
-        short = _ram_short_pinned(streamed_sizes, whole_sizes)
+        host_bytes = {name: PINNED_BYTES_FACTOR[name] * size for name, size in streamed_sizes.items()}
+        if choice.text_encoder_int8:  # placed whole while it runs: its host copy is not page-locked
+            host_bytes["text_encoder"] = sizes["text_encoder"] * INT8_TEXT_ENCODER_SCALE
+        short = _ram_short(host_bytes)
         if short is not None:
             need, ram = short
             choice.pin_streamed = False
@@ -263,11 +264,10 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     return choice
 
 
-def _named_mode_short(
-    choice: MemoryChoice, device: DeviceInfo, sizes: dict[str, float], halved_transformer: bool
-) -> str:
-    """Why a mode asked for by name does not fit the free VRAM, in words ("" where it fits or is streamed)."""
-    placed = dict(sizes, transformer=sizes["transformer"] * (0.5 if halved_transformer else 1.0))
+def _named_mode_short(choice: MemoryChoice, device: DeviceInfo, sizes: dict[str, float]) -> str:
+    """Why a mode asked for by name does not fit the free VRAM, in words ("" where it fits or is streamed); `sizes`:
+    the components' bytes as placed."""
+    placed = dict(sizes)
     if choice.text_encoder_int8:
         placed["text_encoder"] *= INT8_TEXT_ENCODER_SCALE
     free = device.vram_free
@@ -287,17 +287,9 @@ def _one_at_a_time_fits(device: DeviceInfo, sizes: dict[str, float]) -> bool:
     return max(sizes.values()) + OFFLOAD_HEADROOM_BYTES <= device.vram_free and _ram_short(sizes) is None
 
 
-def _ram_short_pinned(streamed: dict[str, float], whole: dict[str, float]) -> tuple[float, int] | None:
-    """(bytes needed, bytes of RAM) where RAM cannot hold page-locked copies of the streamed weights beside the host
-    copies of those placed whole, else None."""
-    pinned = sum(PINNED_BYTES_FACTOR.get(name, 2.0) * size for name, size in streamed.items())
-    need = pinned + sum(whole.values()) + HOST_RAM_SPARE_BYTES
-    ram = host_ram_bytes()
-    return (need, ram) if ram is not None and ram < need else None
-
-
 def _ram_short(sizes: dict[str, float]) -> tuple[float, int] | None:
-    """(bytes needed, bytes of RAM) where RAM cannot hold every weight as host offload keeps them, else None."""
+    """(bytes needed, bytes of RAM) where RAM cannot hold these host bytes (every weight as host offload keeps them,
+    or page-locked copies as group offload makes them), else None."""
     need = sum(sizes.values()) + HOST_RAM_SPARE_BYTES
     ram = host_ram_bytes()
     return (need, ram) if ram is not None and ram < need else None
