@@ -346,7 +346,9 @@ class Engine:
             return Progress(Stage.loading_model, message="Loading the model")
         if not params.prompt.strip():
             return Progress(Stage.captioning, message="Describing the image")
-        steps = resolve_preset(params).steps
+        return self._encoding_progress(resolve_preset(params).steps)
+
+    def _encoding_progress(self, steps: int) -> Progress:
         return Progress(Stage.encoding, 0, steps, self._eta(steps), "Encoding")
 
     def run(
@@ -362,7 +364,7 @@ class Engine:
         timings: dict[str, float] = {}
         t0 = time.monotonic()
         if self.model_status.state != ModelState.ready:
-            on_progress(Progress(Stage.loading_model, message="Loading the model"))
+            on_progress(self.first_progress(params))  # loading the model
             self.load()
         timings["load_s"] = time.monotonic() - t0
         if cancelled():
@@ -376,11 +378,11 @@ class Engine:
             t = time.monotonic()
             prompt = params.prompt.strip()
             if not prompt:
-                on_progress(Progress(Stage.captioning, message="Describing the image"))
+                on_progress(self.first_progress(params))  # captioning, the model being ready
                 prompt = self._caption(pil, params, preset.caption_tokens, cancelled, on_progress, preset.steps)
             timings["caption_s"] = time.monotonic() - t
             t_encode = time.monotonic()
-            on_progress(Progress(Stage.encoding, 0, preset.steps, self._eta(preset.steps), "Encoding"))
+            on_progress(self._encoding_progress(preset.steps))
             step_times: list[float] = []
             marks = {"last": time.monotonic()}
 
