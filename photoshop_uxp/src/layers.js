@@ -16,6 +16,11 @@ function cancelled() {
   return new LayerBridgeError("cancelled", "Cancelled; the document was left as it was.");
 }
 
+/** After a cancel on Photoshop's progress bar, its next API call throws an error of its own: that is the cancel. */
+function asCancel(context, error) {
+  return context.isCancelled ? cancelled() : error;
+}
+
 function baseName(title) {
   return String(title || "").replace(/\.[A-Za-z0-9]{1,5}$/, "");
 }
@@ -113,8 +118,7 @@ async function readSource(mode = "document") {
       const rgba = toRgba8(raw, image);
       return padTo(rgba, got, area);
     } catch (error) {
-      // After a cancel on Photoshop's progress bar, its next API call throws an error of its own.
-      throw context.isCancelled ? cancelled() : error;
+      throw asCancel(context, error);
     } finally {
       if (image) image.dispose();
     }
@@ -209,8 +213,7 @@ async function addLayers(context, doc, plan, source, stop, onProgress) {
     } catch (_) {
       // Photoshop cancels a suspension left open when the modal function throws.
     }
-    // After a cancel on Photoshop's progress bar, its next API call throws an error of its own.
-    throw context.isCancelled ? cancelled() : error;
+    throw asCancel(context, error);
   }
 }
 
