@@ -308,7 +308,6 @@ class Upload:
     def __init__(self, ref: Any, params: Any, width: int, height: int, size: int):
         self.ref, self.params, self.width, self.height = ref, params, width, height
         self.buffer = bytearray(size)
-        self.received = 0  # bytes covered by at least one chunk: a resent chunk does not count twice
         # the covered byte ranges [starts[i], ends[i]), sorted, disjoint and not touching (in-order chunks: one range)
         self.starts: list[int] = []
         self.ends: list[int] = []
@@ -319,15 +318,14 @@ class Upload:
         lo = bisect.bisect_left(self.ends, start)  # the first range ending at or after start
         hi = bisect.bisect_right(self.starts, end)  # past the last range starting at or before end
         if lo < hi:
-            self.received -= sum(self.ends[i] - self.starts[i] for i in range(lo, hi))
             start, end = min(start, self.starts[lo]), max(end, self.ends[hi - 1])
         self.starts[lo:hi] = [start]
         self.ends[lo:hi] = [end]
-        self.received += end - start
 
     @property
     def complete(self) -> bool:
-        return self.received == len(self.buffer)
+        """Every byte covered (a resent chunk counts once): touching ranges merge, so that is one range."""
+        return self.starts == [0] and self.ends == [len(self.buffer)]
 
 
 class Connection:
