@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from .errors import ErrorCode, LayerBridgeError
 
@@ -78,11 +78,53 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         img.load()
         # As viewers show it: a phone's photo stored sideways, with an EXIF orientation, is turned upright.
         ImageOps.exif_transpose(img, in_place=True)  # no copy of a large image without an orientation
+        img = to_srgb(img)
     except LayerBridgeError:
         raise
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise LayerBridgeError(ErrorCode.invalid_image, f"the image could not be decoded: {exc}") from exc
     return to_rgba8(img)
+
+
+# The ICC colour space of a profile → the Pillow mode its pixels are transformed from.
+_PROFILE_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}
+
+
+def to_srgb(img: Image.Image) -> Image.Image:
+    """Pixels with an embedded colour profile other than sRGB (a Display P3 screenshot, an Adobe RGB photo, a CMYK
+    print file) converted to sRGB, as the model, the plugins and the written layers all read sRGB: relative
+    colorimetric with black point compensation, Photoshop's default. Alpha is kept as it is. An image without a
+    profile, with an sRGB one, or with one that cannot be read or does not match its pixels is returned unchanged."""
+    icc = img.info.get("icc_profile")
+    if not icc:
+        return img
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = source.profile.xcolor_space.strip()
+        description = ImageCms.getProfileDescription(source)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return img
+    mode = _PROFILE_MODES.get(space)
+    if mode is None or "srgb" in description.lower().replace(" ", ""):
+        return img
+    colour_modes = {"RGB": ("RGB", "RGBA", "RGBX", "P", "PA"), "L": ("L", "LA", "1"), "CMYK": ("CMYK",)}[mode]
+    if img.mode not in colour_modes:
+        return img
+    if img.mode in ("P", "PA") or "transparency" in img.info:
+        img = img.convert("LA" if mode == "L" else "RGBA")  # a palette's or tRNS chunk's transparency as alpha
+    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
+    base = img if img.mode == mode else img.convert(mode)
+    srgb = ImageCms.profileToProfile(
+        base,
+        source,
+        ImageCms.createProfile("sRGB"),
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+        outputMode="RGB",
+        flags=ImageCms.Flags.BLACKPOINTCOMPENSATION,
+    )
+    if alpha is not None:
+        srgb.putalpha(alpha)
+    return srgb
 
 
 def to_rgba8(img: Image.Image) -> np.ndarray:
