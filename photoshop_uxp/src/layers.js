@@ -10,7 +10,19 @@ const {
 } = require("./pixels.js");
 
 const HISTORY_NAME = "Layer Decomposition";
-const RGB_MODE = "RGBColorMode";
+
+// Document.mode values (constants.DocumentMode). Photoshop's Imaging API handles RGB, Grayscale and
+// Lab image data, converting to the sRGB pixels the panel asks for and from the sRGB layers it puts;
+// it has no support for the other modes.
+const IMAGING_MODES = new Set(["RGBColorMode", "grayscaleMode", "labColorMode"]);
+const COPY = "duplicate the document (Image > Duplicate)";
+const OTHER_MODES = {
+  CMYKColorMode: ["CMYK", `${COPY}, convert the copy with Image > Mode > RGB Color`],
+  indexedColorMode: ["Indexed Color", `${COPY}, convert the copy with Image > Mode > RGB Color`],
+  duotoneMode: ["Duotone", `${COPY}, convert the copy with Image > Mode > RGB Color`],
+  bitmapMode: ["Bitmap", `${COPY}, convert the copy with Image > Mode > Grayscale`],
+  multichannelMode: ["Multichannel", `${COPY}, make the copy an RGB or Grayscale document`],
+};
 
 function cancelled() {
   return new LayerBridgeError("cancelled", "Cancelled; the document was left as it was.");
@@ -19,6 +31,13 @@ function cancelled() {
 /** After a cancel on Photoshop's progress bar, its next API call throws an error of its own: that is the cancel. */
 function asCancel(context, error) {
   return context.isCancelled ? cancelled() : error;
+}
+
+/** Refuses a colour mode the Imaging API does not handle, with what to do about it. */
+function checkMode(mode) {
+  if (!mode || IMAGING_MODES.has(mode)) return;
+  const [name, fix] = OTHER_MODES[mode] || [`"${mode}"`, `${COPY}, convert the copy with Image > Mode > RGB Color`];
+  throw new LayerBridgeError("unsupported_image", `Photoshop's imaging API does not work with ${name} documents: ${fix}, and decompose that.`);
 }
 
 function baseName(title) {
@@ -86,10 +105,8 @@ async function readSource(mode = "document") {
   const { app, core, imaging } = host.photoshop();
   const doc = app.activeDocument;
   if (!doc) throw new LayerBridgeError("no_document", "Open a document first.");
+  checkMode(doc.mode);
   const depth = checkDepth(depthOf(doc.bitsPerChannel));
-  if (doc.mode && doc.mode !== RGB_MODE) {
-    throw new LayerBridgeError("unsupported_image", "Only RGB documents are supported. Convert a copy with Image > Mode > RGB Color.");
-  }
   let layer = null;
   if (mode === "layer") {
     const active = Array.from(doc.activeLayers || []);
@@ -106,6 +123,7 @@ async function readSource(mode = "document") {
 
   const data = await core.executeAsModal(async (context) => {
     // No componentSize: asking 8 bits of a 16-bit document fails on recent versions; convert here.
+    // colorSpace and colorProfile: Grayscale and Lab documents are converted to sRGB by Photoshop.
     const options = { documentID: doc.id, sourceBounds: area, colorSpace: "RGB", colorProfile: SRGB };
     if (layer) options.layerID = layer.id;
     let image = null;
@@ -169,6 +187,7 @@ async function insertLayers(source, result, { isCancelled = () => false, onProgr
 async function addLayers(context, doc, plan, source, stop, onProgress) {
   const { imaging, constants } = host.photoshop();
   const { PLACEBEFORE, PLACEINSIDE } = constants.ElementPlacement;
+  checkMode(doc.mode); // it may have changed while the server worked
   const depth = checkDepth(depthOf(doc.bitsPerChannel));
   const suspension = await context.hostControl.suspendHistory({ documentID: doc.id, name: HISTORY_NAME });
   try {

@@ -7,6 +7,9 @@ const assert = require("node:assert/strict");
 const WebSocket = require("ws");
 const { LayerBridgeClient } = require("../src/client.js");
 const { CHUNK_BYTES, buildParams } = require("../src/protocol.js");
+const host = require("../src/host.js");
+const { readSource, insertLayers, HISTORY_NAME } = require("../src/layers.js");
+const { Photoshop, SRGB, constants } = require("./support/photoshop-double.js");
 const server = require("./support/server.js");
 
 const SKIP = server.available() ? false : "no .venv/bin/layerbridge (run scripts/setup.sh --test)";
@@ -97,6 +100,40 @@ describe("panel client against the real server", { skip: SKIP, timeout: 900000 }
     assert.ok(result.layers.some((l) => l.bytes > CHUNK_BYTES), "at least one layer needs several frames");
     assert.equal(received, expectedFrames);
     assert.ok(progress.some((p) => p.stage === "denoising" && p.total === 2), "denoising steps reported");
+  });
+
+  it("a Grayscale and a Lab document (the Photoshop double) decompose into a group of layers in that document", { timeout: JOB_TIMEOUT }, async () => {
+    const c = client();
+    for (const mode of [constants.DocumentMode.GRAYSCALE, constants.DocumentMode.LAB]) {
+      const ps = new Photoshop();
+      const doc = ps.newDocument({ width: 64, height: 48, mode, title: `Scan ${mode}.psd` });
+      doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 64, height: 48 }, rgba: image(64, 48, 5).data, background: true });
+      host.setHost({ photoshop: ps.module(), uxp: {} });
+
+      const source = await readSource("document");
+      assert.deepEqual([ps.lastGetPixels.colorSpace, ps.lastGetPixels.colorProfile], ["RGB", SRGB], mode);
+      const result = await c.decompose(source, { ...params(), name: source.name });
+      await insertLayers(source, result);
+
+      assert.deepEqual(doc.history, ["Open", HISTORY_NAME], mode);
+      assert.deepEqual(doc.layers.map((l) => l.name), [`Scan ${mode} layers`, "Background"], mode);
+      const group = doc.layers[0];
+      assert.equal(group.layers.length, result.layers.length);
+      for (const spec of result.layers) {
+        const layer = group.layers.find((l) => l.name === spec.name);
+        assert.ok(layer, `${mode}: ${spec.name}`);
+        if (!(spec.width > 0)) continue;
+        const data = layer.pixels.data;
+        assert.deepEqual(layer.pixels.bounds, { left: spec.x, top: spec.y, right: spec.x + spec.width, bottom: spec.y + spec.height });
+        if (mode === constants.DocumentMode.LAB) {
+          assert.deepEqual(data, spec.pixels, `${mode}: ${spec.name} as sent`);
+        } else {
+          for (let i = 0; i < data.length; i += 4) assert.ok(data[i] === data[i + 1] && data[i] === data[i + 2], `${spec.name}: gray`);
+          for (let i = 3; i < data.length; i += 4) assert.equal(data[i], spec.pixels[i], `${spec.name}: alpha as sent`);
+        }
+      }
+      assert.equal(ps.liveImageData.size, 0);
+    }
   });
 
   it("cancels a running job; the connection stays usable", { timeout: JOB_TIMEOUT }, async () => {

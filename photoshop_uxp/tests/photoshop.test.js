@@ -5,7 +5,7 @@ const test = require("node:test");
 const assert = require("node:assert/strict");
 const host = require("../src/host.js");
 const { readSource, insertLayers, HISTORY_NAME } = require("../src/layers.js");
-const { Photoshop, SRGB, pattern } = require("./support/photoshop-double.js");
+const { Photoshop, SRGB, constants, pattern } = require("./support/photoshop-double.js");
 
 function setUp(options) {
   const ps = new Photoshop();
@@ -113,7 +113,130 @@ test("32-bit documents are refused with a clear message before any read", async 
   assert.equal(ps.calls.length, 0);
 });
 
-test("non-RGB documents and empty areas are refused", async () => {
+/** rgba8 pixels as a gray document holds them: r = g = b, alpha kept (as the double converts). */
+function grayOf(rgba) {
+  const out = Uint8Array.from(rgba);
+  for (let i = 0; i < out.length; i += 4) {
+    const y = Math.round(0.2126 * out[i] + 0.7152 * out[i + 1] + 0.0722 * out[i + 2]);
+    out[i] = y; out[i + 1] = y; out[i + 2] = y;
+  }
+  return out;
+}
+
+function isGray(rgba) {
+  for (let i = 0; i < rgba.length; i += 4) if (rgba[i] !== rgba[i + 1] || rgba[i] !== rgba[i + 2]) return false;
+  return true;
+}
+
+for (const depth of [8, 16]) {
+  test(`Grayscale documents (${depth}-bit): read as sRGB RGB, layers inserted as sRGB that Photoshop turns gray`, async () => {
+    const { ps, doc } = setUp({ width: 12, height: 10, depth, mode: constants.DocumentMode.GRAYSCALE, title: "Scan.psd" });
+    assert.equal(doc.mode, "grayscaleMode");
+    doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 12, height: 10 }, rgba: pattern(12, 10, 6), background: true });
+    const ink = doc.addLayer({ name: "Ink", at: { left: 2, top: 1, width: 5, height: 4 }, rgba: pattern(5, 4, 8, 128) });
+    doc.activeLayers = [ink];
+
+    const source = await readSource("layer");
+    assert.equal(ps.lastGetPixels.colorSpace, "RGB", "RGB pixels asked of a gray document");
+    assert.equal(ps.lastGetPixels.colorProfile, SRGB);
+    assert.deepEqual(source.data, grayOf(pattern(5, 4, 8, 128)), "r = g = b, alpha kept");
+
+    const result = { ...fakeResult(5, 4), name: "Ink" };
+    await insertLayers(source, result);
+    assert.deepEqual(doc.history, ["Open", HISTORY_NAME]);
+    assert.deepEqual(names(doc.layers), ["Ink layers", "Ink", "Background"]);
+    const group = doc.layers[0];
+    assert.deepEqual(names(group.layers), ["Layer 3", "Layer 2", "Layer 1", "Background"]);
+    const l1 = group.layers[2];
+    assert.deepEqual(l1.pixels.bounds, { left: 4, top: 2, right: 8, bottom: 5 });
+    const written = layerRgba8(doc, l1);
+    assert.ok(isGray(written), "the document holds gray");
+    assert.deepEqual(written, grayOf(result.layers[1].pixels));
+    assert.equal(ps.liveImageData.size, 0);
+  });
+}
+
+test("Lab documents: read as sRGB RGB, layers inserted as sRGB RGBA into the document", async () => {
+  const { ps, doc } = setUp({ width: 12, height: 10, mode: constants.DocumentMode.LAB, title: "Print.tif" });
+  assert.equal(doc.mode, "labColorMode");
+  const rgba = pattern(12, 10, 2);
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 12, height: 10 }, rgba, background: true });
+  doc.selection.bounds = { left: 1, top: 2, right: 9, bottom: 8 };
+
+  const source = await readSource("document");
+  assert.equal(ps.lastGetPixels.colorSpace, "RGB", "RGB pixels asked of a Lab document");
+  assert.equal(ps.lastGetPixels.colorProfile, SRGB);
+  assert.equal(source.name, "Print");
+  assert.equal(source.data.length, 8 * 6 * 4);
+  assert.deepEqual([...source.data.subarray(0, 4)], [...rgba.subarray((2 * 12 + 1) * 4, (2 * 12 + 1) * 4 + 4)]);
+
+  const result = fakeResult(8, 6);
+  await insertLayers(source, result);
+  assert.deepEqual(doc.history, ["Open", HISTORY_NAME]);
+  assert.deepEqual(names(doc.layers), ["Poster layers", "Background"]);
+  const top = doc.layers[0].layers[0];
+  assert.equal(top.name, "Layer 3");
+  assert.deepEqual(top.pixels.bounds, { left: 7, top: 6, right: 9, bottom: 8 });
+  assert.deepEqual(layerRgba8(doc, top), result.layers[3].pixels);
+  assert.equal(ps.liveImageData.size, 0);
+});
+
+test("the double: a gray document answers its own pixels in 1 or 2 components, RGB when asked", async () => {
+  const { ps, doc } = setUp({ width: 2, height: 1, mode: constants.DocumentMode.GRAYSCALE });
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 2, height: 1 }, rgba: Uint8Array.from([255, 0, 0, 255, 0, 0, 255, 255]), background: true });
+  const { core, imaging } = ps.module();
+  const read = (options) => core.executeAsModal(async () => {
+    const { imageData } = await imaging.getPixels(options);
+    const out = { data: [...(await imageData.getData())], components: imageData.components, format: imageData.pixelFormat, space: imageData.colorSpace };
+    imageData.dispose();
+    return out;
+  }, { commandName: "t" });
+  assert.deepEqual(await read({}), { data: [54, 18], components: 1, format: "Grayscale", space: "Grayscale" });
+  assert.deepEqual(await read({ colorSpace: "RGB" }), { data: [54, 54, 54, 18, 18, 18], components: 3, format: "RGB", space: "RGB" });
+  await assert.rejects(read({ colorSpace: "Lab" }), /not modelled/);
+  const part = doc.addLayer({ name: "Green", at: { left: 0, top: 0, width: 1, height: 1 }, rgba: Uint8Array.from([0, 255, 0, 100]) });
+  assert.deepEqual(await read({ layerID: part.id }), { data: [182, 100], components: 2, format: "GrayscaleAlpha", space: "Grayscale" });
+  assert.equal(ps.liveImageData.size, 0);
+});
+
+const REFUSED = [
+  [constants.DocumentMode.CMYK, "CMYK", /Image > Mode > RGB Color/, 8],
+  [constants.DocumentMode.INDEXEDCOLOR, "Indexed Color", /Image > Mode > RGB Color/, 8],
+  [constants.DocumentMode.DUOTONE, "Duotone", /Image > Mode > RGB Color/, 16],
+  [constants.DocumentMode.BITMAP, "Bitmap", /Image > Mode > Grayscale/, 1],
+  [constants.DocumentMode.MULTICHANNEL, "Multichannel", /RGB or Grayscale/, 8],
+];
+
+test("CMYK, Indexed, Duotone, Bitmap and Multichannel documents are refused with what to do, before any read", async () => {
+  for (const [mode, name, fix, depth] of REFUSED) {
+    const { ps, doc } = setUp({ width: 4, height: 4, mode, depth });
+    for (const which of ["document", "layer"]) {
+      await assert.rejects(readSource(which), (e) => {
+        assert.equal(e.code, "unsupported_image");
+        assert.match(e.message, new RegExp(`does not work with ${name} documents: duplicate the document \\(Image > Duplicate\\)`));
+        assert.match(e.message, fix);
+        return true;
+      }, `${mode} (${which})`);
+    }
+    assert.deepEqual(ps.calls, [], `${mode}: nothing read`);
+    assert.deepEqual(doc.history, ["Open"]);
+    // The Imaging API itself has no such modes (the double neither).
+    await assert.rejects(ps.module().core.executeAsModal(() => ps.module().imaging.getPixels({}), { commandName: "t" }), /RGB, Grayscale and Lab/);
+  }
+});
+
+test("a document converted to CMYK or Indexed while the server worked: refused, left as it was", async () => {
+  for (const mode of [constants.DocumentMode.CMYK, constants.DocumentMode.INDEXEDCOLOR]) {
+    const { ps, doc } = readyDocument();
+    const source = await readSource("document");
+    doc.mode = mode;
+    await assert.rejects(insertLayers(source, fakeResult(12, 10)), (e) => e.code === "unsupported_image" && /Image > Mode > RGB Color/.test(e.message));
+    await assertUntouched(ps, doc, ["Background"]);
+    assert.deepEqual(ps.calls.filter((c) => c !== "imaging.getPixels" && c !== "app.activeDocument="), [], "nothing created");
+  }
+});
+
+test("CMYK documents and empty areas are refused", async () => {
   const { doc } = setUp({ width: 4, height: 4, mode: "CMYKColorMode" });
   doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 4, height: 4 }, rgba: pattern(4, 4), background: true });
   await assert.rejects(readSource("document"), (e) => e.code === "unsupported_image" && /RGB/.test(e.message));

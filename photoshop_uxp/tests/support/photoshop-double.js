@@ -5,13 +5,19 @@
 // (history suspension; a target function that throws cancels open suspensions; isCancelled and
 // APIs failing after a user cancel), and the DOM pages for Document, Layer, Selection (25.0) and
 // constants (ElementPlacement, BitsPerChannelType, DocumentMode; app.activeDocument is read-write).
+// Colour modes follow the Imaging API page: image data is RGB, Grayscale or Lab, getPixels converts
+// to a requested colorSpace/colorProfile, putPixels converts the data to the document's mode; the
+// other modes (CMYK, Indexed, Bitmap, Duotone, Multichannel) are not supported by the Imaging API.
+// A Grayscale document holds one gray value per pixel, kept here as r = g = b (sRGB data coming in
+// becomes its luma: the point is the panel's behaviour, not colour science); a Lab document's pixels
+// are kept as the sRGB they convert to, and its own Lab encoding is not modelled.
 // Where the documentation says nothing, the double is strict (it refuses) rather than permissive,
 // and says so in its errors. So a new layer or group is made in the active document whichever
 // Document it is asked of, as batchPlay's commands act on the active element when given no target.
 "use strict";
 
 const SRGB = "sRGB IEC61966-2.1";
-const DEPTH_NAMES = { 8: "bitDepth8", 16: "bitDepth16", 32: "bitDepth32" };
+const DEPTH_NAMES = { 1: "bitDepth1", 8: "bitDepth8", 16: "bitDepth16", 32: "bitDepth32" };
 const MAX = { 8: 255, 16: 32768, 32: 1 };
 
 const constants = {
@@ -23,8 +29,42 @@ const constants = {
     PLACEATEND: "placeAtEnd",
   },
   BitsPerChannelType: { ONE: "bitDepth1", EIGHT: "bitDepth8", SIXTEEN: "bitDepth16", THIRTYTWO: "bitDepth32" },
-  DocumentMode: { RGB: "RGBColorMode", CMYK: "CMYKColorMode", GRAYSCALE: "grayscaleMode", LAB: "labColorMode" },
+  DocumentMode: {
+    BITMAP: "bitmapMode",
+    CMYK: "CMYKColorMode",
+    DUOTONE: "duotoneMode",
+    GRAYSCALE: "grayscaleMode",
+    INDEXEDCOLOR: "indexedColorMode",
+    LAB: "labColorMode",
+    MULTICHANNEL: "multichannelMode",
+    RGB: "RGBColorMode",
+  },
 };
+
+/** The image data colour space of each mode the Imaging API reads and writes. */
+const SPACE_OF = {
+  [constants.DocumentMode.RGB]: "RGB",
+  [constants.DocumentMode.GRAYSCALE]: "Grayscale",
+  [constants.DocumentMode.LAB]: "Lab",
+};
+const PIXEL_FORMATS = { RGB: ["RGB", "RGBA"], Grayscale: ["Grayscale", "GrayscaleAlpha"], Lab: ["LAB", "LABAlpha"] };
+
+function imagingSpace(doc, what) {
+  const space = SPACE_OF[doc.mode];
+  if (!space) throw new Error(`${what}: the Imaging API supports RGB, Grayscale and Lab documents, not ${doc.mode}`);
+  return space;
+}
+
+/** Rec. 709 luma of 4-component pixels, written back as r = g = b (alpha kept). */
+function toGray(data) {
+  const out = data.slice();
+  for (let i = 0; i < out.length; i += 4) {
+    const luma = 0.2126 * out[i] + 0.7152 * out[i + 1] + 0.0722 * out[i + 2];
+    const y = out instanceof Float32Array ? luma : Math.round(luma);
+    out[i] = y; out[i + 1] = y; out[i + 2] = y;
+  }
+  return out;
+}
 
 function arrayFor(depth, n) {
   if (depth === 8) return new Uint8Array(n);
@@ -52,8 +92,10 @@ class ImageData {
     this.componentSize = componentSize;
     this.colorSpace = colorSpace;
     this.colorProfile = colorProfile;
-    this.hasAlpha = components === 4;
-    this.pixelFormat = components === 4 ? "RGBA" : "RGB";
+    const [opaque, withAlpha] = PIXEL_FORMATS[colorSpace] || [colorSpace, `${colorSpace}Alpha`];
+    const alphaComponents = colorSpace === "Grayscale" ? 2 : 4;
+    this.hasAlpha = components === alphaComponents;
+    this.pixelFormat = this.hasAlpha ? withAlpha : opaque;
     this.isChunky = true;
     this.type = "image/uncompressed";
     this.data = data;
@@ -239,7 +281,7 @@ class Document {
     const b = bounds(at);
     const data = arrayFor(this.depth, rgba.length);
     for (let i = 0; i < rgba.length; i++) data[i] = this.depth === 32 ? rgba[i] / 255 : Math.round((rgba[i] * MAX[this.depth]) / 255);
-    layer.pixels = { bounds: b, data };
+    layer.pixels = { bounds: b, data: this.mode === constants.DocumentMode.GRAYSCALE ? toGray(data) : data };
     const target = parent || this;
     this.attach(layer, target, target === this && background ? this.layers.length : 0);
     this.activeLayers = [layer];
@@ -370,7 +412,12 @@ class Photoshop {
         ps.guard("imaging.getPixels", { changes: false });
         ps.lastGetPixels = { ...options };
         const doc = ps.findDocument(options.documentID);
-        if (doc.mode !== constants.DocumentMode.RGB && !options.colorSpace) throw new Error("double: only RGB documents are modelled");
+        const own = imagingSpace(doc, "getPixels");
+        const space = options.colorSpace || own;
+        const gray = space === "Grayscale";
+        if (space !== "RGB" && !(gray && own === "Grayscale")) {
+          throw new Error(`double: ${space} pixels of a ${doc.mode} document are not modelled`);
+        }
         if (options.componentSize !== undefined && options.componentSize !== -1 && options.componentSize !== doc.depth) {
           // Recent Photoshop versions fail when asked to convert the depth (e.g. 8 from a 16-bit document).
           throw new Error(`getPixels: componentSize ${options.componentSize} differs from the document's ${doc.depth}`);
@@ -405,6 +452,9 @@ class Photoshop {
             return [0, 1, 2, 3].map((c) => (doc.depth === 32 ? flat[i + c] : Math.round(flat[i + c] * max)));
           };
         }
+        // A gray document's own pixels: the gray value (kept as r = g = b) and alpha.
+        const channels = gray ? (components === 4 ? [0, 3] : [0]) : [0, 1, 2, 3].slice(0, components);
+        components = channels.length;
         const got = asked && content ? intersect(asked, content) : null;
         const sourceBounds = got || { left: 0, top: 0, right: 0, bottom: 0 };
         const w = sourceBounds.right - sourceBounds.left;
@@ -413,11 +463,14 @@ class Photoshop {
         for (let y = 0; y < h; y++) {
           for (let x = 0; x < w; x++) {
             const px = read(sourceBounds.left + x, sourceBounds.top + y);
-            for (let c = 0; c < components; c++) data[(y * w + x) * components + c] = px[c];
+            for (let c = 0; c < components; c++) data[(y * w + x) * components + c] = px[channels[c]];
           }
         }
+        // "If the requested color space is different from the source document, then the working
+        // color profile for that color space is used."
+        const profile = options.colorProfile || (space === own ? "Document profile" : `Working ${space} profile`);
         const imageData = new ImageData(ps.liveImageData, {
-          width: w, height: h, components, componentSize: doc.depth, data, colorProfile: options.colorProfile || "Document profile",
+          width: w, height: h, components, componentSize: doc.depth, data, colorProfile: profile, colorSpace: space,
         });
         return { imageData, sourceBounds, level: 0 };
       },
@@ -434,17 +487,20 @@ class Photoshop {
       async putPixels(options) {
         ps.guard("imaging.putPixels");
         const doc = ps.findDocument(options.documentID);
+        imagingSpace(doc, "putPixels");
         const layer = doc.allLayers().find((l) => l.id === options.layerID);
         if (!layer || layer.kind !== "pixel") throw new Error(`putPixels: layer ${options.layerID} is not a pixel layer`);
         const img = options.imageData;
         if (!img || img.disposed) throw new Error("putPixels: image data missing or disposed");
         // Strict where the documentation is silent: the panel writes at the document's depth, in sRGB.
         if (img.componentSize !== doc.depth) throw new Error(`double: putPixels of ${img.componentSize}-bit data into a ${doc.depth}-bit document`);
-        if (img.colorProfile !== SRGB || img.components !== 4) throw new Error("double: the panel writes sRGB RGBA data");
+        if (img.colorSpace !== "RGB" || img.colorProfile !== SRGB || img.components !== 4) throw new Error("double: the panel writes sRGB RGBA data");
         const left = options.targetBounds ? options.targetBounds.left : 0;
         const top = options.targetBounds ? options.targetBounds.top : 0;
         if (options.replace === false) throw new Error("double: only replace: true is modelled");
-        layer.pixels = { bounds: { left, top, right: left + img.width, bottom: top + img.height }, data: img.data.slice() };
+        // "Photoshop will perform color conversions when needed": into a gray document, as its gray.
+        const data = doc.mode === constants.DocumentMode.GRAYSCALE ? toGray(img.data) : img.data.slice();
+        layer.pixels = { bounds: { left, top, right: left + img.width, bottom: top + img.height }, data };
         doc.changed(options.commandName || "Put Pixels");
       },
     };
