@@ -33,6 +33,7 @@ log = logging.getLogger("layerbridge.launcher")
 SETTINGS_FILE = "launcher.json"
 STATE_FILE = "launcher-state.json"
 LOCK_FILE = "launcher.lock"
+SHOW_FILE = "launcher-show"
 PARENT_ENV = "LAYERBRIDGE_PARENT_PID"
 LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
@@ -84,8 +85,8 @@ def state_from_status(status: dict[str, Any]) -> State:
     """Maps a GET /v1/status answer to a launcher state."""
     model = status.get("model") or {}
     q = status.get("queue") or {}
-    length = int(q.get("length") or 0)
-    jobs = length if length else (1 if q.get("running") else 0)
+    # `length` counts the jobs waiting; the running one is not among them
+    jobs = int(q.get("length") or 0) + (1 if q.get("running") else 0)
     mstate = model.get("state")
     if mstate == "failed":
         return State(ERROR, message=str(model.get("error") or "the model could not be loaded"))
@@ -117,6 +118,13 @@ class LaunchSettings:
     serve_args: list[str] = field(default_factory=list)
     load_model: bool = True
     start_timeout_s: float = 600.0
+    # A server that crashes after it was up is started again after 2, 4, 8 … s (at most max_restarts times in a
+    # row); one that never came up is not: its error (a taken port, a wrong model path) would only repeat.
+    restart_on_crash: bool = True
+    restart_backoff_s: float = 2.0
+    restart_backoff_max_s: float = 60.0
+    max_restarts: int = 5
+    stable_after_s: float = 120.0
 
     @classmethod
     def load(cls, path: Path | None = None) -> "LaunchSettings":
@@ -171,14 +179,13 @@ def setup_logging(directory: Path | None = None) -> Path:
 
 
 def _server_logger(directory: Path) -> logging.Logger:
-    logger = logging.getLogger("layerbridge.launcher.server")
-    logger.propagate = False
-    if not logger.handlers:
-        handler = logging.handlers.RotatingFileHandler(
-            directory / "server.log", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    """The server's output, rotated into `<directory>/server.log` (a logger of its own per supervisor, outside
+    the logging tree, so that each writes where it was told)."""
+    logger = logging.Logger("layerbridge.launcher.server", logging.INFO)  # noqa: LOG001 (outside the tree on purpose)
+    handler = logging.handlers.RotatingFileHandler(
+        directory / "server.log", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
     return logger
 
 
@@ -288,8 +295,22 @@ def _die_with_parent(parent: int) -> None:
 def child_main(argv: list[str]) -> int:
     """`python -m backend.launcher serve ...`: `layerbridge serve ...`, tied to the parent's life."""
     _die_with_parent(int(os.environ.pop(PARENT_ENV, "0") or 0))
-    from backend import cli
+    from backend import cli, server
 
+    own_setup = server.setup_logging
+
+    def console_only(name: str = "server") -> Path:
+        # The launcher writes all this process prints to server.log, including what comes before logging is set
+        # up and tracebacks; the server's own handler on that file would write every line twice, and two
+        # processes would rotate one file.
+        path = own_setup(name)
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
+        return path
+
+    server.setup_logging = console_only  # type: ignore[assignment]
     sys.argv = ["layerbridge", *argv]
     return int(cli.main(argv) or 0)
 
@@ -324,6 +345,18 @@ def proc_alive(pid: int) -> bool:
 # ---------------------------------------------------------------- supervisor
 
 
+def exit_words(code: int) -> str:
+    """Why the server ended, in words, from its exit status (negative: the signal that ended it on POSIX)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the server was killed by {name}{hint}"
+    return f"the server exited (code {code})"
+
+
 class Supervisor:
     """Owns the server process. All process work happens on one long-lived thread: on Linux the
     parent-death signal fires when the thread that started the child exits, not the process."""
@@ -350,8 +383,12 @@ class Supervisor:
         self._started_at = 0.0
         self._last_answer = 0.0
         self._healthy = False
+        self._healthy_since: float | None = None
         self._loaded_asked = False
         self._tail: list[str] = []
+        self._pump_thread: threading.Thread | None = None
+        self._crashes = 0
+        self._restart_at: float | None = None
         self._thread = threading.Thread(target=self._loop, name="server-supervisor", daemon=True)
         self._done = threading.Event()
         self._server_log = _server_logger(self.logs)
@@ -370,6 +407,11 @@ class Supervisor:
     def pid(self) -> int | None:
         proc = self._proc
         return proc.pid if proc is not None else None
+
+    @property
+    def restart_pending(self) -> bool:
+        """True between a crash and the automatic restart that follows it (Stop cancels it)."""
+        return self._restart_at is not None
 
     @property
     def url(self) -> str | None:
@@ -421,12 +463,19 @@ class Supervisor:
     def _loop(self) -> None:
         try:
             while True:
-                running = self._proc is not None
-                interval = self._status_interval if self._healthy else self._health_interval
+                if self._proc is not None:
+                    timeout: float | None = self._status_interval if self._healthy else self._health_interval
+                elif self._restart_at is not None:
+                    timeout = max(0.0, self._restart_at - time.monotonic())
+                else:
+                    timeout = None
                 try:
-                    cmd = self._commands.get(timeout=interval if running else None)
+                    cmd = self._commands.get(timeout=timeout)
                 except queue.Empty:
                     cmd = None
+                if cmd is not None:
+                    self._restart_at = None  # what the user asks for replaces a pending automatic restart
+                    self._crashes = 0
                 if cmd == "start":
                     if self._proc is None:
                         self._spawn()
@@ -439,7 +488,14 @@ class Supervisor:
                 elif cmd == "quit":
                     self._terminate()
                     self._set(State(STOPPED))
+                    for handler in self._server_log.handlers:
+                        handler.close()
                     return
+                elif self._proc is None and self._restart_at is not None and time.monotonic() >= self._restart_at:
+                    self._restart_at = None
+                    log.info("restarting the server after a crash (attempt %s of %s)",
+                             self._crashes, self.settings.max_restarts)
+                    self._spawn()
                 if self._proc is not None:
                     self._poll()
         except Exception as e:  # a bug here must not leave the server running unsupervised
@@ -452,6 +508,7 @@ class Supervisor:
     def _spawn(self) -> None:
         s = self.settings
         self._healthy = False
+        self._healthy_since = None
         self._loaded_asked = False
         self._tail = []
         if s.port and port_taken(s.host, s.port):
@@ -469,6 +526,10 @@ class Supervisor:
         kwargs: dict[str, Any] = {}
         if os.name == "nt":
             kwargs["creationflags"] = 0x08000000  # CREATE_NO_WINDOW
+        else:
+            # A group of its own: Ctrl+C in the launcher's terminal reaches the launcher only (which then stops
+            # the server in order), and a stop can end whatever the server started too.
+            kwargs["start_new_session"] = True
         self._set(State(STARTING))
         self._server_log.info("---- %s starting: %s", time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(command))
         log.info("starting server: %s", " ".join(command))
@@ -485,25 +546,38 @@ class Supervisor:
             except Exception:
                 log.exception("could not tie the server to a job object")
         self._started_at = time.monotonic()
-        threading.Thread(target=self._pump, args=(self._proc,), name="server-log", daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(self._proc,), name="server-log", daemon=True)
+        self._pump_thread.start()
 
     def _pump(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            self._server_log.info("%s", line)
-            self._tail = (self._tail + [line])[-20:]
+        with proc.stdout:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip()
+                self._server_log.info("%s", line)
+                self._tail = (self._tail + [line])[-20:]
 
     def _poll(self) -> None:
         proc = self._proc
         assert proc is not None
         code = proc.poll()
         if code is not None:
-            self._reap()
+            was_up = self._healthy_since is not None
+            self._reap()  # after this the tail holds the server's last lines, which usually say why
             last = next((t for t in reversed(self._tail) if t.strip()), "")
-            why = f"the server exited (code {code})" + (f": {last}" if last else "")
-            self._set(State(ERROR, message=f"{why}; see {self.logs / 'server.log'}"))
+            why = exit_words(code) + (f": {last}" if last else "")
+            s = self.settings
+            if was_up and s.restart_on_crash and self._crashes < s.max_restarts:
+                delay = min(s.restart_backoff_s * 2 ** self._crashes, s.restart_backoff_max_s)
+                self._crashes += 1
+                self._restart_at = time.monotonic() + delay
+                log.warning("%s; restarting in %g s", why, delay)
+                self._set(State(ERROR, message=f"{why}; restarting in {delay:g} s; see {self.logs / 'server.log'}"))
+            else:
+                self._set(State(ERROR, message=f"{why}; see {self.logs / 'server.log'}"))
             return
+        if self._healthy_since is not None and time.monotonic() - self._healthy_since > self.settings.stable_after_s:
+            self._crashes = 0
         if self._port is None:
             try:
                 self._port = int(self._port_file.read_text().strip())  # type: ignore[union-attr]
@@ -518,7 +592,7 @@ class Supervisor:
             if not (isinstance(health, dict) and health.get("status") == "ok"):
                 return self._check_start_timeout()
             self._healthy = True
-            self._last_answer = time.monotonic()
+            self._healthy_since = self._last_answer = time.monotonic()
             log.info("server healthy at %s (pid %s)", base, proc.pid)
         token = read_token()
         try:
@@ -551,7 +625,7 @@ class Supervisor:
         if proc.poll() is None:
             self._set(State(STOPPING))
             log.info("stopping server (pid %s)", proc.pid)
-            proc.terminate()
+            proc.terminate()  # the server cancels its jobs and closes its clients' connections (1001)
             try:
                 proc.wait(self._stop_timeout)
             except subprocess.TimeoutExpired:
@@ -567,7 +641,17 @@ class Supervisor:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
-            if proc.stdout:
+            if os.name != "nt":
+                try:  # anything the server started and left behind (its group outlives it only that way)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            pump, self._pump_thread = self._pump_thread, None
+            if pump is not None:
+                pump.join(2.0)
+            # Closing the pipe while the pump still reads it would block on the reader's lock (something outside
+            # the group holds the pipe open); the pump closes it at its end of file then.
+            if proc.stdout and not (pump is not None and pump.is_alive()):
                 proc.stdout.close()
         self._proc = None
         self._healthy = False
@@ -628,6 +712,22 @@ class InstanceLock:
             return json.loads((self.directory / STATE_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+    def request_show(self) -> None:
+        """A second launch asks the running launcher to show its state (a double-click has no terminal to
+        print it in)."""
+        try:
+            (self.directory / SHOW_FILE).touch()
+        except OSError as e:
+            log.debug("cannot ask the running launcher to show itself: %s", e)
+
+    def take_show_request(self) -> bool:
+        """True once for each request_show() since the last call."""
+        try:
+            (self.directory / SHOW_FILE).unlink()
+        except OSError:
+            return False
+        return True
 
 
 def running_instance_report(lock: InstanceLock) -> str:
@@ -704,38 +804,58 @@ def kritarc_path() -> Path:
 
 
 def enable_in_kritarc(path: Path, plugin: str) -> None:
-    """Sets `enable_<plugin>=true` in the [python] group of a KConfig file, leaving the rest as it is."""
-    key = f"enable_{plugin}"
+    """Sets `enable_<plugin>=true` in the [python] group of a KConfig file. Every other byte stays as it was
+    (other groups and keys, line endings, text in any encoding); a symlinked kritarc stays a symlink."""
+    key = f"enable_{plugin}".encode()
+    path = path.resolve()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
-        lines = []
-    out: list[str] = []
+        data = b""
+    eol = b"\r\n" if b"\r\n" in data else b"\n"
+    entry = key + b"=true"
+    out: list[bytes] = []
     in_python = seen_group = done = False
-    for line in lines:
+
+    def add_to_group() -> None:
+        # after the group's last line, before the blank lines that separate it from the next group
+        at = len(out)
+        while at and not out[at - 1].strip():
+            at -= 1
+        if at and not out[at - 1].endswith((b"\n", b"\r")):
+            out[at - 1] += eol
+        out.insert(at, entry + eol)
+
+    for line in data.splitlines(keepends=True):
         stripped = line.strip()
-        if stripped.startswith("["):
+        if stripped.startswith(b"["):
             if in_python and not done:
-                out.append(f"{key}=true")
+                add_to_group()
                 done = True
-            in_python = stripped == "[python]"
+            in_python = stripped == b"[python]"
             seen_group = seen_group or in_python
-        elif in_python and stripped.split("=", 1)[0].strip() == key:
+        elif in_python and stripped.split(b"=", 1)[0].strip() == key:
             if not done:
-                out.append(f"{key}=true")
+                out.append(entry + line[len(line.rstrip(b"\r\n")):])
                 done = True
             continue
         out.append(line)
     if in_python and not done:
-        out.append(f"{key}=true")
-        done = True
-    if not seen_group:
+        add_to_group()
+    elif not seen_group:
+        if out and not out[-1].endswith((b"\n", b"\r")):
+            out[-1] += eol
         if out and out[-1].strip():
-            out.append("")
-        out += ["[python]", f"{key}=true"]
+            out.append(eol)
+        out += [b"[python]" + eol, entry + eol]
+    new = b"".join(out)
+    if new == data:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".layerbridge-tmp")
-    tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
+    tmp.write_bytes(new)
+    if data:
+        shutil.copymode(path, tmp)
     os.replace(tmp, path)
 
 
@@ -763,13 +883,33 @@ def install_krita_plugin(source: Path | None = None, target: Path | None = None,
 
 
 AUTOSTART_NAME = "layerbridge-tray"
+# At log-in the panel that holds tray icons may come up well after the launcher: wait for it longer than a
+# launch by hand does before falling back to the console (which nobody would see there).
+AUTOSTART_TRAY_TIMEOUT_S = 120
 
 
 def launcher_command() -> list[str]:
+    """How the system starts the launcher: this Python, with the launcher's path, so that it works from any
+    working directory."""
     exe = Path(sys.executable)
     if os.name == "nt" and (exe.parent / "pythonw.exe").exists():
         exe = exe.parent / "pythonw.exe"
-    return [str(exe), "-m", "backend.tray"]
+    script = repo_root() / "scripts" / "tray.py"
+    target = [str(script)] if script.is_file() else ["-m", "backend.tray"]
+    return [str(exe), *target, "--tray-timeout", str(AUTOSTART_TRAY_TIMEOUT_S)]
+
+
+def desktop_exec(argv: list[str]) -> str:
+    """An Exec= value of a .desktop file (freedesktop Desktop Entry spec): arguments with reserved characters in
+    double quotes, `"` `` ` `` `$` `\\` escaped inside them, `%` doubled, then the string-value escaping of `\\`."""
+    reserved = set(" \t\n\"'\\><~|&;$*?#()`")
+    words = []
+    for arg in argv:
+        arg = arg.replace("%", "%%")
+        if not arg or any(c in reserved for c in arg):
+            arg = '"' + "".join("\\" + c if c in '"`$\\' else c for c in arg) + '"'
+        words.append(arg)
+    return " ".join(words).replace("\\", "\\\\")
 
 
 def _autostart_file() -> Path:
@@ -789,7 +929,15 @@ def autostart_enabled() -> bool:
             return True
         except OSError:
             return False
-    return _autostart_file().is_file()
+    path = _autostart_file()
+    if sys.platform == "darwin":
+        return path.is_file()
+    try:
+        lines = {line.strip().replace(" ", "") for line in path.read_text(encoding="utf-8").splitlines()}
+    except OSError:
+        return False
+    # a desktop's own "startup applications" settings switch an entry off with one of these
+    return not lines & {"Hidden=true", "X-GNOME-Autostart-enabled=false"}
 
 
 def set_autostart(enabled: bool) -> None:
@@ -817,14 +965,13 @@ def set_autostart(enabled: bool) -> None:
         import plistlib
 
         path.write_bytes(plistlib.dumps({"Label": "org.layerbridge.tray", "ProgramArguments": cmd,
-                                         "RunAtLoad": True, "WorkingDirectory": str(Path.home())}))
+                                         "RunAtLoad": True, "WorkingDirectory": str(repo_root())}))
     else:
-        import shlex
-
+        workdir = str(repo_root()).replace("\\", "\\\\")
         path.write_text("[Desktop Entry]\nType=Application\nName=LayerBridge\n"
                         "Comment=LayerBridge server in the system tray\n"
-                        f"Exec={shlex.join(cmd)}\nTerminal=false\nX-GNOME-Autostart-enabled=true\n",
-                        encoding="utf-8")
+                        f"Exec={desktop_exec(cmd)}\nPath={workdir}\nTerminal=false\n"
+                        "X-GNOME-Autostart-enabled=true\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -89,10 +89,13 @@ class App:
         self.supervisor = supervisor
         self.lock = lock
         self.notify = notify or (lambda msg: None)
+        # called when the server runs into an error (the tray shows a notification: the icon alone is easy to miss)
+        self.alert: Callable[[str], None] = lambda msg: None
         self.copy: Callable[[str], None] = copy_text
         self.opener: Callable[[Path], None] = open_path
         self.quitting = threading.Event()
         self.on_quit: Callable[[], None] = lambda: None
+        self._last_kind = supervisor.state.kind
         supervisor.add_listener(self._remember)
 
     def _remember(self, state: State) -> None:
@@ -101,6 +104,33 @@ class App:
                 self.lock.write_state(state, self.supervisor.url, self.supervisor.pid)
             except OSError:
                 log.exception("cannot write the launcher state file")
+        if state.kind == ERROR and self._last_kind != ERROR and not self.quitting.is_set():
+            try:
+                self.alert(state.words())
+            except Exception:
+                log.debug("alert failed", exc_info=True)
+        self._last_kind = state.kind
+
+    def watch_show_requests(self, interval_s: float = 0.5) -> None:
+        """Answers a second launch (which cannot show anything itself) by showing this launcher's state."""
+        lock = self.lock
+        if lock is None:
+            return
+        lock.take_show_request()  # one left from before this launcher started
+
+        def watch() -> None:
+            while not self.quitting.wait(interval_s):
+                if lock.take_show_request():
+                    self._report(f"Already running: {self.title().removeprefix('LayerBridge: ')}")
+
+        threading.Thread(target=watch, name="show-requests", daemon=True).start()
+
+    def cancels(self) -> str:
+        """What stopping the server now would cancel, for the menu (empty when nothing runs)."""
+        st = self.state
+        if st.kind != BUSY or not st.queue:
+            return ""
+        return f" (cancels {st.queue} job{'s' if st.queue != 1 else ''})"
 
     @property
     def state(self) -> State:
@@ -115,7 +145,8 @@ class App:
         return self.supervisor.pid is None and self.state.kind != STOPPING and not self.quitting.is_set()
 
     def can_stop(self) -> bool:
-        return self.supervisor.pid is not None and not self.quitting.is_set()
+        running = self.supervisor.pid is not None or getattr(self.supervisor, "restart_pending", False)
+        return running and not self.quitting.is_set()
 
     def _report(self, msg: str) -> str:
         log.info("%s", msg)
@@ -211,8 +242,9 @@ def build_menu(pystray: Any, app: App) -> Any:
         Item(lambda item: app.title(), None, enabled=False),
         sep,
         Item("Start server", act(app.start), enabled=lambda item: app.can_start()),
-        Item("Stop server", act(app.stop), enabled=lambda item: app.can_stop()),
-        Item("Restart server", act(app.restart), enabled=lambda item: app.can_stop() or app.state.kind == ERROR),
+        Item(lambda item: "Stop server" + app.cancels(), act(app.stop), enabled=lambda item: app.can_stop()),
+        Item(lambda item: "Restart server" + app.cancels(), act(app.restart),
+             enabled=lambda item: app.can_stop() or app.state.kind == ERROR),
         sep,
         Item("Open logs", act(app.open_logs)),
         Item("Copy access token", act(app.copy_token), enabled=lambda item: token_path().is_file()),
@@ -220,7 +252,7 @@ def build_menu(pystray: Any, app: App) -> Any:
         Item("Open the README", act(app.open_readme)),
         Item("Start with the system", act(app.toggle_autostart), checked=lambda item: app.autostart()),
         sep,
-        Item("Quit", act(app.quit)),
+        Item(lambda item: "Quit" + app.cancels(), act(app.quit)),
     )
 
 
@@ -312,7 +344,7 @@ def run_tray(app: App, embed_timeout_s: float = EMBED_TIMEOUT_S) -> bool:
             icon.visible = False
             icon.stop()
 
-    app.notify = notify
+    app.notify = app.alert = notify
     app.on_quit = icon.stop
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
@@ -326,7 +358,7 @@ def run_tray(app: App, embed_timeout_s: float = EMBED_TIMEOUT_S) -> bool:
         print(f"LayerBridge: tray failed ({e}); console mode", flush=True)
         return False
     finally:
-        app.notify = lambda msg: None
+        app.notify = app.alert = lambda msg: None
         app.on_quit = lambda: None
         if refresh in app.supervisor._listeners:
             app.supervisor._listeners.remove(refresh)
@@ -426,10 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     lock = InstanceLock()
     if not lock.acquire():
         _say(running_instance_report(lock))
+        lock.request_show()
         return 0
     log.info("launcher started (pid %s)", os.getpid())
     supervisor = Supervisor(settings, logs=logs)
     app = App(supervisor, lock)
+    app.watch_show_requests()
     supervisor.run()
     supervisor.start()
     try:

@@ -1,6 +1,7 @@
 """A stand-in for `layerbridge serve` in the launcher's unit tests: /health, /v1/status, /v1/model/load.
 
-Usage: stand_in.py serve --host H --port P [--port-file F] [--fail] [--load-s S]
+Usage: stand_in.py serve --host H --port P [--port-file F] [--fail] [--load-s S] [--crash-after S]
+                        [--ignore-term] [--grandchild-file F]
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,6 +28,9 @@ def main() -> int:
     p.add_argument("--model")
     p.add_argument("--fail", action="store_true")
     p.add_argument("--load-s", type=float, default=0.3)
+    p.add_argument("--crash-after", type=float, help="exit with code 1 this many seconds after listening")
+    p.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (a server stuck in a long step)")
+    p.add_argument("--grandchild-file", help="start a helper process of its own and write its pid here")
     args, _ = p.parse_known_args()
     print("stand-in starting", flush=True)
     if args.fail:
@@ -78,7 +83,20 @@ def main() -> int:
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     if args.port_file:
         Path(args.port_file).write_text(str(server.server_address[1]))
-    signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=server.shutdown).start())
+    if args.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=server.shutdown).start())
+    if args.grandchild_file:
+        helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        Path(args.grandchild_file).write_text(str(helper.pid))
+    if args.crash_after is not None:
+        def crash() -> None:
+            time.sleep(args.crash_after)
+            print("stand-in crashed", flush=True)
+            os._exit(1)
+
+        threading.Thread(target=crash, daemon=True).start()
     print(f"listening on {server.server_address[1]}", flush=True)
     server.serve_forever()
     print("stand-in stopped", flush=True)

@@ -98,6 +98,9 @@ def test_second_launch_shows_the_first_and_sigterm_quits(desktop, run_launcher, 
     assert f"already running (pid {launcher.proc.pid}): Idle (model loads on the first job) at {state['url']}" \
         in again.stdout
     assert launcher.state()["server_pid"] == server and proc_alive(server)
+    # the running one shows its state too: a double-click has no terminal for the line above
+    wait_until(lambda: "Already running: Idle (model loads on the first job)" in launcher.output(), 10,
+               "the first launcher to answer")
 
     launcher.proc.send_signal(signal.SIGTERM)
     assert launcher.proc.wait(30) == 0

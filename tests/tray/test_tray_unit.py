@@ -54,9 +54,11 @@ def test_state_from_status():
     assert state_from_status(status("downloading", bytes_done=0, bytes_total=None)).percent is None
     failed = state_from_status(status("failed", error="no disk space"))
     assert failed.kind == ERROR and "no disk space" in failed.words()
+    # `length` counts the waiting jobs (the worker takes the running one off the queue)
     busy = {"model": {"state": "ready"}, "queue": {"length": 3, "running": "j_1"}}
-    assert state_from_status(busy) == State(BUSY, queue=3)
+    assert state_from_status(busy) == State(BUSY, queue=4)
     assert state_from_status({"model": {"state": "ready"}, "queue": {"length": 0, "running": "j_1"}}).queue == 1
+    assert state_from_status({"model": {"state": "loading"}, "queue": {"length": 2, "running": None}}).queue == 2
 
 
 def test_state_words():
@@ -166,7 +168,7 @@ def test_menu_model(env, pystray, monkeypatch):
     start(None)
     assert items_by_text(menu)["Start with the system"].checked is True
     desktop = env / "xdg" / "autostart" / "layerbridge-tray.desktop"
-    assert "-m backend.tray" in desktop.read_text()
+    assert f"Exec={L.desktop_exec(L.launcher_command())}\n" in desktop.read_text()
     items_by_text(menu)["Start with the system"](None)
     assert not desktop.exists() and items_by_text(menu)["Start with the system"].checked is False
 
@@ -336,3 +338,259 @@ def test_child_dies_with_its_parent():
         if parent.poll() is None:
             parent.kill()
             parent.wait(5)
+
+
+def test_busy_menu_says_what_stopping_cancels(env, pystray):
+    sup = FakeSupervisor(env / "logs")
+    app = App(sup)  # type: ignore[arg-type]
+    menu = build_menu(pystray, app)
+    sup.state = State(BUSY, queue=2)
+    items = items_by_text(menu)
+    for text in ("Stop server (cancels 2 jobs)", "Restart server (cancels 2 jobs)", "Quit (cancels 2 jobs)"):
+        assert items[text].enabled, text
+    sup.state = State(BUSY, queue=1)
+    assert "Quit (cancels 1 job)" in items_by_text(menu)
+    sup.state = State(READY)
+    assert {"Stop server", "Restart server", "Quit"} <= set(items_by_text(menu))
+
+
+def test_an_error_raises_one_alert_per_occurrence(env):
+    sup = FakeSupervisor(env / "logs")
+    app = App(sup)  # type: ignore[arg-type]
+    alerts: list[str] = []
+    app.alert = alerts.append
+    crash = State(ERROR, message="the server exited (code 1); restarting in 2 s")
+    for state in (State(STARTING), State(READY), crash, crash, State(ERROR, message="still down"), State(STARTING),
+                  State(ERROR, message="port 7860 is already used by another program")):
+        for fn in sup._listeners:
+            fn(state)
+    assert alerts == ["Error: the server exited (code 1); restarting in 2 s",
+                      "Error: port 7860 is already used by another program"]
+
+
+KRITARC = (
+    b"[General]\r\nLastPreset=Basic-5 Size\r\nMaxBrushSize=1000\r\n\r\n"
+    b"[python]\r\nenable_scripter=true\r\nenable_layerbridge=false\r\n\r\n"
+    b"[RecentFiles]\r\nFile1=/home/d\xe9signer/poster caf\xc3\xa9.kra\r\nName1=poster caf\xc3\xa9.kra\r\n"
+    b"[TabletSettings]\r\npressure=0,0;1,1;\r\n"
+)
+
+
+def test_kritarc_survives_byte_for_byte_but_the_one_key(tmp_path):
+    real = tmp_path / "dotfiles" / "kritarc"
+    real.parent.mkdir()
+    real.write_bytes(KRITARC)
+    real.chmod(0o600)
+    link = tmp_path / "kritarc"
+    link.symlink_to(real)
+    L.enable_in_kritarc(link, "layerbridge")
+    assert link.is_symlink()  # a dotfile manager's link stays a link
+    assert real.read_bytes() == KRITARC.replace(b"enable_layerbridge=false", b"enable_layerbridge=true")
+    assert real.stat().st_mode & 0o777 == 0o600
+    L.enable_in_kritarc(link, "layerbridge")
+    assert real.read_bytes() == KRITARC.replace(b"enable_layerbridge=false", b"enable_layerbridge=true")
+
+
+@pytest.mark.parametrize("before, after", [
+    # the key joins its group before the blank line that separates groups, in the file's line endings
+    (b"[python]\r\nenable_scripter=true\r\n\r\n[Other]\r\nb=2",
+     b"[python]\r\nenable_scripter=true\r\nenable_layerbridge=true\r\n\r\n[Other]\r\nb=2"),
+    # no newline at the end of the file: nothing else changes
+    (b"[General]\na=1", b"[General]\na=1\n\n[python]\nenable_layerbridge=true\n"),
+    (b"[python]\nenable_x=true", b"[python]\nenable_x=true\nenable_layerbridge=true\n"),
+    (b"[python]\nenable_layerbridge=false", b"[python]\nenable_layerbridge=true"),
+])
+def test_enable_in_kritarc_keeps_the_layout(tmp_path, before, after):
+    rc = tmp_path / "kritarc"
+    rc.write_bytes(before)
+    L.enable_in_kritarc(rc, "layerbridge")
+    assert rc.read_bytes() == after
+    L.enable_in_kritarc(rc, "layerbridge")
+    assert rc.read_bytes() == after
+
+
+def test_install_krita_plugin_reports_an_unwritable_kritarc(env, monkeypatch, pystray):
+    fake_plugin(env)
+    monkeypatch.setattr(L, "repo_root", lambda: env)
+    rc = env / "kritarc"
+    rc.mkdir()  # not a file: writing it fails
+    app = App(FakeSupervisor(env / "logs"))  # type: ignore[arg-type]
+    said: list[str] = []
+    app.notify = said.append
+    msg = app.install_krita()
+    assert msg.startswith("Krita plugin not installed: ") and said == [msg]
+
+
+FAKE_PYTHON = """#!/bin/sh
+out="$(dirname "$0")/argv.txt"
+pwd > "$out.tmp"
+for a in "$@"; do printf '%s\\n' "$a" >> "$out.tmp"; done
+mv "$out.tmp" "$out"
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="freedesktop autostart")
+def test_autostart_desktop_file_runs_from_a_path_with_spaces(env, monkeypatch):
+    pytest.importorskip("gi")
+    from gi.repository import Gio
+
+    home = env / "Jane Doe's $HOME (\\copy) `x` \"quoted\""
+    exe = home / "venv" / "bin" / "python"
+    exe.parent.mkdir(parents=True)
+    exe.write_text(FAKE_PYTHON)
+    exe.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(exe))
+    cmd = L.launcher_command()
+    assert cmd[0] == str(exe) and cmd[-2:] == ["--tray-timeout", str(L.AUTOSTART_TRAY_TIMEOUT_S)]
+    L.set_autostart(True)
+    L.set_autostart(True)  # idempotent
+    desktop = env / "xdg" / "autostart" / "layerbridge-tray.desktop"
+    assert L.autostart_enabled()
+    # what a desktop does with the file: GLib's parser of the Desktop Entry spec, then launching it
+    info = Gio.DesktopAppInfo.new_from_filename(str(desktop))
+    assert info is not None and info.get_name() == "LayerBridge"
+    assert info.launch([], None)
+    argv_file = exe.parent / "argv.txt"
+    deadline = time.monotonic() + 10
+    while not argv_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = argv_file.read_text().splitlines()
+    assert lines[1:] == cmd[1:]
+    assert Path(lines[0]) == L.repo_root()
+    L.set_autostart(False)
+    assert not desktop.exists() and not L.autostart_enabled()
+    L.set_autostart(False)
+
+
+def test_desktop_exec_doubles_percent_signs():
+    # a lone % starts a field code (%f, %u…) that the desktop would replace
+    assert L.desktop_exec(["/opt/py", "--label", "100%"]) == '/opt/py --label 100%%'
+    assert L.desktop_exec(["/a b/py", ""]) == '"/a b/py" ""'
+
+
+def test_exit_words():
+    assert L.exit_words(3) == "the server exited (code 3)"
+    assert L.exit_words(-signal.SIGKILL) == "the server was killed by SIGKILL (out of memory?)"
+    assert L.exit_words(-signal.SIGSEGV) == "the server was killed by SIGSEGV"
+
+
+def test_supervisor_restarts_a_crashed_server_with_backoff(env):
+    seen: list[tuple[float, State]] = []
+    sup = make_supervisor(env, "--crash-after", "2.5", "--load-s", "0", restart_backoff_s=0.5, max_restarts=2)
+    sup._status_interval = 0.2
+    sup.add_listener(lambda st: seen.append((time.monotonic(), st)))
+    pids: list[int] = []
+    sup.add_listener(lambda st: pids.append(sup.pid) if st.kind == READY else None)
+    sup.run()
+    try:
+        sup.start()
+        final = sup.wait_for(lambda s: s.kind == ERROR and "restarting" not in s.message, 40)
+        assert "exited (code 1): stand-in crashed" in final.message
+        errors = [(t, st) for t, st in seen if st.kind == ERROR]
+        starts = [t for t, st in seen if st.kind == STARTING]
+        assert [st.message.split("; ")[1] for _, st in errors[:2]] == ["restarting in 0.5 s", "restarting in 1 s"]
+        assert len(starts) == 3 and len(errors) == 3 and len(set(pids)) == 3 and None not in pids
+        assert starts[1] - errors[0][0] >= 0.45 and starts[2] - errors[1][0] >= 0.95  # 0.5 s, then twice that
+        assert all(any(st.kind == READY for t, st in seen if a < t < b)
+                   for a, b in zip(starts, [e for e, _ in errors]))  # each one was up before it crashed
+        time.sleep(1.5)
+        assert sup.pid is None and sum(st.kind == STARTING for _, st in seen) == 3  # gave up after max_restarts
+        sup.start()  # the user's Start tries again at once
+        sup.wait_for(lambda s: s.kind == READY, 20)
+    finally:
+        assert sup.shutdown(20)
+    assert all(not L.proc_alive(p) for p in pids if p)
+
+
+def test_supervisor_does_not_restart_a_server_that_never_came_up(env):
+    seen: list[State] = []
+    sup = make_supervisor(env, "--fail", seen=seen, restart_backoff_s=0.1)
+    sup.run()
+    try:
+        sup.start()
+        sup.wait_for(lambda s: s.kind == ERROR, 20)
+        time.sleep(1.0)
+        assert [s.kind for s in seen] == [STARTING, ERROR] and sup.pid is None
+    finally:
+        assert sup.shutdown(20)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+def test_stop_ends_a_stuck_server_and_what_it_started(env):
+    helper_file = env / "helper.pid"
+    sup = make_supervisor(env, "--ignore-term", "--grandchild-file", str(helper_file))
+    sup._stop_timeout = 1.0
+    sup.run()
+    helper = None
+    try:
+        sup.start()
+        sup.wait_for(lambda s: s.kind == READY, 20)
+        server = sup.pid
+        helper = int(helper_file.read_text())
+        assert os.getpgid(server) == server != os.getpgid(0)  # a group of its own: Ctrl+C here does not reach it
+        assert os.getpgid(helper) == server
+        sup.stop()
+        sup.wait_for(lambda s: s.kind == STOPPED, 15)
+        deadline = time.monotonic() + 5
+        while L.proc_alive(helper) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not L.proc_alive(server) and not L.proc_alive(helper)
+    finally:
+        assert sup.shutdown(20)
+        if helper and L.proc_alive(helper):
+            os.kill(helper, signal.SIGKILL)
+
+
+def test_stop_cancels_a_pending_restart(env, pystray):
+    seen: list[State] = []
+    sup = make_supervisor(env, "--crash-after", "1.5", "--load-s", "0", seen=seen, restart_backoff_s=1.5)
+    app = App(sup)
+    sup.run()
+    try:
+        sup.start()
+        sup.wait_for(lambda s: s.kind == ERROR, 20)
+        assert sup.restart_pending and sup.pid is None
+        stop = items_by_text(build_menu(pystray, app))["Stop server"]
+        assert stop.enabled
+        stop(None)
+        sup.wait_for(lambda s: s.kind == STOPPED, 10)
+        time.sleep(2.5)
+        assert not sup.restart_pending and sup.pid is None and [s.kind for s in seen].count(STARTING) == 1
+    finally:
+        assert sup.shutdown(20)
+
+
+def test_a_second_launch_makes_the_first_show_its_state(env):
+    first = InstanceLock()
+    assert first.acquire()
+    app = App(FakeSupervisor(env / "logs"), first)  # type: ignore[arg-type]
+    said: list[str] = []
+    app.notify = said.append
+    try:
+        app.watch_show_requests(0.05)
+        second = InstanceLock()
+        assert not second.acquire()
+        second.request_show()
+        deadline = time.monotonic() + 5
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert said == ["Already running: Ready at http://127.0.0.1:7860"]
+        time.sleep(0.3)
+        assert len(said) == 1  # once per launch
+    finally:
+        app.quitting.set()
+        first.release()
+
+
+def test_autostart_switched_off_by_the_desktop_reads_as_off(env, pystray):
+    app = App(FakeSupervisor(env / "logs"))  # type: ignore[arg-type]
+    L.set_autostart(True)
+    desktop = env / "xdg" / "autostart" / "layerbridge-tray.desktop"
+    for off in ("Hidden=true", "X-GNOME-Autostart-enabled=false"):
+        L.set_autostart(True)
+        desktop.write_text(desktop.read_text().replace("X-GNOME-Autostart-enabled=true\n", "") + off + "\n")
+        assert not L.autostart_enabled()
+        item = items_by_text(build_menu(pystray, app))["Start with the system"]
+        assert item.checked is False
+        item(None)  # ticking it switches it on again
+        assert L.autostart_enabled() and off not in desktop.read_text()
