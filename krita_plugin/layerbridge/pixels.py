@@ -1,6 +1,6 @@
 """Pixel layouts and where the result's layers go, without Krita."""
 
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 
 def swap_red_blue(data: bytes) -> bytearray:
@@ -51,19 +51,58 @@ def group_name(result: dict, source_name: str) -> str:
     return str(result.get("name") or source_name or "Decomposition")
 
 
-SUPPORTED = ("RGBA", "U8")
+NATIVE = ("RGBA", "U8")                                  # sent and inserted as they are
+SRGB = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")        # the protocol's rgba8, as a Krita colour space
+CHANNELS = {"RGBA": 4, "GRAYA": 2, "CMYKA": 5, "LABA": 4, "XYZA": 4, "YCbCrA": 4}
+DEPTH_BYTES = {"U8": 1, "U16": 2, "F16": 2, "F32": 4}
+MODEL_WORDS = {"GRAYA": "grayscale", "CMYKA": "CMYK", "LABA": "L*a*b*", "XYZA": "XYZ", "YCbCrA": "YCbCr"}
+DEPTH_WORDS = {"U16": "16-bit", "F16": "16-bit float", "F32": "32-bit float"}
+
+
+def needs_conversion(model: str, depth: str) -> bool:
+    """False for RGBA 8-bit (any profile: its bytes are sent and inserted as they are), True for the rest."""
+    return (model, depth) != NATIVE
+
+
+def wire_space(model: str, depth: str, profile: str) -> Tuple[str, str, str]:
+    """The 8-bit RGBA colour space a document's pixels are sent in and its layers come back in. A 16-bit
+    integer RGB document keeps its own profile, as an 8-bit one does: only the depth changes, so colours outside
+    sRGB (Adobe RGB, ProPhoto, Rec. 2020) come back as they were instead of clipped. Everything else goes
+    through sRGB: other colour models, float depths (scene-linear), and linear-light integer profiles (Krita
+    names them "…-g10" or "linear"), which 8 bits would band and the model would read as far too dark."""
+    lowered = profile.lower()
+    if model == "RGBA" and depth in ("U8", "U16") and profile and "g10" not in lowered and "linear" not in lowered:
+        return ("RGBA", "U8", profile)
+    return SRGB
+
+
+def pixel_size(model: str, depth: str) -> Optional[int]:
+    """Bytes per pixel of Krita's pixelData in this colour space; None for one the plugin does not know."""
+    if model not in CHANNELS or depth not in DEPTH_BYTES:
+        return None
+    return CHANNELS[model] * DEPTH_BYTES[depth]
+
+
+def describe_colour(model: str, depth: str) -> str:
+    """In words: 16-bit float CMYK, 8-bit RGB…"""
+    return "%s %s" % (DEPTH_WORDS.get(depth, "8-bit" if depth == "U8" else depth),
+                      MODEL_WORDS.get(model, "RGB" if model == "RGBA" else model))
 
 
 def colour_problem(model: str, depth: str) -> Optional[str]:
-    """None when the document can be sent as is, else why not, in words."""
-    if (model, depth) == SUPPORTED:
+    """None when the plugin can read and write this colour space (itself or through Krita's colour
+    management), else why not, in words."""
+    if pixel_size(model, depth) is not None:
         return None
-    names = {"GRAYA": "grayscale", "CMYKA": "CMYK", "LABA": "L*a*b*", "XYZA": "XYZ", "YCbCrA": "YCbCr"}
-    depths = {"U16": "16-bit", "F16": "16-bit float", "F32": "32-bit float"}
-    what = " ".join(x for x in (depths.get(depth, "" if depth == "U8" else depth),
-                                names.get(model, "" if model == "RGBA" else model)) if x)
-    return ("This document is %s. Layer decomposition works on RGB 8-bit images: use "
-            "Image › Convert Image Color Space… (RGB/Alpha, 8-bit integer), or decompose a copy." % what)
+    return ("This document is %s, a colour format the plugin cannot convert. Use Image › Convert Image "
+            "Color Space… (for example RGB/Alpha, 16-bit integer) on a copy, and decompose that."
+            % describe_colour(model, depth))
+
+
+def conversion_problem(model: str, depth: str, profile: str) -> str:
+    """Words for when Krita could not convert between this colour space and sRGB."""
+    return ("Krita could not convert this %s document (profile “%s”) to or from sRGB. Use Image › Convert "
+            "Image Color Space… (RGB/Alpha) on a copy, and decompose that." % (describe_colour(model, depth), profile))
 
 
 def size_problem(region: Region, max_pixels: Optional[int]) -> Optional[str]:

@@ -71,6 +71,14 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_serve
     names = [(n["name"], n["type"]) for n in data["layer_tree"]]
     assert names == [("Background", "paintlayer"), ("Background", "grouplayer")]
     assert len(data["layer_tree"][1]["children"]) == 3
+    # a CMYK document through the same button: CMYK layers, its own layers kept, one undo step, and no
+    # conversion document left open
+    assert data["cmyk_active"] == "Print" and data["cmyk_error"] == "", data
+    assert data["cmyk_stage"].startswith("Added"), data
+    assert data["cmyk_tree"][:-1] == data["cmyk_before"] and len(data["cmyk_tree"][-1]["children"]) == 3
+    assert data["cmyk_spaces"] == [data["cmyk_doc_space"]] and data["cmyk_doc_space"][:2] == ["CMYKA", "U8"]
+    assert data["cmyk_docs_after"] == data["cmyk_docs_before"]
+    assert data["cmyk_after_undo"] == data["cmyk_before"]
     # settings persisted in kritarc
     assert json.loads(data["settings"])["layers"] == 3
     assert shot.stat().st_size > 10000

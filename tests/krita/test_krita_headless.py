@@ -3,6 +3,7 @@
 import json
 import pathlib
 import socket
+import struct
 import threading
 import urllib.request
 
@@ -13,13 +14,96 @@ from kritaharness import needs_krita
 pytestmark = needs_krita
 
 
-def test_refuses_deep_colour_and_survives_a_half_built_group(krita):
-    res = krita.run(["colour", "halfbuilt"], timeout=120)
-    colour = res["colour"]
-    assert colour["ok"] is False and colour["code"] == "unsupported_document"
-    assert "16-bit" in colour["text"] and "8-bit" in colour["text"] and colour["unchanged"]
-    half = res["halfbuilt"]
-    assert half["raised"] and half["unchanged"], half
+def pattern(n):
+    """The pixels of lb_headless.pattern."""
+    return [((i * 7) % 256, 255 - i % 256, i % 256, 255 if i % 3 else i % 256) for i in range(n)]
+
+
+def flat(px):
+    return [v for p in px for v in p]
+
+
+def srgb_encode(c):
+    c = min(1.0, max(0.0, c))
+    return 255 * (c * 12.92 if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055)
+
+
+def srgb_decode(v):
+    c = v / 255
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def rgba_to_u16(rgba):
+    """8-bit RGBA as Krita's RGBA U16 holds it: blue first, v*257."""
+    out = []
+    for i in range(0, len(rgba), 4):
+        r, g, b, a = rgba[i:i + 4]
+        out += [b * 257, g * 257, r * 257, a * 257]
+    return out
+
+
+@pytest.fixture(scope="module")
+def offline_run(krita):
+    return krita.run(["deep16", "deep16wide", "float", "roundtrip", "halfbuilt"], timeout=180)
+
+
+@pytest.mark.parametrize("run, profile", [("deep16", "sRGB-elle-V2-srgbtrc.icc"),
+                                          ("deep16wide", "WideRGB-elle-V2-g22.icc")])
+def test_16bit_document_is_read_and_written_exactly(offline_run, run, profile):
+    # a wide-gamut document too: its own profile is kept (no clipping to sRGB), only the depth changes
+    out = offline_run[run]
+    assert out["space"] == ["RGBA", "U16", profile]
+    # v*257 in the document is read as v, whole image, a layer alone and a selection
+    assert out["image"] == out["expected"] and out["layer"] == out["expected"]
+    assert out["selection_region"] == [4, 5, 6, 7]
+    now = out["image_now"]         # with the group on top
+    assert out["selection"] == [v for y in range(5, 12) for v in now[(y * 16 + 4) * 4:(y * 16 + 10) * 4]]
+    assert out["selection"] != [v for y in range(5, 12) for v in now[(y * 16 + 5) * 4:(y * 16 + 11) * 4]]
+    # the layers land as 16-bit layers of the document's profile, v → v*257 exactly
+    assert [c["name"] for c in out["children"]] == ["Background", "Patch"]
+    for child, key in zip(out["children"], ("0", "1")):
+        assert child["space"] == out["space"]
+        assert struct.unpack("<%dH" % (len(child["raw"]) // 2), bytes(child["raw"])) == tuple(rgba_to_u16(out["sent"][key]))
+    top = out["tree"][-1]
+    assert top["type"] == "grouplayer" and top["name"] == "Deep U16" and len(top["children"]) == 2
+    assert [n["name"] for n in out["tree"]] == ["Background", "Deep U16"]
+    assert out["own_layers_unchanged"] and out["space_unchanged"] and out["bg_unchanged"], out
+    assert out["docs_unchanged"], ("a conversion document was left open", out.get("docs"))
+
+
+def test_float_document_round_trips_within_a_step(offline_run):
+    out = offline_run["float"]
+    assert out["space"][:2] == ["RGBA", "F32"] and "g10" in out["space"][2]       # linear light
+    got, want = out["image"], out["expected"]
+    assert max(abs(a - b) for a, b in zip(got, want)) <= 1
+    assert got[3::4] == want[3::4]                                                   # alpha exact
+    assert max(abs(a - b) for a, b in zip(out["layer"], want)) <= 1
+    for child, key in zip(out["children"], ("0", "1")):
+        assert child["space"] == out["space"]
+        floats = struct.unpack("<%df" % (len(child["raw"]) // 4), bytes(child["raw"]))  # red first, linear
+        sent = out["sent"][key]
+        assert len(floats) == len(sent)
+        for i in range(0, len(sent), 4):
+            r, g, b, a = floats[i:i + 4]
+            assert abs(a * 255 - sent[i + 3]) < 0.01
+            for got_c, want_c in zip((r, g, b), sent[i:i + 3]):
+                assert abs(got_c - srgb_decode(want_c)) < 0.002 and abs(srgb_encode(got_c) - want_c) <= 1
+    assert out["own_layers_unchanged"] and out["space_unchanged"] and out["bg_unchanged"], out
+    assert out["docs_unchanged"], ("a conversion document was left open", out.get("docs"))
+
+
+@pytest.mark.parametrize("model,depth,tolerance", [("LABA", "U16", 0), ("XYZA", "F32", 0)])
+def test_lab_and_xyz_documents_round_trip(offline_run, model, depth, tolerance):
+    out = offline_run["roundtrip"][model + depth]
+    assert out["space"][:2] == [model, depth] and out["child"] == out["space"]
+    assert out["len"] == 16 * 16 * 4 and out["max_diff"] <= tolerance, out
+    assert out["docs_unchanged"], out
+
+
+def test_a_half_built_group_leaves_the_document_as_it_was(offline_run):
+    for tag in ("rgba8", "u16"):
+        half = offline_run["halfbuilt"][tag]
+        assert half["raised"] and half["unchanged"] and half["docs_unchanged"], (tag, half)
 
 
 def test_stopped_server_gives_words_not_a_crash(krita):
@@ -66,7 +150,8 @@ def check_against_server(server, out, canvas):
 def server_run(krita, live_server):
     proxy = DropProxy(live_server.port)
     try:
-        res = krita.run(["image", "selection", "layer", "cancel", "badtoken", "dropped"], timeout=300,
+        res = krita.run(["image", "selection", "layer", "cancel", "badtoken", "dropped", "u16", "gray", "cmyk"],
+                        timeout=420,
                         LB_URL=live_server.url, LB_TOKEN=live_server.token, LB_PROXY_URL=proxy.url)
     finally:
         proxy.close()
@@ -121,6 +206,53 @@ def test_bad_token_is_explained(server_run):
 def test_dropped_connection_recovers_the_result(server_run, live_server):
     assert server_run["proxy_drops"] >= 1
     check_against_server(live_server, server_run["dropped"], (96, 64))
+
+
+def test_16bit_document_gets_the_servers_layers_as_v_times_257(server_run, live_server):
+    out = server_run["u16"]
+    assert out["ok"], out
+    result = json.loads(get(live_server, "/v1/jobs/%s/result" % out["job"])[0])
+    assert [c["name"] for c in out["children"]] == [l["name"] for l in result["layers"]]
+    assert out["docs_unchanged"] and out["own_layers_unchanged"], out
+    for child, layer in zip(out["children"], result["layers"]):
+        assert child["space"] == ["RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc"]
+        if layer["width"] * layer["height"]:
+            sent = get(live_server, "/v1/jobs/%s/layers/%d" % (out["job"], layer["index"]))[0]
+            raw = pathlib.Path(child["file"]).read_bytes()
+            assert struct.unpack("<%dH" % (len(raw) // 2), raw) == tuple(rgba_to_u16(sent))
+
+
+@pytest.mark.parametrize("tag,model,size", [("gray", "GRAYA", 2), ("cmyk", "CMYKA", 5)])
+def test_grayscale_and_cmyk_documents_get_layers_in_their_own_space(server_run, live_server, tag, model, size):
+    out = server_run[tag]
+    assert out["ok"], out
+    assert out["space"][:2] == [model, "U8"]
+    assert out["space_unchanged"] and out["bg_unchanged"] and out["own_layers_unchanged"], out
+    assert out["docs_unchanged"], ("a conversion document was left open", out.get("docs"))
+    result = json.loads(get(live_server, "/v1/jobs/%s/result" % out["job"])[0])
+    assert out["tree"][-1]["type"] == "grouplayer" and out["group"] == result["name"]
+    assert [c["name"] for c in out["children"]] == [l["name"] for l in result["layers"]]
+    checked = 0
+    for child, layer in zip(out["children"], result["layers"]):
+        assert child["space"] == out["space"]
+        if not layer["width"] * layer["height"]:
+            continue
+        sent = get(live_server, "/v1/jobs/%s/layers/%d" % (out["job"], layer["index"]))[0]
+        raw = pathlib.Path(child["file"]).read_bytes()
+        assert len(raw) == layer["width"] * layer["height"] * size
+        assert raw[size - 1::size] == sent[3::4]                 # alpha carried over exactly, pixel for pixel
+        if model == "GRAYA":
+            # colour-managed: the grey is the sRGB colour's luminance (D50), not one of its channels
+            for i in range(0, len(sent), 4 * 7):
+                r, g, b, a = sent[i:i + 4]
+                if a:
+                    y = 0.2225 * srgb_decode(r) + 0.7169 * srgb_decode(g) + 0.0606 * srgb_decode(b)
+                    assert abs(raw[i // 2] - srgb_encode(y)) <= 2, (i, sent[i:i + 4], raw[i // 2])
+                    checked += 1
+        else:
+            assert len(set(raw[j:j + 4] for j in range(0, len(raw), 5))) > 1      # real colours, not a fill
+            checked += 1
+    assert checked
 
 
 class DropProxy:

@@ -159,12 +159,31 @@ def test_plan_offsets_and_order():
     assert pixels.group_name({"name": "Srv"}, "Poster") == "Srv"
 
 
-def test_colour_and_size_checks():
-    assert pixels.colour_problem("RGBA", "U8") is None
-    for model, depth, word in (("RGBA", "U16", "16-bit"), ("RGBA", "F32", "float"), ("GRAYA", "U8", "grayscale"),
-                               ("CMYKA", "U8", "CMYK")):
-        msg = pixels.colour_problem(model, depth)
-        assert word in msg and "8-bit" in msg
+def test_colour_spaces():
+    # every colour model and depth Krita ships is converted, none refused; only RGB 8-bit goes as it is
+    for model in ("RGBA", "GRAYA", "CMYKA", "LABA", "XYZA", "YCbCrA"):
+        for depth in ("U8", "U16", "F16", "F32"):
+            assert pixels.colour_problem(model, depth) is None
+            assert pixels.needs_conversion(model, depth) is ((model, depth) != ("RGBA", "U8"))
+    assert [pixels.pixel_size(*s) for s in (("RGBA", "U8"), ("RGBA", "U16"), ("RGBA", "F32"), ("GRAYA", "U8"),
+                                            ("GRAYA", "F16"), ("CMYKA", "U8"), ("CMYKA", "U16"))] == [4, 8, 16, 2, 4, 5, 10]
+    assert pixels.SRGB == ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
+    # integer RGB keeps its profile (only the depth changes); linear, float and other models go through sRGB
+    assert pixels.wire_space("RGBA", "U16", "ProPhoto-elle-V2-g18.icc") == ("RGBA", "U8", "ProPhoto-elle-V2-g18.icc")
+    assert pixels.wire_space("RGBA", "U8", "Rec2020-elle-V4-rec709.icc") == ("RGBA", "U8", "Rec2020-elle-V4-rec709.icc")
+    for space in (("RGBA", "U16", "sRGB-elle-V2-g10.icc"), ("RGBA", "U16", "scRGB (linear)"), ("RGBA", "F32", "x.icc"),
+                  ("RGBA", "F16", "sRGB-elle-V2-srgbtrc.icc"), ("CMYKA", "U16", "Chemical proof"), ("GRAYA", "U8", "")):
+        assert pixels.wire_space(*space) == pixels.SRGB, space
+    # a colour space the plugin does not know is refused in words, with what to do
+    msg = pixels.colour_problem("HSVA", "U16")
+    assert msg and "16-bit HSVA" in msg and "Convert Image Color Space" in msg
+    assert pixels.pixel_size("HSVA", "U8") is None and pixels.pixel_size("RGBA", "U32") is None
+    assert pixels.describe_colour("CMYKA", "F32") == "32-bit float CMYK"
+    msg = pixels.conversion_problem("LABA", "U16", "Lab identity built-in")
+    assert "16-bit L*a*b*" in msg and "Lab identity built-in" in msg
+
+
+def test_size_checks():
     assert pixels.size_problem(Region(0, 0, 10, 10), 100 * 10**6) is None
     assert "megapixels" in pixels.size_problem(Region(0, 0, 20000, 10000), 100 * 10**6)
     assert pixels.size_problem(Region(0, 0, 0, 5), None)

@@ -18,10 +18,14 @@ WORK = os.environ.get("LB_WORKDIR", "/tmp")
 URL = os.environ.get("LB_URL", "")
 TOKEN = os.environ.get("LB_TOKEN", "")
 PARAMS = {"layers": 2, "steps": 2, "resolution": 640, "seed": 7, "prompt": "a test picture"}
+# the scenarios' documents, kept: a Document from createDocument closes its document when Python collects it,
+# which would change Krita.instance().documents() under the checks that no conversion document stays open
+KEEP = []
 
 
 def make_doc(w, h, name):
     doc = Krita.instance().createDocument(w, h, name, "RGBA", "U8", "", 72.0)
+    KEEP.append(doc)
     bg = doc.rootNode().childNodes()[0]
     # known content: a blue-green gradient with a red square, in Krita's BGRA order
     rows = []
@@ -79,8 +83,9 @@ def run(doc, mode="image", values=None, url=None, token=None, node=None, on_prog
     return d, out
 
 
-def dump_group(tag, group, result, region):
-    """Each child's pixels at the server's placement, as RGBA, to files for the test to compare."""
+def dump_group(tag, group, result, region, raw=False):
+    """Each child's pixels at the server's placement, as RGBA (or, with `raw`, as Krita holds them in the
+    document's colour space), to files for the test to compare."""
     entries = []
     placements = pixels.plan(result, pixels.Region(*region))
     children = group.childNodes()
@@ -88,12 +93,15 @@ def dump_group(tag, group, result, region):
         path = os.path.join(WORK, "%s_%d.rgba" % (tag, p.index))
         data = b""
         if p.width * p.height:
-            data = pixels.bgra_to_rgba(bytes(child.pixelData(p.x, p.y, p.width, p.height)))
+            data = bytes(child.pixelData(p.x, p.y, p.width, p.height))
+            if not raw:
+                data = pixels.bgra_to_rgba(data)
         with open(path, "wb") as f:
             f.write(data)
         b = child.bounds()
         entries.append({"name": child.name(), "index": p.index, "place": [p.x, p.y, p.width, p.height],
-                        "bounds": [b.x(), b.y(), b.width(), b.height()], "file": path})
+                        "bounds": [b.x(), b.y(), b.width(), b.height()], "file": path,
+                        "space": [child.colorModel(), child.colorDepth(), child.colorProfile()]})
     return {"group": group.name(), "children": entries}
 
 
@@ -182,27 +190,190 @@ def s_dropped(res):
     res["dropped"] = out
 
 
-def s_colour(res):
-    doc = Krita.instance().createDocument(16, 16, "Deep", "RGBA", "U16", "", 72.0)
-    before = tree(doc.rootNode())
-    d, out = run(doc, url="http://127.0.0.1:9")
-    out["unchanged"] = tree(doc.rootNode()) == before
-    res["colour"] = out
+# -- documents that are not RGB 8-bit --------------------------------------------------------------
+def space(obj):
+    return [obj.colorModel(), obj.colorDepth(), obj.colorProfile()]
+
+
+def open_docs():
+    return sorted(d.name() for d in Krita.instance().documents())
+
+
+def pattern(n):
+    """n RGBA 8-bit pixels: for n = 256, every value of each colour channel, and 86 levels of alpha."""
+    return [((i * 7) % 256, 255 - i % 256, i % 256, 255 if i % 3 else i % 256) for i in range(n)]
+
+
+def pack(px, depth):
+    """RGBA tuples of 0..255 as Krita's pixelData bytes: U16 stores blue first (v*257 per channel),
+    F32 stores red first (linear light for the default linear profile)."""
+    import struct
+    if depth == "U16":
+        return b"".join(struct.pack("<4H", b * 257, g * 257, r * 257, a * 257) for r, g, b, a in px)
+    return b"".join(struct.pack("<4f", lin(r), lin(g), lin(b), a / 255) for r, g, b, a in px)
+
+
+def lin(v):
+    c = v / 255
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def deep_doc(name, depth, profile):
+    doc = Krita.instance().createDocument(16, 16, name, "RGBA", depth, profile, 72.0)
+    KEEP.append(doc)
+    doc.rootNode().childNodes()[0].setPixelData(pack(pattern(256), depth), 0, 0, 16, 16)
+    doc.refreshProjection()
+    doc.waitForDone()
+    return doc
+
+
+def synthetic(doc, name):
+    """A result of two layers (one full, one offset) inserted straight through document.insert."""
+    src = document.capture(doc, "image")
+    result = {"name": name, "canvas": {"width": 16, "height": 16}, "layers": [
+        {"index": 0, "name": "Background", "x": 0, "y": 0, "width": 16, "height": 16},
+        {"index": 1, "name": "Patch", "x": 3, "y": 4, "width": 5, "height": 6}]}
+    rgba = {0: bytes(v for px in pattern(256)[::-1] for v in px), 1: bytes(v for px in pattern(30) for v in px)}
+    group = document.insert(doc, src, result, rgba)
+    return src, group, rgba
+
+
+def deep_report(doc, depth):
+    """Everything a 16-bit or float document goes through, with no server: read (image, selection, layer)
+    and insert."""
+    bg = doc.rootNode().childNodes()[0]
+    before = {"tree": tree(doc.rootNode()), "space": space(doc),
+              "bg": bytes(bg.pixelData(0, 0, 16, 16)), "docs": open_docs()}
+    out = {"expected": [v for px in pattern(256) for v in px]}
+    out["image"] = list(document.capture(doc, "image").rgba)
+    out["layer"] = list(document.capture(doc, "layer", bg).rgba)
+    src, group, rgba = synthetic(doc, "Deep " + depth)
+    out["sent"] = {str(k): list(v) for k, v in rgba.items()}
+    out["children"] = []
+    for child, (x, y, w, h) in zip(group.childNodes(), ((0, 0, 16, 16), (3, 4, 5, 6))):
+        out["children"].append({"name": child.name(), "space": space(child),
+                                "raw": list(bytes(child.pixelData(x, y, w, h)))})
+    out["tree"] = tree(doc.rootNode())
+    out["space_unchanged"] = space(doc) == before["space"]
+    out["bg_unchanged"] = bytes(bg.pixelData(0, 0, 16, 16)) == before["bg"]
+    out["docs_unchanged"] = open_docs() == before["docs"]
+    out["space"] = before["space"]
+    out["own_layers_unchanged"] = out["tree"][:-1] == before["tree"]
+    out["image_now"] = list(document.capture(doc, "image").rgba)
+    sel = Selection()
+    sel.select(4, 5, 6, 7, 255)
+    doc.setSelection(sel)
+    src = document.capture(doc, "image")
+    out["selection_region"] = list(src.region)
+    out["selection"] = list(src.rgba)
+    return out
+
+
+def s_deep16(res):
+    res["deep16"] = deep_report(deep_doc("Deep16", "U16", pixels.SRGB[2]), "U16")
+
+
+def s_deep16wide(res):
+    """A wide-gamut 16-bit RGB document: only the depth changes on the way out and back."""
+    res["deep16wide"] = deep_report(deep_doc("Deep16Wide", "U16", "WideRGB-elle-V2-g22.icc"), "U16")
+
+
+def s_float(res):
+    res["float"] = deep_report(deep_doc("Float", "F32", ""), "F32")
+
+
+def s_roundtrip(res):
+    """L*a*b* and XYZ documents: opaque 8-bit sRGB layers inserted, then the image read back."""
+    res["roundtrip"] = {}
+    for model, depth in (("LABA", "U16"), ("XYZA", "F32")):
+        doc = Krita.instance().createDocument(16, 16, "Round " + model + depth, model, depth, "", 72.0)
+        KEEP.append(doc)
+        docs = open_docs()
+        src = document.capture(doc, "image")
+        result = {"name": "Round", "canvas": {"width": 16, "height": 16},
+                  "layers": [{"index": 0, "name": "All", "x": 0, "y": 0, "width": 16, "height": 16}]}
+        sent = bytes(v for r, g, b, a in pattern(256) for v in (r, g, b, 255))
+        group = document.insert(doc, src, result, {0: sent})
+        back = document.capture(doc, "image").rgba
+        res["roundtrip"][model + depth] = {
+            "space": space(doc), "child": space(group.childNodes()[0]), "len": len(back),
+            "max_diff": max(abs(a - b) for a, b in zip(back, sent)), "docs_unchanged": open_docs() == docs}
+
+
+def model_doc(model, name):
+    """A 96 × 64 grayscale or CMYK document with a gradient and a patch, in its own bytes."""
+    doc = Krita.instance().createDocument(96, 64, name, model, "U8", "", 72.0)
+    KEEP.append(doc)
+    bg = doc.rootNode().childNodes()[0]
+    if model == "GRAYA":
+        data = b"".join(bytes([(x * 255) // 95, 255]) for y in range(64) for x in range(96))
+    else:
+        data = b"".join(bytes([(x * 255) // 95, (y * 255) // 63, 40, 0, 255]) for y in range(64) for x in range(96))
+    bg.setPixelData(data, 0, 0, 96, 64)
+    doc.refreshProjection()
+    doc.waitForDone()
+    return doc
+
+
+def live_model_run(res, model, tag, name):
+    """The docker's path (capture, job, insert) on a grayscale or CMYK document, against the server."""
+    doc = model_doc(model, name)
+    bg = doc.rootNode().childNodes()[0]
+    before = {"tree": tree(doc.rootNode()), "space": space(doc),
+              "bg": bytes(bg.pixelData(0, 0, 96, 64)), "docs": open_docs()}
+    d, out = run(doc)
+    out["tree"] = tree(doc.rootNode())
+    out["space"] = before["space"]
+    out["space_unchanged"] = space(doc) == before["space"]
+    out["bg_unchanged"] = bytes(bg.pixelData(0, 0, 96, 64)) == before["bg"]
+    out["docs_unchanged"] = open_docs() == before["docs"]
+    out["docs"] = [before["docs"], open_docs()]
+    out["own_layers_unchanged"] = out["tree"][:-1] == before["tree"]
+    if out.get("ok"):
+        out.update(dump_group(tag, d.group, d.result, out["region"], raw=True))
+    res[tag] = out
+
+
+def s_gray(res):
+    live_model_run(res, "GRAYA", "gray", "Gray")
+
+
+def s_cmyk(res):
+    live_model_run(res, "CMYKA", "cmyk", "Print")
+
+
+def s_u16(res):
+    """The docker's path on a 16-bit sRGB document, against the server."""
+    doc = deep_doc("Deep", "U16", pixels.SRGB[2])
+    before = {"tree": tree(doc.rootNode()), "docs": open_docs()}
+    d, out = run(doc)
+    out["tree"] = tree(doc.rootNode())
+    out["docs_unchanged"] = open_docs() == before["docs"]
+    out["own_layers_unchanged"] = out["tree"][:-1] == before["tree"]
+    out["space"] = space(doc)
+    if out.get("ok"):
+        out.update(dump_group("u16", d.group, d.result, out["region"], raw=True))
+    res["u16"] = out
 
 
 def s_halfbuilt(res):
-    """A failure while building the group (a layer's pixels missing) leaves the document as it was."""
-    doc = make_doc(40, 30, "Half")
-    before = tree(doc.rootNode())
-    src = document.capture(doc, "image")
-    result = {"name": "Half", "canvas": {"width": 40, "height": 30}, "layers": [
-        {"index": 0, "name": "Background", "x": 0, "y": 0, "width": 40, "height": 30},
-        {"index": 1, "name": "Missing", "x": 0, "y": 0, "width": 5, "height": 5}]}
-    try:
-        document.insert(doc, src, result, {0: bytes(40 * 30 * 4)})
-        res["halfbuilt"] = {"raised": False}
-    except Exception as e:
-        res["halfbuilt"] = {"raised": True, "error": repr(e), "unchanged": tree(doc.rootNode()) == before}
+    """A failure while building the group (a layer's pixels missing) leaves the document as it was, on an
+    8-bit document and on a 16-bit one (where the first layer has already gone through a conversion)."""
+    res["halfbuilt"] = {}
+    for tag, doc in (("rgba8", make_doc(40, 30, "Half")), ("u16", deep_doc("Half16", "U16", pixels.SRGB[2]))):
+        w, h = doc.width(), doc.height()
+        before = tree(doc.rootNode())
+        src = document.capture(doc, "image")
+        docs = open_docs()
+        result = {"name": "Half", "canvas": {"width": w, "height": h}, "layers": [
+            {"index": 0, "name": "Background", "x": 0, "y": 0, "width": w, "height": h},
+            {"index": 1, "name": "Missing", "x": 0, "y": 0, "width": 5, "height": 5}]}
+        try:
+            document.insert(doc, src, result, {0: bytes(w * h * 4)})
+            res["halfbuilt"][tag] = {"raised": False}
+        except Exception as e:
+            res["halfbuilt"][tag] = {"raised": True, "error": repr(e), "unchanged": tree(doc.rootNode()) == before,
+                                     "docs_unchanged": open_docs() == docs}
 
 
 SCENARIOS = {name[2:]: fn for name, fn in list(globals().items()) if name.startswith("s_")}

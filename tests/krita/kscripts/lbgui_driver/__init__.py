@@ -142,17 +142,61 @@ class Driver:
             res["layer_stage"] = d.stage.text()
             res["layer_error"] = d.error.text()
             res["layer_tree"] = tree(self.doc.rootNode())
-            return self.finish()
+            return QtCore.QTimer.singleShot(500, self.start_cmyk)
         if time.monotonic() > self.deadline:
             res["timeout"] = True
             return self.finish()
         QtCore.QTimer.singleShot(200, self.poll_layer)
 
+    # -- a CMYK document, through the same button: layers in CMYK, one undo step, no document left over --
+    def start_cmyk(self) -> None:
+        app = Krita.instance()
+        doc = app.createDocument(160, 100, "Print", "CMYKA", "U8", "", 72.0)
+        bg = doc.rootNode().childNodes()[0]
+        bg.setPixelData(b"".join(bytes([x * 255 // 159, y * 255 // 99, 30, 0, 255]) for y in range(100)
+                                 for x in range(160)), 0, 0, 160, 100)
+        view = app.activeWindow().addView(doc)
+        app.activeWindow().showView(view)
+        doc.refreshProjection()
+        doc.waitForDone()
+        self.cmyk = doc
+        QtCore.QTimer.singleShot(1000, self.press_cmyk)
+
+    def press_cmyk(self) -> None:
+        res["cmyk_active"] = Krita.instance().activeDocument().name()
+        res["cmyk_before"] = tree(self.cmyk.rootNode())
+        res["cmyk_docs_before"] = sorted(d.name() for d in Krita.instance().documents())
+        self.docker.stage.setText("")
+        self.docker.decompose_button.click()
+        self.poll_cmyk()
+
+    def poll_cmyk(self) -> None:
+        d = self.docker
+        if d.run is None and (d.stage.text() or d.error.text()):
+            res["cmyk_stage"] = d.stage.text()
+            res["cmyk_error"] = d.error.text()
+            res["cmyk_tree"] = tree(self.cmyk.rootNode())
+            group = self.cmyk.rootNode().childNodes()[-1]
+            res["cmyk_spaces"] = sorted({(c.colorModel(), c.colorDepth(), c.colorProfile()) for c in group.childNodes()})
+            res["cmyk_doc_space"] = [self.cmyk.colorModel(), self.cmyk.colorDepth(), self.cmyk.colorProfile()]
+            res["cmyk_docs_after"] = sorted(d.name() for d in Krita.instance().documents())
+            Krita.instance().action("edit_undo").trigger()
+            self.cmyk.waitForDone()
+            return QtCore.QTimer.singleShot(1000, self.after_cmyk_undo)
+        if time.monotonic() > self.deadline:
+            res["timeout"] = True
+            return self.finish()
+        QtCore.QTimer.singleShot(200, self.poll_cmyk)
+
+    def after_cmyk_undo(self) -> None:
+        res["cmyk_after_undo"] = tree(self.cmyk.rootNode())
+        self.finish()
+
     def finish(self) -> None:
         res["steps"].append("finish")
         write()
-        if self.doc is not None:
-            self.doc.setModified(False)
+        for doc in Krita.instance().documents():
+            doc.setModified(False)
         QtCore.QTimer.singleShot(5000, lambda: os._exit(4))
         Krita.instance().action("file_quit").trigger()
 
