@@ -176,13 +176,16 @@ def _write_result(out: Path, replace: bool, layers: list, width: int, height: in
     import shutil
 
     from . import export
+    from .errors import LayerBridgeError
 
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")  # same suffix: it picks the format
+    # what a run that was killed while writing left under this name of ours: not to be merged into
+    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     try:
         kind = export.write(tmp, layers, width, height, {"seed": info.get("seed"), "caption": info.get("caption")})
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        print(f"error: cannot write {out}: {exc}", file=sys.stderr)
+    except (OSError, LayerBridgeError) as exc:  # the writers leave nothing at tmp when they fail
+        code = f" ({exc.code.value})" if isinstance(exc, LayerBridgeError) else ""
+        print(f"error{code}: cannot write {out}: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
     target, n = out, 0
     if out.exists() and replace:

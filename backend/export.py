@@ -1,92 +1,189 @@
-"""Writing a layer stack to disk: PSD (psd-tools), OpenRaster, or a folder of PNGs with layers.json."""
+"""Writing a layer stack to disk: PSD (psd-tools), OpenRaster, or a folder of PNGs with layers.json.
+
+Every writer builds its output under a temporary name beside the target and moves it into place at the end, so a
+failure part way leaves nothing at the target (and nothing half-written beside it)."""
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import re
+import secrets
+import shutil
+import unicodedata
+import xml.etree.ElementTree as ET
 import zipfile
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
-from xml.sax.saxutils import quoteattr
+from typing import IO, Iterator, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops, ImageCms
 
-from .image import PlacedLayer, composite, unpremultiply
+from .errors import ErrorCode, LayerBridgeError
+from .image import PlacedLayer
 
 LAYERS_JSON = "layers.json"
+PSD_MAX_SIDE = 30_000  # the PSD format's limit; only PSB goes further
+MAX_NAME = 255  # characters: Photoshop's limit for a layer name
+THUMBNAIL_SIDE = 256  # OpenRaster: Thumbnails/thumbnail.png is at most 256×256
+_SLUG_MAX = 60  # keeps file names, with the folder's path, well inside Windows' and macOS's limits
+# Characters XML 1.0 cannot hold (most C0 controls), lone surrogates (an undecodable file name's stem) and
+# non-characters: none of the three formats can store them.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-def flatten(layers: Sequence[PlacedLayer], width: int, height: int) -> Image.Image:
-    return Image.fromarray(unpremultiply(composite(layers, width, height).astype(np.float32)), "RGBA")
+def layer_name(name: str) -> str:
+    """A layer's name as every format stores it: without unstorable characters, at most 255 characters."""
+    clean = _UNSTORABLE.sub("", name).strip()[:MAX_NAME].rstrip()
+    return clean or "Layer"
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "layer"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower())[:_SLUG_MAX].strip("-") or "layer"
+
+
+def layer_file(index: int, name: str) -> str:
+    """`NN-slug.png`: unique by its index, ASCII, and no reserved or over-long name on any system."""
+    return f"{index:02d}-{_slug(name)}.png"
+
+
+def _pil(layer: PlacedLayer) -> Image.Image:
+    if layer.width == 0:
+        return Image.new("RGBA", (1, 1), (0, 0, 0, 0))  # formats and apps want at least one pixel per layer
+    return Image.fromarray(np.ascontiguousarray(layer.pixels), "RGBA")
+
+
+def flatten(layers: Sequence[PlacedLayer], width: int, height: int) -> Image.Image:
+    """The layers composited bottom to top with normal blending, as straight-alpha RGBA (8-bit, in Pillow)."""
+    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    for layer in layers:
+        if layer.width:
+            canvas.alpha_composite(_pil(layer), (layer.x, layer.y))
+    return canvas
+
+
+def _beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`, moved onto it once the block succeeds and removed if it fails."""
+    tmp = _beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@lru_cache(maxsize=1)
+def _srgb_icc() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _psd_merged_planes(merged: Image.Image) -> list[bytes]:
+    """The merged image section's R, G, B and transparency planes. Photoshop stores that image matted on white
+    (premultiplied colour + 1 − alpha) and its readers, psd-tools included, take the white out again."""
+    r, g, b, alpha = merged.convert("RGBa").split()
+    white = ImageChops.invert(alpha)
+    return [ImageChops.add(c, white).tobytes() for c in (r, g, b)] + [alpha.tobytes()]
 
 
 def write_psd(path: Path, layers: Sequence[PlacedLayer], width: int, height: int) -> None:
+    """8-bit RGB PSD tagged sRGB: one pixel layer per layer (bottom to top, named, at its offset) and the merged
+    image filled in with its transparency, for viewers and thumbnailers that read only that."""
     from psd_tools import PSDImage
     from psd_tools.api.layers import PixelLayer
+    from psd_tools.constants import Compression, Resource
+    from psd_tools.psd.image_data import ImageData
+    from psd_tools.psd.image_resources import ImageResource
 
+    if width > PSD_MAX_SIDE or height > PSD_MAX_SIDE:
+        raise LayerBridgeError(
+            ErrorCode.image_too_large,
+            f"a PSD holds at most {PSD_MAX_SIDE} px a side and this image is {width}×{height}: "
+            "write an OpenRaster file (.ora) or a folder instead",
+        )
     psd = PSDImage.new("RGBA", (width, height))
+    psd.image_resources[Resource.ICC_PROFILE] = ImageResource(key=Resource.ICC_PROFILE, data=_srgb_icc())
     for layer in layers:
-        if layer.width == 0:
-            pil = Image.new("RGBA", (1, 1), (0, 0, 0, 0))
-        else:
-            pil = Image.fromarray(layer.pixels, "RGBA")
-        psd.append(PixelLayer.frompil(pil, psd, layer.name, top=layer.y, left=layer.x))
-    psd.save(str(path))
+        added = PixelLayer.frompil(_pil(layer), psd, "Layer", top=layer.y, left=layer.x)
+        added.name = layer_name(layer.name)  # the setter also writes the Unicode name ('luni') that apps show
+    # PSDImage.save() would render the merged image again, in float over the whole canvas (gigabytes for a large
+    # document): it is set here from Pillow's 8-bit composite and the document's record written as it stands.
+    record = psd._record
+    # A negative layer count tells readers that the merged image's fourth channel is its transparency.
+    record.layer_and_mask_information.layer_info.layer_count = -len(layers)
+    record.image_data = ImageData(compression=Compression.RLE)
+    record.image_data.set_data(_psd_merged_planes(flatten(layers, width, height)), record.header)
+    with _replacing(path) as tmp, open(tmp, "xb") as f:
+        record.write(f)
+
+
+def _png(image: Image.Image, f: IO[bytes] | Path) -> None:
+    image.save(f, "PNG", compress_level=1)  # 2-3× faster than the default on photos, ~14% larger
 
 
 def write_ora(path: Path, layers: Sequence[PlacedLayer], width: int, height: int) -> None:
-    """OpenRaster: a zip with an uncompressed `mimetype` first, stack.xml (top layer first), PNGs, a merged image."""
-    stack = [f'<image version="0.0.3" w="{width}" h="{height}" xres="72" yres="72"><stack>']
-    files: list[tuple[str, bytes]] = []
-    for i, layer in reversed(list(enumerate(layers))):
-        src = f"data/{i:02d}-{_slug(layer.name)}.png"
-        pixels = layer.pixels if layer.width else np.zeros((1, 1, 4), np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(pixels, "RGBA").save(buf, "PNG")
-        files.append((src, buf.getvalue()))
-        stack.append(
-            f'<layer name={quoteattr(layer.name)} src="{src}" x="{layer.x}" y="{layer.y}" opacity="1.0" '
-            f'visibility="visible" composite-op="svg:src-over"/>'
-        )
-    stack.append("</stack></image>")
+    """OpenRaster: a zip with an uncompressed `mimetype` first, stack.xml (top layer first), one PNG per layer, the
+    merged image and a thumbnail of at most 256×256."""
+    root = ET.Element("image", {"version": "0.0.5", "w": str(width), "h": str(height), "xres": "72", "yres": "72"})
+    stack = ET.SubElement(root, "stack")
+    sources = [f"data/{layer_file(i, layer.name)}" for i, layer in enumerate(layers)]
+    for layer, src in reversed(list(zip(layers, sources))):
+        ET.SubElement(stack, "layer", {
+            "name": layer_name(layer.name), "src": src, "x": str(layer.x), "y": str(layer.y), "opacity": "1.0",
+            "visibility": "visible", "composite-op": "svg:src-over",
+        })
     merged = flatten(layers, width, height)
-    merged_png = io.BytesIO()
-    merged.save(merged_png, "PNG")
-    thumb = merged.copy()
-    thumb.thumbnail((256, 256))
-    thumb_png = io.BytesIO()
-    thumb.save(thumb_png, "PNG")
-    with zipfile.ZipFile(path, "w") as z:
+    scale = min(1.0, THUMBNAIL_SIDE / width, THUMBNAIL_SIDE / height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    thumb = merged if size == merged.size else merged.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    with _replacing(path) as tmp, zipfile.ZipFile(tmp, "x") as z:
         z.writestr(zipfile.ZipInfo("mimetype"), "image/openraster", compress_type=zipfile.ZIP_STORED)
-        z.writestr("stack.xml", "".join(stack), compress_type=zipfile.ZIP_DEFLATED)
-        for name, data in files:
-            z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
-        z.writestr("mergedimage.png", merged_png.getvalue(), compress_type=zipfile.ZIP_STORED)
-        z.writestr("Thumbnails/thumbnail.png", thumb_png.getvalue(), compress_type=zipfile.ZIP_STORED)
+        z.writestr("stack.xml", ET.tostring(root, encoding="UTF-8", xml_declaration=True),
+                   compress_type=zipfile.ZIP_DEFLATED)
+        # PNG data is compressed already: stored, and streamed into the zip one image at a time.
+        for layer, src in zip(layers, sources):
+            with z.open(src, "w", force_zip64=layer.pixels.nbytes > 2**30) as f:
+                _png(_pil(layer), f)
+        with z.open("mergedimage.png", "w", force_zip64=width * height * 4 > 2**30) as f:
+            _png(merged, f)
+        with z.open("Thumbnails/thumbnail.png", "w") as f:
+            _png(thumb, f)
 
 
 def write_folder(path: Path, layers: Sequence[PlacedLayer], width: int, height: int, extra: dict | None = None) -> None:
-    """One PNG per layer and layers.json (order bottom to top, names, offsets, canvas size)."""
-    path.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i, layer in enumerate(layers):
-        file = f"{i:02d}-{_slug(layer.name)}.png"
-        if layer.width:
-            Image.fromarray(layer.pixels, "RGBA").save(path / file, "PNG")
+    """One PNG per layer and layers.json (order bottom to top, names, offsets, canvas size; see README.md). Built in
+    a folder beside `path`, then moved into place; into an existing folder, only files of the same names are
+    replaced, layers.json last."""
+    tmp = _beside(path)
+    os.mkdir(tmp)
+    try:
+        entries = []
+        for i, layer in enumerate(layers):
+            file = layer_file(i, layer.name) if layer.width else None
+            if file:
+                _png(_pil(layer), tmp / file)
+            entries.append({"index": i, "name": layer_name(layer.name), "file": file, "x": layer.x, "y": layer.y,
+                            "width": layer.width, "height": layer.height})
+        manifest = {"canvas": {"width": width, "height": height}, "order": "bottom_to_top", "layers": entries}
+        manifest.update(extra or {})
+        (tmp / LAYERS_JSON).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if path.is_dir():
+            for item in sorted(tmp.iterdir(), key=lambda item: item.name == LAYERS_JSON):
+                os.replace(item, path / item.name)
+            tmp.rmdir()
         else:
-            file = None
-        entries.append(
-            {"index": i, "name": layer.name, "file": file, "x": layer.x, "y": layer.y, "width": layer.width, "height": layer.height}
-        )
-    manifest = {"canvas": {"width": width, "height": height}, "order": "bottom_to_top", "layers": entries}
-    manifest.update(extra or {})
-    (path / LAYERS_JSON).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def read_folder(path: Path) -> tuple[list[PlacedLayer], int, int]:

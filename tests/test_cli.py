@@ -132,6 +132,30 @@ def test_what_appears_at_out_during_the_job_is_kept(tmp_path, capsys):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_what_a_killed_run_left_half_written_is_not_merged_into_the_layers(tmp_path):
+    from backend.cli import _write_result
+    from backend.image import PlacedLayer
+
+    stale = tmp_path / ".made.partial"
+    stale.mkdir()
+    (stale / "07-old-layer.png").write_bytes(b"from a killed run")
+    layers = [PlacedLayer("Background", 0, 0, np.full((4, 6, 4), 255, np.uint8))]
+    assert _write_result(tmp_path / "made", False, layers, 6, 4, {"seed": 1}) == 0
+    assert sorted(p.name for p in (tmp_path / "made").iterdir()) == ["00-background.png", "layers.json"]
+    assert not stale.exists()
+
+
+def test_a_refused_write_is_an_error_with_its_code_and_leaves_nothing(tmp_path, capsys):
+    from backend.cli import _write_result
+    from backend.image import PlacedLayer
+
+    layers = [PlacedLayer("Background", 0, 0, np.full((1, 30_001, 4), 255, np.uint8))]
+    assert _write_result(tmp_path / "wide.psd", False, layers, 30_001, 1, {"seed": 1}) == 1
+    err = capsys.readouterr().err
+    assert "error (image_too_large): cannot write" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_decompose_refuses_an_out_it_cannot_write_before_the_job(odd_png, tmp_path, offline_env):
     r = run("decompose", str(odd_png), "--out", str(tmp_path / "no-such-folder" / "a.psd"), env=offline_env)
     assert r.returncode == 2 and "is not a folder" in r.stderr and "Traceback" not in r.stderr
