@@ -95,19 +95,24 @@ class Driver:
         res["before"] = tree(self.doc.rootNode())
         d.decompose_button.click()
         res["steps"].append("clicked")
-        self.poll()
+        self.when_done(self.done)
 
-    def poll(self) -> None:
+    def when_done(self, then) -> None:
+        """Calls `then` once the docker's run has ended (with a stage or an error shown), or finishes on timeout."""
         d = self.docker
         if d.run is None and (d.stage.text() or d.error.text()):
-            res["stage"] = d.stage.text()
-            res["error"] = d.error.text()
-            res["details"] = d.details
-            return QtCore.QTimer.singleShot(1500, self.after)
+            return then()
         if time.monotonic() > self.deadline:
             res["timeout"] = True
             return self.finish()
-        QtCore.QTimer.singleShot(200, self.poll)
+        QtCore.QTimer.singleShot(200, lambda: self.when_done(then))
+
+    def done(self) -> None:
+        d = self.docker
+        res["stage"] = d.stage.text()
+        res["error"] = d.error.text()
+        res["details"] = d.details
+        QtCore.QTimer.singleShot(1500, self.after)
 
     def after(self) -> None:
         d = self.docker
@@ -134,19 +139,14 @@ class Driver:
         res["active"] = self.doc.activeNode().name()
         self.docker.stage.setText("")
         self.docker.layer_button.click()
-        self.poll_layer()
+        self.when_done(self.layer_done)
 
-    def poll_layer(self) -> None:
+    def layer_done(self) -> None:
         d = self.docker
-        if d.run is None and (d.stage.text() or d.error.text()):
-            res["layer_stage"] = d.stage.text()
-            res["layer_error"] = d.error.text()
-            res["layer_tree"] = tree(self.doc.rootNode())
-            return QtCore.QTimer.singleShot(500, self.start_cmyk)
-        if time.monotonic() > self.deadline:
-            res["timeout"] = True
-            return self.finish()
-        QtCore.QTimer.singleShot(200, self.poll_layer)
+        res["layer_stage"] = d.stage.text()
+        res["layer_error"] = d.error.text()
+        res["layer_tree"] = tree(self.doc.rootNode())
+        QtCore.QTimer.singleShot(500, self.start_cmyk)
 
     # -- a CMYK document, through the same button: layers in CMYK, one undo step, no document left over --
     def start_cmyk(self) -> None:
@@ -168,25 +168,20 @@ class Driver:
         res["cmyk_docs_before"] = sorted(d.name() for d in Krita.instance().documents())
         self.docker.stage.setText("")
         self.docker.decompose_button.click()
-        self.poll_cmyk()
+        self.when_done(self.cmyk_done)
 
-    def poll_cmyk(self) -> None:
+    def cmyk_done(self) -> None:
         d = self.docker
-        if d.run is None and (d.stage.text() or d.error.text()):
-            res["cmyk_stage"] = d.stage.text()
-            res["cmyk_error"] = d.error.text()
-            res["cmyk_tree"] = tree(self.cmyk.rootNode())
-            group = self.cmyk.rootNode().childNodes()[-1]
-            res["cmyk_spaces"] = sorted({(c.colorModel(), c.colorDepth(), c.colorProfile()) for c in group.childNodes()})
-            res["cmyk_doc_space"] = [self.cmyk.colorModel(), self.cmyk.colorDepth(), self.cmyk.colorProfile()]
-            res["cmyk_docs_after"] = sorted(d.name() for d in Krita.instance().documents())
-            Krita.instance().action("edit_undo").trigger()
-            self.cmyk.waitForDone()
-            return QtCore.QTimer.singleShot(1000, self.after_cmyk_undo)
-        if time.monotonic() > self.deadline:
-            res["timeout"] = True
-            return self.finish()
-        QtCore.QTimer.singleShot(200, self.poll_cmyk)
+        res["cmyk_stage"] = d.stage.text()
+        res["cmyk_error"] = d.error.text()
+        res["cmyk_tree"] = tree(self.cmyk.rootNode())
+        group = self.cmyk.rootNode().childNodes()[-1]
+        res["cmyk_spaces"] = sorted({(c.colorModel(), c.colorDepth(), c.colorProfile()) for c in group.childNodes()})
+        res["cmyk_doc_space"] = [self.cmyk.colorModel(), self.cmyk.colorDepth(), self.cmyk.colorProfile()]
+        res["cmyk_docs_after"] = sorted(d.name() for d in Krita.instance().documents())
+        Krita.instance().action("edit_undo").trigger()
+        self.cmyk.waitForDone()
+        QtCore.QTimer.singleShot(1000, self.after_cmyk_undo)
 
     def after_cmyk_undo(self) -> None:
         res["cmyk_after_undo"] = tree(self.cmyk.rootNode())
