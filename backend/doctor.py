@@ -46,8 +46,23 @@ def _model_cache(model: str, single_file: bool = False) -> str:
     except Exception:
         pass
     if single_file:
-        return "not downloaded yet (`layerbridge download --transformer-file`: about 16 GB without the transformer)"
-    return "not downloaded yet (`layerbridge download`, about 57 GB)"
+        return f"not downloaded yet (`layerbridge download --transformer-file`: about 16 GB without the transformer; " \
+               f"{_disk_text(16)})"
+    return f"not downloaded yet (`layerbridge download`, about 57 GB; {_disk_text(57)})"
+
+
+def _disk_text(needed_gb: float) -> str:
+    """Free space where the download would go, and whether the download fits there."""
+    from huggingface_hub import constants
+
+    from .download import DISK_MARGIN_BYTES, free_bytes
+
+    folder = Path(constants.HF_HUB_CACHE)
+    free = free_bytes(folder)
+    text = f"{free / 1e9:.1f} GB free in {folder}"
+    if needed_gb * 1e9 + DISK_MARGIN_BYTES > free:
+        text += ": not enough, set HF_HOME to a folder on a larger disk"
+    return text
 
 
 def report(settings: Settings) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,31 @@ from .errors import ErrorCode, LayerBridgeError
 ByteProgress = Callable[[int, int], None]
 # The model's own transformer weights, left out where a single-file transformer replaces them (its config stays).
 TRANSFORMER_WEIGHTS = ["transformer/*.safetensors", "transformer/*.bin", "transformer/*.gguf"]
+# Kept free beyond the files: the Hub client's own small files, and room for the system and the user to go on.
+DISK_MARGIN_BYTES = 2 * 1024**3
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk that holds `folder` (or would hold it: its nearest existing parent)."""
+    probe = folder.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def check_disk(folder: Path, needed: int, what: str) -> None:
+    """Refuses a download that cannot fit, before its first byte: a 57 GB download that stops at 80 % for want of
+    space costs an hour and leaves the disk full. Nothing left to fetch: nothing to check."""
+    if needed <= 0:
+        return
+    free = free_bytes(folder)
+    if needed + DISK_MARGIN_BYTES > free:
+        raise LayerBridgeError(
+            ErrorCode.model_unavailable,
+            f"downloading {what} needs {needed / 1e9:.1f} GB more (plus {DISK_MARGIN_BYTES / 1e9:.0f} GB to spare), "
+            f"and the disk of {folder} has {free / 1e9:.1f} GB free. Free some space, set HF_HOME to a folder on a "
+            "larger disk, or pass --model with a local folder.",
+        )
 
 
 def _blob_bytes(repo_cache: Path, partial: bool = True) -> int:
@@ -75,6 +101,7 @@ def fetch(model: str, on_bytes: ByteProgress | None = None, skip_transformer: bo
             f"the model {model!r} is not on this machine and could not be looked up on the Hugging Face Hub "
             f"({type(exc).__name__}). Check the internet connection, or pass --model with a local folder.",
         ) from exc
+    check_disk(_repo_cache(model), max(0, total - _blob_bytes(_repo_cache(model))), repr(model))
     try:
         with _watched(model, total, on_bytes):
             return Path(snapshot_download(model, ignore_patterns=ignore))
@@ -105,6 +132,7 @@ def fetch_file(repo: str, revision: str, filename: str, on_bytes: ByteProgress |
             f"({type(exc).__name__}). Check the internet connection, or pass a local file.",
         ) from exc
     already = _blob_bytes(_repo_cache(repo), partial=False)  # other files of that repository, cached earlier
+    check_disk(_repo_cache(repo), max(0, total - (_blob_bytes(_repo_cache(repo)) - already)), address)
     try:
         with _watched(repo, total, on_bytes, already):
             return Path(hf_hub_download(repo, filename, revision=revision))

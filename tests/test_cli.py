@@ -216,6 +216,13 @@ def test_doctor_reports_mode_and_port(offline_env):
     assert json.loads(r.stdout)["transformer"].startswith("int8 weights")
 
 
+def test_doctor_says_whether_the_download_fits_where_it_would_go(offline_env, tmp_path):
+    r = run("doctor", "--json", "--port", "9", env=dict(offline_env, HF_HOME=str(tmp_path / "hf")))
+    assert r.returncode == 0, r.stderr
+    cache = json.loads(r.stdout)["model cache"]
+    assert cache.startswith("not downloaded yet") and f"GB free in {tmp_path / 'hf' / 'hub'}" in cache
+
+
 def test_an_unknown_memory_mode_is_refused_by_name(offline_env):
     from backend.memory import MemoryMode
     from backend.settings import MEMORY_CHOICES
