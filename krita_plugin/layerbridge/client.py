@@ -1,11 +1,11 @@
 """The HTTP side of protocol v1 through Qt's own networking; never blocks the UI."""
 
 import json
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from . import protocol
 from .qt import (CANCELED_ERROR, CONTENT_TYPE, HTTP_STATUS, NO_ERROR, QNetworkRequest, QtCore,
-                 QtNetwork)
+                 QtNetwork, exec_)
 
 REQUEST_TIMEOUT_MS = 30000
 UPLOAD_TIMEOUT_MS = 300000
@@ -49,6 +49,17 @@ class Answer:
         return ("timeout" if "timed out" in low or "timeout" in low else "unreachable"), text
 
 
+def request(url: str, token: str, path: str, timeout_ms: int) -> QNetworkRequest:
+    req = QNetworkRequest(QtCore.QUrl(url + path))
+    if token:
+        req.setRawHeader(b"Authorization", b"Bearer " + token.encode("utf-8"))
+    req.setRawHeader(b"X-LayerBridge-Protocol", str(protocol.PROTOCOL).encode("ascii"))
+    req.setRawHeader(b"User-Agent", protocol.CLIENT.encode("ascii"))
+    if hasattr(req, "setTransferTimeout"):
+        req.setTransferTimeout(timeout_ms)
+    return req
+
+
 class Api(QtCore.QObject):
     """Requests to one server, with its token."""
 
@@ -59,14 +70,7 @@ class Api(QtCore.QObject):
         self.nam = QtNetwork.QNetworkAccessManager(self)
 
     def _request(self, path: str, timeout_ms: int) -> QNetworkRequest:
-        req = QNetworkRequest(QtCore.QUrl(self.url + path))
-        if self.token:
-            req.setRawHeader(b"Authorization", b"Bearer " + self.token.encode("utf-8"))
-        req.setRawHeader(b"X-LayerBridge-Protocol", str(protocol.PROTOCOL).encode("ascii"))
-        req.setRawHeader(b"User-Agent", protocol.CLIENT.encode("ascii"))
-        if hasattr(req, "setTransferTimeout"):
-            req.setTransferTimeout(timeout_ms)
-        return req
+        return request(self.url, self.token, path, timeout_ms)
 
     def send(self, method: str, path: str, done: Callable[[Answer], None], body: Optional[bytes] = None,
              content_type: str = "application/json", timeout_ms: int = REQUEST_TIMEOUT_MS,
@@ -91,6 +95,50 @@ class Api(QtCore.QObject):
         return reply
 
 
+# Jobs running on a server for this Krita, as (url, token, job id): when Krita closes, nothing will fetch
+# their results, so they are cancelled. Kept out of the Job objects, which the docker's windows may take
+# down with them before the application's last signal.
+_RUNNING: Dict[int, Tuple[str, str, str]] = {}
+_hooked = False
+
+
+def _track(key: int, entry: Optional[Tuple[str, str, str]]) -> None:
+    global _hooked
+    if entry is None:
+        _RUNNING.pop(key, None)
+        return
+    _RUNNING[key] = entry
+    app = QtCore.QCoreApplication.instance()
+    if not _hooked and app is not None:
+        app.aboutToQuit.connect(cancel_running_jobs)
+        _hooked = True
+
+
+def cancel_running_jobs(wait_ms: int = 3000) -> None:
+    """Asks the servers to cancel every job still running, waiting up to `wait_ms` for their answers."""
+    jobs = list(_RUNNING.values())
+    _RUNNING.clear()
+    if not jobs:
+        return
+    nam = QtNetwork.QNetworkAccessManager()
+    loop = QtCore.QEventLoop()
+    replies = []
+
+    def answered() -> None:
+        if all(r.isFinished() for r in replies):
+            loop.quit()
+
+    for url, token, job_id in jobs:
+        req = request(url, token, "/v1/jobs/%s/cancel" % job_id, wait_ms)
+        req.setHeader(CONTENT_TYPE, "application/json")
+        reply = nam.post(req, QtCore.QByteArray(b""))
+        reply.finished.connect(answered)
+        replies.append(reply)
+    QtCore.QTimer.singleShot(wait_ms, loop.quit)
+    if not all(r.isFinished() for r in replies):
+        exec_(loop)
+
+
 class Job(QtCore.QObject):
     """One decomposition on the server: upload, follow, fetch the result and its layers.
 
@@ -111,6 +159,9 @@ class Job(QtCore.QObject):
         self.ended = False
         self.recovering_since: Optional[float] = None
         self._stream = None
+        self._upload = None             # the POST of the image while it is on its way
+        self._upload_sent = False       # all of its bytes have left: the server may be making the job
+        self._upload_percent = -1
         self._stream_ended = False
         self._lines = protocol.LineBuffer()
         self._clock = QtCore.QElapsedTimer()
@@ -144,10 +195,12 @@ class Job(QtCore.QObject):
                 return self._fail("cancelled", "")
             body, ctype = protocol.multipart(params, rgba)
             self.uploading.emit()
-            self.api.send("POST", "/v1/jobs", submitted, body=body, content_type=ctype,
-                          timeout_ms=UPLOAD_TIMEOUT_MS)
+            self._upload = self.api.send("POST", "/v1/jobs", submitted, body=body, content_type=ctype,
+                                         timeout_ms=UPLOAD_TIMEOUT_MS)
+            self._upload.uploadProgress.connect(self._uploaded)
 
         def submitted(answer: Answer) -> None:
+            self._upload = None
             if self.ended:
                 return
             if not answer.ok:
@@ -157,6 +210,7 @@ class Job(QtCore.QObject):
                 self.job_id = str(obj["job"])
             except (ValueError, KeyError):
                 return self._fail("bad_response", "POST /v1/jobs: " + answer.body[:200].decode("utf-8", "replace"))
+            _track(id(self), (self.api.url, self.api.token, self.job_id))
             self.progress.emit({"job": self.job_id, "state": "queued", "stage": "queued",
                                 "position": obj.get("position", 0)})
             if self.cancel_requested:
@@ -164,6 +218,13 @@ class Job(QtCore.QObject):
             self._follow()
 
         self.api.send("GET", "/v1/info", hello)
+
+    def _uploaded(self, sent: int, total: int) -> None:
+        self._upload_sent = total > 0 and sent >= total
+        percent = 100 * sent // total if total > 0 else -1
+        if percent > self._upload_percent and not self.ended:
+            self._upload_percent = percent
+            self.progress.emit({"state": "uploading", "stage": "uploading", "sent": sent, "bytes": total})
 
     def _follow(self) -> None:
         self._lines = protocol.LineBuffer()
@@ -224,6 +285,7 @@ class Job(QtCore.QObject):
         if st not in protocol.TERMINAL_STATES:
             return
         self._stream_ended = True
+        _track(id(self), None)
         self._poll_timer.stop()
         if self._stream is not None:
             stream, self._stream = self._stream, None
@@ -250,8 +312,6 @@ class Job(QtCore.QObject):
                            if int(l.get("width", 0)) * int(l.get("height", 0)) > 0]
             except (ValueError, KeyError, TypeError):
                 return self._fail("bad_response", "result: " + answer.body[:200].decode("utf-8", "replace"))
-            self.progress.emit({"job": self.job_id, "state": "done", "stage": "finishing",
-                                "message": "Downloading layers"})
             self._fetch_layers(pending)
 
         self.api.send("GET", "/v1/jobs/%s/result" % self.job_id, got)
@@ -263,6 +323,9 @@ class Job(QtCore.QObject):
             return
         index = pending[0]
         meta = next(l for l in self._result["layers"] if int(l["index"]) == index)
+        count = sum(1 for l in self._result["layers"] if int(l.get("width", 0)) * int(l.get("height", 0)) > 0)
+        self.progress.emit({"job": self.job_id, "state": "done", "stage": "finishing",
+                            "message": "Downloading layer %d of %d" % (count - len(pending) + 1, count)})
 
         def got(answer: Answer) -> None:
             if self.ended:
@@ -288,15 +351,24 @@ class Job(QtCore.QObject):
 
     # -- cancel and end ---------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Asks the server to cancel; `failed("cancelled")` follows when it confirms (or after 10 s)."""
+        """Asks the server to cancel; `failed("cancelled")` follows when it confirms (or 10 s after the
+        request). Before the whole image is uploaded, the upload stops and no job is made."""
         if self.ended or self.cancel_requested:
             return
         self.cancel_requested = True
         if self.job_id:
             self._send_cancel()
-        QtCore.QTimer.singleShot(10000, lambda: self._fail("cancelled", "") if not self.ended else None)
+        elif self._upload is None:
+            self._fail("cancelled", "")             # still talking to the server: no job yet
+        elif not self._upload_sent:
+            upload, self._upload = self._upload, None
+            self._fail("cancelled", "")
+            upload.abort()                          # the server never gets the whole image: no job
+        # else: the image has left; its job's id comes with the answer and the cancel goes right after it
 
     def _send_cancel(self) -> None:
+        QtCore.QTimer.singleShot(10000, lambda: self._fail("cancelled", "") if not self.ended else None)
+
         def answered(answer: Answer) -> None:
             if self.ended:
                 return
@@ -316,6 +388,7 @@ class Job(QtCore.QObject):
         if self.ended:
             return
         self.ended = True
+        _track(id(self), None)
         self._poll_timer.stop()
         if self._stream is not None:
             stream, self._stream = self._stream, None
@@ -332,6 +405,7 @@ class StatusProbe(QtCore.QObject):
     def __init__(self, api: Api, parent: Optional[QtCore.QObject] = None) -> None:
         super().__init__(parent)
         self.api = api
+        self.limits: Dict[str, object] = {}     # the server's, once it has said hello
 
     def run(self) -> None:
         def info(answer: Answer) -> None:
@@ -347,6 +421,7 @@ class StatusProbe(QtCore.QObject):
             problem = protocol.check_hello(hello)
             if problem:
                 return self.result.emit("protocol_mismatch", protocol.friendly(problem[0])[0], problem[1])
+            self.limits = dict(hello.get("limits") or {})
             self.api.send("GET", "/v1/status", status)
 
         def status(answer: Answer) -> None:

@@ -2,24 +2,34 @@
 
 import time
 import traceback
-from typing import Dict, Optional
+from typing import Dict, Iterator, List, Optional
 
 from . import document, pixels, protocol, settings
 from .client import Api, Job
 from .qt import QtCore
 
 
+# documents made for results whose document was closed: a Document from createDocument closes its
+# document when Python collects it
+RESCUED: List[object] = []
+
+
 class Decomposition(QtCore.QObject):
-    """`progress(text, fraction or None)`, then `finished(group)` or `failed(code, title, details)`."""
+    """`progress(text, fraction or None)`, then `finished(group)` or `failed(code, title, details)`.
+    After `finished`, `note` says where the group went when not into the source document."""
 
     progress = QtCore.pyqtSignal(str, object)
     finished = QtCore.pyqtSignal(object)
     failed = QtCore.pyqtSignal(str, str, str)
 
     def __init__(self, doc: object, mode: str, values: Dict[str, object], url: str, token: str,
-                 parent: Optional[QtCore.QObject] = None, node: Optional[object] = None) -> None:
+                 parent: Optional[QtCore.QObject] = None, node: Optional[object] = None,
+                 limits: Optional[dict] = None) -> None:
+        """`limits`: the server's, from an earlier hello, to refuse a too large area before reading it."""
         super().__init__(parent)
+        self.limits = dict(limits or {})
         self.doc = doc
+        self.doc_name = document.document_name(doc) if doc is not None else ""
         self.mode = mode
         self.node = node
         self.values = settings.normalize(values)
@@ -30,19 +40,21 @@ class Decomposition(QtCore.QObject):
         self.result: dict = {}
         self.layers: Dict[int, bytes] = {}
         self.done = False
+        self.cancelled = False
+        self.note = ""
+        self.target: Optional[object] = None         # the document the layers are going into
+        self._steps: Optional[Iterator[float]] = None
+        self._attached = False          # the group is in the document: too late to cancel
         self.started = time.monotonic()
 
-    def _is_open(self) -> bool:
-        try:
-            from krita import Krita
-            return any(d == self.doc for d in Krita.instance().documents())
-        except Exception:
-            return False
+    @staticmethod
+    def is_open(doc: object) -> bool:
+        from krita import Krita
+        return doc is not None and any(d == doc for d in Krita.instance().documents())
 
     def start(self) -> None:
-        self.was_open = self._is_open()
         try:
-            self.source = document.capture(self.doc, self.mode, self.node)
+            self.source = document.capture(self.doc, self.mode, self.node, self.limits.get("max_pixels"))
         except document.DocumentError as e:
             return self._failed(e.code, e.message)
         src = self.source
@@ -76,8 +88,13 @@ class Decomposition(QtCore.QObject):
             self.source = self.source._replace(rgba=b"")
 
     def cancel(self) -> None:
-        if self.job is not None and not self.done:
-            self.progress.emit("Cancelling…", None)
+        if self.done or self.cancelled or self._attached:
+            return
+        self.cancelled = True
+        self.progress.emit("Cancelling…", None)
+        if self._steps is not None:
+            return          # adding layers: the next step stops and drops the unattached group
+        if self.job is not None:
             self.job.cancel()
 
     def _progress(self, state: dict) -> None:
@@ -87,22 +104,69 @@ class Decomposition(QtCore.QObject):
 
     def _job_done(self, result: dict, layers: Dict[int, bytes]) -> None:
         self.result, self.layers = result, layers
-        self.progress.emit("Adding layers…", 1.0)
-        if self.was_open and not self._is_open():
-            return self._failed("document", "The document was closed during the decomposition; nothing was added.")
+        if self.cancelled:
+            return self._failed("cancelled", "")
+        self._begin_insert()
+
+    def _begin_insert(self) -> None:
+        """Into the source document, or, once it is closed, into a new one like it: the user keeps the result."""
         try:
-            self.group = document.insert(self.doc, self.source, result, layers)
+            if self.is_open(self.doc):
+                self.target = self.doc
+            else:
+                self.target = document.new_document(self.source)
+                RESCUED.append(self.target)
+                self.note = ("“%s” was closed during the decomposition, so the layers are in a new document, “%s”."
+                             % (self.source.document, self.target.name()))
+            self._steps = document.insert_steps(self.target, self.source, self.result, self.layers)
         except document.DocumentError as e:
             return self._failed(e.code, e.message)
         except Exception:
             return self._failed("internal_plugin", traceback.format_exc())
-        self.done = True
-        self.finished.emit(self.group)
+        self.progress.emit("Adding layers…", 0.0)
+        QtCore.QTimer.singleShot(0, self._step)
+
+    def _step(self) -> None:
+        """One band of pixels per turn of the event loop: Krita repaints and takes clicks in between."""
+        if self.done or self._steps is None:
+            return
+        if self.cancelled:
+            self._steps.close()
+            return self._failed("cancelled", "")
+        if self.target is self.doc and not self.is_open(self.doc):
+            self._steps.close()         # closed while the layers were being added: start again in a new document
+            self._attached = False
+            return self._begin_insert()
+        try:
+            fraction = next(self._steps)
+        except StopIteration as end:
+            self.group = end.value
+            self._steps = None
+            self.done = True
+            self._show(self.target)
+            self.finished.emit(self.group)
+            return
+        except document.DocumentError as e:
+            return self._failed(e.code, e.message)
+        except Exception:
+            return self._failed("internal_plugin", traceback.format_exc())
+        self._attached = fraction >= 1.0
+        self.progress.emit("Adding layers… %d%%" % int(100 * fraction), fraction)
+        QtCore.QTimer.singleShot(0 if fraction < 1.0 else 20, self._step)
+
+    def _show(self, doc: object) -> None:
+        if doc is self.doc:
+            return
+        from krita import Krita
+        window = Krita.instance().activeWindow()
+        if window is not None:
+            window.showView(window.addView(doc))
 
     def _failed(self, code: str, message: str) -> None:
         if self.done:
             return
         self.done = True
+        self._steps = None
         if code == "internal_plugin":
             title, advice = "The plugin hit a problem while adding the layers.", "Nothing was added."
         else:

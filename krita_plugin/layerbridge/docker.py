@@ -33,6 +33,7 @@ class LayerDocker(DockWidget):
         self.run: Optional[Decomposition] = None
         self.probe: Optional[StatusProbe] = None
         self.details = ""
+        self.limits: dict = {}      # the server's, from the last status check
         self._build()
         self._load_values()
         self.timer = QtCore.QTimer(self)
@@ -194,6 +195,7 @@ class LayerDocker(DockWidget):
         settings.save(_write, self.values)
 
     def _connection_changed(self) -> None:
+        self.limits = {}
         self._save()
         self.refresh_status()
 
@@ -210,6 +212,7 @@ class LayerDocker(DockWidget):
 
         def shown(kind: str, text: str, detail: str) -> None:
             self.probe = None
+            self.limits = probe.limits
             probe.api.deleteLater()
             probe.deleteLater()
             self._set_status(kind, text, detail)
@@ -227,12 +230,16 @@ class LayerDocker(DockWidget):
     # -- decomposition ----------------------------------------------------------------------------
     def decompose(self, mode: str) -> None:
         if self.run is not None:
+            # one at a time (the server runs one job at a time anyway); the menu entries reach here too
+            self._show_error("A decomposition of “%s” is still running. Wait for it to finish, or cancel it."
+                             % self.run.doc_name, "")
             return
         self._save()
         self._show_error("", "")
         values = self.collect()
         doc = Krita.instance().activeDocument()
-        run = Decomposition(doc, mode, values, str(values["url"]), settings.effective_token(values), self)
+        run = Decomposition(doc, mode, values, str(values["url"]), settings.effective_token(values), self,
+                            limits=self.limits)
         self.run = run
         run.progress.connect(self._progress)
         run.finished.connect(self._finished)
@@ -260,10 +267,11 @@ class LayerDocker(DockWidget):
             self.bar.setValue(int(1000 * float(fraction)))
 
     def _finished(self, group: object) -> None:
+        note = self.run.note if self.run is not None else ""        # where the group went, if not the source
         self._end()
         self.bar.setRange(0, 1000)
         self.bar.setValue(1000)
-        self.stage.setText("Added “%s” with %d layers." % (group.name(), len(group.childNodes())))
+        self.stage.setText(("Added “%s” with %d layers. %s" % (group.name(), len(group.childNodes()), note)).strip())
 
     def _failed(self, code: str, text: str, details: str) -> None:
         self._end()
@@ -281,6 +289,7 @@ class LayerDocker(DockWidget):
         if run is not None:
             run.deleteLater()
         self._busy(False)
+        self._show_error("", "")
 
     def _show_error(self, text: str, details: str) -> None:
         self.details = details

@@ -1,7 +1,9 @@
 """Pixels out of and layers into a Krita document."""
 
 import os
-from typing import Dict, NamedTuple, Optional
+import sys
+import time
+from typing import Dict, Generator, NamedTuple, Optional, Tuple
 
 from . import pixels
 from .pixels import Region
@@ -14,12 +16,20 @@ class DocumentError(Exception):
         self.message = message
 
 
+class Space(NamedTuple):
+    model: str
+    depth: str
+    profile: str
+
+
 class Source(NamedTuple):
     name: str
     region: Region      # where the sent image sits in the document
     rgba: bytes         # emptied once uploaded
-    parent: object      # the node the result group goes into
-    above_id: object    # uniqueId of the node it goes right above (None: top of parent)
+    above_id: object    # uniqueId of the layer the group goes right above, wherever it is then (None: on top)
+    document: str       # the document's name, size, resolution and colour space: enough to make a new one
+    canvas: Tuple[int, int, float]
+    space: Space
 
 
 def document_name(doc: object) -> str:
@@ -27,12 +37,6 @@ def document_name(doc: object) -> str:
     if not name and doc.fileName():
         name = os.path.splitext(os.path.basename(doc.fileName()))[0]
     return name or "Image"
-
-
-class Space(NamedTuple):
-    model: str
-    depth: str
-    profile: str
 
 
 def space_of(obj: object) -> Space:
@@ -78,6 +82,18 @@ def convert(data: object, width: int, height: int, src: Space, dst: Space) -> by
     return out
 
 
+def swap_red_blue(data: bytes, width: int, height: int) -> bytes:
+    """BGRA ↔ RGBA of a width × height area through QImage: the same plain swizzle of straight alpha as
+    pixels.swap_red_blue, done in C++ (the Python slices hold the UI about a second per 24 megapixels)."""
+    n = width * height * 4
+    if n == 0 or len(data) != n or sys.byteorder != "little" or n >= 1 << 31:
+        return bytes(pixels.swap_red_blue(data))
+    from .qt import QtGui, enum
+    image = QtGui.QImage(data, width, height, width * 4, enum(QtGui.QImage, "Format.Format_ARGB32"))
+    swapped = image.convertToFormat(enum(QtGui.QImage, "Format.Format_RGBA8888"))
+    return swapped.constBits().asstring(n)
+
+
 def _to_rgba(data: object, region: Region, space: Space) -> bytes:
     """The protocol's 8-bit RGBA (see pixels.wire_space) from Krita's pixelData in `space`."""
     size = pixels.pixel_size(space.model, space.depth)
@@ -85,12 +101,24 @@ def _to_rgba(data: object, region: Region, space: Space) -> bytes:
         raise DocumentError("document", "Krita returned %d bytes for a %dx%d area." % (len(data), region.width, region.height))
     if pixels.needs_conversion(space.model, space.depth):
         data = convert(data, region.width, region.height, space, Space(*pixels.wire_space(*space)))
-    return pixels.bgra_to_rgba(bytes(data))
+    return swap_red_blue(bytes(data), region.width, region.height)
 
 
-def capture(doc: object, mode: str, node: Optional[object] = None) -> Source:
+def _about(doc: object) -> dict:
+    return {"document": document_name(doc), "canvas": (doc.width(), doc.height(), float(doc.resolution())),
+            "space": space_of(doc)}
+
+
+def _check_size(region: Region, max_pixels: Optional[int]) -> None:
+    problem = pixels.size_problem(region, max_pixels)
+    if problem:
+        raise DocumentError("image_too_large" if region.width > 0 and region.height > 0 else "document", problem)
+
+
+def capture(doc: object, mode: str, node: Optional[object] = None, max_pixels: Optional[int] = None) -> Source:
     """What is sent: `image` (the visible image, or the selection's bounds) or `layer`
-    (the active layer's own pixels, at its bounds; or `node`'s)."""
+    (the active layer's own pixels, at its bounds; or `node`'s). An area over `max_pixels` (the server's
+    limit, when known) is refused before any pixel is read."""
     if doc is None:
         raise DocumentError("document", "Open an image first.")
     if mode == "layer":
@@ -104,13 +132,13 @@ def capture(doc: object, mode: str, node: Optional[object] = None) -> Source:
         region = Region(rect.x(), rect.y(), rect.width(), rect.height())
         if region.width <= 0 or region.height <= 0:
             raise DocumentError("document", "The layer “%s” is empty." % node.name())
+        _check_size(region, max_pixels)
         doc.waitForDone()
         if node.type() == "paintlayer":
             data = node.pixelData(*region)
         else:
             data = node.projectionPixelData(*region)
-        parent = node.parentNode() or doc.rootNode()
-        return Source(node.name() or "Layer", region, _to_rgba(data, region, space), parent, node.uniqueId())
+        return Source(node.name() or "Layer", region, _to_rgba(data, region, space), node.uniqueId(), **_about(doc))
 
     space = space_of(doc)
     _check_colour(space)
@@ -124,30 +152,31 @@ def capture(doc: object, mode: str, node: Optional[object] = None) -> Source:
         if x1 > x0 and y1 > y0:
             region = Region(x0, y0, x1 - x0, y1 - y0)
             name += " (selection)"
+    _check_size(region, max_pixels)
     doc.refreshProjection()
     doc.waitForDone()
     rgba = _to_rgba(doc.pixelData(*region), region, space)
-    root = doc.rootNode()
-    top = root.childNodes()
-    return Source(name, region, rgba, root, top[-1].uniqueId() if top else None)
+    # the whole visible image: its layers go on top of the document as it is when they arrive
+    return Source(name, region, rgba, None, **_about(doc))
 
 
-def find_node(parent: object, unique_id: object) -> Optional[object]:
-    for child in parent.childNodes():
-        if child.uniqueId() == unique_id:
-            return child
-    return None
+BAND_PIXELS = 1 << 21      # pixels written per step: ~50 ms, so the UI stays responsive during an insertion
 
 
-def insert(doc: object, source: Source, result: dict, layers: Dict[int, bytes]) -> object:
-    """Builds the whole group off the document, then adds it in one step (one undo entry:
-    Node.addChildNode runs a single undoable command). If anything fails, the document is
-    left as it was. The layers come in the 8-bit space the source was sent in and land in the document's own."""
+def insert_steps(doc: object, source: Source, result: dict, layers: Dict[int, bytes]) -> Generator[float, None, object]:
+    """Builds the result's group off the document a band of pixels at a time, yielding the fraction done
+    after each, then adds it in one step (one undo entry: Node.addChildNode runs a single undoable
+    command), yields 1.0 until Krita has drawn it, and returns it. Stopped or failing before that, it
+    leaves the document as it was. The layers come in the 8-bit space the source was sent in and land in
+    the document's own."""
     placements = pixels.plan(result, source.region)
     space = space_of(doc)
     _check_colour(space)
     deep = pixels.needs_conversion(space.model, space.depth)
+    wire = Space(*pixels.wire_space(*space))
     group = doc.createGroupLayer(pixels.group_name(result, source.name))
+    total = sum(max(1, p.width * p.height) for p in placements) or 1
+    done = 0
     children = []
     for p in placements:
         node = doc.createNode(p.name, "paintlayer")
@@ -155,19 +184,21 @@ def insert(doc: object, source: Source, result: dict, layers: Dict[int, bytes]) 
             data = layers[p.index]
             if len(data) != p.width * p.height * 4:
                 raise DocumentError("bad_response", "layer %d has %d bytes for %dx%d" % (p.index, len(data), p.width, p.height))
-            data = pixels.rgba_to_bgra(data)
-            if deep:
-                data = convert(data, p.width, p.height, Space(*pixels.wire_space(*space)), space)
-            node.setPixelData(data, p.x, p.y, p.width, p.height)
+            rows = max(1, BAND_PIXELS // p.width)
+            for y in range(0, p.height, rows):
+                h = min(rows, p.height - y)
+                band = swap_red_blue(data[y * p.width * 4:(y + h) * p.width * 4], p.width, h)
+                if deep:
+                    band = convert(band, p.width, h, wire, space)
+                node.setPixelData(band, p.x, p.y + y, p.width, h)
+                done += p.width * h
+                yield min(0.99, done / total)       # 1.0 only once the group is in the document
+        else:
+            done += 1
         children.append(node)
     group.setChildNodes(children)        # bottom to top; the group is not in the document yet
 
-    parent = source.parent
-    above = find_node(parent, source.above_id) if source.above_id is not None else None
-    if above is None and source.above_id is not None:
-        parent = doc.rootNode()         # the source went away meanwhile: put the group on top
-        tops = parent.childNodes()
-        above = tops[-1] if tops else None
+    parent, above = _place(doc, source)
     try:
         if not parent.addChildNode(group, above):
             raise DocumentError("document", "Krita refused to add the layer group.")
@@ -175,6 +206,59 @@ def insert(doc: object, source: Source, result: dict, layers: Dict[int, bytes]) 
         if group.parentNode() is not None:
             group.remove()
         raise
+    # Krita composites the group in its own threads; wait for it without blocking (waitForDone would)
     doc.refreshProjection()
-    doc.waitForDone()
+    while doc.rootNode() is not None and not doc.tryBarrierLock():
+        yield 1.0
+    if doc.rootNode() is not None:
+        doc.unlock()
     return group
+
+
+def _place(doc: object, source: Source) -> Tuple[object, Optional[object]]:
+    """(parent, node to go right above): above the source layer wherever the user has moved it meanwhile,
+    else on top of the document."""
+    if source.above_id is not None:
+        node = _find(doc.rootNode(), source.above_id)       # None once deleted (alone or with its group)
+        parent = node.parentNode() if node is not None else None
+        if parent is not None:
+            return parent, node
+    root = doc.rootNode()
+    tops = root.childNodes()
+    return root, (tops[-1] if tops else None)
+
+
+def _find(parent: object, unique_id: object) -> Optional[object]:
+    for child in parent.childNodes():
+        if child.uniqueId() == unique_id:
+            return child
+        found = _find(child, unique_id)
+        if found is not None:
+            return found
+    return None
+
+
+def insert(doc: object, source: Source, result: dict, layers: Dict[int, bytes]) -> object:
+    """insert_steps at once."""
+    steps = insert_steps(doc, source, result, layers)
+    while True:
+        try:
+            if next(steps) >= 1.0:
+                time.sleep(0.005)
+        except StopIteration as end:
+            return end.value
+
+
+def new_document(source: Source) -> object:
+    """An empty document like the source's (size, resolution, colour space), for a result whose document
+    was closed."""
+    from krita import Krita
+
+    w, h, res = source.canvas
+    doc = Krita.instance().createDocument(w, h, "%s (layers)" % source.document, source.space.model,
+                                          source.space.depth, source.space.profile, res)
+    if doc is None:
+        raise DocumentError("document", "Krita could not create a document for the result.")
+    for node in doc.rootNode().childNodes():        # its empty background layer
+        node.remove()
+    return doc

@@ -51,6 +51,7 @@ class LineBuffer:
 
 
 STAGES = {
+    "uploading": "Uploading",
     "queued": "Waiting in the queue",
     "loading_model": "Loading the model",
     "captioning": "Describing the image",
@@ -79,6 +80,8 @@ def describe_progress(state: dict) -> str:
     """One line for the progress bar: stage, step count, time left."""
     stage = str(state.get("stage") or state.get("state") or "")
     text = STAGES.get(stage, stage.replace("_", " ").capitalize() or "Working")
+    if stage == "uploading" and state.get("bytes"):
+        text += " %d%%" % (100 * int(state.get("sent") or 0) // int(state["bytes"]))
     if stage == "queued" and state.get("position"):
         text += " (position %d)" % int(state["position"])
     total = state.get("total") or 0
@@ -97,6 +100,8 @@ def progress_fraction(state: dict) -> Optional[float]:
         return 1.0
     if state.get("stage") == "denoising" and total:
         return min(1.0, float(state.get("step") or 0) / float(total))
+    if state.get("stage") == "uploading" and state.get("bytes"):
+        return min(1.0, float(state.get("sent") or 0) / float(state["bytes"]))
     if state.get("stage") in ("decoding", "finishing"):
         return 1.0
     return None
@@ -149,8 +154,7 @@ MESSAGES = {
     "protocol_mismatch": ("This plugin and the server are different versions.", ""),
     "out_of_memory": ("The graphics card ran out of memory.",
                       "Try resolution 640, fewer layers, or a lower-memory mode on the server."),
-    "image_too_large": ("The image is too large for the server.",
-                        "Select a smaller area, or scale the image down, and try again."),
+    "image_too_large": ("The image is too large for the server.", ""),  # its message: the size, and what to do
     "payload_too_large": ("The image is too large to upload.",
                           "Select a smaller area, or scale the image down, and try again."),
     "queue_full": ("The server is busy with too many jobs.", "Wait for some to finish and try again."),

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 try:
@@ -103,18 +104,24 @@ def run_to_results(cmd: list, env: dict, log_path: pathlib.Path, results: pathli
     """Run a Krita process until it exits or times out, end it by its PID, and return its results file."""
     if results.exists():
         results.unlink()
+    timed_out = False
+    start = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pass
+            timed_out = True
         finally:
+            seconds = time.monotonic() - start
             stop(proc)
     if not results.exists():
         tail = log_path.read_text(errors="replace")[-3000:]
         raise AssertionError("Krita wrote no results (exit %s). Log tail:\n%s" % (proc.returncode, tail))
-    return json.loads(results.read_text())
+    data = json.loads(results.read_text())
+    # how Krita ended: its exit status (negative: a signal), and whether it had to be stopped
+    data["_exit"] = {"code": proc.returncode, "timed_out": timed_out, "seconds": round(seconds, 1)}
+    return data
 
 
 class Runner:

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import shutil
+import time
 
 import pytest
 
@@ -95,3 +96,25 @@ def test_docker_shows_a_stopped_server(plugin_dir, krita_homes, tmp_path):
     assert data["docker_found"], data
     assert "not running" in data["error"] and "not running" in data["status_after"], data
     assert dead in data["details"]
+
+
+def test_closing_krita_during_a_job_cancels_it_and_exits_cleanly(plugin_dir, krita_homes, live_server, tmp_path):
+    data = run_gui(plugin_dir, krita_homes, tmp_path, live_server.url, LB_GUI_MODE="quit",
+                   LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
+    assert data.get("job"), data
+    # a second decomposition while one runs is refused in words, and the running one goes on
+    second = data["second_click"]
+    assert "still running" in second["error"] and second["same_run"], second
+    assert second["buttons"] == [False, True], second
+    # the docker closed and reopened still shows the same run, with Cancel
+    assert data["reopened"] == {"visible": True, "same_run": True, "cancel": True}, data["reopened"]
+    # Krita quit by itself, without a crash, a hang, or the driver's fallback exit
+    assert data["_exit"]["timed_out"] is False and data["_exit"]["code"] == 0, data["_exit"]
+    # and the server stopped the job nobody will fetch
+    deadline = time.monotonic() + 30
+    while True:
+        state = live_server.get_json("/v1/jobs/%s" % data["job"])["state"]
+        if state in ("cancelled", "done", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert state == "cancelled", state

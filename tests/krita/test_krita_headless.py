@@ -5,6 +5,7 @@ import pathlib
 import socket
 import struct
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -117,6 +118,13 @@ def test_stopped_server_gives_words_not_a_crash(krita):
     assert dead in out["details"]
 
 
+def test_too_large_area_is_refused_before_reading_it(krita):
+    for mode, out in krita.run(["toolarge"], timeout=120)["toolarge"].items():
+        assert out["code"] == "image_too_large", (mode, out)
+        assert "too large" in out["text"] and "smaller area" in out["text"] and "96 × 64" in out["text"], out["text"]
+        assert not out["read"] and not out["job"] and "progress" not in out, (mode, out)
+
+
 # -- against the live server ---------------------------------------------------------------------
 def get(server, path):
     req = urllib.request.Request(server.url + path, headers={"Authorization": "Bearer " + server.token})
@@ -201,6 +209,7 @@ def test_bad_token_is_explained(server_run):
     out = server_run["badtoken"]
     assert out["ok"] is False and out["code"] == "unauthorized"
     assert "token" in out["text"]
+    assert "wrong-token" not in out["details"] and "wrong-token" not in out["text"]     # Copy details
 
 
 def test_dropped_connection_recovers_the_result(server_run, live_server):
@@ -312,3 +321,141 @@ class DropProxy:
         t.join(5)
         client.close()
         upstream.close()
+
+
+class StallProxy:
+    """A TCP proxy to the server that holds each upload of an image (`POST /v1/jobs`) back for `stall_s`
+    seconds before passing it on: it reads nothing more from that client meanwhile."""
+
+    def __init__(self, port: int, stall_s: float) -> None:
+        self.target = port
+        self.stall_s = stall_s
+        self.stalls = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.open = False
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while self.open:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target), timeout=120)
+
+        def pump(src, dst, watch):
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    if watch and b"POST /v1/jobs " in data:
+                        self.stalls += 1
+                        time.sleep(self.stall_s)
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=pump, args=(client, upstream, True), daemon=True)
+        t.start()
+        pump(upstream, client, False)
+        t.join(5)
+        client.close()
+        upstream.close()
+
+
+@pytest.fixture(scope="module")
+def busy_user_run(krita, live_server):
+    """Scenarios where the user keeps working (or cancels) while the server works."""
+    proxy = StallProxy(live_server.port, 20)
+    try:
+        res = krita.run(["closed", "moved", "orphaned", "offsets", "cancel_insert", "cancel_upload"], timeout=420,
+                        LB_URL=live_server.url, LB_TOKEN=live_server.token, LB_STALL_URL=proxy.url)
+    finally:
+        proxy.close()
+    res["stalls"] = proxy.stalls
+    return res
+
+
+def test_closing_the_source_document_keeps_the_result_in_a_new_one(busy_user_run, live_server):
+    out = busy_user_run["closed"]
+    assert "Closed" in out["docs_before"], out
+    check_against_server(live_server, out, (96, 64))
+    target = out["target"]
+    assert target["name"] == "Closed (layers)" and "Closed (layers)" in out["docs_after"]
+    assert "Closed" not in out["docs_after"]
+    # the same canvas, so the layers sit where they were; nothing but the group in it
+    assert target["size"] == [96, 64] and target["space"][:2] == ["RGBA", "U8"]
+    assert [n["type"] for n in target["tree"]] == ["grouplayer"] and target["tree"][0]["name"] == out["group"]
+    assert "was closed" in out["note"] and "Closed (layers)" in out["note"]
+
+
+def test_a_source_layer_moved_during_the_job_gets_the_group_right_above_it(busy_user_run, live_server):
+    out = busy_user_run["moved"]
+    assert out["ok"], out
+    assert [n["name"] for n in out["moved_tree"]] == ["Background", "Folder"]
+    names = [(n["name"], n["type"]) for n in out["tree"]]
+    assert names == [("Background", "paintlayer"), ("Folder", "grouplayer")], names
+    inside = [(n["name"], n["type"]) for n in out["tree"][1]["children"]]
+    assert inside == [("Sticker", "paintlayer"), ("Sticker", "grouplayer"), ("Over", "paintlayer")], inside
+
+
+def test_a_source_layer_deleted_during_the_job_gets_the_group_on_top(busy_user_run):
+    out = busy_user_run["orphaned"]
+    assert out["ok"] and out["group_attached"], out
+    assert [(n["name"], n["type"]) for n in out["tree"]] == [("Background", "paintlayer"), ("Inner", "grouplayer")]
+
+
+def test_odd_selection_and_negative_layer_bounds_land_exactly(busy_user_run, live_server):
+    odd = busy_user_run["odd"]
+    assert odd["region"] == [13, 7, 41, 29]
+    check_against_server(live_server, odd, (41, 29))
+    off = busy_user_run["off"]
+    assert off["region"] == [-11, -5, 30, 20]
+    result = check_against_server(live_server, off, (30, 20))
+    assert [c["place"][:2] for c in off["children"]] == [[-11 + l["x"], -5 + l["y"]] for l in result["layers"]]
+    assert [n["name"] for n in off["tree"]] == ["Background", "Off", "Off"]
+
+
+def test_cancel_while_adding_layers_leaves_the_document_unchanged(busy_user_run):
+    out = busy_user_run["cancel_insert"]
+    assert any(t.startswith("Adding layers") for t in out["texts"]), out["texts"]
+    assert out["ok"] is False and out["code"] == "cancelled", out
+    assert out["unchanged"]
+
+
+def test_cancel_during_upload_cancels_on_the_server(busy_user_run, live_server):
+    assert busy_user_run["stalls"] >= 2
+    # all bytes sent, the server still reading them: the job is cancelled as soon as it has an id
+    sent = busy_user_run["cancel_upload_sent"]
+    assert sent["ok"] is False and sent["code"] == "cancelled" and sent["unchanged"], sent
+    assert sent["job"], "the job was left running on the server"
+    assert json.loads(get(live_server, "/v1/jobs/%s" % sent["job"])[0])["state"] == "cancelled"
+    # still sending: the upload stops at once and no job is made
+    sending = busy_user_run["cancel_upload_sending"]
+    assert sending["ok"] is False and sending["code"] == "cancelled" and sending["unchanged"], sending
+    assert sending["job"] == "" and sending["after_cancel_s"] < 3, sending
+
+
+def test_adding_a_large_result_keeps_krita_responsive(krita):
+    out = krita.run(["responsive"], timeout=180)["responsive"]
+    assert out["ok"], out
+    assert out["group"] == ["Large", ["Layer 0", "Layer 1", "Layer 2"]]
+    assert out["pixel"] == [80, 100, 160, 255]              # the top layer's last pixel, in Krita's BGRA
+    assert out["max_gap_s"] < 1.0, out

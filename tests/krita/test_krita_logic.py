@@ -99,6 +99,10 @@ def test_progress_words():
     assert protocol.progress_fraction(q) is None
     assert protocol.format_duration(125) == "2 min 05 s"
     assert protocol.describe_progress({"state": "done", "stage": "done", "eta_s": 0}) == "Done"
+    # the client's own upload stage: a percentage of the bytes sent
+    u = {"state": "uploading", "stage": "uploading", "sent": 45, "bytes": 100}
+    assert protocol.describe_progress(u) == "Uploading 45%"
+    assert protocol.progress_fraction(u) == pytest.approx(0.45)
 
 
 def test_status_words():

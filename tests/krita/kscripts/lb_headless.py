@@ -175,6 +175,22 @@ def s_stopped(res):
     res["stopped"] = out
 
 
+def s_toolarge(res):
+    """With the server's limits known (from the docker's status check), a too large area is refused before
+    a pixel is read or the server is asked, for the image and for a layer."""
+    doc = make_doc(96, 64, "Huge")
+    res["toolarge"] = {}
+    for mode in ("image", "layer"):
+        d = Decomposition(doc, mode, PARAMS, "http://127.0.0.1:9", "", limits={"max_pixels": 1000},
+                          node=doc.rootNode().childNodes()[0])
+        out = {}
+        d.failed.connect(lambda code, text, details, out=out: out.update(code=code, text=text, details=details))
+        d.progress.connect(lambda text, fraction, out=out: out.setdefault("progress", []).append(text))
+        d.start()
+        out.update(read=d.source is not None, job=d.job is not None)
+        res["toolarge"][mode] = out
+
+
 def s_badtoken(res):
     doc = make_doc(32, 32, "Token")
     d, out = run(doc, token="wrong-token")
@@ -188,6 +204,171 @@ def s_dropped(res):
     if out.get("ok"):
         out.update(dump_group("dropped", d.group, d.result, out["region"]))
     res["dropped"] = out
+
+
+# -- the user keeps working while the server works --------------------------------------------------
+def when_job_known(action):
+    """An on_progress hook that runs `action(d)` once, as soon as the server has given the job an id."""
+    state = {"done": False}
+
+    def hook(d, text):
+        if d.job is not None and d.job.job_id and not state["done"]:
+            state["done"] = True
+            action(d)
+    return hook
+
+
+def s_closed(res):
+    """The source document is closed during the job: the layers land in a new document like it."""
+    doc = make_doc(96, 64, "Closed")
+    before = open_docs()
+    d, out = run(doc, values={"steps": 6}, on_progress=when_job_known(lambda d: doc.close()))
+    out["docs_before"], out["docs_after"] = before, open_docs()
+    out["note"] = getattr(d, "note", "")
+    if out.get("ok"):
+        target = d.target
+        out["target"] = {"name": target.name(), "size": [target.width(), target.height()],
+                         "resolution": target.resolution(), "space": space(target), "tree": tree(target.rootNode())}
+        out.update(dump_group("closed", d.group, d.result, out["region"]))
+    res["closed"] = out
+
+
+def s_moved(res):
+    """The source layer is moved into a new group during the job: the result goes right above it there."""
+    doc = make_doc(96, 64, "Moved")
+    root = doc.rootNode()
+    sticker = doc.createNode("Sticker", "paintlayer")
+    sticker.setPixelData(bytes([0, 200, 0, 255]) * (30 * 20), 50, 30, 30, 20)
+    root.addChildNode(sticker, root.childNodes()[0])
+
+    def move(d):
+        folder = doc.createGroupLayer("Folder")
+        root.addChildNode(folder, sticker)
+        sticker.remove()
+        folder.addChildNode(sticker, None)
+        folder.addChildNode(doc.createNode("Over", "paintlayer"), sticker)
+        out["moved_tree"] = tree(root)
+
+    out = {}
+    d, result = run(doc, "layer", node=sticker, on_progress=when_job_known(move))
+    out.update(result)
+    out["tree"] = tree(root)
+    res["moved"] = out
+
+
+def s_orphaned(res):
+    """The group holding the source layer is deleted during the job: the result goes on top of the document."""
+    doc = make_doc(96, 64, "Orphaned")
+    root = doc.rootNode()
+    box = doc.createGroupLayer("Box")
+    root.addChildNode(box, root.childNodes()[0])
+    inner = doc.createNode("Inner", "paintlayer")
+    inner.setPixelData(bytes([0, 0, 200, 255]) * (20 * 10), 10, 10, 20, 10)
+    box.addChildNode(inner, None)
+    d, out = run(doc, "layer", node=inner, on_progress=when_job_known(lambda d: box.remove()))
+    out["tree"] = tree(root)
+    out["group_attached"] = d.group is not None and d.group.parentNode() is not None
+    res["orphaned"] = out
+
+
+def s_offsets(res):
+    """A selection at an odd offset, and a layer moved partly off the canvas (bounds at negative coordinates)."""
+    doc = make_doc(96, 64, "Odd")
+    sel = Selection()
+    sel.select(13, 7, 41, 29, 255)
+    doc.setSelection(sel)
+    d, out = run(doc)
+    if out.get("ok"):
+        out.update(dump_group("odd", d.group, d.result, out["region"]))
+    res["odd"] = out
+    doc.setSelection(Selection())
+    doc2 = make_doc(96, 64, "Off")
+    root = doc2.rootNode()
+    off = doc2.createNode("Off", "paintlayer")
+    off.setPixelData(b"".join(bytes([x * 8, y * 12, 200, 255]) for y in range(20) for x in range(30)), -11, -5, 30, 20)
+    root.addChildNode(off, root.childNodes()[0])
+    d, out = run(doc2, "layer", node=off)
+    if out.get("ok"):
+        out.update(dump_group("off", d.group, d.result, out["region"]))
+    out["tree"] = tree(root)
+    res["off"] = out
+
+
+def s_cancel_insert(res):
+    """Cancel while the layers are being added: nothing is added."""
+    doc = make_doc(96, 64, "LateCancel")
+    before = tree(doc.rootNode())
+
+    def progress(d, text):
+        if text.startswith("Adding layers") and not getattr(d, "cancelled", False):
+            d.cancel()
+
+    d, out = run(doc, on_progress=progress)
+    out["unchanged"] = tree(doc.rootNode()) == before
+    out["texts"] = [p[0] for p in out["progress"]]
+    res["cancel_insert"] = out
+
+
+def s_cancel_upload(res):
+    """Cancel during the upload, through a proxy that holds the upload back for $LB_STALL_S seconds:
+    a small image (all of it already sent: the job is cancelled once the server names it) and a large one
+    (still sending: the upload stops and no job is made)."""
+    url = os.environ["LB_STALL_URL"]
+    for tag, size in (("sent", (96, 64)), ("sending", (2400, 1800))):
+        doc = Krita.instance().createDocument(size[0], size[1], "Upload " + tag, "RGBA", "U8", "", 72.0)
+        KEEP.append(doc)
+        doc.rootNode().childNodes()[0].setPixelData(bytes(range(256)) * (size[0] * size[1] // 64), 0, 0, *size)
+        doc.refreshProjection()
+        doc.waitForDone()
+        before = tree(doc.rootNode())
+        clock = {}
+
+        def progress(d, text):
+            if text.startswith("Uploading") and "cancel" not in clock:
+                clock["cancel"] = None
+
+                def cancel():
+                    clock["cancel"] = time.monotonic()
+                    d.cancel()
+                QtCore.QTimer.singleShot(2000, cancel)
+
+        d, out = run(doc, url=url, on_progress=progress, timeout_ms=90000)
+        out["after_cancel_s"] = time.monotonic() - clock["cancel"] if clock.get("cancel") else None
+        out["unchanged"] = tree(doc.rootNode()) == before
+        del out["progress"]
+        res["cancel_upload_" + tag] = out
+
+
+def s_responsive(res):
+    """Adding a large result (three 4000 × 3000 layers) leaves Krita's event loop turning: the longest gap
+    between ticks of a 10 ms timer while the layers go in."""
+    doc = Krita.instance().createDocument(4000, 3000, "Large", "RGBA", "U8", "", 72.0)
+    KEEP.append(doc)
+    d = Decomposition(doc, "image", PARAMS, "http://127.0.0.1:9", "")
+    d.source = document.capture(doc, "image")
+    result = {"name": "Large", "canvas": {"width": 4000, "height": 3000}, "layers": [
+        {"index": i, "name": "Layer %d" % i, "x": 0, "y": 0, "width": 4000, "height": 3000} for i in range(3)]}
+    layers = {i: bytes([i * 80, 100, 200 - i * 60, 255]) * (4000 * 3000) for i in range(3)}
+    loop = QtCore.QEventLoop()
+    ticks = []
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    out = {}
+    d.finished.connect(lambda group: (out.update(ok=True), loop.quit()))
+    d.failed.connect(lambda code, text, details: (out.update(ok=False, code=code, details=details), loop.quit()))
+    timer.start(10)
+    t0 = time.monotonic()
+    ticks.append(t0)
+    QtCore.QTimer.singleShot(0, lambda: d._job_done(result, layers))
+    loop.exec_() if hasattr(loop, "exec_") else loop.exec()
+    ticks.append(time.monotonic())
+    timer.stop()
+    out["total_s"] = ticks[-1] - t0
+    out["max_gap_s"] = max(b - a for a, b in zip(ticks, ticks[1:]))
+    group = doc.rootNode().childNodes()[-1]
+    out["group"] = [group.name(), [c.name() for c in group.childNodes()]]
+    out["pixel"] = list(bytes(group.childNodes()[2].pixelData(3999, 2999, 1, 1)))
+    res["responsive"] = out
 
 
 # -- documents that are not RGB 8-bit --------------------------------------------------------------

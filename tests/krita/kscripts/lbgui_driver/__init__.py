@@ -79,7 +79,39 @@ class Driver:
         docker.raise_()
         self.docker = docker
         res["steps"].append("docker")
-        QtCore.QTimer.singleShot(2500, self.press)
+        QtCore.QTimer.singleShot(2500, self.press_then_quit if MODE == "quit" else self.press)
+
+    # -- quit mode: a second click, the docker closed and reopened, then Krita closed, all during a job --
+    def press_then_quit(self) -> None:
+        d = self.docker
+        d.url.setText(os.environ["LB_URL"])
+        d.url.editingFinished.emit()
+        d.layers.setValue(2)
+        d.steps.setValue(100)
+        d.decompose_button.click()
+        self.wait_for_job()
+
+    def wait_for_job(self) -> None:
+        d = self.docker
+        run = d.run
+        if run is None or time.monotonic() > self.deadline:
+            res["no_job"] = {"stage": d.stage.text(), "error": d.error.text(), "details": d.details}
+            return self.finish()
+        if not (run.job and run.job.job_id):
+            return QtCore.QTimer.singleShot(50, self.wait_for_job)
+        res["job"] = run.job.job_id
+        res["stage_during"] = d.stage.text()
+        d.decompose("layer")                    # what the menu entry does while a run is active
+        res["second_click"] = {"error": d.error.text(), "same_run": d.run is run,
+                               "buttons": [d.decompose_button.isEnabled(), d.cancel_button.isEnabled()]}
+        d.hide()
+        d.show()
+        res["reopened"] = {"visible": d.isVisible(), "same_run": d.run is run, "cancel": d.cancel_button.isEnabled()}
+        res["steps"].append("quit")
+        write()
+        for doc in Krita.instance().documents():
+            doc.setModified(False)
+        Krita.instance().action("file_quit").trigger()
 
     def press(self) -> None:
         d = self.docker
