@@ -189,10 +189,15 @@ async def submit_job(request: web.Request) -> web.Response:
         raw_params: Any = None
         data: bytes | None = None
         raw_format = False
+        seen: set[str] = set()
         while True:
             part = await reader.next()
             if part is None:
                 break
+            if part.name in ("params", "image"):
+                if part.name in seen:  # a second copy would silently replace the first
+                    raise LayerBridgeError(ErrorCode.bad_request, f"the multipart body has more than one {part.name} part")
+                seen.add(part.name)
             if part.name == "params":
                 raw_params = _json_object(await part.read(decode=False))
             elif part.name == "image":

@@ -86,6 +86,18 @@ def bucket_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def model_input(image: np.ndarray) -> Image.Image:
+    """The source as the pipeline takes it: straight RGBA, with no colour under alpha 0.
+
+    The pipeline resizes its input with Pillow, premultiplied, which clears the colour of transparent pixels, except
+    when the image is already the bucket's size and is not resized: its invisible colour (often white or leftovers of
+    erased pixels) would then reach the model. Cleared here, two images that look alike get the same layers."""
+    hidden = image[..., 3:4] == 0
+    if hidden.any():
+        image = image * ~hidden
+    return Image.fromarray(image, "RGBA")
+
+
 def finish_layers(
     source: np.ndarray, layers: list[np.ndarray], restore: bool, names: list[str] | None = None
 ) -> list[PlacedLayer]:
@@ -372,7 +384,7 @@ class Engine:
         preset = resolve_preset(params)
         pipe = self.pipe
         height, width = image.shape[:2]
-        pil = Image.fromarray(image, "RGBA")  # the pipeline needs RGBA input
+        pil = model_input(image)
         seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
         try:
             t = time.monotonic()
@@ -540,4 +552,4 @@ def _torchvision_works() -> bool:
     return True
 
 
-__all__ = ["Engine", "JobCancelled", "ModelState", "MemoryMode", "bucket_size", "finish_layers", "layer_names"]
+__all__ = ["Engine", "JobCancelled", "ModelState", "MemoryMode", "bucket_size", "finish_layers", "layer_names", "model_input"]

@@ -81,6 +81,12 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         img = to_srgb(img)
     except LayerBridgeError:
         raise
+    except Image.UnidentifiedImageError as exc:
+        raise LayerBridgeError(
+            ErrorCode.invalid_image,
+            "the image is in no format the server reads (PNG, JPEG, TIFF, WebP, PSD…); raw rgba8 pixels are sent with "
+            "Content-Type application/octet-stream and width and height in params",
+        ) from exc
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise LayerBridgeError(ErrorCode.invalid_image, f"the image could not be decoded: {exc}") from exc
     return to_rgba8(img)

@@ -68,7 +68,7 @@ class JobParams:
             raise LayerBridgeError(ErrorCode.invalid_params, f"unknown parameter(s): {', '.join(unknown)}")
         p = cls(preset=default_preset)
         p.layers = _int(raw, "layers", p.layers, 2, 10)
-        p.resolution = _int(raw, "resolution", p.resolution, 640, 1024)
+        p.resolution = _int(raw, "resolution", p.resolution, None, None)
         if p.resolution not in (640, 1024):
             raise LayerBridgeError(ErrorCode.invalid_params, f"resolution must be 640 or 1024 (got {p.resolution})")
         if raw.get("steps") is not None:
@@ -92,13 +92,14 @@ class JobParams:
         return asdict(self)
 
 
-def _int(raw: dict, key: str, default: int, low: int, high: int) -> int:
+def _int(raw: dict, key: str, default: int, low: int | None, high: int | None) -> int:
+    """An integer (or a whole float) in [low, high]; None bounds check nothing (the caller checks its values)."""
     value = raw.get(key, default)
     whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())  # NaN and ±inf are not
     if isinstance(value, bool) or not whole:
         raise LayerBridgeError(ErrorCode.invalid_params, f"{key} must be an integer (got {value!r})")
     value = int(value)
-    if not low <= value <= high:
+    if low is not None and high is not None and not low <= value <= high:
         raise LayerBridgeError(ErrorCode.invalid_params, f"{key} must be between {low} and {high} (got {value})")
     return value
 

@@ -51,6 +51,7 @@ from PIL import Image
 from .image import PlacedLayer
 
 TILE = 128  # full-resolution tile side; bounds the working memory to a few tens of MiB
+STRIP_PIXELS = 1 << 22  # source pixels per strip when the source is box-filtered to the model's size
 SHIFT = 0.5  # how far (model pixels) the model's edges may be off
 SHARP = 128.0  # how quickly a steep model edge (slope above 0.1 per model pixel) is taken for a sharper one
 DRIFT_RADIUS = 12  # colour-drift correction smoothing radius, in model pixels
@@ -367,6 +368,25 @@ def _drift(
     return gains, offsets
 
 
+def _box_down(source: np.ndarray, w: int, h: int, opaque: bool) -> np.ndarray:
+    """The source box-filtered to (h, w) RGBA floats in 0..1 (premultiplied resampling unless it is opaque), in strips
+    of source rows: Pillow's premultiplied resize of the whole image would hold a full-resolution copy of it."""
+    H, W = source.shape[:2]
+    mode = "RGBX" if opaque else "RGBA"
+    out = np.empty((h, w, 4), np.float32)
+    step = max(1, STRIP_PIXELS * h // (W * H))  # output rows per strip
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        top, bottom = r0 * H / h, r1 * H / h  # the source rows that the box filter reads for these output rows
+        y0, y1 = int(top), min(H, int(np.ceil(bottom)))
+        strip = Image.fromarray(source[y0:y1], mode).resize((w, r1 - r0), Image.BOX, box=(0, top - y0, W, bottom - y0))
+        out[r0:r1] = np.asarray(strip.convert("RGBA"), dtype=np.float32)
+    out *= np.float32(1.0 / 255.0)
+    if opaque:
+        out[..., 3] = 1.0
+    return out
+
+
 class _Prepared:
     """Per-layer maps at the model's resolution, ready to be upsampled tile by tile."""
 
@@ -375,11 +395,7 @@ class _Prepared:
         self.h, self.w = h, w
         # an opaque source needs no premultiplied resampling (Pillow's RGBA resize converts the full image twice)
         self.opaque_source = bool(source[..., 3].min() == 255)
-        mode = "RGBX" if self.opaque_source else "RGBA"
-        small = np.asarray(Image.fromarray(source, mode).resize((w, h), Image.BOX).convert("RGBA"), dtype=np.float32)
-        small /= np.float32(255.0)
-        if mode == "RGBX":
-            small[..., 3] = 1.0
+        small = _box_down(source, w, h, self.opaque_source)
         s_alpha = small[..., 3]
         guide = small[..., :3] * s_alpha[..., None]
         model = [layer.astype(np.float32) / 255.0 for layer in layers]
@@ -511,35 +527,51 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
     h, w = prep.h, prep.w
     n = len(layers)
     sx, sy = w / W, h / H
-    out = [np.zeros((H, W, 4), np.uint8) for _ in range(n)]
 
-    def tiles(corners: list[tuple[int, int]]) -> list[list[int]]:
+    # which layers may have pixels in each tile: those whose model alpha reaches it, and where none does but the
+    # source shows, the bottom layer (it takes the source as it is)
+    corners = [(Y0, X0) for Y0 in range(0, H, TILE) for X0 in range(0, W, TILE)]
+    reach = []
+    extent = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1: the tiles a layer may write
+    for Y0, X0 in corners:
+        Y1, X1 = min(H, Y0 + TILE), min(W, X0 + TILE)
+        ly0, ly1 = max(0, int(Y0 * sy) - 1), min(h, int(np.ceil(Y1 * sy)) + 1)
+        lx0, lx1 = max(0, int(X0 * sx) - 1), min(w, int(np.ceil(X1 * sx)) + 1)
+        idx = [i for i in range(n) if prep.active[i][ly0:ly1, lx0:lx1].any()]
+        reach.append(idx)
+        for i in idx or ([0] if source[Y0:Y1, X0:X1, 3].any() else []):
+            e = extent[i]
+            e[0], e[1], e[2], e[3] = min(e[0], Y0), min(e[1], X0), max(e[2], Y1), max(e[3], X1)
+    # one buffer per layer over those tiles only: a canvas-sized one would be resident far beyond the layer's
+    # pixels, as numpy backs large arrays with huge pages that span whole rows of the canvas
+    out = [_Canvas(e) for e in extent]
+
+    def tiles(jobs: list[tuple[tuple[int, int], list[int]]]) -> list[list[int]]:
         bounds = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1 of non-zero alpha
-        for Y0, X0 in corners:
+        for (Y0, X0), idx in jobs:
             Y1, X1 = min(H, Y0 + TILE), min(W, X0 + TILE)
             box = (X0 * sx, Y0 * sy, X1 * sx, Y1 * sy)
-            ly0, ly1 = max(0, int(box[1]) - 1), min(h, int(np.ceil(box[3])) + 1)
-            lx0, lx1 = max(0, int(box[0]) - 1), min(w, int(np.ceil(box[2])) + 1)
-            idx = [i for i in range(n) if prep.active[i][ly0:ly1, lx0:lx1].any()]
             src = source[Y0:Y1, X0:X1]
             if idx:
+                ly0, ly1 = max(0, int(box[1]) - 1), min(h, int(np.ceil(box[3])) + 1)
+                lx0, lx1 = max(0, int(box[0]) - 1), min(w, int(np.ceil(box[2])) + 1)
                 region = (slice(ly0, ly1), slice(lx0, lx1))
                 _tile(src, idx, prep, region, box, out, (Y0, Y1, X0, X1), bounds)
             elif src[..., 3].any():
                 # no layer reaches here: the bottom layer takes the source as it is
-                out[0][Y0:Y1, X0:X1] = np.where(src[..., 3:4] > 0, src, 0)
+                out[0].at(Y0, Y1, X0, X1)[...] = np.where(src[..., 3:4] > 0, src, 0)
                 _grow(bounds[0], src[..., 3], Y0, X0)
         return bounds
 
     # tiles are independent and numpy and Pillow release the GIL while they work: one thread per core, each
     # taking every so-many-th tile (neighbouring tiles cost alike, so the shares are even)
-    corners = [(Y0, X0) for Y0 in range(0, H, TILE) for X0 in range(0, W, TILE)]
-    workers = max(1, min(_cores(), len(corners)))
+    jobs = list(zip(corners, reach))
+    workers = max(1, min(_cores(), len(jobs)))
     if workers == 1:
-        parts = [tiles(corners)]
+        parts = [tiles(jobs)]
     else:
         with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(tiles, [corners[k::workers] for k in range(workers)]))
+            parts = list(pool.map(tiles, [jobs[k::workers] for k in range(workers)]))
     bounds = [
         [min(p[i][0] for p in parts), min(p[i][1] for p in parts), max(p[i][2] for p in parts), max(p[i][3] for p in parts)]
         for i in range(n)
@@ -548,18 +580,42 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
     placed = []
     for i in range(n):
         y0, x0, y1, x1 = bounds[i]
+        canvas, out[i] = out[i], None
         if y1 <= y0:
             placed.append(PlacedLayer(names[i], 0, 0, np.zeros((0, 0, 4), np.uint8)))
-            out[i] = None
             continue
-        full = out[i]
-        out[i] = None
-        if (y0, x0, y1, x1) == (0, 0, H, W):
-            placed.append(PlacedLayer(names[i], 0, 0, full))
-        else:
-            placed.append(PlacedLayer(names[i], x0, y0, np.ascontiguousarray(full[y0:y1, x0:x1])))
-        del full
+        placed.append(PlacedLayer(names[i], x0, y0, canvas.crop(y0, x0, y1, x1)))
+        del canvas
     return placed
+
+
+class _Canvas:
+    """One layer's pixels over the tiles it may write (zeroed, each tile written once)."""
+
+    def __init__(self, extent: list[int]) -> None:
+        self.y, self.x = extent[0], extent[1]
+        self.pixels = np.zeros((max(0, extent[2] - extent[0]), max(0, extent[3] - extent[1]), 4), np.uint8)
+
+    def at(self, Y0: int, Y1: int, X0: int, X1: int) -> np.ndarray:
+        return self.pixels[Y0 - self.y : Y1 - self.y, X0 - self.x : X1 - self.x]
+
+    def crop(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """The pixels of [y0, y1) × [x0, x1) as a contiguous array in this buffer, which then shrinks to it: a copy
+        would hold a second buffer of up to the layer's size next to it. The canvas is not usable afterwards."""
+        full, self.pixels = self.pixels, None
+        height, width = full.shape[:2]
+        top, left = y0 - self.y, x0 - self.x
+        if (top, left, y1 - y0, x1 - x0) == (0, 0, height, width):
+            return full
+        row = (x1 - x0) * 4
+        flat = full.reshape(-1)
+        # each row moves to a lower address than any row still to be read, so none is overwritten before it moves
+        for r in range(y1 - y0):
+            start = ((top + r) * width + left) * 4
+            flat[r * row : (r + 1) * row] = flat[start : start + row]
+        del flat
+        full.resize((y1 - y0) * row, refcheck=False)  # realloc: the pages past the crop go back to the system
+        return full.reshape(y1 - y0, x1 - x0, 4)
 
 
 def _cores() -> int:
@@ -613,7 +669,7 @@ def _write_rgba(out, bounds, i, rect, px: np.ndarray) -> None:
     if not a8.any():
         return
     Y0, Y1, X0, X1 = rect
-    dst = out[i][Y0:Y1, X0:X1]
+    dst = out[i].at(Y0, Y1, X0, X1)
     if a8.all():
         dst[...] = px
         b = bounds[i]

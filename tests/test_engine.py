@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.engine import Engine, JobCancelled, ModelState, bucket_size, layer_names
+from backend.engine import Engine, JobCancelled, ModelState, bucket_size, layer_names, model_input
 from backend.job import JobParams, Stage
 from backend.memory import DeviceInfo, MemoryMode, choose_mode
 from backend.settings import Settings
@@ -84,6 +84,22 @@ def test_cancel_during_captioning(engine):
 
     with pytest.raises(JobCancelled):
         engine.run(source(33, 44, 9), JobParams.parse(dict(FAST, prompt="")), lambda p: None, cancelled)
+
+
+def test_colour_under_alpha_0_does_not_reach_the_model(engine):
+    # at the bucket's size the pipeline does not resize (which would clear it): two images that look alike, one with
+    # white under its transparent half, the other black, must give the same layers
+    white = source(640, 640, 5)
+    white[:, :320, 3] = 0
+    white[:, :320, :3] = 255
+    black = white.copy()
+    black[:, :320, :3] = 0
+    params = JobParams.parse(dict(FAST, restore=False))
+    a = engine.run(white, params, lambda p: None, lambda: False)
+    b = engine.run(black, params, lambda p: None, lambda: False)
+    assert all(np.array_equal(x.pixels, y.pixels) and (x.x, x.y) == (y.x, y.y) for x, y in zip(a.layers, b.layers))
+    fed = np.asarray(model_input(white))
+    assert not fed[:, :320].any() and np.array_equal(fed[:, 320:], white[:, 320:])
 
 
 def test_bucket_size_matches_the_pipeline():

@@ -318,3 +318,44 @@ def test_rejects_bad_input() -> None:
         restore_layers(source, [np.zeros((4, 4, 4), np.uint8), np.zeros((5, 4, 4), np.uint8)], ["a", "b"])
     with pytest.raises(ValueError):
         restore_layers(source[..., :3], [np.zeros((4, 4, 4), np.uint8)], ["a"])
+
+
+def _grid(w: int, h: int) -> np.ndarray:
+    """Detail at full resolution: a one-pixel grid, finer than any model pixel."""
+    out = np.full((h, w, 4), 255, np.uint8)
+    out[::2, :, :3] = 0
+    out[:, ::2, :3] = 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "name, source",
+    [("black", np.full((300, 400, 4), [0, 0, 0, 255], np.uint8)),
+     ("white", np.full((300, 400, 4), 255, np.uint8)),
+     ("flat", np.full((300, 400, 4), [37, 180, 90, 255], np.uint8)),
+     ("grid", _grid(1200, 900))],
+)
+def test_flat_and_pixel_fine_sources_against_noise(name: str, source: np.ndarray) -> None:
+    # the tiny test model's layers are noise: colour and alpha that explain nothing of the source
+    rng = np.random.default_rng(13)
+    model = [rng.integers(0, 256, (96, 128, 4), dtype=np.uint8) for _ in range(4)]
+    placed = restore_layers(source, model, ["a", "b", "c", "d"])
+    rgb, alpha, _ = recomposition_error(placed, source)
+    assert rgb <= BOUND and alpha <= BOUND, (name, rgb * 255, alpha * 255)
+
+
+@pytest.mark.parametrize("opaque", [True, False])
+def test_the_source_is_reduced_in_strips_as_a_whole(monkeypatch: pytest.MonkeyPatch, opaque: bool) -> None:
+    from backend import restore
+
+    rng = np.random.default_rng(14)
+    source = rng.integers(0, 256, (400, 300, 4), dtype=np.uint8)
+    if opaque:
+        source[..., 3] = 255
+    whole = np.asarray(Image.fromarray(source, "RGBX" if opaque else "RGBA").resize((75, 100), Image.BOX).convert("RGBA"))
+    monkeypatch.setattr(restore, "STRIP_PIXELS", 300 * 7)  # strips of a row or two of the result
+    got = restore._box_down(source, 75, 100, opaque)
+    want = whole.astype(np.float32) / 255
+    if opaque:
+        want[..., 3] = 1
+    assert got.shape == (100, 75, 4) and np.abs(got - want).max() < 1e-5

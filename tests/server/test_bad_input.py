@@ -113,6 +113,34 @@ def test_malformed_json_and_bodies(live_server):
     assert post(live_server, body.replace(b'name="image"', b'name="other"'), ctype)[1]["code"] == "bad_request"
 
 
+def parts(*named: tuple[str, bytes]) -> tuple[bytes, str]:
+    """A multipart body of these parts, in order, repeats included."""
+    boundary = "b0undary"
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + data + b"\r\n"
+        for name, data in named
+    )
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_repeated_part_is_refused_and_the_server_keeps_serving(live_server):
+    params, png = json.dumps(FAST).encode(), png_bytes(image(8, 8))
+    status, err = post(live_server, *parts(("params", params), ("image", png), ("image", png_bytes(image(16, 16)))))
+    assert status == 400 and err["code"] == "bad_request" and "more than one image part" in err["message"]
+    status, err = post(live_server, *parts(("params", params), ("params", b'{"layers": 3}'), ("image", png)))
+    assert status == 400 and err["code"] == "bad_request" and "more than one params part" in err["message"]
+    status, answer = post(live_server, *parts(("params", params), ("image", png)))
+    assert status == 202 and wait_state(live_server, answer["job"])["state"] == "done"
+
+
+def test_raw_pixels_sent_as_an_encoded_image_are_refused_in_words(live_server):
+    a = image(40, 30)
+    body, ctype = multipart(dict(FAST, width=40, height=30), a.tobytes(), "image/png")
+    status, err = post(live_server, body, ctype)
+    assert status == 400 and err["code"] == "invalid_image"
+    assert "application/octet-stream" in err["message"] and "BytesIO" not in err["message"]
+
+
 def test_unknown_job_and_layer(live_server):
     for method, path in [("GET", "/v1/jobs/j_nope"), ("POST", "/v1/jobs/j_nope/cancel"), ("GET", "/v1/jobs/j_nope/result"),
                          ("GET", "/v1/jobs/j_nope/layers/0"), ("GET", "/v1/nothing")]:
@@ -265,3 +293,13 @@ def test_a_wrong_transformer_file_fails_jobs_in_words_and_the_server_keeps_servi
         assert server.proc.poll() is None
     finally:
         stop_server(server)
+
+
+@pytest.mark.parametrize("resolution", [512, 800, 2048])
+def test_a_resolution_the_model_has_no_bucket_for_is_named_as_a_choice(resolution):
+    from backend.errors import LayerBridgeError
+    from backend.job import JobParams
+
+    with pytest.raises(LayerBridgeError) as info:
+        JobParams.parse({"resolution": resolution})
+    assert info.value.message == f"resolution must be 640 or 1024 (got {resolution})"
