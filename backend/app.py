@@ -611,7 +611,8 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
     app[SETTINGS] = settings
     app[TOKEN] = token or load_or_create_token()
     app[RULES] = RequestRules(settings.port, settings.allowed_origins, settings.allowed_hosts)
-    app[WORKER] = Worker(engine or Engine(settings), settings.max_queue, settings.result_ttl_s, settings.max_results)
+    app[WORKER] = Worker(engine or Engine(settings), settings.max_queue, settings.result_ttl_s, settings.max_results,
+                         settings.max_results_mb * 1024 * 1024)
     app[SOCKETS] = set()
     app[EVENT_STREAMS] = set()
     app.router.add_get("/health", health)

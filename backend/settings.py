@@ -48,6 +48,7 @@ class Settings:
     max_queue: int = field(default=32, metadata={"help": "jobs waiting at most; more are refused with queue_full"})
     result_ttl_s: int = field(default=3600, metadata={"help": "seconds a finished job's result stays fetchable"})
     max_results: int = field(default=16, metadata={"help": "finished jobs kept at most (the oldest go first), bounding memory"})
+    max_results_mb: int = field(default=8192, metadata={"help": "MiB of finished jobs' layers kept at most (the oldest go first; the newest is always kept): a 100-megapixel result of 10 layers takes up to 4 GiB"})
     allowed_origins: list[str] = field(default_factory=list, metadata={"help": "extra allowed Origin values"})
     allowed_hosts: list[str] = field(default_factory=list, metadata={"help": "extra allowed Host names (for a LAN server)"})
     preload: bool = field(default=False, metadata={"help": "load the model at start instead of at the first job"})

@@ -21,11 +21,13 @@ log = logging.getLogger("layerbridge.worker")
 class Worker:
     """Owns every job. All public methods are called on the event loop; the model runs on one thread."""
 
-    def __init__(self, engine: Engine, max_queue: int, result_ttl_s: float, max_results: int = 16):
+    def __init__(self, engine: Engine, max_queue: int, result_ttl_s: float, max_results: int = 16,
+                 max_result_bytes: int | None = None):
         self.engine = engine
         self.max_queue = max_queue
         self.result_ttl_s = result_ttl_s
         self.max_results = max_results
+        self.max_result_bytes = max_result_bytes
         self.jobs: dict[str, Job] = {}
         self.queue: collections.deque[str] = collections.deque()
         self.running: str | None = None
@@ -163,10 +165,15 @@ class Worker:
         now = time.monotonic()
         finished = sorted((j for j in self.jobs.values() if j.finished_at is not None), key=lambda j: j.finished_at)
         surplus = len(finished) - self.max_results
-        for i, job in enumerate(finished):
-            if i < surplus or now - job.finished_at > self.result_ttl_s:
+        kept_bytes = 0
+        for i, job in reversed(list(enumerate(finished))):  # newest first: the bytes bound keeps the newest
+            size = sum(layer.pixels.nbytes for layer in job.result.layers) if job.result else 0
+            over = self.max_result_bytes is not None and kept_bytes > 0 and kept_bytes + size > self.max_result_bytes
+            if i < surplus or now - job.finished_at > self.result_ttl_s or over:
                 del self.jobs[job.id]
                 self._listeners.pop(job.id, None)
+            else:
+                kept_bytes += size
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()

@@ -309,3 +309,30 @@ def test_a_job_behind_the_warm_up_says_the_model_is_being_prepared(tiny_model, m
     preparing = [s for s in seen if s["stage"] == "loading_model"]
     assert preparing and preparing[0]["state"] == "running" and preparing[0]["message"] == "Preparing the model"
     assert seen[-1]["state"] == "done"
+
+
+def test_finished_results_are_bounded_in_bytes_and_the_newest_is_always_kept():
+    import time
+
+    from backend.image import PlacedLayer
+    from backend.job import Job, JobResult
+    from backend.worker import Worker
+
+    worker = Worker(None, max_queue=4, result_ttl_s=3600, max_results=16, max_result_bytes=20_000)
+
+    def finished(pixels: int, age_s: float) -> Job:
+        job = Job(JobParams.parse({}), np.zeros((0, 0, 4), np.uint8))
+        layer = PlacedLayer("Background", 0, 0, np.zeros((1, pixels, 4), np.uint8))
+        job.result = JobResult(pixels, 1, [layer], seed=1, caption="", restored=True, timings={})
+        job.finished_at = time.monotonic() - age_s
+        worker.jobs[job.id] = job
+        return job
+
+    oldest, older, newer, newest = finished(1000, 40), finished(1000, 30), finished(1000, 20), finished(4000, 10)
+    worker._expire()
+    # newest first: 16,000 + 4,000 bytes fit the bound, the next 4,000 do not: the two oldest go
+    assert set(worker.jobs) == {newest.id, newer.id}
+    assert oldest.id not in worker.jobs and older.id not in worker.jobs
+    huge = finished(100_000, 0)  # alone over the bound: still kept, it is what its client is about to fetch
+    worker._expire()
+    assert set(worker.jobs) == {huge.id}
