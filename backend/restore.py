@@ -530,32 +530,30 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
 
     # which layers may have pixels in each tile: those whose model alpha reaches it, and where none does but the
     # source shows, the bottom layer (it takes the source as it is)
-    corners = [(Y0, X0) for Y0 in range(0, H, TILE) for X0 in range(0, W, TILE)]
-    reach = []
+    jobs = []  # per tile: its corner, the model region it reads, the layers it writes
     extent = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1: the tiles a layer may write
-    for Y0, X0 in corners:
-        Y1, X1 = min(H, Y0 + TILE), min(W, X0 + TILE)
-        ly0, ly1 = max(0, int(Y0 * sy) - 1), min(h, int(np.ceil(Y1 * sy)) + 1)
-        lx0, lx1 = max(0, int(X0 * sx) - 1), min(w, int(np.ceil(X1 * sx)) + 1)
-        idx = [i for i in range(n) if prep.active[i][ly0:ly1, lx0:lx1].any()]
-        reach.append(idx)
-        for i in idx or ([0] if source[Y0:Y1, X0:X1, 3].any() else []):
-            e = extent[i]
-            e[0], e[1], e[2], e[3] = min(e[0], Y0), min(e[1], X0), max(e[2], Y1), max(e[3], X1)
+    for Y0 in range(0, H, TILE):
+        for X0 in range(0, W, TILE):
+            Y1, X1 = min(H, Y0 + TILE), min(W, X0 + TILE)
+            ly0, ly1 = max(0, int(Y0 * sy) - 1), min(h, int(np.ceil(Y1 * sy)) + 1)
+            lx0, lx1 = max(0, int(X0 * sx) - 1), min(w, int(np.ceil(X1 * sx)) + 1)
+            region = (slice(ly0, ly1), slice(lx0, lx1))
+            idx = [i for i in range(n) if prep.active[i][region].any()]
+            jobs.append(((Y0, X0), region, idx))
+            for i in idx or ([0] if source[Y0:Y1, X0:X1, 3].any() else []):
+                e = extent[i]
+                e[0], e[1], e[2], e[3] = min(e[0], Y0), min(e[1], X0), max(e[2], Y1), max(e[3], X1)
     # one buffer per layer over those tiles only: a canvas-sized one would be resident far beyond the layer's
     # pixels, as numpy backs large arrays with huge pages that span whole rows of the canvas
     out = [_Canvas(e) for e in extent]
 
-    def tiles(jobs: list[tuple[tuple[int, int], list[int]]]) -> list[list[int]]:
+    def tiles(jobs: list[tuple[tuple[int, int], tuple[slice, slice], list[int]]]) -> list[list[int]]:
         bounds = [[H, W, 0, 0] for _ in range(n)]  # y0, x0, y1, x1 of non-zero alpha
-        for (Y0, X0), idx in jobs:
+        for (Y0, X0), region, idx in jobs:
             Y1, X1 = min(H, Y0 + TILE), min(W, X0 + TILE)
             box = (X0 * sx, Y0 * sy, X1 * sx, Y1 * sy)
             src = source[Y0:Y1, X0:X1]
             if idx:
-                ly0, ly1 = max(0, int(box[1]) - 1), min(h, int(np.ceil(box[3])) + 1)
-                lx0, lx1 = max(0, int(box[0]) - 1), min(w, int(np.ceil(box[2])) + 1)
-                region = (slice(ly0, ly1), slice(lx0, lx1))
                 _tile(src, idx, prep, region, box, out, (Y0, Y1, X0, X1), bounds)
             elif src[..., 3].any():
                 # no layer reaches here: the bottom layer takes the source as it is
@@ -565,7 +563,6 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
 
     # tiles are independent and numpy and Pillow release the GIL while they work: one thread per core, each
     # taking every so-many-th tile (neighbouring tiles cost alike, so the shares are even)
-    jobs = list(zip(corners, reach))
     workers = max(1, min(_cores(), len(jobs)))
     if workers == 1:
         parts = [tiles(jobs)]
