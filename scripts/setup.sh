@@ -40,6 +40,9 @@ if ! $py -c 'import torch' 2>/dev/null; then
 fi
 if [ $want_tests = 1 ]; then
   $py -m pip install -q -e ".[test,tray]"
+  # Krita 6's binding, for the plugin's client under PyQt6 (tests/krita/test_krita_qtclient.py).
+  [ -x .venv-qt6/bin/python ] || python3 -m venv .venv-qt6
+  .venv-qt6/bin/python -c 'import PyQt6.QtNetwork' 2>/dev/null || .venv-qt6/bin/python -m pip install -q "PyQt6>=6.5,<7"
   if [ -f photoshop_uxp/package.json ]; then (cd photoshop_uxp && npm ci --no-audit --no-fund --loglevel=error); fi
 else
   $py -m pip install -q -e .

@@ -99,44 +99,74 @@ class Api(QtCore.QObject):
 # their results, so they are cancelled. Kept out of the Job objects, which the docker's windows may take
 # down with them before the application's last signal.
 _RUNNING: Dict[int, Tuple[str, str, str]] = {}
+# Jobs whose image is on its way: the server names their job only in the upload's answer.
+_UPLOADING: Dict[int, "Job"] = {}
 _hooked = False
 
 
-def _track(key: int, entry: Optional[Tuple[str, str, str]]) -> None:
+def _hook() -> None:
     global _hooked
-    if entry is None:
-        _RUNNING.pop(key, None)
-        return
-    _RUNNING[key] = entry
     app = QtCore.QCoreApplication.instance()
     if not _hooked and app is not None:
         app.aboutToQuit.connect(cancel_running_jobs)
         _hooked = True
 
 
+def _track(key: int, entry: Optional[Tuple[str, str, str]]) -> None:
+    if entry is None:
+        _RUNNING.pop(key, None)
+        return
+    _RUNNING[key] = entry
+    _hook()
+
+
+def _wait(replies: list, ms: int) -> None:
+    """Runs a local event loop until every reply has finished, for at most `ms`."""
+    def pending() -> bool:
+        return any(not r.isFinished() for r in replies)
+
+    if not pending():
+        return
+    loop = QtCore.QEventLoop()
+    for r in replies:
+        r.finished.connect(lambda: None if pending() else loop.quit())
+    QtCore.QTimer.singleShot(ms, loop.quit)
+    exec_(loop)
+
+
 def cancel_running_jobs(wait_ms: int = 3000) -> None:
-    """Asks the servers to cancel every job still running, waiting up to `wait_ms` for their answers."""
+    """Asks the servers to cancel every job still running, waiting up to `wait_ms` for their answers.
+
+    An upload still under way is stopped (the server makes no job of a part of an image). One whose last
+    byte has left is answered first: the answer names the job, which is then cancelled like the others."""
+    clock = QtCore.QElapsedTimer()
+    clock.start()
+    answers = []
+    for job in list(_UPLOADING.values()):
+        try:
+            upload, sent = job._upload, job._upload_sent
+            if upload is None:
+                continue
+            if sent:
+                answers.append(upload)
+            else:
+                upload.abort()
+        except RuntimeError:        # the Qt side of the job or its reply is already gone
+            continue
+    _UPLOADING.clear()
+    _wait(answers, wait_ms)         # each answer's own handler tracks its job in _RUNNING
     jobs = list(_RUNNING.values())
     _RUNNING.clear()
     if not jobs:
         return
     nam = QtNetwork.QNetworkAccessManager()
-    loop = QtCore.QEventLoop()
     replies = []
-
-    def answered() -> None:
-        if all(r.isFinished() for r in replies):
-            loop.quit()
-
+    left = max(500, wait_ms - clock.elapsed())
     for url, token, job_id in jobs:
-        req = request(url, token, "/v1/jobs/%s/cancel" % job_id, wait_ms)
+        req = request(url, token, "/v1/jobs/%s/cancel" % job_id, left)
         req.setHeader(CONTENT_TYPE, "application/json")
-        reply = nam.post(req, QtCore.QByteArray(b""))
-        reply.finished.connect(answered)
-        replies.append(reply)
-    QtCore.QTimer.singleShot(wait_ms, loop.quit)
-    if not all(r.isFinished() for r in replies):
-        exec_(loop)
+        replies.append(nam.post(req, QtCore.QByteArray(b"")))
+    _wait(replies, left)
 
 
 class Job(QtCore.QObject):
@@ -198,9 +228,12 @@ class Job(QtCore.QObject):
             self._upload = self.api.send("POST", "/v1/jobs", submitted, body=body, content_type=ctype,
                                          timeout_ms=UPLOAD_TIMEOUT_MS)
             self._upload.uploadProgress.connect(self._uploaded)
+            _UPLOADING[id(self)] = self
+            _hook()
 
         def submitted(answer: Answer) -> None:
             self._upload = None
+            _UPLOADING.pop(id(self), None)
             if self.ended:
                 return
             if not answer.ok:
@@ -389,6 +422,7 @@ class Job(QtCore.QObject):
             return
         self.ended = True
         _track(id(self), None)
+        _UPLOADING.pop(id(self), None)
         self._poll_timer.stop()
         if self._stream is not None:
             stream, self._stream = self._stream, None

@@ -1,42 +1,77 @@
-"""The plugin's network client under plain PyQt5 and PyQt6 (no Krita), against the live server.
+"""The plugin's network client under plain PyQt5 (Krita 5) and PyQt6 (Krita 6), no Krita, against the live server.
 
-PyQt5 comes with Debian's python3-pyqt5; a PyQt6 interpreter is used when $LB_PYQT6_PYTHON names one."""
+PyQt5 comes with Debian's python3-pyqt5; PyQt6 from PyPI, in .venv-qt6 (scripts/setup.sh --test), or the
+interpreter $LB_PYQT6_PYTHON names."""
 
 import json
 import os
 import pathlib
 import shutil
 import subprocess
+import time
+import urllib.request
 
 import pytest
 
+from proxies import AnswerDelayProxy
+
 HERE = pathlib.Path(__file__).resolve().parent
-PLUGIN = HERE.parents[1] / "krita_plugin"
+ROOT = HERE.parents[1]
+PLUGIN = ROOT / "krita_plugin"
+BINDINGS = [pytest.param("PyQt5", id="PyQt5"), pytest.param("PyQt6", id="PyQt6")]
 
 
-def interpreters():
-    found = []
-    system = shutil.which("python3", path="/usr/bin")
-    if system:
-        found.append(pytest.param(system, "PyQt5", id="PyQt5"))
-    found.append(pytest.param(os.environ.get("LB_PYQT6_PYTHON", ""), "PyQt6", id="PyQt6"))
-    return found
+def interpreter(binding: str) -> str:
+    if binding == "PyQt5":
+        python = shutil.which("python3", path="/usr/bin") or ""
+    else:
+        python = os.environ.get("LB_PYQT6_PYTHON") or str(ROOT / ".venv-qt6" / "bin" / "python")
+    found = os.path.exists(python) and not subprocess.run(
+        [python, "-c", "import %s.QtNetwork" % binding], capture_output=True).returncode
+    assert found, "no %s interpreter (%r): run scripts/setup.sh --test" % (binding, python)
+    return python
 
 
-@pytest.mark.parametrize("python,binding", interpreters())
-def test_job_and_status_through_qt_networking(python, binding, live_server):
-    if not python or subprocess.run([python, "-c", "import %s.QtNetwork" % binding],
-                                    capture_output=True).returncode:
-        pytest.skip("no %s interpreter" % binding)
+def run_client(binding: str, url: str, token: str, *extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["QT_QPA_PLATFORM"] = "offscreen"
-    proc = subprocess.run([python, str(HERE / "kscripts" / "lb_qtclient.py"), str(PLUGIN), live_server.url,
-                           live_server.token, binding], capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run([interpreter(binding), str(HERE / "kscripts" / "lb_qtclient.py"), str(PLUGIN), url, token,
+                           binding, *extra], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
+    assert "device not open" not in proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["qt6"] == (binding == "PyQt6")
+    return out
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_job_and_status_through_qt_networking(binding, live_server):
+    out = run_client(binding, live_server.url, live_server.token)
     assert out["ok"], out
     assert out["names"] == ["Background", "Layer 1"] and out["sizes"] == {"0": 24 * 16 * 4, "1": 24 * 16 * 4}
     assert any("Separating layers" in p for p in out["progress"])
+    assert any(p.startswith("Uploading") for p in out["progress"]), out["progress"]
     assert out["status"][0] in ("ready", "busy")
-    assert "device not open" not in proc.stderr
+    assert out["swap_exact"]
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_quitting_after_the_upload_before_the_job_is_named_cancels_it(binding, live_server):
+    proxy = AnswerDelayProxy(live_server.port, 1.5)
+    try:
+        out = run_client(binding, proxy.url, live_server.token, "quit")
+    finally:
+        proxy.close()
+    assert out["quit_at"] > 0 and out["job_at_quit"] == "", out
+    assert out["job"], "the upload's answer was not waited for"
+    assert proxy.delayed == 1
+    state = ""
+    for _ in range(100):
+        req = urllib.request.Request(live_server.url + "/v1/jobs/" + out["job"],
+                                     headers={"Authorization": "Bearer " + live_server.token})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            state = json.load(r)["state"]
+        if state in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert state == "cancelled"

@@ -1,6 +1,9 @@
 """The plugin's network client under plain Qt (PyQt5 or PyQt6, no Krita): one job, one status probe.
 
-usage: python lb_qtclient.py PLUGIN_DIR URL TOKEN  — prints a JSON summary."""
+usage: python lb_qtclient.py PLUGIN_DIR URL TOKEN BINDING [quit]  — prints a JSON summary.
+
+With `quit`, the application quits as soon as the image has been uploaded, before the server has named the
+job: what Krita does when the user closes it at that moment."""
 
 import json
 import sys
@@ -10,7 +13,7 @@ binding = sys.argv[4] if len(sys.argv) > 4 else ""
 if binding:
     __import__(binding)          # the binding Krita would have loaded
 
-from layerbridge import protocol  # noqa: E402
+from layerbridge import document, pixels, protocol  # noqa: E402
 from layerbridge.client import Api, Job, StatusProbe  # noqa: E402
 from layerbridge.qt import QT6, QtCore, exec_  # noqa: E402
 
@@ -33,9 +36,25 @@ def finished(result, layers):
     probe.run()
 
 
-job.finished.connect(finished)
+# Krita's red/blue swap through QImage, against the plain Python one
+area = bytes(range(256)) * (37 * 23 * 4 // 256) + bytes(37 * 23 * 4 % 256)
+out["swap_exact"] = document.swap_red_blue(area, 37, 23) == bytes(pixels.swap_red_blue(area))
+
+if sys.argv[5:] == ["quit"]:
+    params.update(steps=40, layers=4)
+
+    def uploaded(state):
+        if state.get("stage") == "uploading" and state["sent"] == state["bytes"] and "quit_at" not in out:
+            out["quit_at"] = state["sent"]
+            QtCore.QTimer.singleShot(0, app.quit)
+
+    job.progress.connect(uploaded)
+    app.aboutToQuit.connect(lambda: out.update(job_at_quit=job.job_id))
+else:
+    job.finished.connect(finished)
 job.failed.connect(lambda code, msg: (out.update(ok=False, code=code, message=msg), app.quit()))
 QtCore.QTimer.singleShot(0, lambda: job.start(params, rgba))
 QtCore.QTimer.singleShot(60000, app.quit)
 exec_(app)
+out["job"] = job.job_id
 print(json.dumps(out))
