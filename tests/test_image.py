@@ -4,6 +4,7 @@ and aspect ratios the model can work on."""
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -61,7 +62,6 @@ def test_the_widest_accepted_strip_has_a_bucket_the_model_can_use():
 
 def linear_profile(space: str = "RGB ") -> bytes:
     """A minimal ICC v2 display profile with gamma 1.0 (linear light): sRGB primaries for RGB, a kTRC for gray."""
-    import struct
 
     def s15(v: float) -> bytes:
         return struct.pack(">i", round(v * 65536))
@@ -135,3 +135,70 @@ def test_srgb_unprofiled_and_unusable_profiles_leave_the_pixels_as_they_are():
     for options in ({}, {"icc_profile": srgb}, {"icc_profile": b"not a profile"},
                     {"icc_profile": linear_profile("GRAY")}):  # a gray profile on RGB pixels does not apply
         assert (decode(encoded(img, **options), 10**8) == pixels).all(), options
+
+
+def photoshop_file(planes: list[bytes], width: int, height: int, depth: int = 8, version: int = 1,
+                   icc: bytes = b"") -> bytes:
+    """A flat RGB Photoshop file as Adobe's file format specification lays it out: header, colour mode data, image
+    resources (the ICC profile, resource 1039), an empty layer and mask section, then the raw merged image planes.
+    Version 2 is the large document format (PSB), whose section lengths are 8 bytes."""
+
+    header = b"8BPS" + struct.pack(">H6xHIIHH", version, len(planes), height, width, depth, 3)
+    resources = b""
+    if icc:
+        resources = b"8BIM" + struct.pack(">H", 1039) + b"\0\0" + struct.pack(">I", len(icc)) + icc + bytes(len(icc) % 2)
+    layers = struct.pack(">I" if version == 1 else ">Q", 0)
+    return (header + struct.pack(">I", 0) + struct.pack(">I", len(resources)) + resources + layers
+            + struct.pack(">H", 0) + b"".join(planes))
+
+
+def test_a_transparent_photoshop_file_reads_as_photoshop_shows_it(tmp_path):
+    from backend.export import flatten, write_psd
+    from backend.image import PlacedLayer
+
+    red = np.zeros((20, 30, 4), np.uint8)
+    red[..., 0], red[..., 3] = 255, 128
+    ramp = np.zeros((10, 40, 4), np.uint8)
+    ramp[..., 1], ramp[..., 2], ramp[..., 3] = 90, 200, np.arange(40, dtype=np.uint8) * 6
+    stack = [PlacedLayer("Red", 10, 5, red), PlacedLayer("Ramp", 0, 30, ramp)]
+    write_psd(tmp_path / "t.psd", stack, 80, 50)
+    out = decode((tmp_path / "t.psd").read_bytes(), 10**8)
+    expected = np.asarray(flatten(stack, 80, 50))
+    assert (out[..., 3] == expected[..., 3]).all()
+    # The merged image is stored matted on white in 8 bits: read raw, the half-transparent red would be
+    # (255, 127, 127); taken off again, each colour is as close as the matted byte allows (±255 / alpha / 2).
+    assert tuple(out[10, 20]) == (255, 0, 0, 128)
+    seen = expected[..., 3] > 0
+    error = np.abs(out[seen][:, :3].astype(int) - expected[seen][:, :3]).max(axis=1)
+    assert (error <= 1 + 255 / 2 / expected[seen][:, 3]).all()
+
+
+@pytest.mark.parametrize("depth, sample, expected", [(8, b"\x9c", 156), (16, (40000).to_bytes(2, "big"), 156)])
+def test_photoshop_files_of_8_and_16_bits_and_large_documents_are_read(depth, sample, expected):
+    w, h = 6, 4
+    for version in (1, 2):
+        out = decode(photoshop_file([sample * (w * h)] * 3, w, h, depth, version), 10**8)
+        assert out.shape == (h, w, 4)
+        assert (out[..., :3] == expected).all() and (out[..., 3] == 255).all()
+
+
+def test_a_photoshop_files_profile_is_honoured():
+    w, h = 5, 3
+    out = decode(photoshop_file([bytes([LINEAR_MID]) * (w * h)] * 3, w, h, icc=linear_profile()), 10**8)
+    assert np.abs(out[..., :3].astype(int) - SRGB_MID).max() <= 1
+
+
+def test_a_photoshop_file_too_large_is_refused_from_its_header():
+    header_only = photoshop_file([], 40_000, 10)
+    with pytest.raises(LayerBridgeError) as err:
+        decode(header_only, 10**9)
+    assert err.value.code == ErrorCode.image_too_large and "40000×10" in err.value.message
+    with pytest.raises(LayerBridgeError) as err:
+        decode(b"8BPS\0\1", 10**9)
+    assert err.value.code == ErrorCode.invalid_image
+
+
+def test_a_32_bit_photoshop_file_is_refused_with_what_to_do():
+    with pytest.raises(LayerBridgeError) as err:
+        decode(photoshop_file([struct.pack(">f", 0.5)] * 3, 1, 1, depth=32), 10**9)
+    assert err.value.code == ErrorCode.unsupported_image and "16 Bits/Channel" in err.value.message
