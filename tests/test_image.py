@@ -202,3 +202,38 @@ def test_a_32_bit_photoshop_file_is_refused_with_what_to_do():
     with pytest.raises(LayerBridgeError) as err:
         decode(photoshop_file([struct.pack(">f", 0.5)] * 3, 1, 1, depth=32), 10**9)
     assert err.value.code == ErrorCode.unsupported_image and "16 Bits/Channel" in err.value.message
+
+
+def without_merged_image(psd: bytes) -> bytes:
+    """The file as Photoshop saves it with "Maximize compatibility" off: the version info resource (1057) says it
+    has no real merged image, and the merged image section holds white."""
+    at = 26
+    channels, height, width = struct.unpack(">HII", psd[12:22])
+    colour_mode_end = at + 4 + struct.unpack(">I", psd[at:at + 4])[0]
+    resources_length = struct.unpack(">I", psd[colour_mode_end:colour_mode_end + 4])[0]
+    resources = psd[colour_mode_end + 4:colour_mode_end + 4 + resources_length]
+    layers_at = colour_mode_end + 4 + resources_length
+    layers_end = layers_at + 4 + struct.unpack(">I", psd[layers_at:layers_at + 4])[0]
+
+    def unicode(text: str) -> bytes:
+        return struct.pack(">I", len(text)) + text.encode("utf-16-be")
+
+    info = struct.pack(">I", 1) + b"\0" + unicode("Adobe Photoshop") + unicode("Adobe Photoshop 2024") + struct.pack(">I", 1)
+    block = b"8BIM" + struct.pack(">H", 1057) + b"\0\0" + struct.pack(">I", len(info)) + info + bytes(len(info) % 2)
+    resources += block
+    white = struct.pack(">H", 0) + b"\xff" * (width * height * channels)
+    return psd[:colour_mode_end] + struct.pack(">I", len(resources)) + resources + psd[layers_at:layers_end] + white
+
+
+def test_a_photoshop_file_without_its_merged_image_has_its_layers_composited(tmp_path):
+    from backend.export import flatten, write_psd
+    from backend.image import PlacedLayer
+
+    rng = np.random.default_rng(4)
+    back = np.concatenate([rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), np.full((40, 60, 1), 255, np.uint8)], 2)
+    spot = np.zeros((10, 12, 4), np.uint8)
+    spot[...] = (20, 200, 40, 255)
+    stack = [PlacedLayer("Back", 0, 0, back), PlacedLayer("Spot", 7, 9, spot)]
+    write_psd(tmp_path / "t.psd", stack, 60, 40)
+    out = decode(without_merged_image((tmp_path / "t.psd").read_bytes()), 10**8)
+    assert (out == np.asarray(flatten(stack, 60, 40))).all()
