@@ -424,10 +424,11 @@ def _console_commands(app: App) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="layerbridge tray", description=(
+    """The launcher's own flags; every other argument, and all after `--`, in order, in `serve_args`."""
+    p = argparse.ArgumentParser(prog="layerbridge tray", allow_abbrev=False, description=(
         "Start the LayerBridge server with a tray icon (or in the console where there is no tray). "
         "Settings come from launcher.json in the config folder; these flags override them. "
-        "Arguments after -- go to `layerbridge serve`."))
+        "Any other argument, and every argument after --, goes to `layerbridge serve`."))
     p.add_argument("--console", action="store_true", help="no tray icon: print the state changes")
     p.add_argument("--host", help="interface the server listens on")
     p.add_argument("--port", type=int, help="server port (0 picks a free one)")
@@ -435,15 +436,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-load", action="store_true", help="do not load the model until the first job")
     p.add_argument("--tray-timeout", type=float, default=EMBED_TIMEOUT_S,
                    help="seconds to wait for the icon to dock before falling back to the console")
-    p.add_argument("serve_args", nargs="*", help="extra `layerbridge serve` arguments (after --)")
-    return p.parse_args(argv)
+    argv = list(argv or [])
+    after: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, after = argv[:cut], argv[cut + 1:]
+    args, others = p.parse_known_args(argv)
+    args.serve_args = others + after
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--"]:  # `layerbridge tray -- --port 7861`: argparse's REMAINDER keeps the separator
-        argv = argv[1:]
-    args = parse_args(argv)
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
     settings = LaunchSettings.load()
     if args.host:
         settings.host = args.host

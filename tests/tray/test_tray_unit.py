@@ -16,7 +16,7 @@ import pytest
 from backend import launcher as L
 from backend.launcher import (BUSY, DOWNLOADING, ERROR, LOADING, NOT_DOWNLOADED, NOT_LOADED, READY, STARTING,
                               STOPPED, InstanceLock, LaunchSettings, State, Supervisor, state_from_status)
-from backend.tray import App, build_menu, draw_icon
+from backend.tray import App, build_menu, draw_icon, parse_args
 
 HERE = Path(__file__).resolve().parent
 STAND_IN = [sys.executable, str(HERE / "stand_in.py")]
@@ -594,3 +594,15 @@ def test_autostart_switched_off_by_the_desktop_reads_as_off(env, pystray):
         assert item.checked is False
         item(None)  # ticking it switches it on again
         assert L.autostart_enabled() and off not in desktop.read_text()
+
+
+@pytest.mark.parametrize("argv, port, serve", [
+    (["--port", "7861", "--memory", "auto", "--no-load"], 7861, ["--memory", "auto"]),
+    (["--memory", "auto", "--", "--port", "7999", "--preset", "fast"], None, ["--memory", "auto", "--port", "7999", "--preset", "fast"]),
+    (["--", "--console"], None, ["--console"]),
+    ([], None, []),
+])
+def test_arguments_the_launcher_does_not_take_go_to_the_server_in_order(argv, port, serve):
+    args = parse_args(argv)
+    assert args.port == port and args.serve_args == serve
+    assert args.console is False        # "--console" after "--" is the server's
