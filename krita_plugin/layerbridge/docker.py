@@ -66,7 +66,9 @@ class LayerDocker(DockWidget):
         for r in settings.RESOLUTIONS:
             self.resolution.addItem(str(r), r)
         self.steps = QtWidgets.QSpinBox()
-        self.steps.setRange(2, 100)
+        self.steps.setRange(1, 100)             # 1 shows "auto": the preset's count
+        self.steps.setSpecialValueText("auto")
+        self.steps.setToolTip("Denoising steps: fewer is faster. auto: as many as the preset in Advanced uses.")
         self.prompt = QtWidgets.QLineEdit()
         self.prompt.setPlaceholderText("optional: describe the whole image")
         self.seed = QtWidgets.QSpinBox()
@@ -166,7 +168,7 @@ class LayerDocker(DockWidget):
         self._loading = True
         self.layers.setValue(int(v["layers"]))
         self.resolution.setCurrentIndex(max(0, self.resolution.findData(v["resolution"])))
-        self.steps.setValue(int(v["steps"]))
+        self.steps.setValue(max(1, int(v["steps"])))
         self.prompt.setText(str(v["prompt"]))
         self.seed.setValue(int(v["seed"]) if int(v["seed"]) <= 2147483647 else -1)
         self.cfg.setValue(float(v["cfg_scale"]))
@@ -182,7 +184,7 @@ class LayerDocker(DockWidget):
     def collect(self) -> dict:
         return settings.normalize({
             "url": self.url.text(), "token": self.token.text(), "layers": self.layers.value(),
-            "resolution": self.resolution.currentData(), "steps": self.steps.value(),
+            "resolution": self.resolution.currentData(), "steps": 0 if self.steps.value() < 2 else self.steps.value(),
             "prompt": self.prompt.text(), "seed": self.seed.value(), "cfg_scale": self.cfg.value(),
             "preset": self.preset.currentText(), "caption_language": self.language.currentData(),
             "restore": self.restore.isChecked(), "advanced_open": self.advanced_button.isChecked(),

@@ -14,7 +14,7 @@ DEFAULTS: Dict[str, object] = {
     "token": "",            # only for a remote server; a local one's token is read from its config file
     "layers": 4,
     "resolution": 640,
-    "steps": 50,
+    "steps": 0,             # 0: auto, the preset's count
     "prompt": "",
     "seed": -1,             # -1: random
     "cfg_scale": 4.0,
@@ -22,6 +22,7 @@ DEFAULTS: Dict[str, object] = {
     "caption_language": "en",
     "restore": True,
     "advanced_open": False,
+    "version": 2,           # 2: steps 0 means auto (version 1 stored its default, 50)
 }
 
 PRESETS = ("best", "balanced", "fast")
@@ -47,7 +48,8 @@ def normalize(values: Dict[str, object]) -> Dict[str, object]:
     out["layers"] = _clamp(out["layers"], 2, 10, DEFAULTS["layers"], int)
     res = _clamp(out["resolution"], 0, 100000, 640, int)
     out["resolution"] = res if res in RESOLUTIONS else 640
-    out["steps"] = _clamp(out["steps"], 2, 100, DEFAULTS["steps"], int)
+    steps = _clamp(out["steps"], 0, 100, DEFAULTS["steps"], int)
+    out["steps"] = steps if steps >= 2 else 0
     out["prompt"] = str(out["prompt"])[:2000]
     out["seed"] = _clamp(out["seed"], -1, 2 ** 32 - 1, -1, int)
     out["cfg_scale"] = _clamp(out["cfg_scale"], 1.0, 20.0, 4.0, float)
@@ -56,6 +58,7 @@ def normalize(values: Dict[str, object]) -> Dict[str, object]:
     for key in ("restore", "advanced_open"):
         v = out[key]
         out[key] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+    out["version"] = DEFAULTS["version"]
     return out
 
 
@@ -65,7 +68,7 @@ def job_params(values: Dict[str, object], name: str) -> Dict[str, object]:
     params: Dict[str, object] = {
         "layers": s["layers"],
         "resolution": s["resolution"],
-        "steps": s["steps"],
+        "steps": s["steps"] or None,       # None: the preset's count
         "cfg_scale": s["cfg_scale"],
         "prompt": s["prompt"],
         "caption_language": s["caption_language"],
@@ -88,7 +91,10 @@ def load(read: Reader) -> Dict[str, object]:
         values = json.loads(raw) if raw else {}
     except ValueError:
         values = {}
-    return normalize(values if isinstance(values, dict) else {})
+    values = values if isinstance(values, dict) else {}
+    if "version" not in values and values.get("steps") == 50:
+        values["steps"] = 0         # the old default, kept by every save: auto now, so the preset decides
+    return normalize(values)
 
 
 def save(write: Writer, values: Dict[str, object]) -> None:

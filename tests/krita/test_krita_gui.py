@@ -80,6 +80,8 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_serve
     assert data["cmyk_spaces"] == [data["cmyk_doc_space"]] and data["cmyk_doc_space"][:2] == ["CMYKA", "U8"]
     assert data["cmyk_docs_after"] == data["cmyk_docs_before"]
     assert data["cmyk_after_undo"] == data["cmyk_before"]
+    # Steps starts on auto (the preset's count, sent as null) and goes back to it below 2
+    assert data["steps_auto"] == {"shown": "auto", "saved": 0, "below": ["auto", 0]}, data["steps_auto"]
     # settings persisted in kritarc
     assert json.loads(data["settings"])["layers"] == 3
     assert shot.stat().st_size > 10000

@@ -24,8 +24,25 @@ def test_defaults_and_clamping():
     assert s["url"] == "http://127.0.0.1:7860" and s["layers"] == 4 and s["resolution"] == 640
     s = settings.normalize({"layers": 12, "resolution": 777, "steps": 1, "seed": -5, "cfg_scale": "x",
                             "preset": "nope", "url": " http://h:1/ ", "restore": "false", "bogus": 1})
-    assert (s["layers"], s["resolution"], s["steps"], s["seed"], s["cfg_scale"]) == (10, 640, 2, -1, 4.0)
+    assert (s["layers"], s["resolution"], s["steps"], s["seed"], s["cfg_scale"]) == (10, 640, 0, -1, 4.0)
     assert s["preset"] == "best" and s["url"] == "http://h:1" and s["restore"] is False and "bogus" not in s
+    assert settings.normalize({"steps": 250})["steps"] == 100 and settings.normalize({"steps": 2})["steps"] == 2
+
+
+def test_steps_on_auto_leave_the_count_to_the_preset():
+    assert settings.normalize({})["steps"] == 0
+    p = settings.job_params({"preset": "fast"}, "Poster")
+    assert p["steps"] is None and p["preset"] == "fast"
+    assert settings.job_params({"preset": "fast", "steps": 12}, "")["steps"] == 12
+    # settings saved before auto existed hold the old default, 50, whatever the user chose: read as auto;
+    # a count the user set is kept, and auto survives a save
+    old = {"settings": json.dumps({"steps": 50, "preset": "fast", "layers": 5})}
+    assert settings.load(lambda g, k: old.get(k, ""))["steps"] == 0
+    old = {"settings": json.dumps({"steps": 30, "preset": "fast"})}
+    assert settings.load(lambda g, k: old.get(k, ""))["steps"] == 30
+    store = {}
+    settings.save(lambda g, k, v: store.__setitem__(k, v), {"steps": 50})
+    assert settings.load(lambda g, k: store.get(k, ""))["steps"] == 50
 
 
 def test_settings_round_trip_through_a_string_store():

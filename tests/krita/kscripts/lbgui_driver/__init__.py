@@ -120,6 +120,10 @@ class Driver:
         d.url.setText(os.environ["LB_URL"])
         d.url.editingFinished.emit()
         d.layers.setValue(int(os.environ.get("LB_LAYERS", "3")))
+        res["steps_auto"] = {"shown": d.steps.text(), "saved": d.collect()["steps"]}     # a fresh kritarc
+        d.steps.setValue(2)
+        d.steps.stepDown()                      # one below the fewest steps: auto again
+        res["steps_auto"]["below"] = [d.steps.text(), d.collect()["steps"]]
         d.steps.setValue(2)
         d.seed.setValue(11)
         d.prompt.setText("a poster with a blue box")
