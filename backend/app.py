@@ -633,11 +633,14 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
             app[WORKER].load_model()
 
     async def on_shutdown(app: web.Application) -> None:
-        # without this an open WebSocket holds the shutdown for aiohttp's shutdown timeout, and its client never
-        # learns why the connection ended
-        closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in set(app[SOCKETS])]
+        # Every follower learns its job's end (failed, server_stopped) before its connection goes; without closing
+        # them, an open WebSocket would hold the shutdown for aiohttp's shutdown timeout.
+        app[WORKER].end_jobs()
         for q in set(app[EVENT_STREAMS]):
-            q.put_nowait(None)  # an open /events stream ends (a running job would hold it until the job ends)
+            q.put_nowait(None)  # an /events stream ends after what it still has to write
+        for _ in range(10):  # the followers' tasks send the final states (and errors) they were just given
+            await asyncio.sleep(0.02)
+        closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in set(app[SOCKETS])]
         await asyncio.gather(*closing, return_exceptions=True)
 
     async def on_cleanup(app: web.Application) -> None:

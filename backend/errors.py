@@ -24,6 +24,7 @@ class ErrorCode(str, enum.Enum):
     model_unavailable = "model_unavailable"
     job_failed = "job_failed"
     cancelled = "cancelled"
+    server_stopped = "server_stopped"
     internal = "internal"
 
 
@@ -45,6 +46,7 @@ HTTP_STATUS = {
     ErrorCode.model_unavailable: 503,
     ErrorCode.job_failed: 500,
     ErrorCode.cancelled: 409,
+    ErrorCode.server_stopped: 503,
     ErrorCode.internal: 500,
 }
 

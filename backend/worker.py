@@ -45,6 +45,17 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._serve())
 
+    def end_jobs(self) -> None:
+        """The server is stopping: every unfinished job fails with `server_stopped`, and its followers are told
+        now, while their connections are still open. A running job is also asked to stop at its next step."""
+        for job in [j for j in self.jobs.values() if not j.state.finished]:
+            job.cancel_requested = True
+            job.error = LayerBridgeError(
+                ErrorCode.server_stopped, "the server was stopped before the job finished: start it and try again", job.id
+            )
+            self._finish(job, JobState.failed, Progress(Stage.failed, job.progress.step, job.progress.total, None, job.error.message))
+        self.queue.clear()
+
     async def stop(self) -> None:
         for job_id in list(self.queue):
             self.cancel(job_id)
@@ -153,6 +164,8 @@ class Worker:
             self._publish(self.jobs[job_id])
 
     def _finish(self, job: Job, state: JobState, progress: Progress) -> None:
+        if job.state.finished:
+            return  # ended by end_jobs while its model call was still returning
         if self.running == job.id:
             self.running = None  # before publishing: a finished job has no position
         job.state = state

@@ -165,6 +165,8 @@ MESSAGES = {
     "job_failed": ("The decomposition failed.", ""),
     "internal": ("The server hit an internal problem.", "Its log has the details. Try again."),
     "cancelled": ("Cancelled.", ""),
+    "server_stopped": ("The LayerBridge server was stopped before the job finished.",
+                       "Start it again (“layerbridge serve”, or the tray launcher), then decompose again."),
     "not_found": ("The server no longer has this job.",
                   "Results are kept for an hour; please decompose again."),
     "bad_response": ("The server's answer was not understood.", "Is the address a LayerBridge server?"),

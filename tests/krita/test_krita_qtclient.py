@@ -75,3 +75,29 @@ def test_quitting_after_the_upload_before_the_job_is_named_cancels_it(binding, l
             break
         time.sleep(0.1)
     assert state == "cancelled"
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_a_server_stopped_during_the_job_is_reported_at_once(binding, tiny_model, tmp_path):
+    import signal
+
+    from server_process import start_server, stop_server
+
+    server = start_server(tiny_model, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    try:
+        client = subprocess.Popen([interpreter(binding), str(HERE / "kscripts" / "lb_qtclient.py"), str(PLUGIN),
+                                   server.url, server.token, binding, "long"], stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert client.stdout.readline().strip() == "running"
+            stopped = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            out = json.loads(client.communicate(timeout=60)[0].strip().splitlines()[-1])
+        finally:
+            client.kill()
+    finally:
+        stop_server(server)
+    # said at once, not after three minutes of trying to reach the server again
+    assert out.get("ok") is False and out["code"] == "server_stopped", out
+    assert time.monotonic() - stopped < 20

@@ -271,10 +271,21 @@ def test_sigterm_closes_open_websockets_with_going_away_and_stops_quickly(tiny_m
     try:
         ws = WS(server)
         assert ws.hello["type"] == "hello"
+        queued = submit_http(server, params=dict(FAST, steps=100, layers=4))[1]["job"]  # running
+        waiting = submit_http(server, params=dict(FAST, steps=2))[1]["job"]  # behind it in the queue
+        for job in (queued, waiting):
+            ws.send({"type": "subscribe", "job": job, "ref": job})
+        ws.until("progress", job=queued, state="running", timeout=60)
         server.proc.send_signal(signal.SIGTERM)
+        told = {}
         with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=15)
+            while True:
+                msg = ws.recv(timeout=15)
+                if msg["type"] == "error":
+                    told[msg["job"]] = msg["code"]
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        # both followed jobs ended with an error saying why, before the connection closed
+        assert told == {queued: "server_stopped", waiting: "server_stopped"}, told
         assert server.proc.wait(timeout=10) == 0  # the tray launcher gives 15 s before SIGKILL
     finally:
         stop_server(server)
@@ -300,8 +311,11 @@ def test_sigterm_ends_open_event_streams_and_stops_quickly(tiny_model, tmp_path)
             pass
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        rest = stream.read()  # ends when the server closes the stream
-        assert all(json.loads(line)["state"] in ("running", "cancelled") for line in rest.splitlines() if line.strip())
+        rest = [json.loads(line) for line in stream.read().splitlines() if line.strip()]  # until the server closes it
+        assert all(s["state"] == "running" for s in rest[:-1])
+        # the last line says why: the server stopped, not the user cancelling
+        assert rest[-1]["state"] == "failed" and rest[-1]["error"]["code"] == "server_stopped", rest[-1]
+        assert "server was stopped" in rest[-1]["message"]
         assert server.proc.wait(timeout=10) == 0
         assert time.monotonic() - started < 10
     finally:

@@ -1,9 +1,10 @@
 """The plugin's network client under plain Qt (PyQt5 or PyQt6, no Krita): one job, one status probe.
 
-usage: python lb_qtclient.py PLUGIN_DIR URL TOKEN BINDING [quit]  — prints a JSON summary.
+usage: python lb_qtclient.py PLUGIN_DIR URL TOKEN BINDING [quit|long]  — prints a JSON summary.
 
 With `quit`, the application quits as soon as the image has been uploaded, before the server has named the
-job: what Krita does when the user closes it at that moment."""
+job: what Krita does when the user closes it at that moment. With `long`, the job is a long one, and a line
+"running" is printed when it starts (for a test to stop the server then)."""
 
 import json
 import sys
@@ -50,6 +51,10 @@ if sys.argv[5:] == ["quit"]:
 
     job.progress.connect(uploaded)
     app.aboutToQuit.connect(lambda: out.update(job_at_quit=job.job_id))
+elif sys.argv[5:] == ["long"]:
+    params.update(steps=100, layers=4)
+    job.progress.connect(lambda s: print("running", flush=True) if s.get("state") == "running" else None)
+    job.finished.connect(lambda result, layers: (out.update(ok=True), app.quit()))
 else:
     job.finished.connect(finished)
 job.failed.connect(lambda code, msg: (out.update(ok=False, code=code, message=msg), app.quit()))
