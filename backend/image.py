@@ -76,6 +76,9 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         Image.MAX_IMAGE_PIXELS = None
         if data[:4] == b"8BPS":
             img = _psd_composite(data, max_pixels)
+        elif data[:2] == b"PK":
+            img = Image.open(io.BytesIO(_merged_image(data, max_pixels)))
+            check_size(img.width, img.height, max_pixels)
         else:
             img = Image.open(io.BytesIO(data))
             check_size(img.width, img.height, max_pixels)
@@ -94,6 +97,31 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise LayerBridgeError(ErrorCode.invalid_image, f"the image could not be decoded: {exc}") from exc
     return to_rgba8(img)
+
+
+# The zip-based layered formats that carry their flattened image as mergedimage.png, by their mimetype entry.
+_MERGED_IMAGE_FORMATS = {b"image/openraster": "OpenRaster", b"application/x-krita": "Krita"}
+
+
+def _merged_image(data: bytes, max_pixels: int) -> bytes:
+    """The flattened image an OpenRaster (.ora) or Krita (.kra) file carries, as PNG bytes. Its unpacked size is
+    checked before it is unpacked: a PNG of `max_pixels` takes at most 8 bytes a pixel (16-bit RGBA) and a little."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            kind = _MERGED_IMAGE_FORMATS.get(archive.read("mimetype").strip()) if "mimetype" in archive.namelist() else None
+            if kind is None:
+                raise LayerBridgeError(
+                    ErrorCode.invalid_image, "a zip file is read only as an OpenRaster (.ora) or Krita (.kra) document"
+                )
+            if "mergedimage.png" not in archive.namelist():
+                raise LayerBridgeError(ErrorCode.invalid_image, f"this {kind} file has no merged image (mergedimage.png)")
+            if archive.getinfo("mergedimage.png").file_size > 8 * max_pixels + (1 << 20):
+                raise LayerBridgeError(ErrorCode.image_too_large, f"this {kind} file's merged image is too large")
+            return archive.read("mergedimage.png")
+    except zipfile.BadZipFile as exc:
+        raise LayerBridgeError(ErrorCode.invalid_image, f"the zip file could not be read: {exc}") from exc
 
 
 def _psd_composite(data: bytes, max_pixels: int) -> Image.Image:

@@ -311,6 +311,9 @@ def main(args):
             layers.append({"name": node.name(), "type": node.type(), "box": [b.x(), b.y(), b.width(), b.height()],
                            "pixels": base64.b64encode(px).decode()})
         out[path] = {"size": [doc.width(), doc.height()], "profile": doc.colorProfile(), "layers": layers}
+        if path.endswith(".ora"):      # and as Krita's own file, for the server to read back
+            doc.setBatchmode(True)
+            out[path]["saved_kra"] = doc.saveAs(path[:-4] + ".kra")
         doc.close()
     with open(os.environ["KR_RESULTS"], "w") as f:
         json.dump(out, f)
@@ -358,3 +361,12 @@ def test_krita_opens_the_psd_and_the_ora_with_the_same_layers(stack, tmp_path):
             assert np.array_equal(rgba[..., 3], src.pixels[..., 3]), (path.name, src.name)
             assert np.array_equal(rgba[seen], src.pixels[seen]), (path.name, src.name)
     assert "sRGB" in data[str(files[0])]["profile"]
+    # the .kra Krita saved reads as its merged image, which is the stack's composite
+    assert data[str(files[1])]["saved_kra"], log[-3000:]
+    from backend.image import decode
+
+    merged = decode((tmp_path / "out.kra").read_bytes(), 10**8)
+    composite = np.asarray(export.flatten(stack, W, H))
+    assert merged.shape == composite.shape and np.array_equal(merged[..., 3], composite[..., 3])
+    seen = composite[..., 3] > 0
+    assert np.abs(merged[seen].astype(int) - composite[seen]).max() <= 1

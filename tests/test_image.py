@@ -237,3 +237,39 @@ def test_a_photoshop_file_without_its_merged_image_has_its_layers_composited(tmp
     write_psd(tmp_path / "t.psd", stack, 60, 40)
     out = decode(without_merged_image((tmp_path / "t.psd").read_bytes()), 10**8)
     assert (out == np.asarray(flatten(stack, 60, 40))).all()
+
+
+def zipped(entries: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, content in entries.items():
+            z.writestr(name, content)
+    return buf.getvalue()
+
+
+def test_an_openraster_file_reads_as_its_merged_image(tmp_path):
+    from backend.export import flatten, write_ora
+    from backend.image import PlacedLayer
+
+    spot = np.zeros((10, 12, 4), np.uint8)
+    spot[...] = (20, 200, 40, 150)
+    stack = [PlacedLayer("Spot", 7, 9, spot)]
+    write_ora(tmp_path / "t.ora", stack, 60, 40)
+    assert (decode((tmp_path / "t.ora").read_bytes(), 10**8) == np.asarray(flatten(stack, 60, 40))).all()
+
+
+def test_zip_files_other_than_ora_and_kra_or_without_a_merged_image_are_refused_clearly():
+    cases = [
+        (zipped({"a.txt": b"x"}), ErrorCode.invalid_image, "OpenRaster (.ora) or Krita (.kra)"),
+        (zipped({"mimetype": b"application/x-krita", "maindoc.xml": b"<x/>"}), ErrorCode.invalid_image, "no merged image"),
+        (b"PK\3\4 cut short", ErrorCode.invalid_image, "zip file could not be read"),
+        # a merged image that would unpack past what the pixel limit allows, refused before it is unpacked
+        (zipped({"mimetype": b"image/openraster", "mergedimage.png": bytes(9 * 1000 + (1 << 20))}),
+         ErrorCode.image_too_large, "too large"),
+    ]
+    for data, code, words in cases:
+        with pytest.raises(LayerBridgeError) as err:
+            decode(data, 1000)
+        assert err.value.code == code and words in err.value.message, err.value.message
