@@ -11,9 +11,20 @@ async function pickTokenFile() {
   return file ? file.read() : null;
 }
 
+// Photoshop quitting, the plugin unloaded or the panel destroyed: a running job is cancelled on the
+// server rather than left to run for nobody.
+function destroyPanel() {
+  return panel ? panel.destroy() : undefined;
+}
+
 entrypoints.setup({
+  plugin: {
+    create() {}, // UXP requires it with `plugin`; the panel starts in show()
+    destroy: destroyPanel,
+  },
   panels: {
     decompose: {
+      destroy: destroyPanel,
       show() {
         if (panel) return;
         panel = new Panel(document, {

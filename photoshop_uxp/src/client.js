@@ -454,6 +454,23 @@ class LayerBridgeClient {
     }
   }
 
+  /**
+   * Cancels the running job on the server, then closes the connection: closing alone leaves a job
+   * running there (protocol §5). A job whose id has not come yet (its upload is still on its way)
+   * is waited for up to `waitMs`, as the cancel goes out with the server's answer. The job's promise
+   * rejects with code "cancelled".
+   */
+  async shutdown(waitMs = 2000) {
+    const job = this.current;
+    if (job && !job.settled) {
+      this.cancel();
+      const deadline = Date.now() + waitMs;
+      while (!job.id && !job.settled && Date.now() < deadline) await sleep(20);
+    }
+    this.close();
+    if (job && !job.settled) this.settle(job, null, new LayerBridgeError("cancelled", "Cancelled.", { job: job.id }));
+  }
+
   close() {
     this.closedByUser = true;
     if (this.ws) {

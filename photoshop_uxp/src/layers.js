@@ -1,6 +1,7 @@
 // Photoshop side of a decomposition: read the source pixels, and insert the result as one group
-// of pixel layers in a single history step. Both run inside core.executeAsModal; the network
-// wait in between does not, so Photoshop stays usable while the server works.
+// of pixel layers in a single history step, in the source's document or, when that was closed
+// meanwhile, in a new one like it. Both run inside core.executeAsModal; the network wait in
+// between does not, so Photoshop stays usable while the server works.
 "use strict";
 
 const host = require("./host.js");
@@ -23,6 +24,11 @@ const OTHER_MODES = {
   bitmapMode: ["Bitmap", `${COPY}, convert the copy with Image > Mode > Grayscale`],
   multichannelMode: ["Multichannel", `${COPY}, make the copy an RGB or Grayscale document`],
 };
+
+// A new document for a closed source's layers keeps the source's mode (Document.mode and
+// NewDocumentMode name these three alike): putPixels converts the sRGB layers into a Grayscale or
+// Lab document as it does into the source itself, so nothing needs an RGB copy.
+const NEW_MODES = { RGBColorMode: "RGB", grayscaleMode: "GRAYSCALE", labColorMode: "LAB" };
 
 function cancelled() {
   return new LayerBridgeError("cancelled", "Cancelled; the document was left as it was.");
@@ -82,6 +88,33 @@ function created(layer) {
   return layer;
 }
 
+/** What it takes to make a document like the source's, should that be closed before the layers arrive. */
+function documentInfo(doc, depth) {
+  return {
+    name: baseName(doc.title || doc.name) || "Untitled",
+    width: doc.width,
+    height: doc.height,
+    resolution: doc.resolution,
+    mode: doc.mode,
+    depth,
+  };
+}
+
+/** DocumentCreateOptions for a transparent document like the source's, named "<name> (layers)". */
+function newDocumentOptions(info) {
+  const { constants } = host.photoshop();
+  const options = {
+    name: `${info.name} (layers)`,
+    width: info.width,
+    height: info.height,
+    mode: constants.NewDocumentMode[NEW_MODES[info.mode] || "RGB"],
+    depth: info.depth,
+    fill: constants.DocumentFill.TRANSPARENT,
+  };
+  if (info.resolution > 0) options.resolution = info.resolution;
+  return options;
+}
+
 function findDocument(app, documentID) {
   const docs = Array.from(app.documents || []);
   return docs.find((d) => d.id === documentID) || null;
@@ -99,7 +132,8 @@ function findLayer(layers, id) {
 /**
  * Reads the pixels to decompose from the active document: its composite (`mode: "document"`) or
  * the one selected layer (`mode: "layer"`), cut to the selection's bounds when there is one.
- * Resolves with {documentID, layerID, name, origin, width, height, data (rgba8)}.
+ * Resolves with {documentID, layerID, name, depth, document, origin, width, height, data (rgba8)};
+ * `document` is the document's {name, width, height, resolution, mode, depth}.
  */
 async function readSource(mode = "document") {
   const { app, core, imaging } = host.photoshop();
@@ -150,6 +184,7 @@ async function readSource(mode = "document") {
     layerID: layer ? layer.id : null,
     name: layer ? layer.name : baseName(doc.title || doc.name),
     depth,
+    document: documentInfo(doc, depth),
     origin: { left: area.left, top: area.top },
     width: area.right - area.left,
     height: area.bottom - area.top,
@@ -160,22 +195,29 @@ async function readSource(mode = "document") {
 /**
  * Adds the result as a group above the source in one history step. A failure or a cancel
  * (Photoshop's progress bar or `isCancelled()`) throws inside the modal scope, which rolls the
- * document back to how it was.
+ * document back to how it was. When the source's document was closed meanwhile, the group goes
+ * into a new document like it (see intoNewDocument), which is then the active one.
+ * Resolves with the plan; its `newDocument` is that document's name, or null.
  */
 async function insertLayers(source, result, { isCancelled = () => false, onProgress = () => {} } = {}) {
   const { app, core } = host.photoshop();
-  const plan = layerPlan(result, source.origin, source);
+  const plan = { ...layerPlan(result, source.origin, source), newDocument: null };
 
   await core.executeAsModal(async (context) => {
+    const stop = () => context.isCancelled || isCancelled();
     const doc = findDocument(app, source.documentID);
-    if (!doc) throw new LayerBridgeError("no_document", "The document was closed before the layers arrived.");
+    if (!doc) {
+      plan.newDocument = await intoNewDocument(context, source, plan, stop, onProgress);
+      return;
+    }
     // New layers go to the active document: the source's is made active while they are added, and the
     // one the user switched to meanwhile gets the focus back afterwards.
     const previous = app.activeDocument;
     const switched = !previous || previous.id !== doc.id;
     if (switched) app.activeDocument = doc;
     try {
-      await addLayers(context, doc, plan, source, () => context.isCancelled || isCancelled(), onProgress);
+      const above = () => (source.layerID !== null ? findLayer(doc.layers, source.layerID) : Array.from(doc.layers)[0]);
+      await addLayers(context, doc, plan, { above }, stop, onProgress);
     } finally {
       if (switched && previous && !context.isCancelled && findDocument(app, previous.id)) app.activeDocument = previous;
     }
@@ -183,8 +225,51 @@ async function insertLayers(source, result, { isCancelled = () => false, onProgr
   return plan;
 }
 
-/** The group and its layers, inside one suspended history state that a failure or a cancel rolls back. */
-async function addLayers(context, doc, plan, source, stop, onProgress) {
+/**
+ * Makes a transparent document like the closed source's and adds the group there, the document's
+ * own empty layer removed. A failure or a cancel leaves no document behind: the panel closes it,
+ * and Photoshop does when the modal scope ends if it was the user who cancelled (no document
+ * change is allowed after that). Resolves with the document's name.
+ */
+async function intoNewDocument(context, source, plan, stop, onProgress) {
+  const { app } = host.photoshop();
+  const { hostControl } = context;
+  const options = newDocumentOptions(source.document);
+  const doc = await app.documents.add(options);
+  if (!doc) throw new LayerBridgeError("internal", "Photoshop could not create a document for the layers.");
+  try {
+    await hostControl.registerAutoCloseDocument(doc.id);
+    // With a transparent fill Photoshop makes one empty ordinary layer; a document cannot be left
+    // without layers, so it goes once the group is in.
+    await addLayers(context, doc, plan, { blank: Array.from(doc.layers) }, stop, onProgress);
+    await hostControl.unregisterAutoCloseDocument(doc.id);
+  } catch (error) {
+    if (!context.isCancelled) await discard(hostControl, doc);
+    throw error;
+  }
+  return doc.title || options.name;
+}
+
+/** Closes a half-made document without saving; it stays registered for automatic closing until that worked. */
+async function discard(hostControl, doc) {
+  try {
+    await doc.closeWithoutSaving();
+  } catch (_) {
+    return; // still registered: Photoshop closes it when the modal scope ends
+  }
+  try {
+    await hostControl.unregisterAutoCloseDocument(doc.id);
+  } catch (_) {
+    // already closed; nothing is left to close
+  }
+}
+
+/**
+ * The group (moved above the layer `above()` finds once the group exists, if any) and its layers,
+ * inside one suspended history state that a failure or a cancel rolls back; the `blank` layers are
+ * deleted in that same state.
+ */
+async function addLayers(context, doc, plan, { above = () => null, blank = [] }, stop, onProgress) {
   const { imaging, constants } = host.photoshop();
   const { PLACEBEFORE, PLACEINSIDE } = constants.ElementPlacement;
   checkMode(doc.mode); // it may have changed while the server worked
@@ -192,7 +277,7 @@ async function addLayers(context, doc, plan, source, stop, onProgress) {
   const suspension = await context.hostControl.suspendHistory({ documentID: doc.id, name: HISTORY_NAME });
   try {
     const group = created(await doc.createLayerGroup({ name: plan.groupName }));
-    const anchor = source.layerID !== null ? findLayer(doc.layers, source.layerID) : Array.from(doc.layers)[0];
+    const anchor = above();
     if (anchor && anchor.id !== group.id) await group.move(anchor, PLACEBEFORE);
 
     let below = null;
@@ -223,6 +308,7 @@ async function addLayers(context, doc, plan, source, stop, onProgress) {
       }
       below = layer;
     }
+    for (const layer of blank) await layer.delete();
     if (stop()) throw cancelled();
     await context.hostControl.resumeHistory(suspension, true);
     onProgress(1, null);

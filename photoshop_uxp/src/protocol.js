@@ -12,7 +12,7 @@ const MAGIC = [0x4c, 0x42, 0x50, 0x58]; // "LBPX"
 const DEFAULT_PARAMS = Object.freeze({
   layers: 4,
   resolution: 640,
-  steps: 50,
+  steps: null, // null: the preset's count
   prompt: "",
   seed: null,
   preset: "best",
@@ -70,7 +70,9 @@ function buildParams(input, name = "") {
   const params = {
     layers: intInRange(src.layers, "Layers", 2, 10, errors),
     resolution: intInRange(src.resolution, "Resolution", 640, 1024, errors),
-    steps: intInRange(src.steps, "Steps", 2, 100, errors),
+    steps: src.steps === null || src.steps === undefined || String(src.steps).trim() === ""
+      ? null // auto: the server runs the preset's count
+      : intInRange(src.steps, "Steps", 2, 100, errors),
     prompt: String(src.prompt ?? ""),
     preset: String(src.preset || "best"),
     name: String(name || "").slice(0, 200),

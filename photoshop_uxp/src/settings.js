@@ -11,7 +11,7 @@ const DEFAULTS = Object.freeze({
   address: DEFAULT_ADDRESS,
   layers: DEFAULT_PARAMS.layers,
   resolution: DEFAULT_PARAMS.resolution,
-  steps: DEFAULT_PARAMS.steps,
+  steps: "", // as typed; empty: auto, the preset's count
   preset: DEFAULT_PARAMS.preset,
   prompt: "",
   seed: "",
@@ -25,6 +25,8 @@ function loadSettings(storage) {
   } catch (_) {
     saved = {};
   }
+  // Version 1 stored steps as a number, its default (50) included: that is auto now, so the preset decides.
+  if (typeof saved.steps === "number") saved.steps = saved.steps === 50 ? "" : String(saved.steps);
   const out = { ...DEFAULTS };
   for (const key of Object.keys(DEFAULTS)) {
     if (saved[key] !== undefined && saved[key] !== null && typeof saved[key] === typeof DEFAULTS[key]) out[key] = saved[key];

@@ -30,6 +30,15 @@ function modelLine(status) {
   }
 }
 
+/** Where the layers went, for the line under the buttons. */
+function doneLine(source, plan, seconds) {
+  const count = `${plan.layers.length} layers`;
+  if (plan.newDocument) {
+    return `“${source.document.name}” was closed during the decomposition: the ${count} are in a new document, “${plan.newDocument}” (${seconds} s).`;
+  }
+  return `Added ${count} in “${plan.groupName}” (${seconds} s). One Undo removes them.`;
+}
+
 class Panel {
   /**
    * @param {Document} dom  the panel's DOM document
@@ -109,7 +118,7 @@ class Panel {
       layers: Math.round(Number(this.$("layers").value)),
       resolution: Number(this.pickerValue("resolution")),
       preset: this.pickerValue("preset"),
-      steps: Number(String(this.$("steps").value).trim()),
+      steps: String(this.$("steps").value || "").trim(),
       prompt: String(this.$("prompt").value || ""),
       seed: String(this.$("seed").value || "").trim(),
     };
@@ -143,7 +152,7 @@ class Panel {
 
   persist() {
     const f = this.readFields();
-    this.settings = { ...this.settings, ...f, layers: f.layers, resolution: f.resolution, steps: Number.isFinite(f.steps) ? f.steps : this.settings.steps };
+    this.settings = { ...this.settings, ...f, layers: f.layers, resolution: f.resolution };
     saveSettings(this.storage, this.settings);
   }
 
@@ -206,6 +215,7 @@ class Panel {
   }
 
   async refreshStatus() {
+    if (!this.client) return null;
     const status = await this.client.status();
     this.$("model-state").textContent = modelLine(status);
     return status;
@@ -290,6 +300,20 @@ class Panel {
     if (this.client) this.client.cancel();
   }
 
+  /**
+   * The panel or the plugin is going away (UXP's destroy hooks: the plugin unloaded, Photoshop
+   * quitting). A running job is cancelled on the server, as a closed connection alone leaves it
+   * running there, and the connection is closed. The next action connects again.
+   */
+  destroy() {
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    this.statusTimer = null;
+    this.cancelRequested = this.busy;
+    const client = this.client;
+    this.client = null;
+    return client ? client.shutdown() : Promise.resolve();
+  }
+
   /** Decompose the document (or selection) or the selected layer, start to finish. */
   async run(mode) {
     if (this.busy) return;
@@ -323,7 +347,7 @@ class Panel {
         onProgress: (fraction, item) => this.showProgress(fraction, item ? `Adding ${item.name}` : "Done"),
       });
       const seconds = Math.round((Date.now() - started) / 1000);
-      this.showMessage(`Added ${plan.layers.length} layers in “${plan.groupName}” (${seconds} s). One Undo removes them.`);
+      this.showMessage(doneLine(source, plan, seconds));
       if (result.seed !== undefined && result.seed !== null) {
         this.$("last-seed").textContent = `Last seed: ${result.seed}`;
         this.$("last-seed").dataset.seed = String(result.seed);
@@ -339,4 +363,4 @@ class Panel {
   }
 }
 
-module.exports = { Panel, modelLine };
+module.exports = { Panel, modelLine, doneLine };

@@ -76,6 +76,25 @@ test("cancel while connecting sends nothing; cancel before \"accepted\" is sent 
   await srv.close();
 });
 
+test("shutdown: the running job is cancelled before the connection closes, also when its id is still to come", async () => {
+  const srv = await scripted((ws, m) => {
+    if (m.type === "submit") setTimeout(() => ws.send(JSON.stringify({ type: "accepted", ref: m.ref, job: `j_${m.ref}`, position: 0 })), 150);
+  });
+  const closed = [];
+  const c = new LayerBridgeClient({ address: srv.address, token: "t", WebSocket, onState: (s) => closed.push(s) });
+  const run = c.decompose(image, {});
+  while (!srv.seen.some((m) => m.type === "submit")) await new Promise((r) => setTimeout(r, 5));
+  await c.shutdown();
+  await assert.rejects(run, { code: "cancelled" });
+  const submit = srv.seen.find((m) => m.type === "submit");
+  assert.ok(srv.seen.some((m) => m.type === "cancel" && m.job === `j_${submit.ref}`), "cancel sent once the id came");
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(closed[closed.length - 1], "disconnected");
+  assert.equal(c.connected, false);
+  await c.shutdown(); // nothing running: just closed
+  await srv.close();
+});
+
 test("a failed job and a refused submit reject with the server's code and message", async () => {
   const srv = await scripted((ws, m) => {
     if (m.type !== "submit") return;

@@ -136,6 +136,36 @@ describe("panel client against the real server", { skip: SKIP, timeout: 900000 }
     }
   });
 
+  it("the document closed while the server worked (the Photoshop double): the layers open in a new document like it", { timeout: JOB_TIMEOUT }, async () => {
+    const c = client();
+    const ps = new Photoshop();
+    const doc = ps.newDocument({ width: 64, height: 48, depth: 16, resolution: 240, title: "Card.tif" });
+    doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 64, height: 48 }, rgba: image(64, 48, 9).data, background: true });
+    doc.selection.bounds = { left: 8, top: 4, right: 56, bottom: 40 };
+    host.setHost({ photoshop: ps.module(), uxp: {} });
+
+    const source = await readSource("document");
+    const result = await c.decompose(source, { ...params(), name: source.name });
+    doc.userCloses();
+    const plan = await insertLayers(source, result);
+
+    assert.equal(plan.newDocument, "Card (layers)");
+    assert.deepEqual(ps.documents.map((d) => d.title), ["Card (layers)"]);
+    const made = ps.documents[0];
+    assert.deepEqual([made.width, made.height, made.resolution, made.mode, made.depth], [64, 48, 240, "RGBColorMode", 16]);
+    assert.deepEqual(made.history, ["New", HISTORY_NAME]);
+    assert.deepEqual(made.layers.map((l) => l.name), ["Card layers"]);
+    const group = made.layers[0];
+    assert.equal(group.layers.length, result.layers.length);
+    for (const spec of result.layers) {
+      if (!(spec.width > 0)) continue;
+      const layer = group.layers.find((l) => l.name === spec.name);
+      assert.deepEqual(layer.pixels.bounds, { left: 8 + spec.x, top: 4 + spec.y, right: 8 + spec.x + spec.width, bottom: 4 + spec.y + spec.height });
+      assert.deepEqual(Uint8Array.from(layer.pixels.data, (v) => Math.round((v * 255) / 32768)), spec.pixels, `${spec.name}: as sent`);
+    }
+    assert.equal(ps.liveImageData.size, 0);
+  });
+
   it("cancels a running job; the connection stays usable", { timeout: JOB_TIMEOUT }, async () => {
     const c = client();
     let cancelled = false;
@@ -170,5 +200,33 @@ describe("panel client against the real server", { skip: SKIP, timeout: 900000 }
     assert.equal(result.seed, 11);
     assert.equal(result.layers.length, 2);
     for (const layer of result.layers) assert.equal(layer.pixels.byteLength, layer.width * layer.height * 4);
+  });
+});
+
+describe("a server stopped during a job", { skip: SKIP, timeout: 300000 }, () => {
+  it("says so at once: server_stopped, not a lost connection to retry", { timeout: JOB_TIMEOUT }, async () => {
+    const srv = await server.startServer();
+    const c = new LayerBridgeClient({ address: srv.address, token: srv.token, WebSocket, reconnectDelayMs: 300 });
+    try {
+      let stoppedAt = 0;
+      const run = c.decompose(image(64, 48, 4), params({ steps: 100, layers: 4 }), {
+        onProgress: (p) => {
+          if (!stoppedAt && p.state === "running") {
+            stoppedAt = Date.now();
+            process.kill(srv.pid, "SIGTERM");
+          }
+        },
+      });
+      await assert.rejects(run, (e) => {
+        assert.equal(e.code, "server_stopped", e.message);
+        assert.match(e.message, /server was stopped/);
+        return true;
+      });
+      assert.ok(stoppedAt > 0);
+      assert.ok(Date.now() - stoppedAt < 10000, `told after ${Date.now() - stoppedAt} ms`);
+    } finally {
+      c.close();
+      await srv.stop();
+    }
   });
 });

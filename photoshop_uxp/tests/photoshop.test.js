@@ -406,12 +406,186 @@ test("a failure midway (bad pixels) rolls everything back", async () => {
   await assertUntouched(ps2.ps, ps2.doc, ["Background"]);
 });
 
-test("the document closed while the server worked: clear error, nothing written", async () => {
-  const { ps, doc } = readyDocument();
-  const source = await readSource("document");
-  doc.closeWithoutSaving();
-  await assert.rejects(insertLayers(source, fakeResult(12, 10)), { code: "no_document" });
-  assert.equal(ps.calls.filter((c) => c !== "imaging.getPixels").length, 0);
+/** A source document at 300 ppi next to another open document, and the source read with a selection. */
+async function closedSource({ mode = constants.DocumentMode.RGB, depth = 8, which = "document" } = {}) {
+  const { ps, doc } = setUp({ width: 12, height: 10, depth, mode, resolution: 300, title: "Poster.psd" });
+  doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 12, height: 10 }, rgba: pattern(12, 10), background: true });
+  const art = doc.addLayer({ name: "Art", at: { left: 2, top: 1, width: 9, height: 8 }, rgba: pattern(9, 8, 4) });
+  doc.activeLayers = [art];
+  doc.selection.bounds = { left: 3, top: 2, right: 11, bottom: 9 };
+  const source = await readSource(which);
+  const other = ps.newDocument({ width: 5, height: 5, title: "Other.psd" });
+  other.addLayer({ name: "Sketch", at: { left: 0, top: 0, width: 5, height: 5 }, rgba: pattern(5, 5) });
+  const before = { layers: names(other.layers), history: [...other.history], pixels: other.layers[0].pixels.data.slice() };
+  doc.userCloses();
+  ps.calls = [];
+  return { ps, source, other, before };
+}
+
+function assertOtherUntouched(other, before) {
+  assert.deepEqual(names(other.layers), before.layers, "the other document's layers");
+  assert.deepEqual(other.history, before.history, "the other document's history");
+  assert.deepEqual(other.layers[0].pixels.data, before.pixels, "the other document's pixels");
+}
+
+test("the document closed while the server worked: the layers open in a new document like it", async () => {
+  const { ps, source, other, before } = await closedSource();
+  assert.deepEqual(source.document, { name: "Poster", width: 12, height: 10, resolution: 300, mode: "RGBColorMode", depth: 8 });
+  const result = fakeResult(source.width, source.height);
+
+  const plan = await insertLayers(source, result);
+
+  assert.equal(ps.documents.length, 2, "one new document");
+  const made = ps.documents[1];
+  assert.equal(plan.newDocument, "Poster (layers)");
+  assert.equal(made.title, "Poster (layers)");
+  assert.deepEqual([made.width, made.height, made.resolution], [12, 10, 300]);
+  assert.deepEqual([made.mode, made.bitsPerChannel], ["RGBColorMode", "bitDepth8"]);
+  assert.equal(ps.activeDocument, made, "the new document is in front");
+  assert.deepEqual(names(made.layers), ["Poster layers"], "only the group: the document's own empty layer is gone");
+  const group = made.layers[0];
+  assert.deepEqual(names(group.layers), ["Layer 3", "Layer 2", "Layer 1", "Background"]);
+  for (const spec of result.layers) {
+    const layer = group.layers.find((l) => l.name === spec.name);
+    if (!(spec.width > 0)) {
+      assert.equal(layer.pixels, null, `${spec.name}: empty`);
+      continue;
+    }
+    assert.deepEqual(layer.pixels.bounds, {
+      left: 3 + spec.x, top: 2 + spec.y, right: 3 + spec.x + spec.width, bottom: 2 + spec.y + spec.height,
+    }, `${spec.name}: where it was sent from`);
+    assert.deepEqual(layerRgba8(made, layer), spec.pixels, `${spec.name}: exact bytes`);
+  }
+  assert.deepEqual(made.history, ["New", HISTORY_NAME], "one history step");
+  assertOtherUntouched(other, before);
+  assert.equal(ps.liveImageData.size, 0);
+  assert.deepEqual(ps.lastCreateOptions, {
+    name: "Poster (layers)", width: 12, height: 10, resolution: 300, mode: "RGBColorMode", depth: 8, fill: "transparent",
+  });
+});
+
+test("a closed Grayscale, Lab or 16-bit source: the new document keeps its mode and depth; Decompose layer too", async () => {
+  const cases = [
+    [constants.DocumentMode.GRAYSCALE, 8, "document"],
+    [constants.DocumentMode.LAB, 8, "layer"],
+    [constants.DocumentMode.RGB, 16, "layer"],
+    [constants.DocumentMode.GRAYSCALE, 16, "document"],
+  ];
+  for (const [mode, depth, which] of cases) {
+    const label = `${mode} ${depth}-bit (${which})`;
+    const { ps, source, other, before } = await closedSource({ mode, depth, which });
+    const result = { ...fakeResult(source.width, source.height), name: which === "layer" ? "Art" : "Poster" };
+
+    const plan = await insertLayers(source, result);
+
+    const made = ps.documents[1];
+    assert.equal(plan.newDocument, "Poster (layers)", label);
+    assert.deepEqual([made.mode, made.depth, made.resolution], [mode, depth, 300], label);
+    assert.deepEqual(names(made.layers), [plan.groupName], label);
+    const top = made.layers[0].layers[0];
+    assert.equal(top.name, "Layer 3", label);
+    const spec = result.layers[3];
+    const left = source.origin.left + spec.x;
+    const topY = source.origin.top + spec.y;
+    assert.deepEqual(top.pixels.bounds, { left, top: topY, right: left + 2, bottom: topY + 2 }, label);
+    const expected = mode === constants.DocumentMode.GRAYSCALE ? grayOf(spec.pixels) : spec.pixels;
+    assert.deepEqual(layerRgba8(made, top), expected, label);
+    assert.deepEqual(made.history, ["New", HISTORY_NAME], label);
+    assertOtherUntouched(other, before);
+    assert.equal(ps.liveImageData.size, 0, label);
+  }
+});
+
+test("a closed source and a failure midway: no new document is left open", async () => {
+  // Bad layer bytes: refused before anything is made.
+  const first = await closedSource();
+  const bad = fakeResult(first.source.width, first.source.height);
+  bad.layers[1].pixels = new Uint8Array(7);
+  await assert.rejects(insertLayers(first.source, bad), { code: "invalid_result" });
+  assert.deepEqual(first.ps.documents.map((d) => d.title), ["Other.psd"]);
+  assert.ok(!first.ps.calls.includes("Documents.add"));
+
+  // Photoshop fails on the second layer's pixels: the half-made document is closed without saving.
+  const { ps, source, other, before } = await closedSource();
+  const broken = ps.module();
+  const original = broken.imaging.putPixels;
+  let calls = 0;
+  broken.imaging.putPixels = async (o) => { if (++calls === 2) throw new Error("disk full"); return original(o); };
+  host.setHost({ photoshop: broken, uxp: {} });
+  await assert.rejects(insertLayers(source, fakeResult(source.width, source.height)), /disk full/);
+  assert.ok(ps.calls.includes("Documents.add"));
+  assert.ok(ps.calls.includes("Document.closeWithoutSaving"), "closed by the panel");
+  assert.deepEqual(ps.documents.map((d) => d.title), ["Other.psd"], "no new document open");
+  assert.equal(ps.activeDocument, other);
+  assertOtherUntouched(other, before);
+  assert.equal(ps.liveImageData.size, 0);
+});
+
+test("a closed source and a cancel midway (Photoshop's progress bar, or the panel): no new document is left open", async () => {
+  const { ps, source, other, before } = await closedSource();
+  ps.userCancelsAfter(4); // new document, group, layer, move… then the user cancels
+  await assert.rejects(insertLayers(source, fakeResult(source.width, source.height)), { code: "cancelled" });
+  assert.ok(!ps.calls.includes("Document.closeWithoutSaving"), "no change is allowed after the user's cancel");
+  assert.deepEqual(ps.documents.map((d) => d.title), ["Other.psd"], "closed by Photoshop as the modal scope ended");
+  assertOtherUntouched(other, before);
+
+  const second = await closedSource();
+  let seen = 0;
+  await assert.rejects(
+    insertLayers(second.source, fakeResult(second.source.width, second.source.height), { isCancelled: () => seen >= 2, onProgress: () => { seen++; } }),
+    { code: "cancelled" },
+  );
+  assert.ok(second.ps.calls.includes("Document.closeWithoutSaving"));
+  assert.deepEqual(second.ps.documents.map((d) => d.title), ["Other.psd"]);
+  assertOtherUntouched(second.other, second.before);
+  assert.equal(second.ps.liveImageData.size, 0);
+});
+
+test("the double: Documents.add follows DocumentCreateOptions and its defaults, needs the modal scope", async () => {
+  const { ps } = setUp({ width: 4, height: 4 });
+  const { app, core } = ps.module();
+  const modal = (fn) => core.executeAsModal(fn, { commandName: "t" });
+  await assert.rejects(app.documents.add({ width: 10, height: 10 }), /executeAsModal/);
+
+  const plain = await modal(() => app.documents.add());
+  assert.deepEqual([plain.width, plain.height, plain.resolution, plain.mode, plain.depth], [2100, 1500, 300, "RGBColorMode", 8]);
+  assert.deepEqual(names(plain.layers), ["Background"], "white: a Background layer");
+  assert.ok(plain.layers[0].isBackgroundLayer);
+  assert.equal(ps.activeDocument, plain);
+
+  const clear = await modal(() => app.documents.add({ width: 6, height: 3, resolution: 150, mode: "labColorMode", depth: 16, fill: "transparent", name: "X" }));
+  assert.deepEqual([clear.title, clear.width, clear.height, clear.resolution, clear.mode, clear.bitsPerChannel], ["X", 6, 3, 150, "labColorMode", "bitDepth16"]);
+  assert.equal(clear.layers.length, 1, "transparent: one empty ordinary layer");
+  assert.equal(clear.layers[0].isBackgroundLayer, false);
+  assert.equal(clear.layers[0].pixels, null);
+
+  await assert.rejects(modal(() => app.documents.add({ width: 6, height: 3, bitsPerChannel: 16 })), /not a DocumentCreateOptions property/);
+  await assert.rejects(modal(() => app.documents.add({ mode: "RGB" })), /not a NewDocumentMode/);
+  await assert.rejects(modal(() => app.documents.add({ fill: "none" })), /not a DocumentFill/);
+  await assert.rejects(modal(() => app.documents.add({ preset: "Web Large" })), /not modelled/);
+
+  // A document keeps a layer; deleting and closing need the modal scope too.
+  await assert.rejects(modal(() => clear.layers[0].delete()), /only layer/);
+  assert.throws(() => clear.layers[0].delete(), /executeAsModal/);
+  assert.throws(() => clear.closeWithoutSaving(), /executeAsModal/);
+  await modal(() => clear.closeWithoutSaving());
+  assert.ok(!ps.documents.includes(clear));
+});
+
+test("the double: a document registered for automatic closing is closed without saving when the modal scope ends", async () => {
+  const { ps } = setUp({ width: 4, height: 4 });
+  const { app, core } = ps.module();
+  let kept = null;
+  await core.executeAsModal(async (context) => {
+    const gone = await app.documents.add({ name: "gone" });
+    kept = await app.documents.add({ name: "kept" });
+    await context.hostControl.registerAutoCloseDocument(gone.id);
+    await context.hostControl.registerAutoCloseDocument(kept.id);
+    await context.hostControl.unregisterAutoCloseDocument(kept.id);
+    await assert.rejects(context.hostControl.unregisterAutoCloseDocument(kept.id), /not registered/);
+  }, { commandName: "t" });
+  assert.deepEqual(ps.documents.map((d) => d.title), ["Untitled-1.psd", "kept"]);
+  assert.equal(kept.layers.length, 1);
 });
 
 test("the double is strict: changes outside executeAsModal fail", async () => {

@@ -16,8 +16,11 @@ test("addresses: host:port, URLs, localhost mapped to 127.0.0.1, errors", () => 
 
 test("parameters: defaults, coercion from text fields, every range error at once", () => {
   assert.deepEqual(p.buildParams({}, "Poster"), {
-    layers: 4, resolution: 640, steps: 50, prompt: "", preset: "best", name: "Poster", seed: null,
+    layers: 4, resolution: 640, steps: null, prompt: "", preset: "best", name: "Poster", seed: null,
   });
+  // Steps left empty (auto) is null: the server runs the chosen preset's count
+  assert.equal(p.buildParams({ steps: " ", preset: "fast" }).steps, null);
+  assert.equal(p.buildParams({ steps: "12", preset: "fast" }).steps, 12);
   const fromFields = p.buildParams({ layers: "10", resolution: "1024", steps: "2", seed: " 42 ", prompt: "a cat" });
   assert.equal(fromFields.layers, 10);
   assert.equal(fromFields.resolution, 1024);

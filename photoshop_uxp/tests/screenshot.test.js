@@ -9,34 +9,14 @@ const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
 
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const PANEL = path.resolve(__dirname, "..");
-const DOCS_IMAGE = path.resolve(PANEL, "..", "docs", "images", "photoshop-panel.png");
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json" };
+const { PANEL, launch, openPanel, unavailable } = require("./support/panel-page.js");
 
-test("the panel renders and runs in Chromium (screenshot)", { skip: fs.existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing`, timeout: 120000 }, async () => {
-  const { chromium } = require("playwright-core");
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
-    timeout: 60000,
-  });
+const DOCS_IMAGE = path.resolve(PANEL, "..", "docs", "images", "photoshop-panel.png");
+
+test("the panel renders and runs in Chromium (screenshot)", { skip: unavailable(), timeout: 120000 }, async () => {
+  const browser = await launch();
   try {
-    const context = await browser.newContext({ viewport: { width: 280, height: 600 }, deviceScaleFactor: 2 });
-    const page = await context.newPage();
-    const errors = [];
-    page.on("pageerror", (e) => errors.push(e.message));
-    await page.route("http://panel.test/**", async (route) => {
-      const rel = decodeURIComponent(new URL(route.request().url()).pathname).replace(/^\/+/, "");
-      const file = path.resolve(PANEL, rel);
-      if (!file.startsWith(PANEL + path.sep) || !fs.existsSync(file)) {
-        await route.fulfill({ status: 404, body: "not found" });
-        return;
-      }
-      await route.fulfill({ status: 200, contentType: TYPES[path.extname(file)] || "application/octet-stream", body: fs.readFileSync(file) });
-    });
-    await page.addInitScript({ path: path.join(__dirname, "support", "browser-shim.js") });
-    await page.goto("http://panel.test/index.html");
+    const { page, errors } = await openPanel(browser);
 
     await page.waitForFunction(() => document.getElementById("model-state").textContent.includes("Model ready"), null, { timeout: 20000 });
     assert.equal(await page.textContent("#conn-state"), "Connected to LayerBridge 0.1.0");
@@ -64,12 +44,13 @@ test("the panel renders and runs in Chromium (screenshot)", { skip: fs.existsSyn
     assert.equal(saved.prompt, "A travel poster: fox, mountains, title text");
 
     await page.click("#decompose");
-    await page.waitForFunction(() => document.getElementById("progress-text").textContent.includes("step 12 of 50"), null, { timeout: 20000 });
-    assert.equal(await page.textContent("#progress-text"), "Denoising · step 12 of 50 · 31 s left");
+    await page.waitForFunction(() => document.getElementById("progress-text").textContent.includes("step 12 of 20"), null, { timeout: 20000 });
+    assert.equal(await page.textContent("#progress-text"), "Denoising · step 12 of 20 · 6 s left");
     const submit = await page.evaluate(() => window.__sent.find((m) => m.type === "submit"));
     assert.deepEqual(submit.image, { format: "rgba8", width: 320, height: 200, bytes: 320 * 200 * 4, transfer: 1 });
     assert.equal(submit.params.layers, 6);
     assert.equal(submit.params.preset, "fast");
+    assert.equal(submit.params.steps, null, "Steps on auto: the preset's count");
     assert.equal(submit.params.name, "Poster");
     assert.ok(await page.isVisible("#cancel"));
 

@@ -3,7 +3,7 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const { DEFAULTS, SETTINGS_KEY, loadSettings, saveSettings, tokenStore } = require("../src/settings.js");
-const { modelLine } = require("../src/ui.js");
+const { doneLine, modelLine } = require("../src/ui.js");
 
 function memoryStorage() {
   const map = new Map();
@@ -23,8 +23,14 @@ test("settings: defaults, round trip, bad or foreign values ignored", () => {
   assert.equal(JSON.parse(storage.getItem(SETTINGS_KEY)).unrelated, undefined);
   storage.setItem(SETTINGS_KEY, "{not json");
   assert.deepEqual(loadSettings(storage), DEFAULTS);
+  assert.equal(DEFAULTS.steps, "", "steps start on auto");
+  // version 1 kept steps as a number: its old default 50 reads as auto, a count the user chose is kept
   storage.setItem(SETTINGS_KEY, JSON.stringify({ layers: "many", steps: 20 }));
-  assert.deepEqual(loadSettings(storage), { ...DEFAULTS, steps: 20 });
+  assert.deepEqual(loadSettings(storage), { ...DEFAULTS, steps: "20" });
+  storage.setItem(SETTINGS_KEY, JSON.stringify({ steps: 50, preset: "fast" }));
+  assert.deepEqual(loadSettings(storage), { ...DEFAULTS, steps: "", preset: "fast" });
+  saveSettings(storage, { ...DEFAULTS, steps: "50" });
+  assert.equal(loadSettings(storage).steps, "50");
 });
 
 test("token: secureStorage when there is one (bytes back), localStorage otherwise; never in settings", async () => {
@@ -54,4 +60,12 @@ test("model state line", () => {
   assert.equal(modelLine({ model: { state: "failed", error: "disk full" } }), "Model failed to load: disk full");
   assert.equal(modelLine({ model: { state: "not_loaded" }, device: { kind: "cpu", name: "CPU" } }), "Model loads on first use on CPU");
   assert.equal(modelLine(null), "");
+});
+
+test("the line that says where the layers went", () => {
+  const source = { document: { name: "Poster" } };
+  const plan = { layers: [1, 2, 3], groupName: "Poster layers", newDocument: null };
+  assert.equal(doneLine(source, plan, 12), "Added 3 layers in “Poster layers” (12 s). One Undo removes them.");
+  assert.equal(doneLine(source, { ...plan, newDocument: "Poster (layers)" }, 12),
+    "“Poster” was closed during the decomposition: the 3 layers are in a new document, “Poster (layers)” (12 s).");
 });

@@ -1,6 +1,9 @@
-// Lets index.html run in a plain Chromium for the screenshot test: a CommonJS `require` (UXP's
-// module system) that maps `photoshop` to the Photoshop double and `uxp` to a stub, minimal
-// stand-ins for UXP's built-in sp-* widgets, and a fake LayerBridge server behind WebSocket.
+// Lets index.html run in a plain Chromium for the browser tests: a CommonJS `require` (UXP's
+// module system) that maps `photoshop` to the Photoshop double and `uxp` to a stub that shows the
+// panel and keeps the entrypoints it was given (window.__entrypoints, to call UXP's lifecycle
+// hooks), minimal stand-ins for UXP's built-in sp-* widgets, and a fake LayerBridge server behind
+// WebSocket. With window.__realServer = {address, token, settings} set beforehand, the page talks
+// to that real server instead, and keeps the text messages it receives in window.__received.
 // Runs as a Playwright init script, before the page's own scripts.
 (() => {
   "use strict";
@@ -47,7 +50,12 @@
     return photoshop;
   };
   builtins.uxp = () => ({
-    entrypoints: { setup(config) { setTimeout(() => Object.values(config.panels)[0].show(), 0); } },
+    entrypoints: {
+      setup(config) {
+        window.__entrypoints = config;
+        setTimeout(() => Object.values(config.panels)[0].show(), 0);
+      },
+    },
     storage: { secureStorage: null, localFileSystem: { getFileForOpening: async () => null } },
   });
 
@@ -147,6 +155,24 @@
   customElements.define("sp-picker", Picker);
   customElements.define("sp-progressbar", ProgressBar);
 
+  // ---- a real LayerBridge server, when the test gives one -----------------------------------------
+  if (window.__realServer) {
+    const Real = window.WebSocket;
+    window.__received = [];
+    window.WebSocket = class extends Real {
+      constructor(url) {
+        super(url);
+        this.addEventListener("message", (event) => {
+          if (typeof event.data === "string") window.__received.push(JSON.parse(event.data));
+        });
+      }
+    };
+    localStorage.setItem("layerbridge.token", window.__realServer.token);
+    const { address, settings } = window.__realServer;
+    localStorage.setItem("layerbridge.settings.v1", JSON.stringify({ ...settings, address }));
+    return;
+  }
+
   // ---- a fake LayerBridge server behind WebSocket -----------------------------------------------------
   window.__sent = [];
   class FakeSocket {
@@ -171,9 +197,9 @@
           device: { kind: "cuda", name: "NVIDIA GeForce RTX 4090" }, queue: { length: 0, running: null } });
       } else if (m.type === "submit") {
         this.reply({ type: "accepted", ref: m.ref, job: "j_demo", position: 0 });
-        this.reply({ type: "progress", job: "j_demo", state: "running", stage: "denoising", step: 12, total: 50, eta_s: 31.4, position: 0 });
+        this.reply({ type: "progress", job: "j_demo", state: "running", stage: "denoising", step: 12, total: 20, eta_s: 6.2, position: 0 });
       } else if (m.type === "cancel") {
-        this.reply({ type: "progress", job: m.job, state: "cancelled", stage: "cancelled", step: 12, total: 50, eta_s: null, position: 0 });
+        this.reply({ type: "progress", job: m.job, state: "cancelled", stage: "cancelled", step: 12, total: 20, eta_s: null, position: 0 });
       }
     }
     close() {

@@ -4,7 +4,10 @@
 // has no alpha; 16-bit data is 0..32768; image data must be disposed), the executeAsModal page
 // (history suspension; a target function that throws cancels open suspensions; isCancelled and
 // APIs failing after a user cancel), and the DOM pages for Document, Layer, Selection (25.0) and
-// constants (ElementPlacement, BitsPerChannelType, DocumentMode; app.activeDocument is read-write).
+// constants (ElementPlacement, BitsPerChannelType, DocumentMode, NewDocumentMode, DocumentFill;
+// app.activeDocument is read-write), Documents.add with DocumentCreateOptions (defaults: 2100×1500
+// pixels, 300 ppi, RGB, white), Layer.delete and Document.closeWithoutSaving (both return nothing),
+// and the executeAsModal page's automatic document closing (registerAutoCloseDocument).
 // Colour modes follow the Imaging API page: image data is RGB, Grayscale or Lab, getPixels converts
 // to a requested colorSpace/colorProfile, putPixels converts the data to the document's mode; the
 // other modes (CMYK, Indexed, Bitmap, Duotone, Multichannel) are not supported by the Imaging API.
@@ -38,6 +41,20 @@ const constants = {
     LAB: "labColorMode",
     MULTICHANNEL: "multichannelMode",
     RGB: "RGBColorMode",
+  },
+  NewDocumentMode: {
+    BITMAP: "bitmapMode",
+    CMYK: "CMYKColorMode",
+    GRAYSCALE: "grayscaleMode",
+    LAB: "labColorMode",
+    RGB: "RGBColorMode",
+  },
+  DocumentFill: {
+    BACKGROUNDCOLOR: "backgroundColor",
+    BLACK: "black",
+    COLOR: "color",
+    TRANSPARENT: "transparent",
+    WHITE: "white",
   },
 };
 
@@ -81,6 +98,34 @@ function bounds(b) {
 function intersect(a, b) {
   const r = { left: Math.max(a.left, b.left), top: Math.max(a.top, b.top), right: Math.min(a.right, b.right), bottom: Math.min(a.bottom, b.bottom) };
   return r.right > r.left && r.bottom > r.top ? r : null;
+}
+
+const CREATE_OPTIONS = ["depth", "fill", "fillColor", "height", "mode", "name", "pixelScaleFactor", "preset", "presetJSON", "profile", "resolution", "width"];
+const NOT_MODELLED = ["fillColor", "pixelScaleFactor", "preset", "presetJSON", "profile"];
+
+/**
+ * DocumentCreateOptions with the documented defaults filled in. Names the page does not list are
+ * refused, so that a misspelt option cannot pass unnoticed, as are the options and values the
+ * double does not model.
+ */
+function createOptions(options) {
+  for (const key of Object.keys(options)) {
+    if (!CREATE_OPTIONS.includes(key)) throw new Error(`Documents.add: "${key}" is not a DocumentCreateOptions property`);
+    if (NOT_MODELLED.includes(key)) throw new Error(`double: Documents.add with "${key}" is not modelled`);
+  }
+  const o = { width: 2100, height: 1500, resolution: 300, mode: constants.NewDocumentMode.RGB, fill: constants.DocumentFill.WHITE, depth: 8, ...options };
+  for (const key of ["width", "height"]) {
+    if (!Number.isInteger(o[key]) || o[key] < 1) throw new Error(`Documents.add: ${key} ${o[key]} is not a number of pixels`);
+  }
+  if (!(typeof o.resolution === "number" && o.resolution > 0)) throw new Error(`Documents.add: resolution ${o.resolution}`);
+  if (![8, 16, 32].includes(o.depth)) throw new Error(`Documents.add: depth ${o.depth} is not 8, 16 or 32`);
+  if (!Object.values(constants.NewDocumentMode).includes(o.mode)) throw new Error(`Documents.add: mode ${o.mode} is not a NewDocumentMode`);
+  if (o.mode === constants.NewDocumentMode.BITMAP) throw new Error("double: new Bitmap documents are not modelled");
+  if (!Object.values(constants.DocumentFill).includes(o.fill)) throw new Error(`Documents.add: fill ${o.fill} is not a DocumentFill`);
+  if (![constants.DocumentFill.WHITE, constants.DocumentFill.BLACK, constants.DocumentFill.TRANSPARENT].includes(o.fill)) {
+    throw new Error(`double: Documents.add with fill ${o.fill} is not modelled`);
+  }
+  return o;
 }
 
 class ImageData {
@@ -198,10 +243,19 @@ class Layer {
     }
     this.doc.changed("Move");
   }
+
+  /** Returns nothing, as documented. A document keeps at least one layer, as in Photoshop's Layers panel. */
+  delete() {
+    this.doc.app.guard("Layer.delete");
+    if (this.doc.layers.length === 1 && this.doc.layers[0] === this) throw new Error("double: a document's only layer cannot be deleted");
+    this.doc.detach(this);
+    this.doc.activeLayers = this.doc.activeLayers.filter((l) => l !== this);
+    this.doc.changed("Delete Layer");
+  }
 }
 
 class Document {
-  constructor(app, { width, height, depth = 8, title = "Untitled-1.psd", mode = constants.DocumentMode.RGB }) {
+  constructor(app, { width, height, depth = 8, title = "Untitled-1.psd", mode = constants.DocumentMode.RGB, resolution = 72, opened = "Open" }) {
     this.app = app;
     this.id = app.nextId++;
     this.width = width;
@@ -209,12 +263,13 @@ class Document {
     this.depth = depth;
     this.bitsPerChannel = DEPTH_NAMES[depth];
     this.mode = mode;
+    this.resolution = resolution;
     this.title = title;
     this.name = title;
     this.layers = []; // top to bottom, as the DOM lists them
     this.activeLayers = [];
     this.selection = { bounds: null, docId: this.id }; // Selection.bounds is null without a selection (25.0)
-    this.history = ["Open"];
+    this.history = [opened]; // the first state's name is the double's own
     this.suspensions = new Map();
   }
 
@@ -345,10 +400,15 @@ class Document {
     this.activeLayers = snap.active;
   }
 
+  /** Returns nothing, as documented; closing changes Photoshop's state, so it needs the modal scope. */
   closeWithoutSaving() {
-    const list = this.app.documents;
-    list.splice(list.indexOf(this), 1);
-    if (this.app.activeDocument === this) this.app.activeDocument = list[0] || null;
+    this.app.guard("Document.closeWithoutSaving");
+    this.app.close(this);
+  }
+
+  /** Test set-up: the user closes the document in Photoshop. */
+  userCloses() {
+    this.app.close(this);
   }
 }
 
@@ -364,6 +424,7 @@ class Photoshop {
     this.cancelNextRead = false;
     this.changes = 0;
     this.progress = [];
+    Object.defineProperty(this.documents, "add", { value: (options) => this.addDocument(options) });
   }
 
   newDocument(options) {
@@ -371,6 +432,39 @@ class Photoshop {
     this.documents.push(doc);
     this.activeDocument = doc;
     return doc;
+  }
+
+  /**
+   * Documents.add: the new document becomes the active one, as with File > New. A transparent fill
+   * gives one empty ordinary layer (Photoshop's "Transparent" background contents: no Background
+   * layer); white or black, an opaque Background layer.
+   */
+  async addDocument(options = {}) {
+    this.guard("Documents.add");
+    this.lastCreateOptions = { ...options };
+    const o = createOptions(options);
+    this.untitled = (this.untitled || 0) + 1;
+    const doc = this.newDocument({
+      width: o.width, height: o.height, depth: o.depth, mode: o.mode, resolution: o.resolution,
+      title: o.name !== undefined ? String(o.name) : `Untitled-${this.untitled}`, opened: "New",
+    });
+    const layer = new Layer(doc, { name: o.fill === constants.DocumentFill.TRANSPARENT ? "Layer 1" : "Background", background: o.fill !== constants.DocumentFill.TRANSPARENT });
+    if (layer.isBackgroundLayer) {
+      const value = o.fill === constants.DocumentFill.WHITE ? MAX[o.depth] : 0;
+      const data = arrayFor(o.depth, o.width * o.height * 4).fill(value);
+      for (let i = 3; i < data.length; i += 4) data[i] = MAX[o.depth];
+      layer.pixels = { bounds: { left: 0, top: 0, right: o.width, bottom: o.height }, data };
+    }
+    doc.attach(layer, doc, 0);
+    doc.activeLayers = [layer];
+    return doc;
+  }
+
+  close(doc) {
+    const list = this.documents;
+    if (!list.includes(doc)) throw new Error("the document is not open");
+    list.splice(list.indexOf(doc), 1);
+    if (this.activeDocument === doc) this.activeDocument = list[list.length - 1] || null;
   }
 
   /** Makes the user press Cancel on Photoshop's progress bar after `n` more document changes. */
@@ -509,7 +603,7 @@ class Photoshop {
       async executeAsModal(target, options = {}) {
         if (!options.commandName) throw new Error("executeAsModal: commandName is required");
         if (ps.modal) throw Object.assign(new Error("host is in a modal state"), { number: 9 });
-        const scope = { cancelled: false, commandName: options.commandName };
+        const scope = { cancelled: false, commandName: options.commandName, autoClose: new Set() };
         ps.modal = scope;
         const context = {
           get isCancelled() { return scope.cancelled; },
@@ -530,6 +624,14 @@ class Photoshop {
               if (!commit) doc.restore(s.snapshot);
               else if (s.dirty) doc.history.push(s.name);
             },
+            // "register one or more documents to be automatically closed without saving when the modal scope ends"
+            async registerAutoCloseDocument(documentID) {
+              if (typeof documentID !== "number") throw new Error("registerAutoCloseDocument: a document ID is required");
+              scope.autoClose.add(ps.findDocument(documentID).id);
+            },
+            async unregisterAutoCloseDocument(documentID) {
+              if (!scope.autoClose.delete(documentID)) throw new Error(`double: document ${documentID} was not registered for automatic closing`);
+            },
           },
         };
         try {
@@ -541,6 +643,11 @@ class Photoshop {
           for (const doc of ps.documents) for (const id of [...doc.suspensions.keys()]) await context.hostControl.resumeHistory(id, false);
           throw error;
         } finally {
+          // Closed meanwhile (the documentation does not say what happens then): nothing left to close.
+          for (const id of scope.autoClose) {
+            const doc = ps.documents.find((d) => d.id === id);
+            if (doc) ps.close(doc);
+          }
           ps.modal = null;
         }
       },

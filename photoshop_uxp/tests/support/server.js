@@ -28,17 +28,18 @@ function tinyModel(tmp) {
 }
 
 /**
- * Starts `layerbridge serve --port 0` with its own config dir; resolves with
- * {url, address, port, token, pid, log, stop()}.
+ * Starts `layerbridge serve --port 0` with its own config dir, allowing the given extra Origins;
+ * resolves with {url, address, port, token, pid, log, stop()}.
  */
-async function startServer({ timeoutMs = 90000 } = {}) {
+async function startServer({ timeoutMs = 90000, allowedOrigins = [] } = {}) {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "lb-panel-e2e-"));
   const model = tinyModel(tmp);
   const configDir = path.join(tmp, "config");
   const portFile = path.join(tmp, "port");
   const logFile = path.join(tmp, "server.log");
   const out = fs.openSync(logFile, "a");
-  const child = spawn(CLI, ["serve", "--host", "127.0.0.1", "--port", "0", "--port-file", portFile, "--model", model], {
+  const origins = allowedOrigins.flatMap((o) => ["--allowed-origin", o]);
+  const child = spawn(CLI, ["serve", "--host", "127.0.0.1", "--port", "0", "--port-file", portFile, "--model", model, ...origins], {
     env: { ...process.env, LAYERBRIDGE_CONFIG_DIR: configDir },
     stdio: ["ignore", out, out],
   });
