@@ -119,11 +119,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_decompose(a: argparse.Namespace) -> int:
-    from .errors import LayerBridgeError
-    from .image import decode
-
-    source = Path(a.image)
+    sources = [Path(p) for p in a.image]
     out = Path(a.out)
+    if len(sources) > 1:
+        return _decompose_batch(a, sources, out)
     if out.exists() and not a.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
@@ -131,45 +130,138 @@ def cmd_decompose(a: argparse.Namespace) -> int:
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         print(f"error: cannot write {out}: {folder} is not a folder this user can write to", file=sys.stderr)
         return 2
-    existed = out.exists()
+    runner = _Runner(a)
     try:
-        image = decode(source.read_bytes(), 10**9)
-    except (OSError, LayerBridgeError) as exc:
-        print(f"error: cannot read {source}: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        return 2
-    params = _job_params(a, source.stem)
-    bar = Bar()
-    url = a.server or f"http://127.0.0.1:{DEFAULT_PORT}"
-    try:
-        remote = None
-        if not a.in_process:
-            from .auth import load_or_create_token, token_path
-            from .client import Client, server_alive
-
-            alive = server_alive(url)
-            if a.server and not alive:
-                print(f"error: no LayerBridge server answers at {url}", file=sys.stderr)
-                return 1
-            if alive and (a.token or token_path().is_file()):
-                print(f"using the LayerBridge server at {url}", file=sys.stderr)
-                client = Client(url, a.token or load_or_create_token())
-                remote = client.decompose(image, params, lambda s: bar.show(*_progress_line(s)))
-        if remote is not None:
-            layers, width, height, info = remote.layers, remote.width, remote.height, remote.info
-        else:
-            layers, width, height, info = _decompose_in_process(a, image, params, bar)
-    except LayerBridgeError as exc:
-        bar.done()
-        unauthorized = exc.code.value == "unauthorized"
-        hint = "; `layerbridge token` on the server's machine prints its token" if unauthorized else ""
-        print(f"error ({exc.code.value}): {exc.message}{hint}", file=sys.stderr)
+        return runner.decompose(sources[0], out, out.exists() and a.overwrite)
+    except _NoServer as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+
+
+# What each file gets in the OUT folder of a batch, by --format.
+_BATCH_SUFFIX = {"psd": ".psd", "ora": ".ora", "png": ""}
+
+
+def _decompose_batch(a: argparse.Namespace, sources: list[Path], out: Path) -> int:
+    """Several images into the folder OUT, one file each (named after the image, in --format), with the model loaded
+    once. An image that fails is reported and the others go on; existing files are skipped unless --overwrite."""
+    if out.exists() and not out.is_dir():
+        print(f"error: with several images, --out is a folder; {out} is a file", file=sys.stderr)
+        return 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot make the folder {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if not os.access(out, os.W_OK):
+        print(f"error: cannot write into {out}", file=sys.stderr)
+        return 2
+    targets: list[Path] = []
+    for source in sources:  # one name each, even for photo.png and photo.jpg
+        target, n = out / f"{source.stem}{_BATCH_SUFFIX[a.format]}", 1
+        while target in targets:
+            n += 1
+            target = out / f"{source.stem} ({n}){_BATCH_SUFFIX[a.format]}"
+        targets.append(target)
+    runner = _Runner(a)
+    failed = skipped = 0
+    for i, (source, target) in enumerate(zip(sources, targets), 1):
+        print(f"[{i}/{len(sources)}] {source}", file=sys.stderr)
+        if target.exists() and not a.overwrite:
+            print(f"skipped: {target} exists; pass --overwrite to replace it", file=sys.stderr)
+            skipped += 1
+            continue
+        try:
+            code = runner.decompose(source, target, target.exists())
+        except _NoServer as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if code == 130:
+            return 130
+        failed += code != 0
+    done = len(sources) - failed - skipped
+    print(f"{done} of {len(sources)} images decomposed into {out}"
+          + (f"; {failed} failed" if failed else "") + (f"; {skipped} skipped" if skipped else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+class _NoServer(Exception):
+    """--server named a server that does not answer."""
+
+
+class _Runner:
+    """Runs decompositions one after another through the running server, or in this process with one model load."""
+
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.client: Any = None
+        self.engine: Any = None
+        self._looked = False
+
+    def _find_server(self) -> None:
+        if self._looked or self.a.in_process:
+            return
+        self._looked = True
+        from .auth import load_or_create_token, token_path
+        from .client import Client, server_alive
+
+        url = self.a.server or f"http://127.0.0.1:{DEFAULT_PORT}"
+        alive = server_alive(url)
+        if self.a.server and not alive:
+            raise _NoServer(f"no LayerBridge server answers at {url}")
+        if alive and (self.a.token or token_path().is_file()):
+            print(f"using the LayerBridge server at {url}", file=sys.stderr)
+            self.client = Client(url, self.a.token or load_or_create_token())
+
+    def decompose(self, source: Path, out: Path, replace: bool) -> int:
+        """One image to OUT: 0 when written, 1 when it failed (said on stderr), 2 when the image cannot be read,
+        130 on Ctrl+C."""
+        from .errors import LayerBridgeError
+        from .image import decode
+
+        try:
+            image = decode(source.read_bytes(), 10**9)
+        except (OSError, LayerBridgeError) as exc:
+            print(f"error: cannot read {source}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 2
+        params = _job_params(self.a, source.stem)
+        bar = Bar()
+        try:
+            self._find_server()
+            if self.client is not None:
+                remote = self.client.decompose(image, params, lambda s: bar.show(*_progress_line(s)))
+                layers, width, height, info = remote.layers, remote.width, remote.height, remote.info
+            else:
+                layers, width, height, info = self._in_process(image, params, bar)
+        except LayerBridgeError as exc:
+            bar.done()
+            unauthorized = exc.code.value == "unauthorized"
+            hint = "; `layerbridge token` on the server's machine prints its token" if unauthorized else ""
+            print(f"error ({exc.code.value}): {exc.message}{hint}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            bar.done()
+            print("cancelled", file=sys.stderr)
+            return 130
         bar.done()
-        print("cancelled", file=sys.stderr)
-        return 130
-    bar.done()
-    return _write_result(out, existed and a.overwrite, layers, width, height, info)
+        return _write_result(out, replace, layers, width, height, info)
+
+    def _in_process(self, image: Any, params: dict, bar: Bar) -> tuple:
+        from .engine import Engine
+        from .job import JobParams
+        from .server import quiet_libraries
+
+        if self.engine is None:
+            quiet_libraries()
+            a = self.a
+            self.engine = Engine(Settings(model=a.model, memory=a.memory, quantize=a.quantize,
+                                          transformer_file=a.transformer_file))
+
+        def on_progress(p: Any) -> None:
+            bar.show(p.step / p.total if p.total else 0.0, p.message + (f" · {p.eta_s:.0f} s left" if p.eta_s else ""))
+
+        r = self.engine.run(image, JobParams.parse(params), on_progress, lambda: False)
+        return r.layers, r.canvas_width, r.canvas_height, {"seed": r.seed, "caption": r.caption}
 
 
 def _write_result(out: Path, replace: bool, layers: list, width: int, height: int, info: dict) -> int:
@@ -203,23 +295,6 @@ def _write_result(out: Path, replace: bool, layers: list, width: int, height: in
         return 1
     print(f"wrote {done} to {out} [{kind}]", file=sys.stderr)
     return 0
-
-
-def _decompose_in_process(a: argparse.Namespace, image: Any, params: dict, bar: Bar):
-    from .engine import Engine
-    from .job import JobParams
-    from .server import quiet_libraries
-
-    quiet_libraries()
-    settings = Settings(model=a.model, memory=a.memory, quantize=a.quantize, transformer_file=a.transformer_file)
-    engine = Engine(settings)
-    job_params = JobParams.parse(params)
-
-    def on_progress(p: Any) -> None:
-        bar.show(p.step / p.total if p.total else 0.0, p.message + (f" · {p.eta_s:.0f} s left" if p.eta_s else ""))
-
-    r = engine.run(image, job_params, on_progress, lambda: False)
-    return r.layers, r.canvas_width, r.canvas_height, {"seed": r.seed, "caption": r.caption}
 
 
 def cmd_restore(a: argparse.Namespace) -> int:
@@ -325,8 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("decompose", help="decompose an image into a PSD, ORA or folder of PNGs")
-    d.add_argument("image")
-    d.add_argument("--out", required=True, help="OUT.psd, OUT.ora, or a folder")
+    d.add_argument("image", nargs="+", help="the image; several go into the folder OUT, one file each")
+    d.add_argument("--out", required=True, help="OUT.psd, OUT.ora, or a folder (of PNGs; with several images, of files)")
+    d.add_argument("--format", default="psd", choices=sorted(_BATCH_SUFFIX),
+                   help="with several images: what each gets in OUT (png: a folder of PNGs); default psd")
     d.add_argument("--model", default=Settings.model)
     _memory_arg(d)
     _quantize_arg(d)

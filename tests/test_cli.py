@@ -189,6 +189,53 @@ def test_decompose_bad_input_and_missing_server(tmp_path, offline_env):
     assert r.returncode == 1 and "no LayerBridge server" in r.stderr
 
 
+def batch_inputs(folder: Path) -> list[Path]:
+    folder.mkdir()
+    rng = np.random.default_rng(8)
+    paths = []
+    for name, (h, w) in (("card.png", (40, 60)), ("photo.jpg", (50, 30)), ("card.webp", (24, 24))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+        paths.append(folder / name)
+    (folder / "broken.png").write_bytes(b"not an image")
+    return paths[:2] + [folder / "broken.png"] + paths[2:]
+
+
+def test_decompose_several_images_into_a_folder_with_one_model_load(tiny_model, offline_env, tmp_path):
+    sources = batch_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "photo.ora").write_bytes(b"the user's own file")  # there already: skipped, not replaced
+    r = run("decompose", *map(str, sources), "--out", str(out), "--format", "ora", "--model", str(tiny_model),
+            "--in-process", *JOB, env=offline_env)
+    # the broken image fails alone; the others are written, each at its own size, the two "card"s apart
+    assert r.returncode == 1, r.stderr
+    assert "cannot read" in r.stderr and "broken.png" in r.stderr
+    assert "skipped" in r.stderr and (out / "photo.ora").read_bytes() == b"the user's own file"
+    assert "2 of 4 images decomposed" in r.stderr and "1 failed" in r.stderr and "1 skipped" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["card (2).ora", "card.ora", "photo.ora"]
+    for name, size in (("card.ora", (60, 40)), ("card (2).ora", (24, 24))):
+        with zipfile.ZipFile(out / name) as z:
+            stack = ET.fromstring(z.read("stack.xml"))
+        assert (int(stack.get("w")), int(stack.get("h"))) == size
+    assert r.stderr.count("[") >= 4 and "[4/4]" in r.stderr
+
+    r = run("decompose", str(sources[0]), str(sources[1]), "--out", str(out / "card.ora"), env=offline_env)
+    assert r.returncode == 2 and "is a file" in r.stderr
+
+
+def test_decompose_several_images_through_a_running_server(live_server, tmp_path):
+    env = dict(os.environ, LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
+    sources = batch_inputs(tmp_path / "in")
+    del sources[2]
+    r = run("decompose", *map(str, sources), "--out", str(tmp_path / "out"), "--format", "png",
+            "--server", live_server.url, *JOB, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("using the LayerBridge server") == 1
+    canvases = {p.name: json.loads((p / "layers.json").read_text())["canvas"] for p in (tmp_path / "out").iterdir()}
+    assert canvases == {"card": {"width": 60, "height": 40}, "photo": {"width": 30, "height": 50},
+                        "card (2)": {"width": 24, "height": 24}}
+
+
 def test_restore_command_writes_the_folder_format(odd_png, tmp_path):
     model_layers = []
     for i in range(3):
