@@ -17,7 +17,7 @@ from . import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, __version__
 from .auth import RequestRules, bearer, load_or_create_token, token_matches
 from .engine import Engine
 from .errors import ErrorCode, LayerBridgeError
-from .image import PlacedLayer, check_size, decode, encode_png, from_raw_rgba
+from .image import MAX_ASPECT, MAX_SIDE, PlacedLayer, check_size, decode, encode_png, from_raw_rgba
 from .job import Job, JobParams, JobState
 from .settings import Settings
 from .worker import Worker
@@ -51,6 +51,8 @@ def hello_json(settings: Settings) -> dict[str, Any]:
         "capabilities": CAPABILITIES,
         "limits": {
             "max_pixels": settings.max_pixels,
+            "max_side": MAX_SIDE,
+            "max_aspect": MAX_ASPECT,
             "max_upload_bytes": settings.max_upload_bytes,
             "chunk_bytes": CHUNK_BYTES,
         },

@@ -54,7 +54,7 @@ class Decomposition(QtCore.QObject):
 
     def start(self) -> None:
         try:
-            self.source = document.capture(self.doc, self.mode, self.node, self.limits.get("max_pixels"))
+            self.source = document.capture(self.doc, self.mode, self.node, self.limits)
         except document.DocumentError as e:
             return self._failed(e.code, e.message)
         src = self.source
@@ -74,7 +74,7 @@ class Decomposition(QtCore.QObject):
 
     def _check_limits(self, limits: dict) -> Optional[tuple]:
         src = self.source
-        problem = pixels.size_problem(src.region, limits.get("max_pixels"))
+        problem = pixels.size_problem(src.region, limits)
         if problem:
             return "image_too_large", problem
         upload = limits.get("max_upload_bytes")

@@ -109,16 +109,16 @@ def _about(doc: object) -> dict:
             "space": space_of(doc)}
 
 
-def _check_size(region: Region, max_pixels: Optional[int]) -> None:
-    problem = pixels.size_problem(region, max_pixels)
+def _check_size(region: Region, limits: Optional[dict]) -> None:
+    problem = pixels.size_problem(region, limits)
     if problem:
         raise DocumentError("image_too_large" if region.width > 0 and region.height > 0 else "document", problem)
 
 
-def capture(doc: object, mode: str, node: Optional[object] = None, max_pixels: Optional[int] = None) -> Source:
+def capture(doc: object, mode: str, node: Optional[object] = None, limits: Optional[dict] = None) -> Source:
     """What is sent: `image` (the visible image, or the selection's bounds) or `layer`
-    (the active layer's own pixels, at its bounds; or `node`'s). An area over `max_pixels` (the server's
-    limit, when known) is refused before any pixel is read."""
+    (the active layer's own pixels, at its bounds; or `node`'s). An area the server's `limits` (GET /v1/info,
+    when known) would refuse is refused before any pixel is read."""
     if doc is None:
         raise DocumentError("document", "Open an image first.")
     if mode == "layer":
@@ -132,7 +132,7 @@ def capture(doc: object, mode: str, node: Optional[object] = None, max_pixels: O
         region = Region(rect.x(), rect.y(), rect.width(), rect.height())
         if region.width <= 0 or region.height <= 0:
             raise DocumentError("document", "The layer “%s” is empty." % node.name())
-        _check_size(region, max_pixels)
+        _check_size(region, limits)
         doc.waitForDone()
         if node.type() == "paintlayer":
             data = node.pixelData(*region)
@@ -152,7 +152,7 @@ def capture(doc: object, mode: str, node: Optional[object] = None, max_pixels: O
         if x1 > x0 and y1 > y0:
             region = Region(x0, y0, x1 - x0, y1 - y0)
             name += " (selection)"
-    _check_size(region, max_pixels)
+    _check_size(region, limits)
     doc.refreshProjection()
     doc.waitForDone()
     rgba = _to_rgba(doc.pixelData(*region), region, space)

@@ -105,13 +105,22 @@ def conversion_problem(model: str, depth: str, profile: str) -> str:
             "Image Color Space… (RGB/Alpha) on a copy, and decompose that." % (describe_colour(model, depth), profile))
 
 
-def size_problem(region: Region, max_pixels: Optional[int]) -> Optional[str]:
-    if region.width <= 0 or region.height <= 0:
+def size_problem(region: Region, limits: Optional[dict]) -> Optional[str]:
+    """Why the server would refuse an area this size, from its limits (GET /v1/info), or None."""
+    w, h = region.width, region.height
+    if w <= 0 or h <= 0:
         return "The area to decompose is empty."
-    if max_pixels and region.width * region.height > max_pixels:
+    limits = limits or {}
+    max_pixels, max_side, max_aspect = (limits.get(k) for k in ("max_pixels", "max_side", "max_aspect"))
+    if max_pixels and w * h > max_pixels:
         return ("The area is %d × %d = %.1f megapixels; the server accepts at most %.0f megapixels. "
-                "Select a smaller area or scale the image down."
-                % (region.width, region.height, region.width * region.height / 1e6, max_pixels / 1e6))
+                "Select a smaller area or scale the image down." % (w, h, w * h / 1e6, max_pixels / 1e6))
+    if max_side and max(w, h) > max_side:
+        return ("The area is %d × %d; the server accepts at most %d pixels a side. "
+                "Select a smaller area or scale the image down." % (w, h, max_side))
+    if max_aspect and max(w, h) > max_aspect * min(w, h):
+        return ("The area is %d × %d: its long side may be at most %d times its short side. "
+                "Select a less elongated area." % (w, h, max_aspect))
     return None
 
 

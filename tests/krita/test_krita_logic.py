@@ -205,9 +205,14 @@ def test_colour_spaces():
 
 
 def test_size_checks():
-    assert pixels.size_problem(Region(0, 0, 10, 10), 100 * 10**6) is None
-    assert "megapixels" in pixels.size_problem(Region(0, 0, 20000, 10000), 100 * 10**6)
+    limits = {"max_pixels": 100 * 10**6, "max_side": 30000, "max_aspect": 100}
+    assert pixels.size_problem(Region(0, 0, 10, 10), limits) is None
+    assert "megapixels" in pixels.size_problem(Region(0, 0, 20000, 10000), limits)
+    assert "30000 pixels a side" in pixels.size_problem(Region(0, 0, 30001, 3000), limits)
+    assert "100 times" in pixels.size_problem(Region(0, 0, 20000, 150), limits)
+    assert pixels.size_problem(Region(0, 0, 20000, 200), limits) is None
     assert pixels.size_problem(Region(0, 0, 0, 5), None)
+    assert pixels.size_problem(Region(0, 0, 30001, 3000), {"max_pixels": 100 * 10**6}) is None  # an older server
 
 
 # -- packaging and syntax -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ def test_health_and_handshake(live_server):
     info = live_server.get_json("/v1/info")
     assert info["protocol"] == 1 and info["server"] == "layerbridge"
     assert "websocket" in info["capabilities"] and info["limits"]["chunk_bytes"] == 4 * 1024 * 1024
+    assert info["limits"]["max_side"] == 30000 and info["limits"]["max_aspect"] == 100
 
 
 def test_status_reports_model_and_memory_mode(live_server):
