@@ -7,7 +7,7 @@
 const host = require("./host.js");
 const { LayerBridgeError } = require("./protocol.js");
 const {
-  SRGB, checkDepth, depthOf, fromRgba8, isTransparent, normBounds, padTo, sourceArea, toRgba8,
+  SRGB, checkArea, checkDepth, depthOf, fromRgba8, isTransparent, normBounds, padTo, sourceArea, toRgba8,
 } = require("./pixels.js");
 
 const HISTORY_NAME = "Layer Decomposition";
@@ -133,9 +133,10 @@ function findLayer(layers, id) {
  * Reads the pixels to decompose from the active document: its composite (`mode: "document"`) or
  * the one selected layer (`mode: "layer"`), cut to the selection's bounds when there is one.
  * Resolves with {documentID, layerID, name, depth, document, origin, width, height, data (rgba8)};
- * `document` is the document's {name, width, height, resolution, mode, depth}.
+ * `document` is the document's {name, width, height, resolution, mode, depth}. With the server's
+ * `limits` (its hello), an area it would refuse is refused before any pixel is read.
  */
-async function readSource(mode = "document") {
+async function readSource(mode = "document", limits = null) {
   const { app, core, imaging } = host.photoshop();
   const doc = app.activeDocument;
   if (!doc) throw new LayerBridgeError("no_document", "Open a document first.");
@@ -154,6 +155,7 @@ async function readSource(mode = "document") {
     selection: selection || null,
     layer: layer ? layer.boundsNoEffects || layer.bounds : null,
   });
+  checkArea(area, limits);
 
   const data = await core.executeAsModal(async (context) => {
     // No componentSize: asking 8 bits of a 16-bit document fails on recent versions; convert here.

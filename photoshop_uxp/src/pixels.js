@@ -55,6 +55,28 @@ function sourceArea({ canvas, selection = null, layer = null }) {
   return area;
 }
 
+/**
+ * Refuses an area the server would refuse, from its `limits` (hello; docs/protocol.md), before any
+ * pixel is read: a 150-megapixel read takes seconds and memory only to be turned down.
+ */
+function checkArea(area, limits) {
+  const w = area.right - area.left;
+  const h = area.bottom - area.top;
+  const { max_pixels: maxPixels, max_side: maxSide, max_aspect: maxAspect } = limits || {};
+  const fix = "Select a smaller area or scale a copy of the image down.";
+  if (maxPixels && w * h > maxPixels) {
+    throw new LayerBridgeError("image_too_large",
+      `The area is ${w} × ${h} = ${(w * h / 1e6).toFixed(1)} megapixels; the server accepts at most ${Math.round(maxPixels / 1e6)}. ${fix}`);
+  }
+  if (maxSide && Math.max(w, h) > maxSide) {
+    throw new LayerBridgeError("image_too_large", `The area is ${w} × ${h}; the server accepts at most ${maxSide} pixels a side. ${fix}`);
+  }
+  if (maxAspect && Math.max(w, h) > maxAspect * Math.min(w, h)) {
+    throw new LayerBridgeError("invalid_image",
+      `The area is ${w} × ${h}: its long side may be at most ${maxAspect} times its short side. Select a less elongated area.`);
+  }
+}
+
 /** Bits per channel (8, 16, 32) from Document.bitsPerChannel ("bitDepth16") or a number. */
 function depthOf(bitsPerChannel) {
   if (typeof bitsPerChannel === "number") return bitsPerChannel;
@@ -145,6 +167,7 @@ module.exports = {
   normBounds,
   intersect,
   sourceArea,
+  checkArea,
   width,
   height,
   depthOf,

@@ -332,7 +332,7 @@ class Panel {
     const started = Date.now();
     try {
       this.showProgress(0, "Reading pixels…");
-      const source = await layers.readSource(mode);
+      const source = await layers.readSource(mode, this.client && this.client.hello ? this.client.hello.limits : null);
       if (this.cancelRequested) throw new LayerBridgeError("cancelled", "Cancelled.");
       if (!this.client || !this.client.connected) await this.connect();
       params.name = source.name;

@@ -71,6 +71,17 @@ test("reading a composite with a selection: trimmed answer padded back, sRGB, na
   assert.deepEqual(doc.history, ["Open"], "reading changes nothing");
 });
 
+test("an area over the server's limits is refused before any pixel is read", async () => {
+  const { ps, doc } = setUp({ width: 300, height: 200 });
+  doc.addLayer({ name: "Art", at: { left: 0, top: 0, width: 300, height: 200 }, rgba: pattern(300, 200, 2) });
+  await assert.rejects(readSource("document", { max_pixels: 50000, max_side: 30000, max_aspect: 100 }),
+    (e) => e.code === "image_too_large" && /300 × 200/.test(e.message));
+  assert.ok(!ps.calls.includes("imaging.getPixels"), ps.calls.join(", "));
+  const source = await readSource("document", { max_pixels: 60000, max_side: 30000, max_aspect: 100 });
+  assert.equal(source.width * source.height, 60000);
+  assert.ok(ps.calls.includes("imaging.getPixels"));
+});
+
 test("a document with only a Background layer answers 3 components: alpha becomes opaque", async () => {
   const { ps, doc } = setUp({ width: 6, height: 4 });
   const rgba = pattern(6, 4, 2);

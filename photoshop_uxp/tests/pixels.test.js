@@ -25,6 +25,18 @@ test("source area: canvas, narrowed by layer and by a selection that may pass th
   assert.throws(() => px.sourceArea({ canvas, layer: { left: -50, top: 0, right: -1, bottom: 10 } }), { code: "empty_source" });
 });
 
+test("area limits: the server's megapixels, side and aspect, refused with the size", () => {
+  const limits = { max_pixels: 100e6, max_side: 30000, max_aspect: 100 };
+  const area = (w, h) => ({ left: 5, top: 7, right: 5 + w, bottom: 7 + h });
+  px.checkArea(area(20000, 5000), limits);
+  px.checkArea(area(20000, 200), limits);
+  px.checkArea(area(30001, 3000), { max_pixels: 100e6 }); // a server that does not say
+  px.checkArea(area(30001, 3000), null);
+  assert.throws(() => px.checkArea(area(20000, 10000), limits), (e) => e.code === "image_too_large" && /20000 × 10000 = 200.0 megapixels/.test(e.message));
+  assert.throws(() => px.checkArea(area(30001, 3000), limits), (e) => e.code === "image_too_large" && /30000 pixels a side/.test(e.message));
+  assert.throws(() => px.checkArea(area(20000, 150), limits), (e) => e.code === "invalid_image" && /100 times/.test(e.message));
+});
+
 test("depth: names, 32-bit refused with what to do", () => {
   assert.equal(px.depthOf("bitDepth16"), 16);
   assert.equal(px.depthOf(8), 8);
