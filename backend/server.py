@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__
-from .app import RULES, create_app
+from .app import RULES, WORKER, create_app
 from .settings import Settings, log_dir
 
 log = logging.getLogger("layerbridge")
@@ -51,7 +52,8 @@ def quiet_libraries() -> None:
         pass
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings) -> bool:
+    """Serves until SIGINT or SIGTERM; returns whether the model thread was still busy then."""
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -79,14 +81,21 @@ async def _serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()
+    return app[WORKER].model_busy()
 
 
 def serve(settings: Settings) -> int:
     setup_logging("server")
     quiet_libraries()
     try:
-        asyncio.run(_serve(settings))
+        model_busy = asyncio.run(_serve(settings))
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 2
+    if model_busy:
+        # A model load (minutes for 57 GB) or a job step cannot be interrupted, and Python would wait for it at
+        # exit, past the launcher's patience. Everything the server owes its clients is done: leave now.
+        log.info("the model thread is still busy (loading, or finishing a step): not waiting for it")
+        logging.shutdown()
+        os._exit(0)
     return 0

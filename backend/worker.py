@@ -6,7 +6,7 @@ import asyncio
 import collections
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ class Worker:
         self._load_task: asyncio.Future | None = None
         # One dedicated thread for the model: the GPU runs one job at a time, and CUDA state stays on one thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerbridge-model")
+        self._model_calls: set[Future] = set()  # submitted to the model thread and not yet returned
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -55,6 +56,16 @@ class Worker:
             )
             self._finish(job, JobState.failed, Progress(Stage.failed, job.progress.step, job.progress.total, None, job.error.message))
         self.queue.clear()
+
+    def model_busy(self) -> bool:
+        """Whether the model thread is still in a call (a load, or a job before its next cancel check)."""
+        return any(not f.done() for f in self._model_calls)
+
+    def _in_model_thread(self, fn: Any, *args: Any) -> asyncio.Future:
+        future = self._executor.submit(fn, *args)
+        self._model_calls.add(future)
+        future.add_done_callback(self._model_calls.discard)
+        return asyncio.wrap_future(future)
 
     async def stop(self) -> None:
         for job_id in list(self.queue):
@@ -74,7 +85,7 @@ class Worker:
         if self._load_task is None or self._load_task.done():
             if self.engine.model_status.state not in (ModelState.ready,):
                 self.engine.model_status = ModelStatus(ModelState.loading if self.engine.is_local else ModelState.downloading)
-            self._load_task = asyncio.get_running_loop().run_in_executor(self._executor, self._load_quietly)
+            self._load_task = self._in_model_thread(self._load_quietly)
 
     def _load_quietly(self) -> None:
         try:
@@ -216,8 +227,8 @@ class Worker:
                 loop.call_soon_threadsafe(apply)
 
             try:
-                result = await loop.run_in_executor(
-                    self._executor, self.engine.run, job.image, job.params, on_progress, lambda j=job: j.cancel_requested
+                result = await self._in_model_thread(
+                    self.engine.run, job.image, job.params, on_progress, lambda j=job: j.cancel_requested
                 )
             except JobCancelled:
                 self._finish(job, JobState.cancelled, Progress(Stage.cancelled, job.progress.step, job.progress.total, None, "Cancelled"))

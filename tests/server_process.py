@@ -37,7 +37,8 @@ class LiveServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def start_server(model: Path, workdir: Path, *extra: str, timeout: float = 90.0) -> LiveServer:
+def start_server(model: Path, workdir: Path, *extra: str, timeout: float = 90.0,
+                 launcher: list[str] = LAYERBRIDGE) -> LiveServer:
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / "port"
     port_file.unlink(missing_ok=True)
@@ -45,7 +46,7 @@ def start_server(model: Path, workdir: Path, *extra: str, timeout: float = 90.0)
     log_path = workdir / "stderr.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*LAYERBRIDGE, "serve", "--port", "0", "--port-file", str(port_file), "--model", str(model), *extra],
+            [*launcher, "serve", "--port", "0", "--port-file", str(port_file), "--model", str(model), *extra],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + timeout

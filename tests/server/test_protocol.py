@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 
@@ -288,6 +289,32 @@ def test_sigterm_closes_open_websockets_with_going_away_and_stops_quickly(tiny_m
         # both followed jobs ended with an error saying why, before the connection closed
         assert told == {queued: "server_stopped", waiting: "server_stopped"}, told
         assert server.proc.wait(timeout=10) == 0  # the tray launcher gives 15 s before SIGKILL
+    finally:
+        stop_server(server)
+
+
+# The server as `layerbridge` runs it, but with a model load that takes minutes, as 57 GB from disk can.
+SLOW_LOAD = """
+import sys, time
+from backend import engine
+engine.Engine.load = lambda self, *a, **k: time.sleep(300)
+from backend.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_a_long_model_load_stops_at_once(tiny_model, tmp_path):
+    """Python waits for the model thread at exit: a stop during a load waited for the load, past the launcher's 15 s."""
+    from server_process import start_server, stop_server
+
+    server = start_server(tiny_model, tmp_path, "--preload", launcher=[sys.executable, "-c", SLOW_LOAD])
+    try:
+        assert server.get_json("/v1/status")["model"]["state"] == "loading"
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10
+        assert "not waiting for it" in server.log()
     finally:
         stop_server(server)
 
