@@ -118,10 +118,40 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return serve(_settings(a))
 
 
+# What a folder given to `decompose` contributes: the files it holds with these suffixes (lower case).
+IMAGE_SUFFIXES = frozenset(
+    ".png .jpg .jpeg .webp .avif .tif .tiff .bmp .gif .psd .psb .ora .kra .jp2 .tga .qoi".split()
+)
+
+
+def _sources(args: list[str]) -> tuple[list[Path], bool]:
+    """The images named: a folder stands for the images in it (not its subfolders), and a pattern such as *.png that
+    names no file is expanded here, as Windows' shells leave that to the program. Also whether any was a folder."""
+    import glob
+
+    sources: list[Path] = []
+    expanded = False
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            expanded = True
+            sources += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                              and not p.name.startswith("."))
+        elif not path.exists() and glob.has_magic(arg):
+            sources += sorted(Path(p) for p in glob.glob(arg) if Path(p).is_file())
+            expanded = True
+        else:
+            sources.append(path)
+    return sources, expanded
+
+
 def cmd_decompose(a: argparse.Namespace) -> int:
-    sources = [Path(p) for p in a.image]
+    sources, expanded = _sources(a.image)
     out = Path(a.out)
-    if len(sources) > 1:
+    if not sources:
+        print(f"error: no images in {' '.join(a.image)}", file=sys.stderr)
+        return 2
+    if len(sources) > 1 or expanded:
         return _decompose_batch(a, sources, out)
     if out.exists() and not a.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
@@ -400,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("decompose", help="decompose an image into a PSD, ORA or folder of PNGs")
-    d.add_argument("image", nargs="+", help="the image; several go into the folder OUT, one file each")
+    d.add_argument("image", nargs="+", help="the image; several (or a folder of them) go into the folder OUT, one file each")
     d.add_argument("--out", required=True, help="OUT.psd, OUT.ora, or a folder (of PNGs; with several images, of files)")
     d.add_argument("--format", default="psd", choices=sorted(_BATCH_SUFFIX),
                    help="with several images: what each gets in OUT (png: a folder of PNGs); default psd")

@@ -236,6 +236,27 @@ def test_decompose_several_images_through_a_running_server(live_server, tmp_path
                         "card (2)": {"width": 24, "height": 24}}
 
 
+def test_decompose_a_folder_or_a_pattern_of_images(live_server, tmp_path):
+    env = dict(os.environ, LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("b.PNG", "a.jpg", ".hidden.png"):
+        Image.new("RGB", (16, 12), (200, 30, 30)).save(folder / name, "PNG" if name.lower().endswith("png") else "JPEG")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "sub" / "c.png")
+    r = run("decompose", str(folder), "--out", str(tmp_path / "out"), "--server", live_server.url, *JOB, env=env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.psd", "b.psd"]  # its images, in name order
+    assert r.stderr.index("a.jpg") < r.stderr.index("b.PNG")
+    # a pattern the shell left alone (Windows' shells do), even one that matches a single file: into the folder
+    r = run("decompose", str(folder / "*.jpg"), "--out", str(tmp_path / "jpegs"), "--server", live_server.url, *JOB, env=env)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in (tmp_path / "jpegs").iterdir()] == ["a.psd"]
+    r = run("decompose", str(folder / "*.gif"), "--out", str(tmp_path / "none"), env=env)
+    assert r.returncode == 2 and "no images" in r.stderr
+
+
 def test_restore_command_writes_the_folder_format(odd_png, tmp_path):
     model_layers = []
     for i in range(3):
