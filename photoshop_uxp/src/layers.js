@@ -97,6 +97,7 @@ function documentInfo(doc, depth) {
     resolution: doc.resolution,
     mode: doc.mode,
     depth,
+    profile: typeof doc.colorProfileName === "string" && doc.colorProfileName ? doc.colorProfileName : null,
   };
 }
 
@@ -112,6 +113,7 @@ function newDocumentOptions(info) {
     fill: constants.DocumentFill.TRANSPARENT,
   };
   if (info.resolution > 0) options.resolution = info.resolution;
+  if (info.profile) options.profile = info.profile; // the same colours when the group is moved back
   return options;
 }
 

@@ -418,8 +418,8 @@ test("a failure midway (bad pixels) rolls everything back", async () => {
 });
 
 /** A source document at 300 ppi next to another open document, and the source read with a selection. */
-async function closedSource({ mode = constants.DocumentMode.RGB, depth = 8, which = "document" } = {}) {
-  const { ps, doc } = setUp({ width: 12, height: 10, depth, mode, resolution: 300, title: "Poster.psd" });
+async function closedSource({ mode = constants.DocumentMode.RGB, depth = 8, which = "document", profile = null } = {}) {
+  const { ps, doc } = setUp({ width: 12, height: 10, depth, mode, resolution: 300, title: "Poster.psd", profile });
   doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 12, height: 10 }, rgba: pattern(12, 10), background: true });
   const art = doc.addLayer({ name: "Art", at: { left: 2, top: 1, width: 9, height: 8 }, rgba: pattern(9, 8, 4) });
   doc.activeLayers = [art];
@@ -440,8 +440,10 @@ function assertOtherUntouched(other, before) {
 }
 
 test("the document closed while the server worked: the layers open in a new document like it", async () => {
-  const { ps, source, other, before } = await closedSource();
-  assert.deepEqual(source.document, { name: "Poster", width: 12, height: 10, resolution: 300, mode: "RGBColorMode", depth: 8 });
+  const { ps, source, other, before } = await closedSource({ profile: "Adobe RGB (1998)" });
+  assert.deepEqual(source.document, {
+    name: "Poster", width: 12, height: 10, resolution: 300, mode: "RGBColorMode", depth: 8, profile: "Adobe RGB (1998)",
+  });
   const result = fakeResult(source.width, source.height);
 
   const plan = await insertLayers(source, result);
@@ -452,6 +454,7 @@ test("the document closed while the server worked: the layers open in a new docu
   assert.equal(made.title, "Poster (layers)");
   assert.deepEqual([made.width, made.height, made.resolution], [12, 10, 300]);
   assert.deepEqual([made.mode, made.bitsPerChannel], ["RGBColorMode", "bitDepth8"]);
+  assert.equal(made.colorProfileName, "Adobe RGB (1998)", "the source's profile");
   assert.equal(ps.activeDocument, made, "the new document is in front");
   assert.deepEqual(names(made.layers), ["Poster layers"], "only the group: the document's own empty layer is gone");
   const group = made.layers[0];
@@ -472,6 +475,7 @@ test("the document closed while the server worked: the layers open in a new docu
   assert.equal(ps.liveImageData.size, 0);
   assert.deepEqual(ps.lastCreateOptions, {
     name: "Poster (layers)", width: 12, height: 10, resolution: 300, mode: "RGBColorMode", depth: 8, fill: "transparent",
+    profile: "Adobe RGB (1998)",
   });
 });
 
@@ -492,6 +496,7 @@ test("a closed Grayscale, Lab or 16-bit source: the new document keeps its mode 
     const made = ps.documents[1];
     assert.equal(plan.newDocument, "Poster (layers)", label);
     assert.deepEqual([made.mode, made.depth, made.resolution], [mode, depth, 300], label);
+    assert.equal(made.colorProfileName, mode === constants.DocumentMode.LAB ? "" : source.document.profile, label);
     assert.deepEqual(names(made.layers), [plan.groupName], label);
     const top = made.layers[0].layers[0];
     assert.equal(top.name, "Layer 3", label);

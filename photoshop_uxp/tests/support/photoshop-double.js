@@ -100,8 +100,11 @@ function intersect(a, b) {
   return r.right > r.left && r.bottom > r.top ? r : null;
 }
 
+// Photoshop's default working spaces (North America General Purpose), by document mode.
+const WORKING_PROFILES = { RGBColorMode: "sRGB IEC61966-2.1", grayscaleMode: "Dot Gain 20%", CMYKColorMode: "U.S. Web Coated (SWOP) v2" };
+
 const CREATE_OPTIONS = ["depth", "fill", "fillColor", "height", "mode", "name", "pixelScaleFactor", "preset", "presetJSON", "profile", "resolution", "width"];
-const NOT_MODELLED = ["fillColor", "pixelScaleFactor", "preset", "presetJSON", "profile"];
+const NOT_MODELLED = ["fillColor", "pixelScaleFactor", "preset", "presetJSON"];
 
 /**
  * DocumentCreateOptions with the documented defaults filled in. Names the page does not list are
@@ -122,6 +125,7 @@ function createOptions(options) {
   if (!Object.values(constants.NewDocumentMode).includes(o.mode)) throw new Error(`Documents.add: mode ${o.mode} is not a NewDocumentMode`);
   if (o.mode === constants.NewDocumentMode.BITMAP) throw new Error("double: new Bitmap documents are not modelled");
   if (!Object.values(constants.DocumentFill).includes(o.fill)) throw new Error(`Documents.add: fill ${o.fill} is not a DocumentFill`);
+  if (o.profile !== undefined && (typeof o.profile !== "string" || !o.profile)) throw new Error(`Documents.add: profile ${o.profile} is not a profile name`);
   if (![constants.DocumentFill.WHITE, constants.DocumentFill.BLACK, constants.DocumentFill.TRANSPARENT].includes(o.fill)) {
     throw new Error(`double: Documents.add with fill ${o.fill} is not modelled`);
   }
@@ -255,7 +259,8 @@ class Layer {
 }
 
 class Document {
-  constructor(app, { width, height, depth = 8, title = "Untitled-1.psd", mode = constants.DocumentMode.RGB, resolution = 72, opened = "Open" }) {
+  constructor(app, { width, height, depth = 8, title = "Untitled-1.psd", mode = constants.DocumentMode.RGB, resolution = 72, opened = "Open",
+    profile = null }) {
     this.app = app;
     this.id = app.nextId++;
     this.width = width;
@@ -264,6 +269,8 @@ class Document {
     this.bitsPerChannel = DEPTH_NAMES[depth];
     this.mode = mode;
     this.resolution = resolution;
+    // Document.colorProfileName: the embedded profile's name; the working space's for a document without one
+    this.colorProfileName = profile || WORKING_PROFILES[mode] || "";
     this.title = title;
     this.name = title;
     this.layers = []; // top to bottom, as the DOM lists them
@@ -445,7 +452,7 @@ class Photoshop {
     const o = createOptions(options);
     this.untitled = (this.untitled || 0) + 1;
     const doc = this.newDocument({
-      width: o.width, height: o.height, depth: o.depth, mode: o.mode, resolution: o.resolution,
+      width: o.width, height: o.height, depth: o.depth, mode: o.mode, resolution: o.resolution, profile: o.profile,
       title: o.name !== undefined ? String(o.name) : `Untitled-${this.untitled}`, opened: "New",
     });
     const layer = new Layer(doc, { name: o.fill === constants.DocumentFill.TRANSPARENT ? "Layer 1" : "Background", background: o.fill !== constants.DocumentFill.TRANSPARENT });
