@@ -200,6 +200,15 @@ def to_rgba8(img: Image.Image) -> np.ndarray:
         raise LayerBridgeError(
             ErrorCode.unsupported_image, "32-bit float images are not supported: convert the document to 8 or 16 bits"
         )
+    if mode == "LAB":  # Photoshop's and TIFF's CIELAB (D50): Pillow's own conversion only relabels the bytes
+        srgb = ImageCms.profileToProfile(
+            img,
+            ImageCms.createProfile("LAB"),
+            ImageCms.createProfile("sRGB"),
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+            outputMode="RGB",
+        )
+        return np.asarray(srgb.convert("RGBA"), dtype=np.uint8).copy()
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img).astype(np.float64)
         top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0

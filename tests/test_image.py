@@ -138,12 +138,13 @@ def test_srgb_unprofiled_and_unusable_profiles_leave_the_pixels_as_they_are():
 
 
 def photoshop_file(planes: list[bytes], width: int, height: int, depth: int = 8, version: int = 1,
-                   icc: bytes = b"") -> bytes:
-    """A flat RGB Photoshop file as Adobe's file format specification lays it out: header, colour mode data, image
-    resources (the ICC profile, resource 1039), an empty layer and mask section, then the raw merged image planes.
-    Version 2 is the large document format (PSB), whose section lengths are 8 bytes."""
+                   icc: bytes = b"", mode: int = 3) -> bytes:
+    """A flat Photoshop file (RGB unless `mode` says: 1 grayscale, 4 CMYK, 9 Lab) as Adobe's file format
+    specification lays it out: header, colour mode data, image resources (the ICC profile, resource 1039), an empty
+    layer and mask section, then the raw merged image planes. Version 2 is the large document format (PSB), whose
+    section lengths are 8 bytes."""
 
-    header = b"8BPS" + struct.pack(">H6xHIIHH", version, len(planes), height, width, depth, 3)
+    header = b"8BPS" + struct.pack(">H6xHIIHH", version, len(planes), height, width, depth, mode)
     resources = b""
     if icc:
         resources = b"8BIM" + struct.pack(">H", 1039) + b"\0\0" + struct.pack(">I", len(icc)) + icc + bytes(len(icc) % 2)
@@ -273,3 +274,16 @@ def test_zip_files_other_than_ora_and_kra_or_without_a_merged_image_are_refused_
         with pytest.raises(LayerBridgeError) as err:
             decode(data, 1000)
         assert err.value.code == code and words in err.value.message, err.value.message
+
+
+def test_lab_images_are_converted_to_srgb():
+    """L*a*b* Photoshop files (and Pillow's LAB images, as from CIELAB TIFFs) were relabelled, not converted: any
+    colour came out as transparent noise."""
+    w, h = 3, 1
+    # 8-bit Lab as Photoshop stores it: L * 255 / 100, a + 128, b + 128; white, mid gray (L 50), sRGB red
+    planes = [bytes([255, 128, 136]), bytes([128, 128, 208]), bytes([128, 128, 195])]
+    out = decode(photoshop_file(planes, w, h, mode=9), 10**8)
+    assert (out[..., 3] == 255).all()
+    assert np.abs(out[0, 0, :3].astype(int) - 255).max() <= 1
+    assert np.abs(out[0, 1, :3].astype(int) - 119).max() <= 1
+    assert out[0, 2, 0] >= 250 and out[0, 2, 1:3].max() <= 12, out[0, 2]
