@@ -442,6 +442,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         cut = argv.index("--")
         argv, after = argv[:cut], argv[cut + 1:]
     args, others = p.parse_known_args(argv)
+    # The address and the model the launcher passes and watches itself: named after --, they are still its own.
+    lift = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    lift.add_argument("--host")
+    lift.add_argument("--port", type=int)
+    lift.add_argument("--model")
+    own, after = lift.parse_known_args(after)
+    for name in ("host", "port", "model"):
+        if getattr(args, name) is None and getattr(own, name) is not None:
+            setattr(args, name, getattr(own, name))
     args.serve_args = others + after
     return args
 

@@ -598,8 +598,10 @@ def test_autostart_switched_off_by_the_desktop_reads_as_off(env, pystray):
 
 @pytest.mark.parametrize("argv, port, serve", [
     (["--port", "7861", "--memory", "auto", "--no-load"], 7861, ["--memory", "auto"]),
-    (["--memory", "auto", "--", "--port", "7999", "--preset", "fast"], None, ["--memory", "auto", "--port", "7999", "--preset", "fast"]),
+    (["--memory", "auto", "--", "--port", "7999", "--preset", "fast"], 7999, ["--memory", "auto", "--preset", "fast"]),
     (["--", "--console"], None, ["--console"]),
+    # the port, host and model the launcher watches stay its own wherever they are named
+    (["--", "--port", "7861", "--memory", "auto"], 7861, ["--memory", "auto"]),
     ([], None, []),
 ])
 def test_arguments_the_launcher_does_not_take_go_to_the_server_in_order(argv, port, serve):
