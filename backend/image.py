@@ -76,11 +76,8 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         Image.MAX_IMAGE_PIXELS = None
         if data[:4] == b"8BPS":
             img = _psd_composite(data, max_pixels)
-        elif data[:2] == b"PK":
-            img = Image.open(io.BytesIO(_merged_image(data, max_pixels)))
-            check_size(img.width, img.height, max_pixels)
         else:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(_merged_image(data, max_pixels) if data[:2] == b"PK" else data))
             check_size(img.width, img.height, max_pixels)
         img.load()
         # As viewers show it: a phone's photo stored sideways, with an EXIF orientation, is turned upright.
