@@ -17,7 +17,7 @@ from . import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, __version__
 from .auth import RequestRules, bearer, load_or_create_token, token_matches
 from .engine import Engine
 from .errors import ErrorCode, LayerBridgeError
-from .image import MAX_ASPECT, MAX_SIDE, PlacedLayer, check_size, decode, encode_png, from_raw_rgba
+from .image import MAX_ASPECT, MAX_SIDE, PIXEL_FORMATS, PlacedLayer, check_size, decode, encode_png, from_raw, swap_red_blue
 from .job import Job, JobParams, JobState
 from .settings import Settings
 from .worker import Worker
@@ -31,7 +31,7 @@ MAX_TEXT_BYTES = 1024 * 1024
 MAX_FRAME_BYTES = CHUNK_BYTES + FRAME_HEADER.size
 CLOSE_LINGER_S = 1.0
 TOO_BIG = "a WebSocket text message is at most 1 MiB and a binary frame at most 4 MiB + 12 bytes"
-CAPABILITIES = ["http", "websocket", "rgba8", "png", "cancel", "restore", "presets", "ndjson_events", "caption"]
+CAPABILITIES = ["http", "websocket", "rgba8", "bgra8", "png", "cancel", "restore", "presets", "ndjson_events", "caption"]
 
 SETTINGS = web.AppKey("settings", Settings)
 WORKER = web.AppKey("worker", Worker)
@@ -164,6 +164,15 @@ def _json_object(raw: bytes | str) -> Any:
         raise LayerBridgeError(ErrorCode.bad_request, f"malformed JSON: {exc}")
 
 
+def raw_pixel_format(value: Any) -> str:
+    """The layout of a raw image or layer: rgba8 unless the client names another (docs/protocol.md)."""
+    if value is None:
+        return "rgba8"
+    if value not in PIXEL_FORMATS:
+        raise LayerBridgeError(ErrorCode.invalid_params, f"pixel format {value!r} is not one of {', '.join(PIXEL_FORMATS)}")
+    return value
+
+
 def parse_upload(settings: Settings, raw_params: Any, data: bytes, raw_format: bool) -> tuple[np.ndarray, JobParams]:
     """Validate params and decode the image (runs off the event loop: decoding can take a while)."""
     if raw_params is None:
@@ -172,11 +181,14 @@ def parse_upload(settings: Settings, raw_params: Any, data: bytes, raw_format: b
         raise LayerBridgeError(ErrorCode.invalid_params, "params must be a JSON object")
     raw_params = dict(raw_params)
     width, height = raw_params.pop("width", None), raw_params.pop("height", None)
+    pixel_format = raw_params.pop("pixel_format", None)
     params = JobParams.parse(raw_params, settings.preset)
     if raw_format:
         if not isinstance(width, int) or not isinstance(height, int) or isinstance(width, bool) or isinstance(height, bool):
-            raise LayerBridgeError(ErrorCode.invalid_params, "a raw rgba8 image needs integer width and height in params")
-        image = from_raw_rgba(data, width, height, settings.max_pixels)
+            raise LayerBridgeError(ErrorCode.invalid_params, "a raw image needs integer width and height in params")
+        image = from_raw(data, width, height, settings.max_pixels, raw_pixel_format(pixel_format))
+    elif pixel_format is not None:
+        raise LayerBridgeError(ErrorCode.invalid_params, "pixel_format is for a raw image (Content-Type application/octet-stream)")
     else:
         image = decode(data, settings.max_pixels)
     return image, params
@@ -273,7 +285,11 @@ async def job_layer(request: web.Request) -> web.Response:
             raise LayerBridgeError(ErrorCode.not_found, "the layer is empty: it has no PNG", job.id)
         body = await asyncio.get_running_loop().run_in_executor(None, encode_png, layer.pixels)
         return web.Response(body=body, content_type="image/png", headers=headers)
-    return web.Response(body=layer.pixels.tobytes(), content_type="application/octet-stream", headers=headers)
+    fmt = request.query.get("format")
+    pixels = layer.pixels if fmt in (None, "rgba8") else swap_red_blue(layer.pixels) if fmt == "bgra8" else None
+    if pixels is None:
+        raise LayerBridgeError(ErrorCode.bad_request, f"format {fmt!r} is not one of png, rgba8, bgra8", job.id)
+    return web.Response(body=pixels.tobytes(), content_type="application/octet-stream", headers=headers)
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
@@ -312,8 +328,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 class Upload:
-    def __init__(self, ref: Any, params: Any, width: int, height: int, size: int):
-        self.ref, self.params, self.width, self.height = ref, params, width, height
+    def __init__(self, ref: Any, params: Any, width: int, height: int, size: int, pixel_format: str):
+        self.ref, self.params, self.width, self.height, self.pixel_format = ref, params, width, height, pixel_format
         self.buffer = bytearray(size)
         # the covered byte ranges [starts[i], ends[i]), sorted, disjoint and not touching (in-order chunks: one range)
         self.starts: list[int] = []
@@ -436,8 +452,10 @@ class Connection:
 
     async def on_submit(self, msg: dict, ref: Any) -> None:
         image = msg.get("image")
-        if not isinstance(image, dict) or image.get("format") != "rgba8":
-            raise LayerBridgeError(ErrorCode.bad_request, "submit needs image: {format: 'rgba8', width, height, bytes, transfer}")
+        if not isinstance(image, dict) or image.get("format") not in PIXEL_FORMATS:
+            raise LayerBridgeError(
+                ErrorCode.bad_request, "submit needs image: {format: 'rgba8' or 'bgra8', width, height, bytes, transfer}"
+            )
         width, height, size, transfer = (image.get(k) for k in ("width", "height", "bytes", "transfer"))
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height, size, transfer)):
             raise LayerBridgeError(ErrorCode.bad_request, "image width, height, bytes and transfer must be integers")
@@ -452,10 +470,12 @@ class Connection:
         JobParams.parse(raw_params, self.settings.preset)
         check_size(width, height, self.settings.max_pixels)
         if size != width * height * 4:
-            raise LayerBridgeError(ErrorCode.invalid_image, f"{width}×{height} rgba8 is {width * height * 4} bytes, not {size}")
+            raise LayerBridgeError(
+                ErrorCode.invalid_image, f"{width}×{height} {image['format']} is {width * height * 4} bytes, not {size}"
+            )
         if size + self.upload_bytes > self.settings.max_upload_bytes:
             raise LayerBridgeError(ErrorCode.payload_too_large, f"uploads are limited to {self.settings.max_upload_mb} MiB")
-        self.uploads[transfer] = Upload(ref, raw_params, width, height, size)
+        self.uploads[transfer] = Upload(ref, raw_params, width, height, size, image["format"])
         self.upload_bytes += size
 
     async def on_binary(self, data: bytes) -> None:
@@ -482,7 +502,7 @@ class Connection:
         del self.uploads[transfer]
         self.upload_bytes -= len(upload.buffer)
         try:
-            params = dict(upload.params, width=upload.width, height=upload.height)
+            params = dict(upload.params, width=upload.width, height=upload.height, pixel_format=upload.pixel_format)
             image, job_params = await asyncio.get_running_loop().run_in_executor(
                 None, parse_upload, self.settings, params, bytes(upload.buffer), True
             )

@@ -55,15 +55,26 @@ def check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def from_raw_rgba(data: bytes, width: int, height: int, max_pixels: int) -> np.ndarray:
-    """Raw `rgba8` bytes (see docs/protocol.md) to an (h, w, 4) uint8 array."""
+# The raw pixel layouts a client may send and fetch (docs/protocol.md): the protocol's own, and the same with blue
+# first, as Krita, Qt and Windows keep 8-bit colour in memory, so such a client sends its pixels as they are.
+PIXEL_FORMATS = ("rgba8", "bgra8")
+
+
+def swap_red_blue(pixels: np.ndarray) -> np.ndarray:
+    """rgba8 ↔ bgra8 of an (h, w, 4) array, as a new array."""
+    return pixels[..., [2, 1, 0, 3]]
+
+
+def from_raw(data: bytes, width: int, height: int, max_pixels: int, pixel_format: str = "rgba8") -> np.ndarray:
+    """Raw `rgba8` or `bgra8` bytes (see docs/protocol.md) to an (h, w, 4) uint8 RGBA array."""
     check_size(width, height, max_pixels)
     expected = width * height * 4
     if len(data) != expected:
         raise LayerBridgeError(
-            ErrorCode.invalid_image, f"raw RGBA image of {width}×{height} needs {expected} bytes, got {len(data)}"
+            ErrorCode.invalid_image, f"a raw {pixel_format} image of {width}×{height} needs {expected} bytes, got {len(data)}"
         )
-    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4).copy()
+    pixels = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4)
+    return swap_red_blue(pixels) if pixel_format == "bgra8" else pixels.copy()
 
 
 def decode(data: bytes, max_pixels: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from backend.errors import ErrorCode, LayerBridgeError
-from backend.image import MAX_ASPECT, decode, from_raw_rgba
+from backend.image import MAX_ASPECT, decode, from_raw
 
 
 def png(width: int, height: int, mode: str = "L") -> bytes:
@@ -44,7 +44,7 @@ def test_a_phone_photo_comes_upright():
 @pytest.mark.parametrize("width, height", [(3000, 1), (1, 3000), (MAX_ASPECT * 7 + 1, 7)])
 def test_a_strip_too_thin_for_the_model_is_refused_up_front(width, height):
     for read in (lambda: decode(png(width, height), 10**8),
-                 lambda: from_raw_rgba(bytes(width * height * 4), width, height, 10**8)):
+                 lambda: from_raw(bytes(width * height * 4), width, height, 10**8)):
         with pytest.raises(LayerBridgeError) as info:
             read()
         assert info.value.code == ErrorCode.invalid_image

@@ -14,7 +14,7 @@ from PIL import Image
 from websockets.exceptions import ConnectionClosed
 
 from backend.errors import ErrorCode, LayerBridgeError
-from backend.image import decode, from_raw_rgba
+from backend.image import decode, from_raw
 from backend.job import JobParams
 
 from .wire import FAST, WS, image, multipart, png_bytes, request, submit_http, wait_state
@@ -68,6 +68,17 @@ def test_huge_and_zero_dimensions(live_server):
     assert err["code"] == "invalid_image"
     body, ctype = multipart(dict(FAST, width=10, height=10), b"\0" * 399, "application/octet-stream")
     assert post(live_server, body, ctype)[1]["code"] == "invalid_image"
+
+
+def test_unknown_or_misplaced_pixel_format_is_refused(live_server):
+    status, err = submit_http(live_server, image(8, 8), dict(FAST, pixel_format="argb8"))
+    assert status == 400 and err["code"] == "invalid_params" and "rgba8, bgra8" in err["message"]
+    status, err = submit_http(live_server, image(8, 8), dict(FAST, pixel_format="bgra8"), raw=False)
+    assert status == 400 and err["code"] == "invalid_params" and "raw image" in err["message"]
+    ws = WS(live_server)
+    ws.send({"type": "submit", "params": FAST, "image": {"format": "argb8", "width": 2, "height": 2, "bytes": 16, "transfer": 1}})
+    assert ws.recv()["code"] == "bad_request"
+    ws.close()
 
 
 def test_limits_are_configurable(tiny_model, tmp_path):
@@ -266,7 +277,7 @@ def test_fuzz_params_validate_or_refuse(raw):
 @given(st.integers(-3, 50), st.integers(-3, 50), st.binary(max_size=64))
 def test_fuzz_raw_rgba(width, height, data):
     try:
-        out = from_raw_rgba(data, width, height, 10**6)
+        out = from_raw(data, width, height, 10**6)
     except LayerBridgeError as exc:
         assert exc.code in (ErrorCode.invalid_image, ErrorCode.image_too_large)
     else:

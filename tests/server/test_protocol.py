@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -61,6 +62,30 @@ def test_same_seed_same_layers_png_and_raw_uploads_agree(live_server):
     la = request(live_server, "GET", f"/v1/jobs/{a['job']}/layers/1")[2]
     lb = request(live_server, "GET", f"/v1/jobs/{b['job']}/layers/1")[2]
     assert la == lb
+
+
+def test_bgra8_in_and_out_is_rgba8_with_red_and_blue_swapped(live_server):
+    assert "bgra8" in live_server.get_json("/v1/info")["capabilities"]
+    src = image(70, 50, seed=5)
+    bgra = np.ascontiguousarray(src[..., [2, 1, 0, 3]])
+    jobs = [submit_http(live_server, src)[1]["job"],
+            submit_http(live_server, bgra, dict(FAST, pixel_format="bgra8"))[1]["job"]]
+    ws = WS(live_server)
+    ws.submit(src, pixel_format="bgra8")
+    jobs.append(ws.until("accepted")["job"])
+    ws.close()
+    for job in jobs:
+        assert wait_state(live_server, job)["state"] == "done"
+    rgba = [request(live_server, "GET", f"/v1/jobs/{job}/layers/1")[2] for job in jobs]
+    assert rgba[0] == rgba[1] == rgba[2]
+    meta = live_server.get_json(f"/v1/jobs/{jobs[0]}/result")["layers"][1]
+    status, headers, out = request(live_server, "GET", f"/v1/jobs/{jobs[0]}/layers/1?format=bgra8")
+    assert status == 200 and headers["Content-Type"] == "application/octet-stream"
+    layer = np.frombuffer(rgba[0], np.uint8).reshape(meta["height"], meta["width"], 4)
+    assert out == layer[..., [2, 1, 0, 3]].tobytes() and out != rgba[0]
+    assert request(live_server, "GET", f"/v1/jobs/{jobs[0]}/layers/1?format=rgba8")[2] == rgba[0]
+    status, _, body = request(live_server, "GET", f"/v1/jobs/{jobs[0]}/layers/1?format=argb")
+    assert status == 400 and json.loads(body)["code"] == "bad_request"
 
 
 def test_ndjson_event_stream_has_stages_and_steps(live_server):

@@ -131,10 +131,10 @@ class WS:
                 return msg
 
     def submit(self, a: np.ndarray, params: dict | None = None, transfer: int = 1, ref: str = "r1",
-               chunk: int = 4 * 1024 * 1024) -> None:
-        data = a.tobytes()
+               chunk: int = 4 * 1024 * 1024, pixel_format: str = "rgba8") -> None:
+        data = (a[..., [2, 1, 0, 3]] if pixel_format == "bgra8" else a).tobytes()
         self.send({"type": "submit", "ref": ref, "params": dict(FAST) if params is None else params,
-                   "image": {"format": "rgba8", "width": a.shape[1], "height": a.shape[0], "bytes": len(data), "transfer": transfer}})
+                   "image": {"format": pixel_format, "width": a.shape[1], "height": a.shape[0], "bytes": len(data), "transfer": transfer}})
         for off in range(0, len(data), chunk):
             self.ws.send(FRAME.pack(b"LBPX", transfer, off) + data[off:off + chunk])
 
