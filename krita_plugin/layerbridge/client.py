@@ -173,7 +173,7 @@ class Job(QtCore.QObject):
     """One decomposition on the server: upload, follow, fetch the result and its layers.
 
     Emits `progress(state)` for each job state, then either `finished(result, layers)`
-    (layers: {index: rgba8 bytes}) or `failed(code, message)`."""
+    (layers: {index: bgra8 bytes}) or `failed(code, message)`. Pixels go and come as bgra8, Krita's own order."""
 
     progress = QtCore.pyqtSignal(object)
     finished = QtCore.pyqtSignal(object, object)
@@ -203,8 +203,9 @@ class Job(QtCore.QObject):
         self._layers: Dict[int, bytes] = {}
 
     # -- steps ------------------------------------------------------------------------------------
-    def start(self, params: dict, rgba: bytes, check: Optional[Callable[[dict], Optional[tuple]]] = None) -> None:
-        """`check(limits)` may refuse the job before upload with (code, message)."""
+    def start(self, params: dict, bgra: bytes, check: Optional[Callable[[dict], Optional[tuple]]] = None) -> None:
+        """Sends `bgra` (params hold its width and height). `check(limits)` may refuse the job before upload
+        with (code, message)."""
         def hello(answer: Answer) -> None:
             if self.ended:
                 return
@@ -223,7 +224,7 @@ class Job(QtCore.QObject):
                 return self._fail(*problem)
             if self.cancel_requested:
                 return self._fail("cancelled", "")
-            body, ctype = protocol.multipart(params, rgba)
+            body, ctype = protocol.multipart(dict(params, pixel_format="bgra8"), bgra)
             self.uploading.emit()
             self._upload = self.api.send("POST", "/v1/jobs", submitted, body=body, content_type=ctype,
                                          timeout_ms=UPLOAD_TIMEOUT_MS)
@@ -373,7 +374,7 @@ class Job(QtCore.QObject):
             self._layers[index] = answer.body
             self._fetch_layers(pending[1:])
 
-        self.api.send("GET", "/v1/jobs/%s/layers/%d" % (self.job_id, index), got, timeout_ms=UPLOAD_TIMEOUT_MS)
+        self.api.send("GET", "/v1/jobs/%s/layers/%d?format=bgra8" % (self.job_id, index), got, timeout_ms=UPLOAD_TIMEOUT_MS)
 
     def _retry(self, again: Callable[[], None]) -> None:
         if self.recovering_since is None:

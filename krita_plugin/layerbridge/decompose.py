@@ -69,8 +69,8 @@ class Decomposition(QtCore.QObject):
         self.job.failed.connect(self._failed)
         self.job.uploading.connect(self._release_pixels)
         self.progress.emit("Connecting…", None)
-        rgba, src = src.rgba, None
-        self.job.start(params, rgba, self._check_limits)
+        data, src = src.data, None
+        self.job.start(params, data, self._check_limits)
 
     def _check_limits(self, limits: dict) -> Optional[tuple]:
         src = self.source
@@ -78,14 +78,14 @@ class Decomposition(QtCore.QObject):
         if problem:
             return "image_too_large", problem
         upload = limits.get("max_upload_bytes")
-        if upload and len(src.rgba) + 4096 > int(upload):
-            return "payload_too_large", "The image is %.0f MB; the server accepts %.0f MB." % (len(src.rgba) / 1e6, int(upload) / 1e6)
+        if upload and len(src.data) + 4096 > int(upload):
+            return "payload_too_large", "The image is %.0f MB; the server accepts %.0f MB." % (len(src.data) / 1e6, int(upload) / 1e6)
         self.progress.emit("Uploading %d × %d…" % (src.region.width, src.region.height), None)
         return None
 
     def _release_pixels(self) -> None:
         if self.source is not None:
-            self.source = self.source._replace(rgba=b"")
+            self.source = self.source._replace(data=b"")
 
     def cancel(self) -> None:
         if self.done or self.cancelled or self._attached:

@@ -1,7 +1,6 @@
 """Pixels out of and layers into a Krita document."""
 
 import os
-import sys
 import time
 from typing import Dict, Generator, NamedTuple, Optional, Tuple
 
@@ -25,7 +24,7 @@ class Space(NamedTuple):
 class Source(NamedTuple):
     name: str
     region: Region      # where the sent image sits in the document
-    rgba: bytes         # emptied once uploaded
+    data: bytes         # the pixels sent: bgra8 (Krita's own 8-bit order) in pixels.wire_space; emptied once uploaded
     above_id: object    # uniqueId of the layer the group goes right above, wherever it is then (None: on top)
     document: str       # the document's name, size, resolution and colour space: enough to make a new one
     canvas: Tuple[int, int, float]
@@ -82,26 +81,15 @@ def convert(data: object, width: int, height: int, src: Space, dst: Space) -> by
     return out
 
 
-def swap_red_blue(data: bytes, width: int, height: int) -> bytes:
-    """BGRA ↔ RGBA of a width × height area through QImage: the same plain swizzle of straight alpha as
-    pixels.swap_red_blue, done in C++ (the Python slices hold the UI about a second per 24 megapixels)."""
-    n = width * height * 4
-    if n == 0 or len(data) != n or sys.byteorder != "little" or n >= 1 << 31:
-        return bytes(pixels.swap_red_blue(data))
-    from .qt import QtGui, enum
-    image = QtGui.QImage(data, width, height, width * 4, enum(QtGui.QImage, "Format.Format_ARGB32"))
-    swapped = image.convertToFormat(enum(QtGui.QImage, "Format.Format_RGBA8888"))
-    return swapped.constBits().asstring(n)
-
-
-def _to_rgba(data: object, region: Region, space: Space) -> bytes:
-    """The protocol's 8-bit RGBA (see pixels.wire_space) from Krita's pixelData in `space`."""
+def _to_wire(data: object, region: Region, space: Space) -> bytes:
+    """The 8-bit pixels sent (see pixels.wire_space) from Krita's pixelData in `space`. Krita's 8-bit RGBA
+    keeps blue first, the protocol's `bgra8`, so they go as Krita gives them: the server reorders them."""
     size = pixels.pixel_size(space.model, space.depth)
     if len(data) != region.width * region.height * size:
         raise DocumentError("document", "Krita returned %d bytes for a %dx%d area." % (len(data), region.width, region.height))
     if pixels.needs_conversion(space.model, space.depth):
-        data = convert(data, region.width, region.height, space, Space(*pixels.wire_space(*space)))
-    return swap_red_blue(bytes(data), region.width, region.height)
+        return convert(data, region.width, region.height, space, Space(*pixels.wire_space(*space)))
+    return bytes(data)
 
 
 def _about(doc: object) -> dict:
@@ -138,7 +126,7 @@ def capture(doc: object, mode: str, node: Optional[object] = None, limits: Optio
             data = node.pixelData(*region)
         else:
             data = node.projectionPixelData(*region)
-        return Source(node.name() or "Layer", region, _to_rgba(data, region, space), node.uniqueId(), **_about(doc))
+        return Source(node.name() or "Layer", region, _to_wire(data, region, space), node.uniqueId(), **_about(doc))
 
     space = space_of(doc)
     _check_colour(space)
@@ -155,9 +143,9 @@ def capture(doc: object, mode: str, node: Optional[object] = None, limits: Optio
     _check_size(region, limits)
     doc.refreshProjection()
     doc.waitForDone()
-    rgba = _to_rgba(doc.pixelData(*region), region, space)
+    data = _to_wire(doc.pixelData(*region), region, space)
     # the whole visible image: its layers go on top of the document as it is when they arrive
-    return Source(name, region, rgba, None, **_about(doc))
+    return Source(name, region, data, None, **_about(doc))
 
 
 BAND_PIXELS = 1 << 21      # pixels written per step: ~50 ms, so the UI stays responsive during an insertion
@@ -167,7 +155,7 @@ def insert_steps(doc: object, source: Source, result: dict, layers: Dict[int, by
     """Builds the result's group off the document a band of pixels at a time, yielding the fraction done
     after each, then adds it in one step (one undo entry: Node.addChildNode runs a single undoable
     command), yields 1.0 until Krita has drawn it, and returns it. Stopped or failing before that, it
-    leaves the document as it was. The layers come in the 8-bit space the source was sent in and land in
+    leaves the document as it was. The layers come as bgra8 in the 8-bit space the source was sent in and land in
     the document's own."""
     placements = pixels.plan(result, source.region)
     space = space_of(doc)
@@ -187,7 +175,7 @@ def insert_steps(doc: object, source: Source, result: dict, layers: Dict[int, by
             rows = max(1, BAND_PIXELS // p.width)
             for y in range(0, p.height, rows):
                 h = min(rows, p.height - y)
-                band = swap_red_blue(data[y * p.width * 4:(y + h) * p.width * 4], p.width, h)
+                band = data[y * p.width * 4:(y + h) * p.width * 4]
                 if deep:
                     band = convert(band, p.width, h, wire, space)
                 node.setPixelData(band, p.x, p.y + y, p.width, h)

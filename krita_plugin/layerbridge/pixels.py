@@ -3,19 +3,6 @@
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 
-def swap_red_blue(data: bytes) -> bytearray:
-    """BGRA ↔ RGBA (Krita's 8-bit RGBA stores blue first; the protocol sends red first).
-    Returns a new buffer; slicing keeps it fast and at one extra copy."""
-    out = bytearray(data)
-    out[0::4] = data[2::4]
-    out[2::4] = data[0::4]
-    return out
-
-
-bgra_to_rgba = swap_red_blue
-rgba_to_bgra = swap_red_blue
-
-
 class Region(NamedTuple):
     x: int
     y: int

@@ -10,8 +10,8 @@ TERMINAL_STATES = ("done", "failed", "cancelled")
 
 
 def multipart(params: Dict[str, object], rgba: bytes, boundary: Optional[str] = None) -> Tuple[bytes, str]:
-    """The body of `POST /v1/jobs` with a raw rgba8 image and its content type.
-    `params` must hold `width` and `height`."""
+    """The body of `POST /v1/jobs` with a raw image and its content type.
+    `params` must hold `width` and `height` (and `pixel_format`, unless the image is rgba8)."""
     boundary = boundary or "lb" + os.urandom(12).hex()
     b = boundary.encode("ascii")
     head = (
@@ -20,7 +20,7 @@ def multipart(params: Dict[str, object], rgba: bytes, boundary: Optional[str] = 
         b"Content-Type: application/json\r\n\r\n"
         + json.dumps(params).encode("utf-8") + b"\r\n"
         b"--" + b + b"\r\n"
-        b'Content-Disposition: form-data; name="image"; filename="image.rgba"\r\n'
+        b'Content-Disposition: form-data; name="image"; filename="image.raw"\r\n'
         b"Content-Type: application/octet-stream\r\n\r\n"
     )
     tail = b"\r\n--" + b + b"--\r\n"
@@ -210,4 +210,6 @@ def check_hello(hello: dict) -> Optional[Tuple[str, str]]:
     if PROTOCOL < low:
         return "protocol_mismatch", ("The server needs protocol %d or newer, this plugin speaks %d: "
                                      "update the Krita plugin." % (low, PROTOCOL))
+    if "bgra8" not in (hello.get("capabilities") or ()):
+        return "protocol_mismatch", "The server is older than this plugin (it takes no bgra8 pixels): update the LayerBridge server."
     return None

@@ -4,12 +4,17 @@ import json
 import pathlib
 import socket
 import struct
+import sys
+import time
 import urllib.request
 
 import pytest
 
 from kritaharness import needs_krita
 from proxies import DropProxy, StallProxy
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "krita_plugin"))
+from layerbridge import protocol, settings  # noqa: E402
 
 pytestmark = needs_krita
 
@@ -176,6 +181,39 @@ def test_decompose_image(server_run, live_server):
     assert [c["name"] for c in tree[1]["children"]] == [l["name"] for l in result["layers"]]
     texts = [p[0] for p in out["progress"]]
     assert any("Separating layers" in t and "/2" in t for t in texts), texts
+
+
+def poster_rgba8(w: int = 96, h: int = 64) -> bytes:
+    """lb_headless.make_doc's picture in the protocol's rgba8: blue across, green down, a red square."""
+    px = bytearray()
+    for y in range(h):
+        for x in range(w):
+            px += bytes([0, (y * 255) // (h - 1), (x * 255) // (w - 1), 255])
+    for y in range(h // 4, h // 2):
+        for x in range(w // 4, w // 2):
+            px[4 * (y * w + x):4 * (y * w + x) + 4] = bytes([255, 0, 0, 255])
+    return bytes(px)
+
+
+def test_the_server_decomposed_the_documents_own_colours(server_run, live_server):
+    """The document's pixels went as Krita holds them (bgra8) and the server read them right: the same
+    picture sent as rgba8 with the same parameters gives the same layers, byte for byte."""
+    out = server_run["image"]
+    params = settings.job_params({"layers": 2, "steps": 2, "resolution": 640, "seed": 7, "prompt": "a test picture"},
+                                 "Poster")
+    body, ctype = protocol.multipart(dict(params, width=96, height=64), poster_rgba8())
+    req = urllib.request.Request(live_server.url + "/v1/jobs", data=body,
+                                 headers=live_server.headers(**{"Content-Type": ctype}))
+    with urllib.request.urlopen(req, timeout=30) as r:
+        job = json.loads(r.read())["job"]
+    deadline = time.monotonic() + 120
+    while live_server.get_json("/v1/jobs/" + job)["state"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    for child in out["children"]:
+        if child["place"][2] * child["place"][3]:
+            assert get(live_server, "/v1/jobs/%s/layers/%d" % (job, child["index"]))[0] == \
+                pathlib.Path(child["file"]).read_bytes()
 
 
 def test_saved_kra_rereads_the_same_layers(server_run):

@@ -150,7 +150,10 @@ def test_error_words():
 
 
 def test_hello_versions():
-    assert protocol.check_hello({"type": "hello", "server": "layerbridge", "protocol": 1, "min_protocol": 1}) is None
+    hello = {"type": "hello", "server": "layerbridge", "protocol": 1, "min_protocol": 1, "capabilities": ["rgba8", "bgra8"]}
+    assert protocol.check_hello(hello) is None
+    code, msg = protocol.check_hello(dict(hello, capabilities=["rgba8"]))
+    assert code == "protocol_mismatch" and "update the LayerBridge server" in msg
     code, msg = protocol.check_hello({"type": "hello", "server": "layerbridge", "protocol": 3, "min_protocol": 2})
     assert code == "protocol_mismatch" and "Krita plugin" in msg
     code, msg = protocol.check_hello({"type": "hello", "server": "layerbridge", "protocol": 0, "min_protocol": 0})
@@ -159,13 +162,6 @@ def test_hello_versions():
 
 
 # -- pixels ---------------------------------------------------------------------------------------
-def test_bgra_rgba():
-    bgra = bytes([255, 0, 0, 255, 1, 2, 3, 4])          # blue, then (r=3, g=2, b=1, a=4)
-    assert pixels.bgra_to_rgba(bgra) == bytes([0, 0, 255, 255, 3, 2, 1, 4])
-    assert pixels.rgba_to_bgra(pixels.bgra_to_rgba(bgra)) == bgra
-    assert pixels.bgra_to_rgba(b"") == b""
-
-
 def test_plan_offsets_and_order():
     result = {"canvas": {"width": 100, "height": 50}, "layers": [
         {"index": 1, "name": "Cat", "x": 10, "y": 5, "width": 20, "height": 30},

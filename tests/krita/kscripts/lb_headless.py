@@ -23,6 +23,14 @@ PARAMS = {"layers": 2, "steps": 2, "resolution": 640, "seed": 7, "prompt": "a te
 KEEP = []
 
 
+def swapped(data):
+    """bgra8 ↔ rgba8: the plugin sends and inserts Krita's own bgra8; these checks speak the protocol's rgba8."""
+    out = bytearray(data)
+    out[0::4] = data[2::4]
+    out[2::4] = data[0::4]
+    return bytes(out)
+
+
 def make_doc(w, h, name):
     doc = Krita.instance().createDocument(w, h, name, "RGBA", "U8", "", 72.0)
     KEEP.append(doc)
@@ -95,7 +103,7 @@ def dump_group(tag, group, result, region, raw=False):
         if p.width * p.height:
             data = bytes(child.pixelData(p.x, p.y, p.width, p.height))
             if not raw:
-                data = pixels.bgra_to_rgba(data)
+                data = swapped(data)
         with open(path, "wb") as f:
             f.write(data)
         b = child.bounds()
@@ -119,7 +127,7 @@ def s_image(res):
         out["reopened"] = tree(again.rootNode())
         group = again.rootNode().childNodes()[-1]
         out["reopened_pixels_equal"] = all(
-            pixels.bgra_to_rgba(bytes(c.pixelData(*e["place"]))) == open(e["file"], "rb").read()
+            swapped(bytes(c.pixelData(*e["place"]))) == open(e["file"], "rb").read()
             for c, e in zip(group.childNodes(), out["children"]) if e["place"][2] * e["place"][3])
         again.close()
     res["image"] = out
@@ -348,7 +356,7 @@ def s_responsive(res):
     d.source = document.capture(doc, "image")
     result = {"name": "Large", "canvas": {"width": 4000, "height": 3000}, "layers": [
         {"index": i, "name": "Layer %d" % i, "x": 0, "y": 0, "width": 4000, "height": 3000} for i in range(3)]}
-    layers = {i: bytes([i * 80, 100, 200 - i * 60, 255]) * (4000 * 3000) for i in range(3)}
+    layers = {i: swapped(bytes([i * 80, 100, 200 - i * 60, 255])) * (4000 * 3000) for i in range(3)}
     loop = QtCore.QEventLoop()
     ticks = []
     timer = QtCore.QTimer()
@@ -415,7 +423,7 @@ def synthetic(doc, name):
         {"index": 0, "name": "Background", "x": 0, "y": 0, "width": 16, "height": 16},
         {"index": 1, "name": "Patch", "x": 3, "y": 4, "width": 5, "height": 6}]}
     rgba = {0: bytes(v for px in pattern(256)[::-1] for v in px), 1: bytes(v for px in pattern(30) for v in px)}
-    group = document.insert(doc, src, result, rgba)
+    group = document.insert(doc, src, result, {k: swapped(v) for k, v in rgba.items()})
     return src, group, rgba
 
 
@@ -426,8 +434,8 @@ def deep_report(doc, depth):
     before = {"tree": tree(doc.rootNode()), "space": space(doc),
               "bg": bytes(bg.pixelData(0, 0, 16, 16)), "docs": open_docs()}
     out = {"expected": [v for px in pattern(256) for v in px]}
-    out["image"] = list(document.capture(doc, "image").rgba)
-    out["layer"] = list(document.capture(doc, "layer", bg).rgba)
+    out["image"] = list(swapped(document.capture(doc, "image").data))
+    out["layer"] = list(swapped(document.capture(doc, "layer", bg).data))
     src, group, rgba = synthetic(doc, "Deep " + depth)
     out["sent"] = {str(k): list(v) for k, v in rgba.items()}
     out["children"] = []
@@ -440,13 +448,13 @@ def deep_report(doc, depth):
     out["docs_unchanged"] = open_docs() == before["docs"]
     out["space"] = before["space"]
     out["own_layers_unchanged"] = out["tree"][:-1] == before["tree"]
-    out["image_now"] = list(document.capture(doc, "image").rgba)
+    out["image_now"] = list(swapped(document.capture(doc, "image").data))
     sel = Selection()
     sel.select(4, 5, 6, 7, 255)
     doc.setSelection(sel)
     src = document.capture(doc, "image")
     out["selection_region"] = list(src.region)
-    out["selection"] = list(src.rgba)
+    out["selection"] = list(swapped(src.data))
     return out
 
 
@@ -474,8 +482,8 @@ def s_roundtrip(res):
         result = {"name": "Round", "canvas": {"width": 16, "height": 16},
                   "layers": [{"index": 0, "name": "All", "x": 0, "y": 0, "width": 16, "height": 16}]}
         sent = bytes(v for r, g, b, a in pattern(256) for v in (r, g, b, 255))
-        group = document.insert(doc, src, result, {0: sent})
-        back = document.capture(doc, "image").rgba
+        group = document.insert(doc, src, result, {0: swapped(sent)})
+        back = swapped(document.capture(doc, "image").data)
         res["roundtrip"][model + depth] = {
             "space": space(doc), "child": space(group.childNodes()[0]), "len": len(back),
             "max_diff": max(abs(a - b) for a, b in zip(back, sent)), "docs_unchanged": open_docs() == docs}

@@ -14,7 +14,7 @@ binding = sys.argv[4] if len(sys.argv) > 4 else ""
 if binding:
     __import__(binding)          # the binding Krita would have loaded
 
-from layerbridge import document, pixels, protocol  # noqa: E402
+from layerbridge import protocol  # noqa: E402
 from layerbridge.client import Api, Job, StatusProbe  # noqa: E402
 from layerbridge.qt import QT6, QtCore, exec_  # noqa: E402
 
@@ -23,7 +23,7 @@ url, token = sys.argv[2], sys.argv[3]
 out = {"qt6": QT6, "qt": QtCore.QT_VERSION_STR, "progress": []}
 api = Api(url, token)
 w, h = 24, 16
-rgba = bytes((x * 10) % 256 for x in range(w * h * 4))
+bgra = bytes((x * 10) % 256 for x in range(w * h * 4))
 params = {"layers": 2, "steps": 2, "resolution": 640, "seed": 3, "prompt": "x", "name": "Qt", "width": w, "height": h}
 job = Job(api)
 job.progress.connect(lambda s: out["progress"].append(protocol.describe_progress(s)))
@@ -31,15 +31,11 @@ job.progress.connect(lambda s: out["progress"].append(protocol.describe_progress
 
 def finished(result, layers):
     out.update(ok=True, job=job.job_id, names=[l["name"] for l in result["layers"]],
-               sizes={str(k): len(v) for k, v in layers.items()})
+               sizes={str(k): len(v) for k, v in layers.items()}, layers={str(k): v.hex() for k, v in layers.items()})
     probe = StatusProbe(api)
     probe.result.connect(lambda kind, text, detail: (out.update(status=[kind, text]), app.quit()))
     probe.run()
 
-
-# Krita's red/blue swap through QImage, against the plain Python one
-area = bytes(range(256)) * (37 * 23 * 4 // 256) + bytes(37 * 23 * 4 % 256)
-out["swap_exact"] = document.swap_red_blue(area, 37, 23) == bytes(pixels.swap_red_blue(area))
 
 if sys.argv[5:] == ["quit"]:
     params.update(steps=40, layers=4)
@@ -58,7 +54,7 @@ elif sys.argv[5:] == ["long"]:
 else:
     job.finished.connect(finished)
 job.failed.connect(lambda code, msg: (out.update(ok=False, code=code, message=msg), app.quit()))
-QtCore.QTimer.singleShot(0, lambda: job.start(params, rgba))
+QtCore.QTimer.singleShot(0, lambda: job.start(params, bgra))
 QtCore.QTimer.singleShot(60000, app.quit)
 exec_(app)
 out["job"] = job.job_id
