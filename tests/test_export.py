@@ -1,4 +1,4 @@
-"""The files `decompose` writes (backend/export.py), read back by psd-tools, Pillow, zipfile and a real Krita."""
+"""The files `decompose` writes (backend/export.py), read back by psd-tools, Pillow, zipfile, a real Krita and GIMP."""
 
 from __future__ import annotations
 
@@ -370,3 +370,75 @@ def test_krita_opens_the_psd_and_the_ora_with_the_same_layers(stack, tmp_path):
     assert merged.shape == composite.shape and np.array_equal(merged[..., 3], composite[..., 3])
     seen = composite[..., 3] > 0
     assert np.abs(merged[seen].astype(int) - composite[seen]).max() <= 1
+
+
+# --- a real GIMP -------------------------------------------------------------------------------------------------
+
+GIMP_SCRIPT = """
+(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE {psd} {psd})))
+       (port (open-output-file {report})))
+  (define (say first . rest)
+    (display first port)
+    (for-each (lambda (item) (display " " port) (display item port)) rest)
+    (newline port))
+  (say (car (gimp-image-width image)) (car (gimp-image-height image)))
+  (apply say (vector->list (cadr (gimp-image-get-color-profile image))))
+  (let loop ((layers (vector->list (cadr (gimp-image-get-layers image)))) (i 0))
+    (if (pair? layers)
+        (let* ((layer (car layers))
+               (offsets (gimp-drawable-offsets layer))
+               (mode (car (gimp-layer-get-mode layer)))
+               (png (string-append {out} "/" (number->string i) ".png")))
+          (say (car offsets) (cadr offsets) (car (gimp-drawable-width layer)) (car (gimp-drawable-height layer))
+               (car (gimp-layer-get-opacity layer)) (car (gimp-item-get-visible layer))
+               (if (= mode LAYER-MODE-NORMAL) "normal" mode) (car (gimp-item-get-name layer)))
+          (file-png-save2 RUN-NONINTERACTIVE image layer png png 0 1 0 0 0 0 0 0 1)
+          (loop (cdr layers) (+ i 1)))))
+  (close-output-port port))
+"""
+
+
+def _scheme(path: Path) -> str:
+    return json.dumps(str(path), ensure_ascii=False)
+
+
+def _run_gimp(script: str, home: Path, timeout: float = 120) -> str:
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+               XDG_DATA_HOME=str(home / ".local/share"), XDG_CACHE_HOME=str(home / ".cache"))
+    args = ["gimp", "--no-interface", "--no-data", "--no-fonts", "-b", script, "-b", "(gimp-quit 0)"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return proc.communicate(timeout=timeout)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        return proc.communicate()[0].decode(errors="replace")
+
+
+def test_gimp_opens_the_psd_with_the_same_layers(stack, tmp_path):
+    from psd_tools import PSDImage
+    from psd_tools.constants import Resource
+
+    assert shutil.which("gimp"), "GIMP is not installed (scripts/apt-packages-test.txt)"
+    psd, out = tmp_path / "out.psd", tmp_path / "gimp"
+    export.write_psd(psd, stack, W, H)
+    out.mkdir()
+    report = out / "report.txt"
+    log = _run_gimp(GIMP_SCRIPT.format(psd=_scheme(psd), out=_scheme(out), report=_scheme(report)), tmp_path / "home")
+    lines = report.read_text(encoding="utf-8").splitlines() if report.is_file() else []
+    assert len(lines) == 2 + len(stack), log[-3000:]
+    assert lines[0] == f"{W} {H}"
+    icc = PSDImage.open(psd).image_resources.get_data(Resource.ICC_PROFILE)
+    assert bytes(map(int, lines[1].split())) == icc  # kept as it is, not converted
+    layers = [(line.split(" ", 7), np.asarray(Image.open(out / f"{i}.png").convert("RGBA")))
+              for i, line in enumerate(lines[2:])][::-1]  # GIMP lists them top first
+    assert [fields[7] for fields, _ in layers] == NAMES
+    for (fields, rgba), src in zip(layers, stack):
+        x, y, w, h = map(int, fields[:4])
+        assert fields[4:7] == ["100.0", "1", "normal"], src.name
+        if not src.width:  # a single transparent pixel
+            assert (w, h) == (1, 1) and rgba[..., 3].max() == 0
+            continue
+        assert (x, y, w, h) == (src.x, src.y, src.width, src.height), src.name
+        seen = src.pixels[..., 3] > 0
+        assert np.array_equal(rgba[..., 3], src.pixels[..., 3]), src.name
+        assert np.array_equal(rgba[seen], src.pixels[seen]), src.name
