@@ -88,8 +88,13 @@ function created(layer) {
   return layer;
 }
 
+// What Document.colorProfileName answers for a document without a profile (colorProfileType neither
+// CUSTOM nor WORKING): no profile's name, so it is not handed to Documents.add; the working space is used.
+const NO_PROFILE = "None";
+
 /** What it takes to make a document like the source's, should that be closed before the layers arrive. */
 function documentInfo(doc, depth) {
+  const profile = doc.colorProfileName;
   return {
     name: baseName(doc.title || doc.name) || "Untitled",
     width: doc.width,
@@ -97,7 +102,7 @@ function documentInfo(doc, depth) {
     resolution: doc.resolution,
     mode: doc.mode,
     depth,
-    profile: typeof doc.colorProfileName === "string" && doc.colorProfileName ? doc.colorProfileName : null,
+    profile: typeof profile === "string" && profile && profile !== NO_PROFILE ? profile : null,
   };
 }
 
@@ -135,7 +140,7 @@ function findLayer(layers, id) {
  * Reads the pixels to decompose from the active document: its composite (`mode: "document"`) or
  * the one selected layer (`mode: "layer"`), cut to the selection's bounds when there is one.
  * Resolves with {documentID, layerID, name, depth, document, origin, width, height, data (rgba8)};
- * `document` is the document's {name, width, height, resolution, mode, depth}. With the server's
+ * `document` is the document's {name, width, height, resolution, mode, depth, profile}. With the server's
  * `limits` (its hello), an area it would refuse is refused before any pixel is read.
  */
 async function readSource(mode = "document", limits = null) {
@@ -249,7 +254,7 @@ async function intoNewDocument(context, source, plan, stop, onProgress) {
     await hostControl.unregisterAutoCloseDocument(doc.id);
   } catch (error) {
     if (!context.isCancelled) await discard(hostControl, doc);
-    throw error;
+    throw asCancel(context, error);
   }
   return doc.title || options.name;
 }

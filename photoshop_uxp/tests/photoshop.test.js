@@ -496,7 +496,10 @@ test("a closed Grayscale, Lab or 16-bit source: the new document keeps its mode 
     const made = ps.documents[1];
     assert.equal(plan.newDocument, "Poster (layers)", label);
     assert.deepEqual([made.mode, made.depth, made.resolution], [mode, depth, 300], label);
-    assert.equal(made.colorProfileName, mode === constants.DocumentMode.LAB ? "" : source.document.profile, label);
+    // Lab: Document.colorProfileName answers "None", which is no profile name to make a document with.
+    assert.equal(source.document.profile, mode === constants.DocumentMode.LAB ? null : made.colorProfileName, label);
+    assert.equal(made.colorProfileName, mode === constants.DocumentMode.LAB ? "None" : source.document.profile, label);
+    assert.ok(!("profile" in ps.lastCreateOptions) || mode !== constants.DocumentMode.LAB, label);
     assert.deepEqual(names(made.layers), [plan.groupName], label);
     const top = made.layers[0].layers[0];
     assert.equal(top.name, "Layer 3", label);
@@ -510,6 +513,49 @@ test("a closed Grayscale, Lab or 16-bit source: the new document keeps its mode 
     assertOtherUntouched(other, before);
     assert.equal(ps.liveImageData.size, 0, label);
   }
+});
+
+test("a closed untagged source (colorProfileName \"None\"): the new document gets the working space, not \"None\"", async () => {
+  const { ps, source, other, before } = await closedSource({ profile: "None" });
+  assert.equal(source.document.profile, null, "Document.colorProfileName's \"None\" is no profile");
+
+  const plan = await insertLayers(source, fakeResult(source.width, source.height));
+
+  assert.equal(plan.newDocument, "Poster (layers)");
+  assert.ok(!("profile" in ps.lastCreateOptions), "no profile option");
+  const made = ps.documents[1];
+  assert.equal(made.colorProfileName, "sRGB IEC61966-2.1", "the RGB working space");
+  assert.deepEqual(names(made.layers), [plan.groupName]);
+  assertOtherUntouched(other, before);
+
+  // The double refuses "None" as a profile name, as Photoshop has no profile of that name.
+  const { app, core } = ps.module();
+  await assert.rejects(core.executeAsModal(() => app.documents.add({ profile: "None" }), { commandName: "t" }), /not a profile name/);
+});
+
+test("a closed source and the user's cancel as the new document is finished: reported as a cancel, no document left", async () => {
+  const { ps, source, other, before } = await closedSource();
+  // The cancel lands after the last layer, so unregisterAutoCloseDocument is the call that fails.
+  const module = ps.module();
+  const original = module.core.executeAsModal;
+  module.core.executeAsModal = (target, options) => original(async (context, descriptor) => {
+    const hostControl = {
+      ...context.hostControl,
+      async unregisterAutoCloseDocument() {
+        ps.modal.cancelled = true;
+        throw new Error("Event: user cancelled the modal operation");
+      },
+    };
+    const wrapped = new Proxy(context, { get: (t, key) => (key === "hostControl" ? hostControl : t[key]) });
+    return target(wrapped, descriptor);
+  }, options);
+  host.setHost({ photoshop: module, uxp: {} });
+
+  await assert.rejects(insertLayers(source, fakeResult(source.width, source.height)), { code: "cancelled" });
+  assert.ok(!ps.calls.includes("Document.closeWithoutSaving"), "no change is allowed after the user's cancel");
+  assert.deepEqual(ps.documents.map((d) => d.title), ["Other.psd"], "closed by Photoshop as the modal scope ended");
+  assertOtherUntouched(other, before);
+  assert.equal(ps.liveImageData.size, 0);
 });
 
 test("a closed source and a failure midway: no new document is left open", async () => {

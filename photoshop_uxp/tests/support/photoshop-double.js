@@ -7,7 +7,8 @@
 // constants (ElementPlacement, BitsPerChannelType, DocumentMode, NewDocumentMode, DocumentFill;
 // app.activeDocument is read-write), Documents.add with DocumentCreateOptions (defaults: 2100×1500
 // pixels, 300 ppi, RGB, white), Layer.delete and Document.closeWithoutSaving (both return nothing),
-// and the executeAsModal page's automatic document closing (registerAutoCloseDocument).
+// the executeAsModal page's automatic document closing (registerAutoCloseDocument), and
+// Document.colorProfileName, which answers "None" for a document without a profile.
 // Colour modes follow the Imaging API page: image data is RGB, Grayscale or Lab, getPixels converts
 // to a requested colorSpace/colorProfile, putPixels converts the data to the document's mode; the
 // other modes (CMYK, Indexed, Bitmap, Duotone, Multichannel) are not supported by the Imaging API.
@@ -101,6 +102,7 @@ function intersect(a, b) {
 }
 
 // Photoshop's default working spaces (North America General Purpose), by document mode.
+const NO_PROFILE = "None"; // Document.colorProfileName when colorProfileType is neither CUSTOM nor WORKING
 const WORKING_PROFILES = { RGBColorMode: "sRGB IEC61966-2.1", grayscaleMode: "Dot Gain 20%", CMYKColorMode: "U.S. Web Coated (SWOP) v2" };
 
 const CREATE_OPTIONS = ["depth", "fill", "fillColor", "height", "mode", "name", "pixelScaleFactor", "preset", "presetJSON", "profile", "resolution", "width"];
@@ -125,7 +127,9 @@ function createOptions(options) {
   if (!Object.values(constants.NewDocumentMode).includes(o.mode)) throw new Error(`Documents.add: mode ${o.mode} is not a NewDocumentMode`);
   if (o.mode === constants.NewDocumentMode.BITMAP) throw new Error("double: new Bitmap documents are not modelled");
   if (!Object.values(constants.DocumentFill).includes(o.fill)) throw new Error(`Documents.add: fill ${o.fill} is not a DocumentFill`);
-  if (o.profile !== undefined && (typeof o.profile !== "string" || !o.profile)) throw new Error(`Documents.add: profile ${o.profile} is not a profile name`);
+  if (o.profile !== undefined && (typeof o.profile !== "string" || !o.profile || o.profile === NO_PROFILE)) {
+    throw new Error(`Documents.add: profile ${JSON.stringify(o.profile)} is not a profile name`);
+  }
   if (![constants.DocumentFill.WHITE, constants.DocumentFill.BLACK, constants.DocumentFill.TRANSPARENT].includes(o.fill)) {
     throw new Error(`double: Documents.add with fill ${o.fill} is not modelled`);
   }
@@ -269,8 +273,10 @@ class Document {
     this.bitsPerChannel = DEPTH_NAMES[depth];
     this.mode = mode;
     this.resolution = resolution;
-    // Document.colorProfileName: the embedded profile's name; the working space's for a document without one
-    this.colorProfileName = profile || WORKING_PROFILES[mode] || "";
+    // Document.colorProfileName: the embedded profile's name, the working space's for a document that
+    // uses it, and "None" for one without a profile (colorProfileType NONE: untagged, or Lab here).
+    // Set-up gives `profile: "None"` for an untagged document.
+    this.colorProfileName = profile || WORKING_PROFILES[mode] || NO_PROFILE;
     this.title = title;
     this.name = title;
     this.layers = []; // top to bottom, as the DOM lists them
