@@ -385,7 +385,8 @@ class Engine:
         pipe = self.pipe
         height, width = image.shape[:2]
         pil = model_input(image)
-        seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
+        # below 2**31: a seed the user copies back fits the editors' integer fields (Qt's spin boxes are int32)
+        seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
         try:
             t = time.monotonic()
             prompt = params.prompt.strip()

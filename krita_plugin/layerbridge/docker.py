@@ -4,10 +4,10 @@ from typing import Optional
 
 from krita import DockWidget, Krita
 
-from . import protocol, settings
+from . import settings
 from .client import Api, StatusProbe
 from .decompose import Decomposition
-from .qt import Qt, QtCore, QtGui, QtWidgets, enum
+from .qt import Qt, QtCore, QtWidgets, enum
 
 DOCKER_ID = "layerbridge_docker"
 TITLE = "Layer Decomposition"
@@ -137,6 +137,15 @@ class LayerDocker(DockWidget):
         self.stage.setWordWrap(True)
         lay.addWidget(self.bar)
         lay.addWidget(self.stage)
+        seed_row = QtWidgets.QHBoxLayout()
+        self.last_seed = QtWidgets.QLabel("")
+        self.reuse_seed = QtWidgets.QPushButton("Reuse")
+        self.reuse_seed.setToolTip("Put this seed in Seed: the same settings give the same layers again")
+        self.reuse_seed.clicked.connect(self._reuse_seed)
+        seed_row.addWidget(self.last_seed, 1)
+        seed_row.addWidget(self.reuse_seed)
+        lay.addLayout(seed_row)
+        self._show_seed(None)
 
         err_row = QtWidgets.QHBoxLayout()
         self.error = QtWidgets.QLabel("")
@@ -268,8 +277,21 @@ class LayerDocker(DockWidget):
             self.bar.setRange(0, 1000)
             self.bar.setValue(int(1000 * float(fraction)))
 
+    def _show_seed(self, seed: object) -> None:
+        """The seed of the last result, with a button to run with it again (None: no result yet)."""
+        shown = isinstance(seed, int) and 0 <= seed <= self.seed.maximum()
+        self.shown_seed = seed if shown else None
+        self.last_seed.setText("Last seed: %d" % seed if shown else "")
+        self.last_seed.setVisible(shown)
+        self.reuse_seed.setVisible(shown)
+
+    def _reuse_seed(self) -> None:
+        if self.shown_seed is not None:
+            self.seed.setValue(self.shown_seed)         # saved, as any change of Seed is
+
     def _finished(self, group: object) -> None:
         note = self.run.note if self.run is not None else ""        # where the group went, if not the source
+        self._show_seed((self.run.result or {}).get("seed") if self.run is not None else None)
         self._end()
         self.bar.setRange(0, 1000)
         self.bar.setValue(1000)

@@ -78,6 +78,11 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_serve
     assert data["cmyk_stage"].startswith("Added"), data
     assert data["cmyk_tree"][:-1] == data["cmyk_before"] and len(data["cmyk_tree"][-1]["children"]) == 3
     assert data["cmyk_spaces"] == [data["cmyk_doc_space"]] and data["cmyk_doc_space"][:2] == ["CMYKA", "U8"]
+    # the seed of the last result, and Reuse puts a random one back into Seed (and the saved settings)
+    assert data["last_seed"] == ["Last seed: 11", True]
+    seed = data["random_seed"]
+    assert seed["visible"] and seed["before"] == "random" and seed["shown"].startswith("Last seed: ")
+    assert seed["after"] == seed["saved"] == int(seed["shown"].rsplit(" ", 1)[1]) and 0 <= seed["after"] < 2 ** 31
     assert data["cmyk_docs_after"] == data["cmyk_docs_before"]
     assert data["cmyk_after_undo"] == data["cmyk_before"]
     # Steps starts on auto (the preset's count, sent as null) and goes back to it below 2

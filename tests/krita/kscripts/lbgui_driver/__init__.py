@@ -148,6 +148,7 @@ class Driver:
         res["stage"] = d.stage.text()
         res["error"] = d.error.text()
         res["details"] = d.details
+        res["last_seed"] = [d.last_seed.text(), d.reuse_seed.isVisible()]
         QtCore.QTimer.singleShot(1500, self.after)
 
     def after(self) -> None:
@@ -203,6 +204,7 @@ class Driver:
         res["cmyk_before"] = tree(self.cmyk.rootNode())
         res["cmyk_docs_before"] = sorted(d.name() for d in Krita.instance().documents())
         self.docker.stage.setText("")
+        self.docker.seed.setValue(-1)           # random: the server picks the seed
         self.docker.decompose_button.click()
         self.when_done(self.cmyk_done)
 
@@ -215,6 +217,10 @@ class Driver:
         res["cmyk_spaces"] = sorted({(c.colorModel(), c.colorDepth(), c.colorProfile()) for c in group.childNodes()})
         res["cmyk_doc_space"] = [self.cmyk.colorModel(), self.cmyk.colorDepth(), self.cmyk.colorProfile()]
         res["cmyk_docs_after"] = sorted(d.name() for d in Krita.instance().documents())
+        res["random_seed"] = {"shown": d.last_seed.text(), "visible": d.reuse_seed.isVisible(), "before": d.seed.text()}
+        d.reuse_seed.click()
+        res["random_seed"]["after"] = d.seed.value()
+        res["random_seed"]["saved"] = json.loads(Krita.instance().readSetting("layerbridge", "settings", "{}"))["seed"]
         Krita.instance().action("edit_undo").trigger()
         self.cmyk.waitForDone()
         QtCore.QTimer.singleShot(1000, self.after_cmyk_undo)
