@@ -65,6 +65,8 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"])
     p.add_argument("--no-restore", action="store_true", help="plain resampling instead of full-resolution restoration")
+    p.add_argument("--name-layers", action=argparse.BooleanOptionalAction, default=None,
+                   help="name each layer by what it shows (default: the preset's; best and balanced do, fast does not)")
 
 
 def _job_params(a: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -76,6 +78,8 @@ def _job_params(a: argparse.Namespace, name: str) -> dict[str, Any]:
         params["steps"] = a.steps
     if a.seed is not None:
         params["seed"] = a.seed
+    if a.name_layers is not None:
+        params["name_layers"] = a.name_layers
     return params
 
 

@@ -37,6 +37,7 @@ from .memory import (
     plan_checked,
     probe_device,
 )
+from .naming import name_layers, plain_names
 from .presets import PRESETS, resolve_preset
 from .settings import Settings
 
@@ -48,7 +49,7 @@ CAPTION_CACHE_STEP = 2048
 CAPTION_PROGRESS_S = 0.5  # how often captioning reports the time left
 # The warm-up job after a load where the transformer is compiled: the default size and layer count.
 WARM_UP_SIZE = 640
-WARM_UP_JOB = {"layers": 4, "resolution": 640, "steps": 2, "seed": 0, "prompt": "", "restore": False}
+WARM_UP_JOB = {"layers": 4, "resolution": 640, "steps": 2, "seed": 0, "prompt": "", "restore": False, "name_layers": False}
 
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
@@ -72,10 +73,6 @@ class ModelStatus:
     bytes_done: int = 0
     bytes_total: int = 0
     error: str | None = None
-
-
-def layer_names(count: int) -> list[str]:
-    return ["Background"] + [f"Layer {i}" for i in range(1, count)]
 
 
 def bucket_size(width: int, height: int, resolution: int) -> tuple[int, int]:
@@ -102,7 +99,7 @@ def finish_layers(
     source: np.ndarray, layers: list[np.ndarray], restore: bool, names: list[str] | None = None
 ) -> list[PlacedLayer]:
     """Model layers (bucket size) to layers at the source's size, cropped to content."""
-    names = names or layer_names(len(layers))
+    names = names or plain_names(len(layers))
     if restore:
         from .restore import restore_layers
 
@@ -123,6 +120,11 @@ def _smaller_mode_advice(mode: MemoryMode) -> str:
     return f"Close other programs that use the GPU, or start the server with {smaller} to keep less of the model on it."
 
 
+def _raise_if(cancelled: CancelCheck) -> None:
+    if cancelled():
+        raise JobCancelled()
+
+
 class Engine:
     """Owns the pipeline. `run` is called from one worker thread at a time; `status` from anywhere."""
 
@@ -137,6 +139,8 @@ class Engine:
         self._step_seconds: float | None = None
         self._decode_seconds: float | None = None
         self._finish_seconds: float | None = None
+        self._name_seconds: float | None = None
+        self._naming = False  # whether the running job names its layers
         self.attention: str | None = None  # None: PyTorch's scaled_dot_product_attention
         # Compiled captioning: the text encoder decodes with a static cache, which transformers compiles (CUDA graphs)
         # on CUDA. Follows the compile lever, only with the whole model on the GPU.
@@ -382,6 +386,8 @@ class Engine:
         if cancelled():
             raise JobCancelled()
         preset = resolve_preset(params)
+        # Streamed (16 GB cards), the text encoder crosses the bus for every token: names only when the job asks.
+        self._naming = preset.name_layers and (params.name_layers is not None or self.memory.mode not in STREAMED)
         pipe = self.pipe
         height, width = image.shape[:2]
         pil = model_input(image)
@@ -444,10 +450,16 @@ class Engine:
                 raise JobCancelled()
             frames = np.asarray(output.images[0])
             layers = [np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8) for f in frames]
+            names = None
+            if self._naming:
+                on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._finish_eta(), "Naming layers"))
+                t = time.monotonic()
+                names = name_layers(pipe, layers, params.caption_language, lambda: _raise_if(cancelled))
+                timings["name_s"] = self._name_seconds = time.monotonic() - t
             message = "Restoring full resolution" if params.restore else "Resizing layers"
             on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._finish_seconds, message))
             t = time.monotonic()
-            placed = finish_layers(image, layers, params.restore)
+            placed = finish_layers(image, layers, params.restore, names)
             timings["finish_s"] = self._finish_seconds = time.monotonic() - t
         except JobCancelled:
             raise
@@ -466,7 +478,13 @@ class Engine:
         """Seconds left: the remaining steps at the last job's pace, then decoding and finishing as they last took."""
         if self._step_seconds is None:
             return None
-        return steps_left * self._step_seconds + (self._decode_seconds or 0.0) + (self._finish_seconds or 0.0)
+        return steps_left * self._step_seconds + (self._decode_seconds or 0.0) + self._finish_eta()
+
+    def _finish_eta(self) -> float:
+        """Seconds from the decoded layers to the result, as the last job took: naming (when this job names its
+        layers) and restoring."""
+        naming = (self._name_seconds or 0.0) if self._naming else 0.0
+        return naming + (self._finish_seconds or 0.0)
 
     def _caption(
         self,
@@ -553,4 +571,4 @@ def _torchvision_works() -> bool:
     return True
 
 
-__all__ = ["Engine", "JobCancelled", "ModelState", "MemoryMode", "bucket_size", "finish_layers", "layer_names", "model_input"]
+__all__ = ["Engine", "JobCancelled", "ModelState", "MemoryMode", "bucket_size", "finish_layers", "model_input"]

@@ -54,6 +54,7 @@ class JobParams:
     preset: str = "best"
     restore: bool = True
     name: str = ""
+    name_layers: bool | None = None  # None: the preset's choice
 
     @classmethod
     def parse(cls, raw: Any, default_preset: str = "best") -> "JobParams":
@@ -86,6 +87,8 @@ class JobParams:
             raise LayerBridgeError(ErrorCode.invalid_params, f"preset must be one of {', '.join(PRESETS)}")
         p.restore = _bool(raw, "restore", p.restore)
         p.name = _str(raw, "name", p.name, 256)
+        if raw.get("name_layers") is not None:
+            p.name_layers = _bool(raw, "name_layers", False)
         return p
 
     def to_json(self) -> dict[str, Any]:

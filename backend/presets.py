@@ -7,6 +7,7 @@ Levers, each measured on its own by scripts/gpu_bench.py:
 - cache: diffusers' FirstBlockCache on the transformer: a step whose first-block residual barely changed reuses the
   previous step's remaining blocks.
 - caption_tokens: the longest automatic caption (the text encoder generates one token at a time).
+- names: the text encoder names each layer (backend/naming.py: up to 8 tokens a layer) instead of "Layer 2".
 Load-time levers (regional compilation, FP8 weights) live in memory.py and apply to every preset.
 """
 
@@ -24,13 +25,14 @@ class PresetSpec:
     cfg_until: float  # fraction of the steps that run the unconditional pass
     cache_threshold: float | None  # FirstBlockCache threshold, None = off
     caption_tokens: int
+    names: bool  # layers named by the text encoder, unless the job says otherwise (name_layers)
     summary: str
 
 
 PRESETS: dict[str, PresetSpec] = {
-    "best": PresetSpec(50, 1.0, None, 512, "the exact recipe: 50 steps, CFG on every step"),
-    "balanced": PresetSpec(30, 0.6, None, 256, "30 steps, CFG on the first 60%"),
-    "fast": PresetSpec(20, 0.4, 0.06, 160, "20 steps, CFG on the first 40%, first-block cache"),
+    "best": PresetSpec(50, 1.0, None, 512, True, "the exact recipe: 50 steps, CFG on every step, layers named"),
+    "balanced": PresetSpec(30, 0.6, None, 256, True, "30 steps, CFG on the first 60%, layers named"),
+    "fast": PresetSpec(20, 0.4, 0.06, 160, False, "20 steps, CFG on the first 40%, first-block cache, plain layer names"),
 }
 DEFAULT_STEPS = {name: spec.steps for name, spec in PRESETS.items()}
 
@@ -80,6 +82,7 @@ class Preset:
     steps: int
     spec: PresetSpec
     use_cfg: bool
+    name_layers: bool = False
     _skip: _LateCfgSkip | None = None
     _cached: bool = False
 
@@ -112,7 +115,8 @@ class Preset:
 def resolve_preset(params: JobParams) -> Preset:
     spec = PRESETS[params.preset]
     steps = params.steps if params.steps is not None else spec.steps
-    return Preset(params.preset, steps, spec, use_cfg=params.cfg_scale > 1)
+    names = params.name_layers if params.name_layers is not None else spec.names
+    return Preset(params.preset, steps, spec, use_cfg=params.cfg_scale > 1, name_layers=names)
 
 
 def describe_presets(device: Any = None) -> str:

@@ -17,7 +17,7 @@ from PIL import Image
 from backend.image import composite
 
 CLI = [sys.executable, "-m", "backend.cli"]
-JOB = ["--layers", "3", "--steps", "2", "--seed", "5", "--prompt", "a card"]
+JOB = ["--layers", "3", "--steps", "2", "--seed", "5", "--prompt", "a card", "--no-name-layers"]
 
 
 def run(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

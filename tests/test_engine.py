@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from backend.engine import Engine, JobCancelled, ModelState, bucket_size, layer_names, model_input
+from backend.engine import Engine, JobCancelled, ModelState, bucket_size, model_input
 from backend.job import JobParams, Stage
 from backend.memory import DeviceInfo, MemoryMode, choose_mode
+from backend.naming import plain_names
 from backend.settings import Settings
 
-FAST = {"layers": 3, "steps": 2, "prompt": "a card", "seed": 11}
+FAST = {"layers": 3, "steps": 2, "prompt": "a card", "seed": 11, "name_layers": False}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_layers_come_back_at_source_size_bottom_to_top(engine):
     events = []
     r = engine.run(source(177, 93), JobParams.parse(dict(FAST, restore=False)), events.append, lambda: False)
     assert (r.canvas_width, r.canvas_height) == (177, 93)
-    assert [layer.name for layer in r.layers] == layer_names(3) == ["Background", "Layer 1", "Layer 2"]
+    assert [layer.name for layer in r.layers] == plain_names(3) == ["Background", "Layer 1", "Layer 2"]
     for layer in r.layers:
         assert layer.pixels.dtype == np.uint8 and layer.pixels.shape[2] == 4
         assert layer.x + layer.width <= 177 and layer.y + layer.height <= 93

@@ -76,6 +76,10 @@ def test_jobs_place_each_component_when_it_runs_and_give_the_same_latents(engine
     second = run(engine)
     assert placed == ["text_encoder", "vae", "transformer", "vae"]
     assert torch.equal(first, plain) and torch.equal(second, plain)
+    # a job that names its layers brings the text encoder back after decoding
+    placed.clear()
+    engine.run(IMG, JobParams.parse(dict(FAST, preset="best", steps=2)), lambda p: None, lambda: False)
+    assert placed == ["text_encoder", "vae", "transformer", "vae", "text_encoder"]
 
 
 @pytest.mark.parametrize("gib, cap, fp8", [(24, (8, 9), True), (48, (8, 9), False), (24, (8, 6), False)])

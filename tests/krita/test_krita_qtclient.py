@@ -81,7 +81,8 @@ def test_job_and_status_through_qt_networking(binding, live_server):
     assert out["status"][0] in ("ready", "busy")
     # Krita's own bgra8 both ways: the server took the bytes sent as bgra8, and the layers came back so
     sent = bytes((x * 10) % 256 for x in range(24 * 16 * 4))
-    params = {"layers": 2, "steps": 2, "resolution": 640, "seed": 3, "prompt": "x", "name": "Qt", "width": 24, "height": 16}
+    params = {"layers": 2, "steps": 2, "resolution": 640, "seed": 3, "prompt": "x", "name": "Qt", "width": 24, "height": 16,
+              "name_layers": False}
     body, ctype = protocol.multipart(params, swapped(sent))
     again = call(live_server, "/v1/jobs", body, {"Content-Type": ctype})["job"]
     for index, hexed in out["layers"].items():

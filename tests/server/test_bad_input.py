@@ -258,7 +258,7 @@ def test_fuzz_decoder_never_crashes(data):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["layers", "resolution", "steps", "cfg_scale", "seed", "prompt", "preset", "restore", "x"]),
+@given(st.dictionaries(st.sampled_from(["layers", "resolution", "steps", "cfg_scale", "seed", "prompt", "preset", "restore", "name_layers", "x"]),
                        st.one_of(st.integers(-5, 5000), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(), st.none())))
 @example({"layers": float("inf")})
 @example({"steps": float("-inf")})

@@ -37,7 +37,7 @@ def test_status_reports_model_and_memory_mode(live_server):
 
 def test_http_job_end_to_end_layers_at_source_size(live_server):
     src = image(97, 61, seed=1)
-    status, accepted = submit_http(live_server, src, dict(FAST, layers=3, name="Poster"))
+    status, accepted = submit_http(live_server, src, dict(FAST, layers=3, name="Poster", name_layers=False))
     assert status == 202 and accepted["state"] == "queued"
     final = wait_state(live_server, accepted["job"])
     assert final["state"] == "done" and final["stage"] == "done"

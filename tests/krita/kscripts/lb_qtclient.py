@@ -24,7 +24,8 @@ out = {"qt6": QT6, "qt": QtCore.QT_VERSION_STR, "progress": []}
 api = Api(url, token)
 w, h = 24, 16
 bgra = bytes((x * 10) % 256 for x in range(w * h * 4))
-params = {"layers": 2, "steps": 2, "resolution": 640, "seed": 3, "prompt": "x", "name": "Qt", "width": w, "height": h}
+params = {"layers": 2, "steps": 2, "resolution": 640, "seed": 3, "prompt": "x", "name": "Qt", "width": w, "height": h,
+          "name_layers": False}
 job = Job(api)
 job.progress.connect(lambda s: out["progress"].append(protocol.describe_progress(s)))
 
