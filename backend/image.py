@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         if data[:4] == b"8BPS":
             img = _psd_composite(data, max_pixels)
         else:
+            _read_heif()
             img = Image.open(io.BytesIO(_merged_image(data, max_pixels) if data[:2] == b"PK" else data))
             check_size(img.width, img.height, max_pixels)
         img.load()
@@ -99,12 +101,21 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     except Image.UnidentifiedImageError as exc:
         raise LayerBridgeError(
             ErrorCode.invalid_image,
-            "the image is in no format the server reads (PNG, JPEG, TIFF, WebP, PSD…); raw rgba8 pixels are sent with "
+            "the image is in no format the server reads (PNG, JPEG, TIFF, WebP, HEIC, PSD…); raw rgba8 pixels are sent with "
             "Content-Type application/octet-stream and width and height in params",
         ) from exc
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise LayerBridgeError(ErrorCode.invalid_image, f"the image could not be decoded: {exc}") from exc
     return to_rgba8(img)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_heif() -> None:
+    """Pillow reads HEIC/HEIF (what phones save photos as) once pi-heif has registered its opener. pi-heif applies the
+    file's rotation itself and resets the EXIF orientation, so exif_transpose does not turn the picture twice."""
+    from pi_heif import register_heif_opener
+
+    register_heif_opener()
 
 
 # The zip-based layered formats that carry their flattened image as mergedimage.png, by their mimetype entry.

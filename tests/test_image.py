@@ -287,3 +287,20 @@ def test_lab_images_are_converted_to_srgb():
     assert np.abs(out[0, 0, :3].astype(int) - 255).max() <= 1
     assert np.abs(out[0, 1, :3].astype(int) - 119).max() <= 1
     assert out[0, 2, 0] >= 250 and out[0, 2, 1:3].max() <= 12, out[0, 2]
+
+
+def test_a_heic_photo_is_read(tmp_path):
+    """HEIC, as phones save photos (written here by ImageMagick through libheif; read through pi-heif)."""
+    import subprocess
+
+    picture = np.zeros((48, 64, 3), np.uint8)
+    picture[:, :32] = (220, 30, 30)
+    picture[:, 32:] = (30, 30, 220)
+    Image.fromarray(picture).save(tmp_path / "photo.png")
+    subprocess.run(["convert", str(tmp_path / "photo.png"), "-quality", "95", str(tmp_path / "photo.heic")], check=True)
+    data = (tmp_path / "photo.heic").read_bytes()
+    assert data[4:12] == b"ftypheic"
+    out = decode(data, 10**8)
+    assert out.shape == (48, 64, 4) and (out[..., 3] == 255).all()
+    assert np.abs(out[8:40, 4:28, :3].astype(int) - (220, 30, 30)).max() <= 8  # lossy: within a few levels
+    assert np.abs(out[8:40, 36:60, :3].astype(int) - (30, 30, 220)).max() <= 8
