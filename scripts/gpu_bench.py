@@ -36,6 +36,9 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
               the CPU, as the server does on a 24 GB card without FP8 units (RTX 3090); Fast all on the GPU (after a
               bf16 Fast for reference), then host offload under a 24 GiB cap, as the server plans that card; run it
               before fp8
+  naming      naming the layers as Best and Balanced do after decoding (backend/naming.py), in the placement of the
+              phases before: --layers noise layers at the bucket's size, each answer to the token limit (random weights
+              never stop early: the worst case)
   attention   one transformer forward with each attention backend that runs here (native, cuDNN, flash, efficient,
               FlashAttention 2/3 and SageAttention where installed): seconds, TFLOP/s, deviation from native
 Group offload pins a copy of every weight in system memory; leaving it for another mode in the same process ran
@@ -612,6 +615,27 @@ class Bench:
                      "s_per_token": round(seconds / tokens, 3), "peak_vram_gib": self.peak_gib(),
                      "vram_cap_gib": self.args.small_card_gib})
 
+    def phase_naming(self) -> None:
+        import numpy as np
+
+        from backend.engine import bucket_size
+        from backend.naming import NAME_TOKENS, name_layers, plain_names
+
+        width, height = bucket_size(self.args.width, self.args.height, self.args.resolution)
+        rng = np.random.default_rng(3)
+        layers = [rng.integers(0, 256, (height, width, 4), dtype=np.uint8) for _ in range(self.args.layers)]
+        self.peak_reset()
+        t = time.monotonic()
+        names = name_layers(self.pipe, layers, "en", lambda: None)
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        seconds = time.monotonic() - t
+        self.record({"phase": "naming", "layers": self.args.layers, "bucket": f"{width}x{height}",
+                     "mode": self.engine.memory.mode.value, "name_s": round(seconds, 2),
+                     "per_layer_s": round(seconds / max(1, self.args.layers - 1), 3), "max_tokens": NAME_TOKENS,
+                     "named": sum(n != p for n, p in zip(names, plain_names(len(names)))),
+                     "peak_vram_gib": self.peak_gib()})
+
     def phase_fp8check(self) -> None:
         """FP8 products of every distinct linear shape of the transformer with the rows a job feeds them: per-row
         scales everywhere (what failed), then the scales the server uses (per-row for the image stream only)."""
@@ -896,7 +920,7 @@ class Bench:
 
 # the least time (s) a phase needs on an H200; it is not started with less left
 PHASE_SECONDS = {"presets": 30, "compile": 90, "modes": 60, "fp8": 20, "fp8staged": 60, "card24": 100, "card16": 50,
-                 "fp8compile": 120, "flops": 30, "attention": 60, "card16int8": 50, "fp8check": 5,
+                 "fp8compile": 120, "flops": 30, "attention": 60, "card16int8": 50, "fp8check": 5, "naming": 10,
                  "gguf": 120, "int8": 90, "fp8file": 120}
 
 

@@ -25,9 +25,10 @@ echo "run 1 exit $?" >> "$out/exit.txt"
 timeout 130 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 100 \
   --phases attention > "$out/run2.log" 2>&1
 echo "run 2 exit $?" >> "$out/exit.txt"
-# 3: FP8's kernels for every linear shape (per-row everywhere, then the server's scales); FP8 all on the GPU, Fast eager
+# 3: naming the layers (bf16, all on the GPU); FP8's kernels for every linear shape (per-row everywhere, then the
+#    server's scales); FP8 all on the GPU, Fast eager
 #    (FP8 compiled is left out: its first compile alone takes about 130 s; --phases fp8,fp8compile runs it)
-timeout 110 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 80 \
-  --phases fp8check,fp8,presets --presets fast > "$out/run3.log" 2>&1
+timeout 120 python3 scripts/gpu_bench.py --arch "${ARCH:-full}" --out "$out" --budget-s 90 \
+  --phases naming,fp8check,fp8,presets --presets fast > "$out/run3.log" 2>&1
 echo "run 3 exit $?" >> "$out/exit.txt"
 tail -n 40 "$out/results.jsonl"

@@ -141,3 +141,10 @@ def test_compile_phase_says_what_came_from_the_compile_cache(tmp_path: Path, sta
     assert cache["folder"] == str(tmp_path / "cache" / "inductor") and cache["fxgraph_cache_miss"] >= 1, cache
     compiled = rows[phases.index("compiled")]
     assert compiled["compiled"] and compiled["finite"] and compiled["deviation_vs_first_same_preset"] < 0.01, compiled
+
+
+def test_naming_phase_times_the_engines_naming_on_the_tiny_model(tmp_path: Path) -> None:
+    rows = _phase_rows("naming", tmp_path)
+    row = next(r for r in rows if r["phase"] == "naming")
+    assert row["layers"] == 2 and row["max_tokens"] == 8 and row["name_s"] > 0 and row["mode"] == "cpu"
+    assert row["bucket"] == "768x512" and 0 <= row["named"] <= 1
