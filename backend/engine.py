@@ -454,7 +454,14 @@ class Engine:
             if self._naming:
                 on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._finish_eta(), "Naming layers"))
                 t = time.monotonic()
-                names = name_layers(pipe, layers, params.caption_language, lambda: _raise_if(cancelled))
+                try:
+                    names = name_layers(pipe, layers, params.caption_language, lambda: _raise_if(cancelled))
+                except JobCancelled:
+                    raise
+                except Exception as exc:  # names are a nicety: the layers come with plain ones rather than not at all
+                    log.warning("naming the layers failed (%s: %s); plain names", type(exc).__name__, exc)
+                    if isinstance(exc, torch.cuda.OutOfMemoryError):
+                        torch.cuda.empty_cache()
                 timings["name_s"] = self._name_seconds = time.monotonic() - t
             message = "Restoring full resolution" if params.restore else "Resizing layers"
             on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._finish_seconds, message))

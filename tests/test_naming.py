@@ -136,6 +136,16 @@ def test_streamed_modes_name_layers_only_when_asked(engine, monkeypatch, mode):
         assert ("name_s" in engine.run(image, job, lambda p: None, lambda: False).timings) == named
 
 
+def test_a_failure_while_naming_leaves_plain_names(engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the text encoder is somewhere else")
+
+    monkeypatch.setattr("backend.engine.name_layers", broken)
+    job = JobParams.parse(dict(layers=3, steps=2, prompt="a card", seed=2, restore=False))
+    r = engine.run(np.full((40, 56, 4), 200, np.uint8), job, lambda p: None, lambda: False)
+    assert [layer.name for layer in r.layers] == plain_names(3)
+
+
 def test_name_layers_must_be_a_boolean():
     from backend.errors import LayerBridgeError
 
