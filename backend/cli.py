@@ -322,7 +322,7 @@ def _write_result(out: Path, replace: bool, layers: list, width: int, height: in
         n += 1
         target = out.with_name(f"{out.stem} ({n}){out.suffix}")
     os.replace(tmp, target)
-    done = f"{len(layers)} layers ({width}×{height}, seed {info.get('seed')})"
+    done = f"{len(layers)} layers ({width}×{height}, seed {info.get('seed')}: {', '.join(layer.name for layer in layers)})"
     if target != out:
         print(f"error: {out} appeared while the job ran and was left as it is; wrote {done} to {target} [{kind}]",
               file=sys.stderr)
