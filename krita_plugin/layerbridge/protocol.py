@@ -80,6 +80,8 @@ def describe_progress(state: dict) -> str:
     """One line for the progress bar: stage, step count, time left."""
     stage = str(state.get("stage") or state.get("state") or "")
     text = STAGES.get(stage, stage.replace("_", " ").capitalize() or "Working")
+    if stage == "finishing" and state.get("message"):
+        text = str(state["message"])        # the server's words: naming the layers, restoring full resolution
     if stage == "uploading" and state.get("bytes"):
         text += " %d%%" % (100 * int(state.get("sent") or 0) // int(state["bytes"]))
     if stage == "queued" and state.get("position"):

@@ -184,7 +184,8 @@ function formatDuration(seconds) {
 
 /** One line for the progress bar, e.g. "Denoising · step 12 of 50 · 31 s left". */
 function describeProgress(p) {
-  const parts = [STAGE_NAMES[p.stage] || p.stage || "Working"];
+  // finishing: the server's own words (naming the layers, restoring full resolution)
+  const parts = [(p.stage === "finishing" && p.message) || STAGE_NAMES[p.stage] || p.stage || "Working"];
   if (p.state === "queued" && p.position > 0) parts.push(`position ${p.position}`);
   if (p.total > 0 && p.stage === "denoising") parts.push(`step ${p.step} of ${p.total}`);
   const left = formatDuration(p.eta_s);

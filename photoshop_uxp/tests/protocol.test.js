@@ -81,6 +81,8 @@ test("progress text and fraction for the progress bar", () => {
   assert.equal(p.describeProgress({ state: "running", stage: "denoising", step: 12, total: 50, eta_s: 31.4 }),
     "Denoising · step 12 of 50 · 31 s left");
   assert.equal(p.describeProgress({ state: "queued", stage: "queued", position: 2, eta_s: null }), "Waiting in queue · position 2");
+  assert.equal(p.describeProgress({ state: "running", stage: "finishing", message: "Naming layers", eta_s: 2.2 }), "Naming layers · 2 s left");
+  assert.equal(p.describeProgress({ state: "running", stage: "finishing", message: "", eta_s: null }), "Finishing");
   assert.equal(p.describeProgress({ state: "running", stage: "loading_model", eta_s: 3725 }), "Loading model · 1 h 2 min left");
   assert.equal(p.formatDuration(125), "2 min 5 s");
   assert.equal(p.progressFraction({ state: "running", stage: "denoising", step: 25, total: 50 }), 0.5);

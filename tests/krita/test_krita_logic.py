@@ -116,6 +116,9 @@ def test_progress_words():
     assert protocol.progress_fraction(q) is None
     assert protocol.format_duration(125) == "2 min 05 s"
     assert protocol.describe_progress({"state": "done", "stage": "done", "eta_s": 0}) == "Done"
+    naming = {"state": "running", "stage": "finishing", "message": "Naming layers", "eta_s": 2.2}
+    assert protocol.describe_progress(naming) == "Naming layers — about 2 s left"
+    assert protocol.describe_progress(dict(naming, message="")) == "Finishing — about 2 s left"
     # the client's own upload stage: a percentage of the bytes sent
     u = {"state": "uploading", "stage": "uploading", "sent": 45, "bytes": 100}
     assert protocol.describe_progress(u) == "Uploading 45%"
