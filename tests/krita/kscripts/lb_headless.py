@@ -472,10 +472,12 @@ def s_float(res):
 
 
 def s_roundtrip(res):
-    """L*a*b* and XYZ documents: opaque 8-bit sRGB layers inserted, then the image read back."""
+    """L*a*b*, XYZ and YCbCr documents: opaque 8-bit sRGB layers inserted, then the image read back."""
     res["roundtrip"] = {}
-    for model, depth in (("LABA", "U16"), ("XYZA", "F32")):
-        doc = Krita.instance().createDocument(16, 16, "Round " + model + depth, model, depth, "", 72.0)
+    # YCbCr named: Krita's default YCbCr profile is any of several, run to run
+    for model, depth, profile in (("LABA", "U16", ""), ("XYZA", "F32", ""), ("LABA", "U8", ""),
+                                  ("YCbCrA", "U8", "ITU-R BT.709-6 YCbCr ICC V2 profile")):
+        doc = Krita.instance().createDocument(16, 16, "Round " + model + depth, model, depth, profile, 72.0)
         KEEP.append(doc)
         docs = open_docs()
         src = document.capture(doc, "image")
@@ -486,7 +488,8 @@ def s_roundtrip(res):
         back = swapped(document.capture(doc, "image").data)
         res["roundtrip"][model + depth] = {
             "space": space(doc), "child": space(group.childNodes()[0]), "len": len(back),
-            "max_diff": max(abs(a - b) for a, b in zip(back, sent)), "docs_unchanged": open_docs() == docs}
+            "max_diff": max(abs(a - b) for a, b in zip(back, sent)),
+            "mean_diff": sum(abs(a - b) for a, b in zip(back, sent)) / len(sent), "docs_unchanged": open_docs() == docs}
 
 
 def model_doc(model, name):
