@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import struct
+import urllib.parse
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ MAX_TEXT_BYTES = 1024 * 1024
 MAX_FRAME_BYTES = CHUNK_BYTES + FRAME_HEADER.size
 CLOSE_LINGER_S = 1.0
 TOO_BIG = "a WebSocket text message is at most 1 MiB and a binary frame at most 4 MiB + 12 bytes"
+NAME_SAFE = " !$&'()*+,-./:;=@_~"  # what X-Layer-Name keeps as it is, besides letters and digits
 CAPABILITIES = ["http", "websocket", "rgba8", "bgra8", "png", "cancel", "restore", "presets", "ndjson_events", "caption"]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -278,7 +280,8 @@ async def job_layer(request: web.Request) -> web.Response:
         "X-Layer-Height": str(layer.height),
         "X-Layer-X": str(layer.x),
         "X-Layer-Y": str(layer.y),
-        "X-Layer-Name": layer.name,
+        # a header carries bytes, and browsers read them as Latin-1: the name as percent-encoded UTF-8
+        "X-Layer-Name": urllib.parse.quote(layer.name, safe=NAME_SAFE),
     }
     if request.query.get("format") == "png":
         if layer.width == 0:

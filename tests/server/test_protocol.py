@@ -373,3 +373,38 @@ def test_sigterm_ends_open_event_streams_and_stops_quickly(tiny_model, tmp_path)
         assert time.monotonic() - started < 10
     finally:
         stop_server(server)
+
+
+NAMED = """
+import sys
+from backend import engine
+engine.name_layers = lambda pipe, layers, language, check: ["Background", "Café sign", "咖啡杯"][:len(layers)]
+from backend.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_layer_names_reach_clients_whole(tiny_model, tmp_path):
+    """Names as the text encoder gives them (given here: the tiny model answers noise), non-ASCII included: whole in
+    the result, percent-encoded UTF-8 in X-Layer-Name."""
+    import urllib.parse
+
+    from server_process import start_server, stop_server
+
+    server = start_server(tiny_model, tmp_path, launcher=[sys.executable, "-c", NAMED])
+    try:
+        job = submit_http(server, image(40, 30), dict(FAST, layers=3))[1]["job"]
+        assert wait_state(server, job)["state"] == "done"
+        result = server.get_json(f"/v1/jobs/{job}/result")
+        assert [layer["name"] for layer in result["layers"]] == ["Background", "Café sign", "咖啡杯"]
+        for entry in result["layers"]:
+            status, headers, _ = request(server, "GET", f"/v1/jobs/{job}/layers/{entry['index']}")
+            assert status == 200 and headers["X-Layer-Name"].isascii()
+            assert urllib.parse.unquote(headers["X-Layer-Name"]) == entry["name"]
+        assert request(server, "GET", f"/v1/jobs/{job}/layers/1")[1]["X-Layer-Name"] == "Caf%C3%A9 sign"
+        ws = WS(server)
+        ws.send({"type": "fetch", "job": job})
+        assert [layer["name"] for layer in ws.until("result")["layers"]] == ["Background", "Café sign", "咖啡杯"]
+        ws.close()
+    finally:
+        stop_server(server)
