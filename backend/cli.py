@@ -66,7 +66,8 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"])
     p.add_argument("--no-restore", action="store_true", help="plain resampling instead of full-resolution restoration")
     p.add_argument("--name-layers", action=argparse.BooleanOptionalAction, default=None,
-                   help="name each layer by what it shows (default: the preset's; best and balanced do, fast does not)")
+                   help="name each layer by what it shows (default: the preset's; best and balanced do, fast does not, "
+                        "nor does a server that streams the model on a 16 GB card)")
 
 
 def _job_params(a: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 # What a folder given to `decompose` contributes: the files it holds with these suffixes (lower case).
 IMAGE_SUFFIXES = frozenset(
-    ".png .jpg .jpeg .webp .avif .tif .tiff .bmp .gif .psd .psb .ora .kra .jp2 .tga .qoi".split()
+    ".png .jpg .jpeg .webp .avif .heic .heif .tif .tiff .bmp .gif .psd .psb .ora .kra .jp2 .tga .qoi".split()
 )
 
 

@@ -452,7 +452,8 @@ class Engine:
             layers = [np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8) for f in frames]
             names = None
             if self._naming:
-                on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._finish_eta(), "Naming layers"))
+                eta = None if self._finish_seconds is None else self._finish_eta()  # unknown before the first job
+                on_progress(Progress(Stage.finishing, preset.steps, preset.steps, eta, "Naming layers"))
                 t = time.monotonic()
                 try:
                     names = name_layers(pipe, layers, params.caption_language, lambda: _raise_if(cancelled))

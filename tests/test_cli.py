@@ -242,13 +242,14 @@ def test_decompose_a_folder_or_a_pattern_of_images(live_server, tmp_path):
     folder.mkdir()
     for name in ("b.PNG", "a.jpg", ".hidden.png"):
         Image.new("RGB", (16, 12), (200, 30, 30)).save(folder / name, "PNG" if name.lower().endswith("png") else "JPEG")
+    subprocess.run(["convert", str(folder / "b.PNG"), str(folder / "c.heic")], check=True)  # a phone's photo
     (folder / "notes.txt").write_text("not an image")
     (folder / "sub").mkdir()
     Image.new("RGB", (8, 8)).save(folder / "sub" / "c.png")
     r = run("decompose", str(folder), "--out", str(tmp_path / "out"), "--server", live_server.url, *JOB, env=env)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.psd", "b.psd"]  # its images, in name order
-    assert r.stderr.index("a.jpg") < r.stderr.index("b.PNG")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.psd", "b.psd", "c.psd"]  # its images
+    assert r.stderr.index("a.jpg") < r.stderr.index("b.PNG") < r.stderr.index("c.heic")  # in name order
     # a pattern the shell left alone (Windows' shells do), even one that matches a single file: into the folder
     r = run("decompose", str(folder / "*.jpg"), "--out", str(tmp_path / "jpegs"), "--server", live_server.url, *JOB, env=env)
     assert r.returncode == 0, r.stderr
