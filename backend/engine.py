@@ -544,11 +544,9 @@ class Engine:
         )
         prompt_tokens = inputs.input_ids.shape[1]
         stop = StoppingCriteriaList([StopOnCancel()])
-        # Under model offload the text encoder moves to the GPU when its forward is called, but generate runs the
-        # vision encoder on the image before the first forward: move it now.
-        hook = getattr(pipe.text_encoder, "_hf_hook", None)
-        if hook is not None and hasattr(hook, "pre_forward"):
-            hook.pre_forward(pipe.text_encoder)
+        from .offload import onload_for_generate  # accelerate (and torch) only once a model runs
+
+        onload_for_generate(pipe.text_encoder)
         if self.caption_compiled:
             need = prompt_tokens + max_tokens
             static = {"cache_implementation": "static", "max_cache_len": -(-need // CAPTION_CACHE_STEP) * CAPTION_CACHE_STEP}

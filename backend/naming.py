@@ -90,17 +90,15 @@ def name_layers(pipe: Any, layers: list[np.ndarray], language: str, check_cancel
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
+    from .offload import onload_for_generate
+
     class StopOnCancel(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             check_cancel()
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     names = plain_names(len(layers))
-    # Under model offload the text encoder moves to the GPU when its forward is called, but generate runs the vision
-    # encoder on the picture before the first forward: move it now.
-    hook = getattr(pipe.text_encoder, "_hf_hook", None)
-    if hook is not None and hasattr(hook, "pre_forward"):
-        hook.pre_forward(pipe.text_encoder)
+    onload_for_generate(pipe.text_encoder)
     for index in range(1, len(layers)):
         picture = layer_picture(layers[index])
         if picture is None:

@@ -25,6 +25,15 @@ log = logging.getLogger("layerbridge.offload")
 COMPONENTS = ("text_encoder", "vae", "transformer")
 
 
+def onload_for_generate(module: Any) -> None:
+    """Under an offload hook (accelerate's model offload, or HostOffload) a component moves to the GPU when its forward
+    is called, but `generate` on the text encoder runs the vision encoder on the image before the first forward: move
+    the component now."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is not None and hasattr(hook, "pre_forward"):
+        hook.pre_forward(module)
+
+
 class HostOffload:
     """Places `pipe`'s components: each moves onto `device` when it runs, the one there before leaves for free."""
 
