@@ -10,6 +10,7 @@ from .decompose import Decomposition
 from .qt import Qt, QtCore, QtWidgets, enum
 
 DOCKER_ID = "layerbridge_docker"
+CAPTION_SHOWN = 160  # characters of the model's description shown; all of it in the tooltip
 TITLE = "Layer Decomposition"
 COLOURS = {"ready": "#3a3", "busy": "#c90", "loading": "#c90", "downloading": "#c90",
            "not_running": "#c33", "unauthorized": "#c33", "protocol_mismatch": "#c33", "failed": "#c33",
@@ -145,7 +146,16 @@ class LayerDocker(DockWidget):
         seed_row.addWidget(self.last_seed, 1)
         seed_row.addWidget(self.reuse_seed)
         lay.addLayout(seed_row)
-        self._show_seed(None)
+        caption_row = QtWidgets.QHBoxLayout()
+        self.last_caption = QtWidgets.QLabel("")
+        self.last_caption.setWordWrap(True)
+        self.use_caption = QtWidgets.QPushButton("Use as prompt")
+        self.use_caption.setToolTip("Put this description in Prompt, to edit it: the model follows what the prompt says")
+        self.use_caption.clicked.connect(self._use_caption)
+        caption_row.addWidget(self.last_caption, 1)
+        caption_row.addWidget(self.use_caption)
+        lay.addLayout(caption_row)
+        self._show_result(None)
 
         err_row = QtWidgets.QHBoxLayout()
         self.error = QtWidgets.QLabel("")
@@ -277,13 +287,28 @@ class LayerDocker(DockWidget):
             self.bar.setRange(0, 1000)
             self.bar.setValue(int(1000 * float(fraction)))
 
-    def _show_seed(self, seed: object) -> None:
-        """The seed of the last result, with a button to run with it again (None: no result yet)."""
+    def _show_result(self, result: Optional[dict], prompted: bool = False) -> None:
+        """The last result's seed, with a button to run with it again, and, where the model described the picture
+        itself (no prompt), that description, with a button to edit it as the prompt (None: no result yet)."""
+        seed = (result or {}).get("seed")
         shown = isinstance(seed, int) and 0 <= seed <= self.seed.maximum()
         self.shown_seed = seed if shown else None
         self.last_seed.setText("Last seed: %d" % seed if shown else "")
         self.last_seed.setVisible(shown)
         self.reuse_seed.setVisible(shown)
+        caption = (result or {}).get("caption")
+        self.shown_caption = caption if isinstance(caption, str) and caption.strip() and not prompted else None
+        text = self.shown_caption or ""
+        self.last_caption.setText("Described as: “%s”" % (text if len(text) <= CAPTION_SHOWN else
+                                                          text[:CAPTION_SHOWN].rstrip() + "…"))
+        self.last_caption.setToolTip(text)
+        self.last_caption.setVisible(bool(text))
+        self.use_caption.setVisible(bool(text))
+
+    def _use_caption(self) -> None:
+        if self.shown_caption is not None:
+            self.prompt.setText(self.shown_caption)
+            self._save()
 
     def _reuse_seed(self) -> None:
         if self.shown_seed is not None:
@@ -291,7 +316,8 @@ class LayerDocker(DockWidget):
 
     def _finished(self, group: object) -> None:
         note = self.run.note if self.run is not None else ""        # where the group went, if not the source
-        self._show_seed((self.run.result or {}).get("seed") if self.run is not None else None)
+        if self.run is not None:
+            self._show_result(self.run.result, prompted=bool(str(self.run.values.get("prompt") or "").strip()))
         self._end()
         self.bar.setRange(0, 1000)
         self.bar.setValue(1000)

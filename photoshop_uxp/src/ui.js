@@ -7,6 +7,7 @@ const { loadSettings, saveSettings, tokenStore } = require("./settings.js");
 const layers = require("./layers.js");
 
 const STATUS_POLL_MS = 5000;
+const CAPTION_SHOWN = 160; // characters of the model's description shown; all of it in the tooltip
 
 function modelLine(status) {
   const model = (status && status.model) || {};
@@ -141,6 +142,13 @@ class Panel {
     on("decompose-layer", "click", () => this.run("layer"));
     on("cancel", "click", () => this.cancel());
     on("copy-error", "click", () => this.copyError());
+    on("use-caption", "click", () => {
+      const caption = this.$("last-caption").dataset.caption;
+      if (caption) {
+        this.$("prompt").value = caption;
+        this.persist();
+      }
+    });
     on("reuse-seed", "click", () => {
       const seed = this.$("last-seed").dataset.seed;
       if (seed) {
@@ -353,6 +361,12 @@ class Panel {
         this.$("last-seed").dataset.seed = String(result.seed);
         this.$("seed-row").style.display = "";
       }
+      // Without a prompt the model described the picture itself: that description, to edit as the prompt.
+      const caption = !String(params.prompt || "").trim() && typeof result.caption === "string" ? result.caption.trim() : "";
+      this.$("last-caption").textContent = caption ? `Described as: “${shortened(caption, CAPTION_SHOWN)}”` : "";
+      this.$("last-caption").dataset.caption = caption;
+      this.$("last-caption").title = caption;
+      this.$("caption-row").style.display = caption ? "" : "none";
     } catch (error) {
       if (error && error.code === "cancelled") this.showMessage("Cancelled; the document was left as it was.");
       else this.showError(error);
@@ -363,4 +377,9 @@ class Panel {
   }
 }
 
-module.exports = { Panel, modelLine, doneLine };
+/** At most `max` characters of `text`, cut at the end with "…". */
+function shortened(text, max) {
+  return text.length <= max ? text : `${text.slice(0, max).trimEnd()}…`;
+}
+
+module.exports = { Panel, modelLine, doneLine, shortened };

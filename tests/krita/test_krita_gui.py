@@ -83,6 +83,12 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_serve
     seed = data["random_seed"]
     assert seed["visible"] and seed["before"] == "random" and seed["shown"].startswith("Last seed: ")
     assert seed["after"] == seed["saved"] == int(seed["shown"].rsplit(" ", 1)[1]) and 0 <= seed["after"] < 2 ** 31
+    # without a prompt, the model's description of the picture, which Use as prompt puts in Prompt (and saves)
+    assert data["caption_after_prompt"] == [False, False]
+    caption = data["caption"]
+    assert caption["visible"] == [True, True] and caption["tooltip"].strip(), caption
+    assert caption["shown"].startswith("Described as: “") and caption["tooltip"][:20] in caption["shown"]
+    assert caption["prompt"] == caption["saved"] == caption["tooltip"]
     assert data["cmyk_docs_after"] == data["cmyk_docs_before"]
     assert data["cmyk_after_undo"] == data["cmyk_before"]
     # Steps starts on auto (the preset's count, sent as null) and goes back to it below 2

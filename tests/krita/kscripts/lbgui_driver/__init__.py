@@ -149,6 +149,7 @@ class Driver:
         res["error"] = d.error.text()
         res["details"] = d.details
         res["last_seed"] = [d.last_seed.text(), d.reuse_seed.isVisible()]
+        res["caption_after_prompt"] = [d.last_caption.isVisible(), d.use_caption.isVisible()]  # a prompt was given
         QtCore.QTimer.singleShot(1500, self.after)
 
     def after(self) -> None:
@@ -205,6 +206,8 @@ class Driver:
         res["cmyk_docs_before"] = sorted(d.name() for d in Krita.instance().documents())
         self.docker.stage.setText("")
         self.docker.seed.setValue(-1)           # random: the server picks the seed
+        self.docker.prompt.setText("")          # no prompt: the model describes the picture
+        self.docker.prompt.editingFinished.emit()
         self.docker.decompose_button.click()
         self.when_done(self.cmyk_done)
 
@@ -221,6 +224,11 @@ class Driver:
         d.reuse_seed.click()
         res["random_seed"]["after"] = d.seed.value()
         res["random_seed"]["saved"] = json.loads(Krita.instance().readSetting("layerbridge", "settings", "{}"))["seed"]
+        res["caption"] = {"shown": d.last_caption.text(), "tooltip": d.last_caption.toolTip(),
+                          "visible": [d.last_caption.isVisible(), d.use_caption.isVisible()]}
+        d.use_caption.click()
+        res["caption"]["prompt"] = d.prompt.text()
+        res["caption"]["saved"] = json.loads(Krita.instance().readSetting("layerbridge", "settings", "{}"))["prompt"]
         Krita.instance().action("edit_undo").trigger()
         self.cmyk.waitForDone()
         QtCore.QTimer.singleShot(1000, self.after_cmyk_undo)
