@@ -1,6 +1,6 @@
 """The "Layer Decomposition" docker."""
 
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 from krita import DockWidget, Krita
 
@@ -23,6 +23,21 @@ def _read(group: str, key: str) -> str:
 
 def _write(group: str, key: str, value: str) -> None:
     Krita.instance().writeSetting(group, key, value)
+
+
+def _label_and_button(lay: "QtWidgets.QBoxLayout", text: str, tip: str, clicked: Callable[[], None],
+                      wrap: bool = True) -> Tuple["QtWidgets.QLabel", "QtWidgets.QPushButton"]:
+    """A row of `lay`: a label taking the width (wrapping its text, unless told not to), and a button at its end."""
+    row = QtWidgets.QHBoxLayout()
+    label = QtWidgets.QLabel("")
+    label.setWordWrap(wrap)
+    button = QtWidgets.QPushButton(text)
+    button.setToolTip(tip)
+    button.clicked.connect(clicked)
+    row.addWidget(label, 1)
+    row.addWidget(button)
+    lay.addLayout(row)
+    return label, button
 
 
 class LayerDocker(DockWidget):
@@ -138,34 +153,16 @@ class LayerDocker(DockWidget):
         self.stage.setWordWrap(True)
         lay.addWidget(self.bar)
         lay.addWidget(self.stage)
-        seed_row = QtWidgets.QHBoxLayout()
-        self.last_seed = QtWidgets.QLabel("")
-        self.reuse_seed = QtWidgets.QPushButton("Reuse")
-        self.reuse_seed.setToolTip("Put this seed in Seed: the same settings give the same layers again")
-        self.reuse_seed.clicked.connect(self._reuse_seed)
-        seed_row.addWidget(self.last_seed, 1)
-        seed_row.addWidget(self.reuse_seed)
-        lay.addLayout(seed_row)
-        caption_row = QtWidgets.QHBoxLayout()
-        self.last_caption = QtWidgets.QLabel("")
-        self.last_caption.setWordWrap(True)
-        self.use_caption = QtWidgets.QPushButton("Use as prompt")
-        self.use_caption.setToolTip("Put this description in Prompt, to edit it: the model follows what the prompt says")
-        self.use_caption.clicked.connect(self._use_caption)
-        caption_row.addWidget(self.last_caption, 1)
-        caption_row.addWidget(self.use_caption)
-        lay.addLayout(caption_row)
+        self.last_seed, self.reuse_seed = _label_and_button(
+            lay, "Reuse", "Put this seed in Seed: the same settings give the same layers again", self._reuse_seed,
+            wrap=False)
+        self.last_caption, self.use_caption = _label_and_button(
+            lay, "Use as prompt", "Put this description in Prompt, to correct or complete it for the next run",
+            self._use_caption)
         self._show_result(None)
 
-        err_row = QtWidgets.QHBoxLayout()
-        self.error = QtWidgets.QLabel("")
-        self.error.setWordWrap(True)
+        self.error, self.copy = _label_and_button(lay, "Copy details", "", self.copy_details)
         self.error.setStyleSheet("color: #d55;")
-        self.copy = QtWidgets.QPushButton("Copy details")
-        self.copy.clicked.connect(self.copy_details)
-        err_row.addWidget(self.error, 1)
-        err_row.addWidget(self.copy)
-        lay.addLayout(err_row)
         self._show_error("", "")
         lay.addStretch(1)
         self.setWidget(root)

@@ -382,4 +382,4 @@ function shortened(text, max) {
   return text.length <= max ? text : `${text.slice(0, max).trimEnd()}…`;
 }
 
-module.exports = { Panel, modelLine, doneLine, shortened };
+module.exports = { Panel, modelLine, doneLine };
