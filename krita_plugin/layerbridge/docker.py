@@ -27,10 +27,14 @@ def _write(group: str, key: str, value: str) -> None:
 
 def _label_and_button(lay: "QtWidgets.QBoxLayout", text: str, tip: str, clicked: Callable[[], None],
                       wrap: bool = True) -> Tuple["QtWidgets.QLabel", "QtWidgets.QPushButton"]:
-    """A row of `lay`: a label taking the width (wrapping its text, unless told not to), and a button at its end."""
+    """A row of `lay`: a label taking the width (wrapping its text, unless told not to), and a button at its end.
+    The label asks for no width of its own: a long text (a description, an error) wraps in the docker as it is
+    instead of widening it."""
     row = QtWidgets.QHBoxLayout()
     label = QtWidgets.QLabel("")
     label.setWordWrap(wrap)
+    policy = QtWidgets.QSizePolicy
+    label.setSizePolicy(enum(policy, "Policy.Ignored"), enum(policy, "Policy.Preferred"))
     button = QtWidgets.QPushButton(text)
     button.setToolTip(tip)
     button.clicked.connect(clicked)

@@ -89,6 +89,7 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_serve
     assert caption["visible"] == [True, True] and caption["tooltip"].strip(), caption
     assert caption["shown"].startswith("Described as: “") and caption["tooltip"][:20] in caption["shown"]
     assert caption["prompt"] == caption["saved"] == caption["tooltip"]
+    assert data["docker_width"][1] == data["docker_width"][0], "a long description widened the docker"
     assert data["cmyk_docs_after"] == data["cmyk_docs_before"]
     assert data["cmyk_after_undo"] == data["cmyk_before"]
     # Steps starts on auto (the preset's count, sent as null) and goes back to it below 2

@@ -201,6 +201,7 @@ class Driver:
         QtCore.QTimer.singleShot(1000, self.press_cmyk)
 
     def press_cmyk(self) -> None:
+        res["docker_width"] = [self.docker.width()]
         res["cmyk_active"] = Krita.instance().activeDocument().name()
         res["cmyk_before"] = tree(self.cmyk.rootNode())
         res["cmyk_docs_before"] = sorted(d.name() for d in Krita.instance().documents())
@@ -235,6 +236,7 @@ class Driver:
 
     def after_cmyk_undo(self) -> None:
         res["cmyk_after_undo"] = tree(self.cmyk.rootNode())
+        res["docker_width"].append(self.docker.width())     # with the model's description shown
         self.finish()
 
     def finish(self) -> None:
