@@ -142,20 +142,16 @@ class Panel {
     on("decompose-layer", "click", () => this.run("layer"));
     on("cancel", "click", () => this.cancel());
     on("copy-error", "click", () => this.copyError());
-    on("use-caption", "click", () => {
-      const caption = this.$("last-caption").dataset.caption;
-      if (caption) {
-        this.$("prompt").value = caption;
+    // the last result's seed and description, put back into their fields (and saved)
+    const putBack = (shown, key, field) => () => {
+      const value = this.$(shown).dataset[key];
+      if (value) {
+        this.$(field).value = value;
         this.persist();
       }
-    });
-    on("reuse-seed", "click", () => {
-      const seed = this.$("last-seed").dataset.seed;
-      if (seed) {
-        this.$("seed").value = seed;
-        this.persist();
-      }
-    });
+    };
+    on("use-caption", "click", putBack("last-caption", "caption", "prompt"));
+    on("reuse-seed", "click", putBack("last-seed", "seed", "seed"));
   }
 
   persist() {
