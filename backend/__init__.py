@@ -1,5 +1,9 @@
-"""LayerBridge: decompose a flat image into editable RGBA layers with Qwen-Image-Layered."""
+"""LayerBridge: decompose a flat image into editable RGBA layers with Qwen-Image-Layered.
+
+Packages, lowest first; a package imports only from those before it:
+core (settings, errors, job objects, protocol constants) → imaging (pixels, restoration, export) →
+model (the pipeline, its memory plan, captioning and naming) → server (the aiohttp app, the job queue) →
+launcher (supervisor, tray; starts the server as a command, imports none of it) → cli (the `layerbridge` command).
+"""
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1
-MIN_PROTOCOL_VERSION = 1

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.image import composite, resize_premultiplied  # noqa: E402
+from backend.imaging.image import composite, resize_premultiplied  # noqa: E402
 
 BUCKET_AREA = 640 * 640
 
@@ -248,9 +248,9 @@ def _run_method(method: str, folder: str) -> None:
     model = list(np.load(os.path.join(folder, "model.npy")))
     names = [f"layer {i}" for i in range(len(model))]
     if method == "restore":
-        from backend.restore import restore_layers as fn
+        from backend.imaging.restore import restore_layers as fn
     else:
-        from backend.image import resample_layers as fn
+        from backend.imaging.image import resample_layers as fn
     fn(source[:64, :64].copy(), [m[:8, :8].copy() for m in model], names)  # warm imports and caches
     t = time.perf_counter()
     placed = fn(source, model, names)

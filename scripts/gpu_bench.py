@@ -36,7 +36,7 @@ FP8. Each prints a row and appends it to OUT/results.jsonl as soon as it is meas
               the CPU, as the server does on a 24 GB card without FP8 units (RTX 3090); Fast all on the GPU (after a
               bf16 Fast for reference), then host offload under a 24 GiB cap, as the server plans that card; run it
               before fp8
-  naming      naming the layers as Best and Balanced do after decoding (backend/naming.py), in the placement of the
+  naming      naming the layers as Best and Balanced do after decoding (backend/model/naming.py), in the placement of the
               phases before: --layers noise layers at the bucket's size, each answer to the token limit (random weights
               never stop early: the worst case)
   attention   one transformer forward with each attention backend that runs here (native, cuDNN, flash, efficient,
@@ -109,7 +109,7 @@ def pipeline_inputs(image: np.ndarray, resolution: int, layers: int) -> list[dic
     import torch
     from PIL import Image
 
-    from backend.tiny_model import build_tiny_pipeline
+    from backend.model.tiny_model import build_tiny_pipeline
 
     global _tiny_pipeline
     if _tiny_pipeline is None:
@@ -316,10 +316,10 @@ class Bench:
     # ---- building ----------------------------------------------------------------------------------------------
 
     def build(self) -> None:
-        from backend.engine import Engine
-        from backend.memory import probe_device
-        from backend.settings import Settings
-        from backend.tiny_model import FULL, TINY, build_random_pipeline
+        from backend.model.engine import Engine
+        from backend.model.memory import probe_device
+        from backend.core.settings import Settings
+        from backend.model.tiny_model import FULL, TINY, build_random_pipeline
 
         torch = self.torch
         arch = FULL if self.args.arch == "full" else TINY
@@ -345,7 +345,7 @@ class Bench:
     # ---- one job -----------------------------------------------------------------------------------------------
 
     def job(self, label: str, preset: str, steps: int | None = None, prompt: str = "", **extra: Any) -> dict[str, Any]:
-        from backend.job import JobParams
+        from backend.core.job import JobParams
 
         torch = self.torch
         self.engine._captions.clear()  # every job pays for its caption, as a new image would
@@ -392,7 +392,7 @@ class Bench:
 
     def _compile(self, on: bool) -> None:
         """Regional compilation of the transformer plus compiled captioning (all on the GPU), or back to eager."""
-        from backend.memory import MemoryMode, disable_compile, enable_compile
+        from backend.model.memory import MemoryMode, disable_compile, enable_compile
 
         if on:
             enable_compile(self.pipe.transformer)
@@ -406,7 +406,7 @@ class Bench:
         """Take every offload hook off, then place the pipeline in `mode` as the server would."""
         from diffusers.hooks import HookRegistry
 
-        from backend.memory import MemoryChoice, MemoryMode, apply_mode
+        from backend.model.memory import MemoryChoice, MemoryMode, apply_mode
 
         if self.engine.offload is not None:
             self.engine.offload.remove()
@@ -476,7 +476,7 @@ class Bench:
 
     def phase_fp8(self, staged: bool = False) -> None:
         """FP8 weights and activations (torchao) for the transformer, for good: later phases run FP8."""
-        from backend.memory import enable_fp8
+        from backend.model.memory import enable_fp8
 
         if not self.cuda:
             self.record({"phase": "fp8", "skipped": "no GPU"})
@@ -532,8 +532,8 @@ class Bench:
         the transformer on the CPU, quantised one linear layer at a time on the GPU. Fast all on the GPU (a bf16 Fast
         first for reference, where none ran yet), then host offload under a 24 GiB cap: the first job after placing,
         then one more."""
-        from backend.memory import enable_int8
-        from backend.offload import tensor_bytes
+        from backend.model.memory import enable_int8
+        from backend.model.offload import tensor_bytes
 
         if not self.cuda and self.args.arch == "full":
             self.record({"phase": "int8", "skipped": "no GPU"})
@@ -600,7 +600,7 @@ class Bench:
         """The automatic caption alone, --caption-probe-tokens long (random weights never end it early)."""
         from PIL import Image
 
-        from backend.job import JobParams
+        from backend.core.job import JobParams
 
         tokens = self.args.caption_probe_tokens
         self.engine._captions.clear()
@@ -618,8 +618,8 @@ class Bench:
     def phase_naming(self) -> None:
         import numpy as np
 
-        from backend.engine import bucket_size
-        from backend.naming import NAME_TOKENS, name_layers, plain_names
+        from backend.model.engine import bucket_size
+        from backend.model.naming import NAME_TOKENS, name_layers, plain_names
 
         width, height = bucket_size(self.args.width, self.args.height, self.args.resolution)
         rng = np.random.default_rng(3)
@@ -639,7 +639,7 @@ class Bench:
     def phase_fp8check(self) -> None:
         """FP8 products of every distinct linear shape of the transformer with the rows a job feeds them: per-row
         scales everywhere (what failed), then the scales the server uses (per-row for the image stream only)."""
-        from backend.memory import fp8_kernel_check, linear_shapes
+        from backend.model.memory import fp8_kernel_check, linear_shapes
 
         if not self.cuda:
             self.record({"phase": "fp8check", "skipped": "no GPU"})
@@ -679,7 +679,7 @@ class Bench:
         them (e4m3, one scale per matrix), loaded through the server's single-file loader: the weights stay FP8, widened
         in each forward. Fast all on the GPU (after a bf16 Fast for reference where none ran yet), then host offload
         under a 24 GiB cap, as the server plans a 24 GB card without FP8 units with such a file."""
-        from backend import transformer_file
+        from backend.model import transformer_file
 
         torch = self.torch
         dtype = torch.bfloat16 if self.cuda else torch.float32
@@ -698,7 +698,7 @@ class Bench:
         phase cannot run."""
         import tempfile
 
-        from backend import transformer_file
+        from backend.model import transformer_file
 
         if self.fp8:
             self.record({"phase": label, "skipped": "runs before fp8 (it packs the bf16 weights)"})
@@ -728,7 +728,7 @@ class Bench:
         del checkpoint
         self.pipe.register_modules(transformer=replacement)
         self._place("gpu")
-        from backend.offload import tensor_bytes
+        from backend.model.offload import tensor_bytes
 
         weight_gib = tensor_bytes(replacement.state_dict().values()) / GIB
         layers = [m for m in replacement.modules() if isinstance(m, torch.nn.Linear)]
@@ -781,7 +781,7 @@ class Bench:
     def phase_flops(self) -> None:
         """FLOPs of one transformer forward (meta device: no weights, no GPU) with the inputs the pipeline passes,
         for a short and the longest caption and for CFG's negative prompt; then Best's 50 steps x 2 passes."""
-        from backend.tiny_model import FULL, TINY
+        from backend.model.tiny_model import FULL, TINY
 
         config = (FULL if self.args.arch == "full" else TINY)["transformer"]
         t = time.monotonic()
@@ -830,8 +830,8 @@ class Bench:
     def _transformer_inputs(self, prompt: str) -> dict[str, Any]:
         """The kwargs the engine's pipeline passes to the transformer on a job's first (conditional) call; the job is
         stopped there."""
-        from backend.engine import JobCancelled
-        from backend.job import JobParams
+        from backend.model.engine import JobCancelled
+        from backend.core.job import JobParams
 
         captured: dict[str, Any] = {}
 
@@ -944,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     args = p.parse_args(argv)
 
-    from backend.server import quiet_libraries
+    from backend.server.serve import quiet_libraries
 
     quiet_libraries()
     bench = Bench(args)

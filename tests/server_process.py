@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-LAYERBRIDGE = [sys.executable, "-m", "backend.cli"]
+LAYERBRIDGE = [sys.executable, "-m", "backend.cli.main"]
 
 
 @dataclass

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.image import composite
+from backend.imaging.image import composite
 
-CLI = [sys.executable, "-m", "backend.cli"]
+CLI = [sys.executable, "-m", "backend.cli.main"]
 JOB = ["--layers", "3", "--steps", "2", "--seed", "5", "--prompt", "a card", "--no-name-layers"]
 
 
@@ -87,7 +87,7 @@ def test_decompose_to_psd_ora_and_folder_at_exact_canvas(odd_png, tiny_model, of
 
 
 def test_decompose_restored_layers_recompose_to_the_source(odd_png, tiny_model, offline_env, tmp_path):
-    from backend.export import read_folder
+    from backend.imaging.export import read_folder
 
     out = tmp_path / "restored"
     r = run("decompose", str(odd_png), "--out", str(out), "--model", str(tiny_model), "--in-process", *JOB, env=offline_env)
@@ -107,8 +107,8 @@ def test_decompose_never_overwrites_without_asking(odd_png, tiny_model, offline_
 
 
 def test_what_appears_at_out_during_the_job_is_kept(tmp_path, capsys):
-    from backend.cli import _write_result
-    from backend.image import PlacedLayer
+    from backend.cli.decompose import write_result
+    from backend.core.layer import PlacedLayer
 
     layers = [PlacedLayer("Background", 0, 0, np.full((4, 6, 4), 255, np.uint8))]
     info = {"seed": 1}
@@ -119,7 +119,7 @@ def test_what_appears_at_out_during_the_job_is_kept(tmp_path, capsys):
         else:
             out.mkdir()
             (out / "notes.txt").write_text("the user's")
-        assert _write_result(out, False, layers, 6, 4, info) == 1
+        assert write_result(out, False, layers, 6, 4, info) == 1
         assert "appeared while the job ran" in capsys.readouterr().err
         kept = out.read_bytes() if out.suffix else (out / "notes.txt").read_bytes()
         assert kept == b"the user's"
@@ -127,30 +127,30 @@ def test_what_appears_at_out_during_the_job_is_kept(tmp_path, capsys):
         assert beside.exists() and (beside.suffix or (beside / "layers.json").is_file())
     # --overwrite, with OUT there at the start: replaced
     out = tmp_path / "made.psd"
-    assert _write_result(out, True, layers, 6, 4, info) == 0
+    assert write_result(out, True, layers, 6, 4, info) == 0
     assert out.read_bytes()[:4] == b"8BPS"
     assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_what_a_killed_run_left_half_written_is_not_merged_into_the_layers(tmp_path):
-    from backend.cli import _write_result
-    from backend.image import PlacedLayer
+    from backend.cli.decompose import write_result
+    from backend.core.layer import PlacedLayer
 
     stale = tmp_path / ".made.partial"
     stale.mkdir()
     (stale / "07-old-layer.png").write_bytes(b"from a killed run")
     layers = [PlacedLayer("Background", 0, 0, np.full((4, 6, 4), 255, np.uint8))]
-    assert _write_result(tmp_path / "made", False, layers, 6, 4, {"seed": 1}) == 0
+    assert write_result(tmp_path / "made", False, layers, 6, 4, {"seed": 1}) == 0
     assert sorted(p.name for p in (tmp_path / "made").iterdir()) == ["00-background.png", "layers.json"]
     assert not stale.exists()
 
 
 def test_a_refused_write_is_an_error_with_its_code_and_leaves_nothing(tmp_path, capsys):
-    from backend.cli import _write_result
-    from backend.image import PlacedLayer
+    from backend.cli.decompose import write_result
+    from backend.core.layer import PlacedLayer
 
     layers = [PlacedLayer("Background", 0, 0, np.full((1, 30_001, 4), 255, np.uint8))]
-    assert _write_result(tmp_path / "wide.psd", False, layers, 30_001, 1, {"seed": 1}) == 1
+    assert write_result(tmp_path / "wide.psd", False, layers, 30_001, 1, {"seed": 1}) == 1
     err = capsys.readouterr().err
     assert "error (image_too_large): cannot write" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
@@ -293,8 +293,8 @@ def test_doctor_says_whether_the_download_fits_where_it_would_go(offline_env, tm
 
 
 def test_an_unknown_memory_mode_is_refused_by_name(offline_env):
-    from backend.memory import MemoryMode
-    from backend.settings import MEMORY_CHOICES
+    from backend.model.memory import MemoryMode
+    from backend.core.settings import MEMORY_CHOICES
 
     assert MEMORY_CHOICES == ("auto", *(m.value for m in MemoryMode))
     for command in ("serve", "doctor", "decompose"):

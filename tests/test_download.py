@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.download import DISK_MARGIN_BYTES, check_disk, free_bytes
-from backend.errors import ErrorCode, LayerBridgeError
+from backend.model.download import DISK_MARGIN_BYTES, check_disk, free_bytes
+from backend.core.errors import ErrorCode, LayerBridgeError
 
 
 def test_free_bytes_of_a_folder_yet_to_be_made_is_its_disks():

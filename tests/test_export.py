@@ -1,4 +1,4 @@
-"""The files `decompose` writes (backend/export.py), read back by psd-tools, Pillow, zipfile, a real Krita and GIMP."""
+"""The files `decompose` writes (backend/imaging/export.py), read back by psd-tools, Pillow, zipfile, a real Krita and GIMP."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from backend import export
-from backend.errors import ErrorCode, LayerBridgeError
-from backend.image import PlacedLayer, composite
+from backend.imaging import export
+from backend.core.errors import ErrorCode, LayerBridgeError
+from backend.imaging.image import PlacedLayer, composite
 
 W, H = 64, 48
 LONG = "long " * 80  # 400 characters
@@ -262,8 +262,8 @@ MEASURE = textwrap.dedent("""
     import resource, sys, time
     from pathlib import Path
     import numpy as np
-    from backend import export
-    from backend.image import PlacedLayer
+    from backend.imaging import export
+    from backend.imaging.image import PlacedLayer
     w, h = 4000, 3000
     full = np.zeros((h, w, 4), np.uint8)
     full[..., 0] = np.arange(w, dtype=np.uint8)[None, :]
@@ -363,7 +363,7 @@ def test_krita_opens_the_psd_and_the_ora_with_the_same_layers(stack, tmp_path):
     assert "sRGB" in data[str(files[0])]["profile"]
     # the .kra Krita saved reads as its merged image, which is the stack's composite
     assert data[str(files[1])]["saved_kra"], log[-3000:]
-    from backend.image import decode
+    from backend.imaging.image import decode
 
     merged = decode((tmp_path / "out.kra").read_bytes(), 10**8)
     composite = np.asarray(export.flatten(stack, W, H))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.errors import ErrorCode, LayerBridgeError
-from backend.image import MAX_ASPECT, decode, from_raw
+from backend.core.errors import ErrorCode, LayerBridgeError
+from backend.imaging.image import MAX_ASPECT, decode, from_raw
 
 
 def png(width: int, height: int, mode: str = "L") -> bytes:
@@ -52,7 +52,7 @@ def test_a_strip_too_thin_for_the_model_is_refused_up_front(width, height):
 
 
 def test_the_widest_accepted_strip_has_a_bucket_the_model_can_use():
-    from backend.engine import bucket_size
+    from backend.model.engine import bucket_size
 
     for resolution in (640, 1024):
         w, h = bucket_size(MAX_ASPECT * 7, 7, resolution)
@@ -154,8 +154,8 @@ def photoshop_file(planes: list[bytes], width: int, height: int, depth: int = 8,
 
 
 def test_a_transparent_photoshop_file_reads_as_photoshop_shows_it(tmp_path):
-    from backend.export import flatten, write_psd
-    from backend.image import PlacedLayer
+    from backend.imaging.export import flatten, write_psd
+    from backend.imaging.image import PlacedLayer
 
     red = np.zeros((20, 30, 4), np.uint8)
     red[..., 0], red[..., 3] = 255, 128
@@ -227,8 +227,8 @@ def without_merged_image(psd: bytes) -> bytes:
 
 
 def test_a_photoshop_file_without_its_merged_image_has_its_layers_composited(tmp_path):
-    from backend.export import flatten, write_psd
-    from backend.image import PlacedLayer
+    from backend.imaging.export import flatten, write_psd
+    from backend.imaging.image import PlacedLayer
 
     rng = np.random.default_rng(4)
     back = np.concatenate([rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), np.full((40, 60, 1), 255, np.uint8)], 2)
@@ -251,8 +251,8 @@ def zipped(entries: dict[str, bytes]) -> bytes:
 
 
 def test_an_openraster_file_reads_as_its_merged_image(tmp_path):
-    from backend.export import flatten, write_ora
-    from backend.image import PlacedLayer
+    from backend.imaging.export import flatten, write_ora
+    from backend.imaging.image import PlacedLayer
 
     spot = np.zeros((10, 12, 4), np.uint8)
     spot[...] = (20, 200, 40, 150)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from server.wire import FAST, image, request, submit_http, wait_state
 
-from backend.image import PlacedLayer, composite
+from backend.imaging.image import PlacedLayer, composite
 
 BOUND = 2.0 / 255.0
 

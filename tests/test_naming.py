@@ -1,4 +1,4 @@
-"""Layer names from the text encoder (backend/naming.py): what is kept of an answer, what the encoder is shown, and the
+"""Layer names from the text encoder (backend/model/naming.py): what is kept of an answer, what the encoder is shown, and the
 answers put in order, on the tiny pipeline (whose random weights answer noise; the real model's answers are given)."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from backend.engine import Engine, JobCancelled
-from backend.job import JobParams, Stage
-from backend.naming import MAX_CHARS, NAME_SIDE, PROMPTS, clean_name, layer_picture, name_layers, plain_names, unique_names
-from backend.settings import Settings
+from backend.model.engine import Engine, JobCancelled
+from backend.core.job import JobParams, Stage
+from backend.model.naming import MAX_CHARS, NAME_SIDE, PROMPTS, clean_name, layer_picture, name_layers, plain_names, unique_names
+from backend.core.settings import Settings
 
 
 @pytest.mark.parametrize("answer, name", [
@@ -127,7 +127,7 @@ def test_presets_name_layers_unless_the_job_says_otherwise(engine, params, named
 def test_streamed_modes_name_layers_only_when_asked(engine, monkeypatch, mode):
     from dataclasses import replace
 
-    from backend.memory import MemoryMode
+    from backend.model.memory import MemoryMode
 
     monkeypatch.setattr(engine, "memory", replace(engine.memory, mode=MemoryMode(mode)))
     image = np.full((40, 56, 4), 200, np.uint8)
@@ -140,14 +140,14 @@ def test_a_failure_while_naming_leaves_plain_names(engine, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("the text encoder is somewhere else")
 
-    monkeypatch.setattr("backend.engine.name_layers", broken)
+    monkeypatch.setattr("backend.model.engine.name_layers", broken)
     job = JobParams.parse(dict(layers=3, steps=2, prompt="a card", seed=2, restore=False))
     r = engine.run(np.full((40, 56, 4), 200, np.uint8), job, lambda p: None, lambda: False)
     assert [layer.name for layer in r.layers] == plain_names(3)
 
 
 def test_name_layers_must_be_a_boolean():
-    from backend.errors import LayerBridgeError
+    from backend.core.errors import LayerBridgeError
 
     with pytest.raises(LayerBridgeError) as info:
         JobParams.parse({"name_layers": "yes"})

@@ -1,4 +1,4 @@
-"""Full-resolution restoration (backend/restore.py): exact recomposition, sharp alpha, layer identity."""
+"""Full-resolution restoration (backend/imaging/restore.py): exact recomposition, sharp alpha, layer identity."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from backend.image import PlacedLayer, composite, resample_layers, resize_premultiplied
-from backend.restore import restore_layers
+from backend.imaging.image import PlacedLayer, composite, resample_layers, resize_premultiplied
+from backend.imaging.restore import restore_layers
 
 BOUND = 2.0 / 255.0
 
@@ -346,7 +346,7 @@ def test_flat_and_pixel_fine_sources_against_noise(name: str, source: np.ndarray
 
 @pytest.mark.parametrize("opaque", [True, False])
 def test_the_source_is_reduced_in_strips_as_a_whole(monkeypatch: pytest.MonkeyPatch, opaque: bool) -> None:
-    from backend import restore
+    from backend.imaging import restore
 
     rng = np.random.default_rng(14)
     source = rng.integers(0, 256, (400, 300, 4), dtype=np.uint8)

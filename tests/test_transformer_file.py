@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from backend import download, transformer_file
-from backend.engine import Engine, ModelState
-from backend.errors import ErrorCode, LayerBridgeError
-from backend.job import JobParams
-from backend.memory import DeviceInfo, MemoryMode, component_bytes, plan
-from backend.settings import Settings
+from backend.model import download, transformer_file
+from backend.model.engine import Engine, ModelState
+from backend.core.errors import ErrorCode, LayerBridgeError
+from backend.core.job import JobParams
+from backend.model.memory import DeviceInfo, MemoryMode, component_bytes, plan
+from backend.core.settings import Settings
 
 IMG = np.random.default_rng(4).integers(0, 256, (48, 64, 4), dtype=np.uint8)
 JOB = {"layers": 2, "steps": 2, "prompt": "x", "seed": 1}
@@ -148,7 +148,7 @@ def test_gguf_file_stays_quantised_and_runs(tiny_model, tmp_path, reference):
 
 
 def test_gguf_transformer_survives_host_offload(tiny_model, tmp_path):
-    from backend.offload import HostOffload
+    from backend.model.offload import HostOffload
     from diffusers.quantizers.gguf.utils import GGUFParameter
 
     path = tmp_path / "t.gguf"
@@ -165,7 +165,7 @@ def test_gguf_transformer_survives_host_offload(tiny_model, tmp_path):
 
 
 def test_plan_sizes_the_transformer_from_the_file(tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 64 * 2**30)
     path = tmp_path / "t.gguf"
     write_gguf(tiny_model, path)
     sizes = component_bytes(str(tiny_model), str(path))
@@ -361,8 +361,8 @@ def header_only_fp8_file(path: Path, fp8_gib: float, bf16_gib: float) -> Path:
 )
 def test_plan_for_an_fp8_file_keeps_its_weights_fp8(tmp_path, monkeypatch, gib, capability, ram_gib, quantize, mode,
                                                      fp8, kept):
-    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: ram_gib * 2**30)
     path = header_only_fp8_file(tmp_path / "qwen_image_layered_fp8_scaled.safetensors", 19.0, 0.05)
     assert component_bytes("Qwen/Qwen-Image-Layered", str(path))["transformer"] / 2**30 == pytest.approx(19.05, abs=0.01)
     device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.5) * 2**30), capability)
@@ -377,8 +377,8 @@ def test_plan_for_an_fp8_file_keeps_its_weights_fp8(tmp_path, monkeypatch, gib, 
 
 
 def test_an_fp8_files_reason_says_what_of_fp8_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.memory.host_ram_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 64 * 2**30)
     path = str(header_only_fp8_file(tmp_path / "fp8.safetensors", 19.0, 0.05))
     problem = "FP8 failed a check on this card: txt_mlp (12288 → 3072, 6 rows): CUBLAS_STATUS_NOT_SUPPORTED"
     rtx4090 = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9), fp8_problem=problem)
@@ -391,10 +391,10 @@ def test_an_fp8_files_reason_says_what_of_fp8_is_missing(tmp_path, monkeypatch):
 
 
 def test_a_plan_reads_the_files_header_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
-    from backend import transformer_file
+    from backend.model import transformer_file
 
-    monkeypatch.setattr("backend.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.transformer_file.has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.transformer_file.has_torchao", lambda: True)
     path = header_only_fp8_file(tmp_path / "fp8.safetensors", 19.0, 0.05)
     device = DeviceInfo("cuda", "GPU", 24 * 2**30, int(23.5 * 2**30), (8, 6))
     transformer_file._read_header.cache_clear()
@@ -407,12 +407,12 @@ def test_a_plan_reads_the_files_header_once_and_again_when_the_file_changes(tmp_
 
 def test_an_fp8_file_streamed_is_widened_and_with_fp8_activations_is_requantised(tiny_model, tmp_path, monkeypatch,
                                                                                fp8_on_cpu):
-    from backend.memory import MemoryChoice
+    from backend.model.memory import MemoryChoice
 
     path = tmp_path / "fp8.safetensors"
     write_comfy_fp8(tiny_model, path)
-    monkeypatch.setattr("backend.engine.probe_device", lambda: DeviceInfo("cpu", "CPU"))
-    monkeypatch.setattr("backend.engine.model_dtype", lambda device: torch.bfloat16)  # as on a GPU: FP8 needs bf16
+    monkeypatch.setattr("backend.model.engine.probe_device", lambda: DeviceInfo("cpu", "CPU"))
+    monkeypatch.setattr("backend.model.engine.model_dtype", lambda device: torch.bfloat16)  # as on a GPU: FP8 needs bf16
     kinds = {}
     for label, choice in (("streamed", MemoryChoice(MemoryMode.group_offload, "test")),
                           ("fp8", MemoryChoice(MemoryMode.cpu, "test", fp8=True))):

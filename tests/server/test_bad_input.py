@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from websockets.exceptions import ConnectionClosed
 
-from backend.errors import ErrorCode, LayerBridgeError
-from backend.image import decode, from_raw
-from backend.job import JobParams
+from backend.core.errors import ErrorCode, LayerBridgeError
+from backend.imaging.image import decode, from_raw
+from backend.core.job import JobParams
 
 from .wire import FAST, WS, image, multipart, png_bytes, request, submit_http, wait_state
 
@@ -308,8 +308,8 @@ def test_a_wrong_transformer_file_fails_jobs_in_words_and_the_server_keeps_servi
 
 @pytest.mark.parametrize("resolution", [512, 800, 2048])
 def test_a_resolution_the_model_has_no_bucket_for_is_named_as_a_choice(resolution):
-    from backend.errors import LayerBridgeError
-    from backend.job import JobParams
+    from backend.core.errors import LayerBridgeError
+    from backend.core.job import JobParams
 
     with pytest.raises(LayerBridgeError) as info:
         JobParams.parse({"resolution": resolution})

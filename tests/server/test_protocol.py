@@ -321,9 +321,9 @@ def test_sigterm_closes_open_websockets_with_going_away_and_stops_quickly(tiny_m
 # The server as `layerbridge` runs it, but with a model load that takes minutes, as 57 GB from disk can.
 SLOW_LOAD = """
 import sys, time
-from backend import engine
+from backend.model import engine
 engine.Engine.load = lambda self, *a, **k: time.sleep(300)
-from backend.cli import main
+from backend.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -377,9 +377,9 @@ def test_sigterm_ends_open_event_streams_and_stops_quickly(tiny_model, tmp_path)
 
 NAMED = """
 import sys
-from backend import engine
+from backend.model import engine
 engine.name_layers = lambda pipe, layers, language, check: ["Background", "Café sign", "咖啡杯"][:len(layers)]
-from backend.cli import main
+from backend.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

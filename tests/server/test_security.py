@@ -104,9 +104,9 @@ def test_token_rotation_cli(tmp_path):
     import sys
 
     env = dict(os.environ, LAYERBRIDGE_CONFIG_DIR=str(tmp_path))
-    first = subprocess.run([sys.executable, "-m", "backend.cli", "token"], env=env, capture_output=True, text=True, check=True)
-    again = subprocess.run([sys.executable, "-m", "backend.cli", "token"], env=env, capture_output=True, text=True, check=True)
-    rotated = subprocess.run([sys.executable, "-m", "backend.cli", "token", "--rotate"], env=env, capture_output=True, text=True, check=True)
+    first = subprocess.run([sys.executable, "-m", "backend.cli.main", "token"], env=env, capture_output=True, text=True, check=True)
+    again = subprocess.run([sys.executable, "-m", "backend.cli.main", "token"], env=env, capture_output=True, text=True, check=True)
+    rotated = subprocess.run([sys.executable, "-m", "backend.cli.main", "token", "--rotate"], env=env, capture_output=True, text=True, check=True)
     assert first.stdout == again.stdout != rotated.stdout
     assert (tmp_path / "token").read_text().strip() == rotated.stdout.strip()
 

@@ -14,8 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from backend import launcher as L
-from backend.launcher import BUSY, NOT_LOADED, STOPPED, LaunchSettings, Supervisor
+from backend.launcher import supervisor as L
+from backend.launcher.supervisor import BUSY, NOT_LOADED, STOPPED, LaunchSettings, Supervisor
 
 
 @pytest.fixture

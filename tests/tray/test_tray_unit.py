@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from backend import launcher as L
-from backend.launcher import (BUSY, DOWNLOADING, ERROR, LOADING, NOT_DOWNLOADED, NOT_LOADED, READY, STARTING,
+from backend.launcher import supervisor as L
+from backend.launcher.supervisor import (BUSY, DOWNLOADING, ERROR, LOADING, NOT_DOWNLOADED, NOT_LOADED, READY, STARTING,
                               STOPPED, InstanceLock, LaunchSettings, State, Supervisor, state_from_status)
-from backend.tray import App, build_menu, draw_icon, parse_args
+from backend.launcher.tray import App, build_menu, draw_icon, parse_args
 
 HERE = Path(__file__).resolve().parent
 STAND_IN = [sys.executable, str(HERE / "stand_in.py")]
@@ -307,8 +307,8 @@ def test_supervisor_gives_up_on_a_silent_server(env):
 
 GRANDCHILD = """
 import os, sys, time
-from backend.launcher import _die_with_parent
-_die_with_parent(int(sys.argv[1]))
+from backend.core.lifetime import die_with_parent
+die_with_parent(int(sys.argv[1]))
 print(os.getpid(), flush=True)
 time.sleep(60)
 """

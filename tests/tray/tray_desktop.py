@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.launcher import proc_alive
+from backend.launcher.supervisor import proc_alive
 
 REPO = Path(__file__).resolve().parents[2]
 TAG_ENV = "LAYERBRIDGE_TEST_TAG"
@@ -212,7 +212,7 @@ def desktop_missing() -> str | None:
 
 
 class Launcher:
-    """One `python -m backend.tray` in a fresh config/log/pykrita/kritarc sandbox."""
+    """One `python -m backend.launcher.tray` in a fresh config/log/pykrita/kritarc sandbox."""
 
     def __init__(self, root: Path, env: dict[str, str], args: list[str], stdin: Any = subprocess.DEVNULL):
         self.root = root
@@ -273,4 +273,4 @@ class Launcher:
 
 
 def launcher_command() -> list[str]:
-    return [sys.executable, "-m", "backend.tray"]
+    return [sys.executable, "-m", "backend.launcher.tray"]

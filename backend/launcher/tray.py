@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from backend.launcher import (
+from .supervisor import (
     BUSY, DOWNLOADING, ERROR, LOADING, NOT_DOWNLOADED, NOT_LOADED, READY, STARTING, STOPPED, STOPPING,
     InstanceLock, LaunchSettings, State, Supervisor, autostart_enabled, copy_text, install_krita_plugin,
     open_path, read_token, repo_root, running_instance_report, set_autostart, setup_logging, token_path,

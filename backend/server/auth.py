@@ -9,8 +9,8 @@ import os
 import secrets
 from pathlib import Path
 
-from .errors import ErrorCode, LayerBridgeError
-from .settings import LOOPBACK_HOSTS, config_dir
+from ..core.errors import ErrorCode, LayerBridgeError
+from ..core.settings import LOOPBACK_HOSTS, config_dir
 
 TOKEN_FILE = "token"
 log = logging.getLogger("layerbridge.auth")

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ErrorCode, LayerBridgeError
+from ..core.errors import ErrorCode, LayerBridgeError
 
 ByteProgress = Callable[[int, int], None]
 # The model's own transformer weights, left out where a single-file transformer replaces them (its config stays).

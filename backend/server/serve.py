@@ -12,9 +12,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__
-from .app import RULES, WORKER, create_app
-from .settings import Settings, log_dir
+from .. import __version__
+from .app import create_app
+from .appkeys import RULES, WORKER
+from ..core.lifetime import log_to_console_only, tie_to_launcher
+from ..core.settings import Settings, log_dir
 
 log = logging.getLogger("layerbridge")
 
@@ -25,12 +27,15 @@ def setup_logging(name: str = "server") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.log"
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    file = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8")
-    file.setFormatter(fmt)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
+    handlers: list[logging.Handler] = [console]
+    if not log_to_console_only():
+        file = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8")
+        file.setFormatter(fmt)
+        handlers.insert(0, file)
     root = logging.getLogger()
-    root.handlers[:] = [file, console]
+    root.handlers[:] = handlers
     root.setLevel(logging.INFO)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     for noisy in ("diffusers", "transformers"):
@@ -85,6 +90,7 @@ async def _serve(settings: Settings) -> bool:
 
 
 def serve(settings: Settings) -> int:
+    tie_to_launcher()
     setup_logging("server")
     quiet_libraries()
     try:

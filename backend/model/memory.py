@@ -483,7 +483,7 @@ def use_compile_cache() -> None:
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
     from torch._inductor.utils import clear_caches
 
-    from .settings import cache_dir
+    from ..core.settings import cache_dir
 
     # torch writes its default into the variable the first time anything asks (importing diffusers does), so the
     # default there is not a user's choice

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ErrorCode, LayerBridgeError
-from .image import PlacedLayer
+from .layer import PlacedLayer
 
 PRESETS = ("best", "balanced", "fast")
 

@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .memory import (
+from .. import __version__
+from ..model.memory import (
     GIB,
     MemoryChoice,
     MemoryMode,
@@ -18,7 +18,7 @@ from .memory import (
     plan_checked,
     probe_device,
 )
-from .settings import Settings, cache_dir, config_dir, log_dir
+from ..core.settings import Settings, cache_dir, config_dir, log_dir
 
 
 def _port_state(port: int) -> str:
@@ -55,7 +55,7 @@ def _disk_text(needed_gb: float) -> str:
     """Free space where the download would go, and whether the download fits there."""
     from huggingface_hub import constants
 
-    from .download import DISK_MARGIN_BYTES, free_bytes
+    from ..model.download import DISK_MARGIN_BYTES, free_bytes
 
     folder = Path(constants.HF_HUB_CACHE)
     free = free_bytes(folder)
@@ -74,7 +74,7 @@ def report(settings: Settings) -> dict[str, Any]:
                              settings.transformer_file),
         published_linear_shapes,
     )
-    from .presets import describe_presets
+    from ..model.presets import describe_presets
 
     data: dict[str, Any] = {
         "layerbridge": __version__,
@@ -101,7 +101,7 @@ def report(settings: Settings) -> dict[str, Any]:
 
 
 def _transformer_file_text(spec: str | None) -> str:
-    from . import transformer_file
+    from ..model import transformer_file
 
     if not spec:
         return "none (the model's own transformer)"
@@ -118,7 +118,7 @@ def published_linear_shapes() -> list[tuple[str, int, int]]:
     import torch
     from diffusers import QwenImageTransformer2DModel
 
-    from .tiny_model import FULL
+    from ..model.tiny_model import FULL
 
     with torch.device("meta"):
         transformer = QwenImageTransformer2DModel(**FULL["transformer"])

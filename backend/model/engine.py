@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from . import download, transformer_file
-from .errors import ErrorCode, LayerBridgeError
-from .image import PlacedLayer, resample_layers
-from .job import JobParams, JobResult, Progress, Stage
+from ..core.errors import ErrorCode, LayerBridgeError
+from ..imaging.image import PlacedLayer, resample_layers
+from ..core.job import JobParams, JobResult, Progress, Stage
 from .memory import (
     DeviceInfo,
     MemoryChoice,
@@ -39,7 +39,7 @@ from .memory import (
 )
 from .naming import name_layers, plain_names
 from .presets import PRESETS, resolve_preset
-from .settings import Settings
+from ..core.settings import Settings
 
 log = logging.getLogger("layerbridge.engine")
 
@@ -101,7 +101,7 @@ def finish_layers(
     """Model layers (bucket size) to layers at the source's size, cropped to content."""
     names = names or plain_names(len(layers))
     if restore:
-        from .restore import restore_layers
+        from ..imaging.restore import restore_layers
 
         return restore_layers(source, layers, names)
     return resample_layers(source, layers, names)

@@ -21,8 +21,8 @@ from typing import IO, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageChops, ImageCms
 
-from .errors import ErrorCode, LayerBridgeError
-from .image import PlacedLayer
+from ..core.errors import ErrorCode, LayerBridgeError
+from ..core.layer import PlacedLayer
 
 LAYERS_JSON = "layers.json"
 PSD_MAX_SIDE = 30_000  # the PSD format's limit; only PSB goes further

@@ -11,9 +11,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import PROTOCOL_VERSION, __version__
-from .errors import ErrorCode, LayerBridgeError
-from .image import PlacedLayer
+from .. import __version__
+from ..core.protocol import PROTOCOL_VERSION
+from ..core.errors import ErrorCode, LayerBridgeError
+from ..core.layer import PlacedLayer
 
 FRAME = struct.Struct("<4sII")
 CHUNK = 4 * 1024 * 1024

@@ -1,8 +1,8 @@
 """The server as a child process tied to the launcher's life, its state, and the launcher's desktop actions.
 
-No tray code here: backend/tray.py draws the icon and menu on top of `Supervisor`, and the console mode
-uses it directly. `python -m backend.launcher serve ...` is the child side: it runs `layerbridge serve`
-after arranging to die with its parent.
+No tray code here: backend/launcher/tray.py draws the icon and menu on top of `Supervisor`, and the console mode
+uses it directly. The child is `python -m backend serve ...`, which dies with its parent
+(backend/core/lifetime.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.settings import DEFAULT_PORT, config_dir, log_dir
+from ..core.lifetime import LOG_TO_CONSOLE_ENV, PARENT_ENV
+from ..core.settings import DEFAULT_PORT, config_dir, log_dir
 
 log = logging.getLogger("layerbridge.launcher")
 
@@ -34,7 +35,6 @@ SETTINGS_FILE = "launcher.json"
 STATE_FILE = "launcher-state.json"
 LOCK_FILE = "launcher.lock"
 SHOW_FILE = "launcher-show"
-PARENT_ENV = "LAYERBRIDGE_PARENT_PID"
 LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
 UNANSWERED_S = 20.0
@@ -269,52 +269,6 @@ def _job_object_for(proc: subprocess.Popen) -> Any:
     return job
 
 
-def _die_with_parent(parent: int) -> None:
-    """Child side: end this process when the launcher goes, however it goes."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.name == "nt" or not parent:
-        return  # Windows: the launcher's job object does it
-    if os.getppid() != parent:
-        os._exit(1)  # the launcher died before the signal was armed
-
-    def watch() -> None:
-        # macOS has no parent-death signal; on Linux this also covers a server that ignores SIGTERM.
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(10)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def child_main(argv: list[str]) -> int:
-    """`python -m backend.launcher serve ...`: `layerbridge serve ...`, tied to the parent's life."""
-    _die_with_parent(int(os.environ.pop(PARENT_ENV, "0") or 0))
-    from backend import cli, server
-
-    own_setup = server.setup_logging
-
-    def console_only(name: str = "server") -> Path:
-        # The launcher writes all this process prints to server.log, including what comes before logging is set
-        # up and tracebacks; the server's own handler on that file would write every line twice, and two
-        # processes would rotate one file.
-        path = own_setup(name)
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-            root.removeHandler(handler)
-            handler.close()
-        return path
-
-    server.setup_logging = console_only  # type: ignore[assignment]
-    sys.argv = ["layerbridge", *argv]
-    return int(cli.main(argv) or 0)
-
-
 def proc_alive(pid: int) -> bool:
     """False for a process that is gone or a zombie (a reaped-later child still answers kill -0)."""
     if sys.platform.startswith("linux"):
@@ -368,7 +322,7 @@ class Supervisor:
         self.logs = logs or log_dir()
         self.logs.mkdir(parents=True, exist_ok=True)
         # what runs `serve ...`; tests put a stand-in here
-        self._program = program or [sys.executable, "-m", "backend.launcher"]
+        self._program = program or [sys.executable, "-m", "backend"]
         self._listeners: list[Callable[[State], None]] = [on_change] if on_change else []
         self._health_interval = health_interval_s
         self._status_interval = status_interval_s
@@ -522,7 +476,7 @@ class Supervisor:
             self._port_file = runtime / f"launcher-port-{os.getpid()}"
             self._port_file.unlink(missing_ok=True)
         command = [*self._program, *s.serve_argv(self._port_file)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid()), LOG_TO_CONSOLE_ENV: "1"})
         kwargs: dict[str, Any] = {}
         if os.name == "nt":
             kwargs["creationflags"] = 0x08000000  # CREATE_NO_WINDOW
@@ -895,7 +849,7 @@ def launcher_command() -> list[str]:
     if os.name == "nt" and (exe.parent / "pythonw.exe").exists():
         exe = exe.parent / "pythonw.exe"
     script = repo_root() / "scripts" / "tray.py"
-    target = [str(script)] if script.is_file() else ["-m", "backend.tray"]
+    target = [str(script)] if script.is_file() else ["-m", "backend.launcher.tray"]
     return [str(exe), *target, "--tray-timeout", str(AUTOSTART_TRAY_TIMEOUT_S)]
 
 
@@ -973,6 +927,3 @@ def set_autostart(enabled: bool) -> None:
                         f"Exec={desktop_exec(cmd)}\nPath={workdir}\nTerminal=false\n"
                         "X-GNOME-Autostart-enabled=true\n", encoding="utf-8")
 
-
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))

@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .image import PlacedLayer
+from ..core.layer import PlacedLayer
 
 TILE = 128  # full-resolution tile side; bounds the working memory to a few tens of MiB
 STRIP_PIXELS = 1 << 22  # source pixels per strip when the source is box-filtered to the model's size

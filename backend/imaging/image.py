@@ -5,36 +5,15 @@ from __future__ import annotations
 import functools
 import io
 import struct
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
-from .errors import ErrorCode, LayerBridgeError
+from ..core.errors import ErrorCode, LayerBridgeError
+from ..core.layer import PlacedLayer
+from ..core.protocol import MAX_ASPECT, MAX_SIDE
 
-MAX_SIDE = 30_000
-# The model works on about resolution² pixels at the image's aspect, in sides of multiples of 32 px: past this ratio
-# the short side at 640 would be under 64 px (and at some point 0), which no layer can be read from.
-MAX_ASPECT = 100
-
-
-@dataclass
-class PlacedLayer:
-    """One RGBA layer cropped to its non-transparent bounds, placed at (x, y) on the canvas."""
-
-    name: str
-    x: int
-    y: int
-    pixels: np.ndarray  # (height, width, 4) uint8, straight alpha; (0, 0, 4) when empty
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
 
 
 def check_size(width: int, height: int, max_pixels: int) -> None:
@@ -58,9 +37,6 @@ def check_size(width: int, height: int, max_pixels: int) -> None:
 
 # The raw pixel layouts a client may send and fetch (docs/protocol.md): the protocol's own, and the same with blue
 # first, as Krita, Qt and Windows keep 8-bit colour in memory, so such a client sends its pixels as they are.
-PIXEL_FORMATS = ("rgba8", "bgra8")
-
-
 def swap_red_blue(pixels: np.ndarray) -> np.ndarray:
     """rgba8 ↔ bgra8 of an (h, w, 4) array, as a new array."""
     return pixels[..., [2, 1, 0, 3]]

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .engine import Engine, JobCancelled, ModelState, ModelStatus
-from .errors import ErrorCode, LayerBridgeError
-from .job import Job, JobParams, JobState, Progress, Stage
+from ..model.engine import Engine, JobCancelled, ModelState, ModelStatus
+from ..core.errors import ErrorCode, LayerBridgeError
+from ..core.job import Job, JobParams, JobState, Progress, Stage
 
 log = logging.getLogger("layerbridge.worker")
 

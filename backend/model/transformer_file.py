@@ -26,7 +26,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from .errors import ErrorCode, LayerBridgeError
+from ..core.errors import ErrorCode, LayerBridgeError
 
 # https://huggingface.co/<owner>/<repo>/blob|resolve/<revision>/<path in the repository>
 HUB_URL = re.compile(r"^https://huggingface\.co/(?P<repo>[\w.-]+/[\w.-]+)/(?:blob|resolve)/(?P<revision>[^/]+)/(?P<path>.+)$")

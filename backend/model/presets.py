@@ -7,7 +7,7 @@ Levers, each measured on its own by scripts/gpu_bench.py:
 - cache: diffusers' FirstBlockCache on the transformer: a step whose first-block residual barely changed reuses the
   previous step's remaining blocks.
 - caption_tokens: the longest automatic caption (the text encoder generates one token at a time).
-- names: the text encoder names each layer (backend/naming.py: up to 8 tokens a layer) instead of "Layer 2".
+- names: the text encoder names each layer (backend/model/naming.py: up to 8 tokens a layer) instead of "Layer 2".
 Load-time levers (regional compilation, FP8 weights) live in memory.py and apply to every preset.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .job import JobParams
+from ..core.job import JobParams
 
 
 @dataclass(frozen=True)

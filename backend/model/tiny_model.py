@@ -36,7 +36,7 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
     """Qwen2VLProcessor without the video processor, which needs torchvision.
 
     The pipeline only ever sends images. model_index.json records this class by its dotted path, so it must stay
-    importable as `backend.tiny_model.ImageOnlyQwen2VLProcessor`. The engine also uses it to load the real model's
+    importable as `backend.model.tiny_model.ImageOnlyQwen2VLProcessor`. The engine also uses it to load the real model's
     processor where torchvision is not installed.
     """
 

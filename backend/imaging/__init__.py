@@ -1,0 +1,1 @@
+"""Pixels: decoding what users upload, full-resolution restoration, writing layer stacks to files."""
