@@ -1,5 +1,6 @@
-"""The tray launcher: an icon whose colour tells the server's state, a menu to drive it, and a console
-mode with the same lifecycle where no tray is available (`layerbridge tray`, `python -m backend.tray`)."""
+"""The tray launcher: an icon whose colour tells the server's state and a menu to drive it; where no tray is
+available, the console mode (backend/launcher/console.py) with the same lifecycle (`layerbridge tray`,
+`python -m backend.launcher.tray`)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .supervisor import (
-    BUSY, DOWNLOADING, ERROR, LOADING, NOT_DOWNLOADED, NOT_LOADED, READY, STARTING, STOPPED, STOPPING,
-    InstanceLock, LaunchSettings, State, Supervisor, autostart_enabled, copy_text, install_krita_plugin,
-    open_path, read_token, repo_root, running_instance_report, set_autostart, setup_logging, token_path,
-)
+from .app import App
+from .config import LaunchSettings, token_path
+from .console import run_console, say
+from .instance_lock import InstanceLock, running_instance_report
+from .logs import setup_logging
+from .state import BUSY, DOWNLOADING, ERROR, LOADING, NOT_DOWNLOADED, NOT_LOADED, READY, STARTING, STOPPED, STOPPING, State
+from .supervisor import Supervisor
 
 log = logging.getLogger("layerbridge.launcher")
 
@@ -79,154 +81,6 @@ def draw_icon(state: State, size: int = 64) -> Image.Image:
         font = _font(int((20 if len(badge) == 1 else 16) * s))
         d.text((cx, cy + 1 * s), badge, fill=colour + (255,), font=font, anchor="mm")
     return img
-
-
-class App:
-    """The launcher's actions, shared by the tray menu and the console mode. Each returns a line for the user."""
-
-    def __init__(self, supervisor: Supervisor, lock: InstanceLock | None = None,
-                 notify: Callable[[str], None] | None = None):
-        self.supervisor = supervisor
-        self.lock = lock
-        self.notify = notify or (lambda msg: None)
-        # called when the server runs into an error (the tray shows a notification: the icon alone is easy to miss)
-        self.alert: Callable[[str], None] = lambda msg: None
-        self.copy: Callable[[str], None] = copy_text
-        self.opener: Callable[[Path], None] = open_path
-        self.quitting = threading.Event()
-        self.on_quit: Callable[[], None] = lambda: None
-        self._last_kind = supervisor.state.kind
-        supervisor.add_listener(self._remember)
-
-    def _remember(self, state: State) -> None:
-        if self.lock is not None:
-            try:
-                self.lock.write_state(state, self.supervisor.url, self.supervisor.pid)
-            except OSError:
-                log.exception("cannot write the launcher state file")
-        if state.kind == ERROR and self._last_kind != ERROR and not self.quitting.is_set():
-            try:
-                self.alert(state.words())
-            except Exception:
-                log.debug("alert failed", exc_info=True)
-        self._last_kind = state.kind
-
-    def watch_show_requests(self, interval_s: float = 0.5) -> None:
-        """Answers a second launch (which cannot show anything itself) by showing this launcher's state."""
-        lock = self.lock
-        if lock is None:
-            return
-        lock.take_show_request()  # one left from before this launcher started
-
-        def watch() -> None:
-            while not self.quitting.wait(interval_s):
-                if lock.take_show_request():
-                    self._report(f"Already running: {self.title().removeprefix('LayerBridge: ')}")
-
-        threading.Thread(target=watch, name="show-requests", daemon=True).start()
-
-    def cancels(self) -> str:
-        """What stopping the server now would cancel, for the menu (empty when nothing runs)."""
-        st = self.state
-        if st.kind != BUSY or not st.queue:
-            return ""
-        return f" (cancels {st.queue} job{'s' if st.queue != 1 else ''})"
-
-    @property
-    def state(self) -> State:
-        return self.supervisor.state
-
-    def title(self) -> str:
-        st = self.state
-        where = f" at {self.supervisor.url}" if st.running and self.supervisor.url else ""
-        return f"LayerBridge: {st.words()}{where}"
-
-    def can_start(self) -> bool:
-        return self.supervisor.pid is None and self.state.kind != STOPPING and not self.quitting.is_set()
-
-    def can_stop(self) -> bool:
-        running = self.supervisor.pid is not None or getattr(self.supervisor, "restart_pending", False)
-        return running and not self.quitting.is_set()
-
-    def _report(self, msg: str) -> str:
-        log.info("%s", msg)
-        self.notify(msg)
-        return msg
-
-    def start(self) -> str:
-        self.supervisor.start()
-        return "Starting the server"
-
-    def stop(self) -> str:
-        self.supervisor.stop()
-        return "Stopping the server"
-
-    def restart(self) -> str:
-        self.supervisor.restart()
-        return "Restarting the server"
-
-    def open_logs(self) -> str:
-        try:
-            self.opener(self.supervisor.logs)
-            return f"Logs: {self.supervisor.logs}"
-        except Exception as e:
-            return self._report(f"Cannot open {self.supervisor.logs}: {e}")
-
-    def copy_token(self) -> str:
-        token = read_token()
-        if not token:
-            return self._report(f"No access token yet ({token_path()} appears when the server first starts)")
-        try:
-            self.copy(token)
-        except Exception as e:
-            return self._report(f"Cannot copy the token ({e}); it is in {token_path()}")
-        return self._report("Access token copied to the clipboard")
-
-    def install_krita(self) -> str:
-        try:
-            where = install_krita_plugin()
-        except Exception as e:
-            return self._report(f"Krita plugin not installed: {e}")
-        return self._report(f"Krita plugin installed in {where} and enabled; restart Krita to load it")
-
-    def open_readme(self) -> str:
-        readme = repo_root() / "README.md"
-        if not readme.is_file():
-            return self._report("README.md is not next to this installation")
-        try:
-            self.opener(readme)
-        except Exception as e:
-            return self._report(f"Cannot open {readme}: {e}")
-        return f"README: {readme}"
-
-    def autostart(self) -> bool:
-        try:
-            return autostart_enabled()
-        except Exception:
-            return False
-
-    def toggle_autostart(self) -> str:
-        want = not self.autostart()
-        try:
-            set_autostart(want)
-        except Exception as e:
-            return self._report(f"Cannot change start with the system: {e}")
-        return self._report("LayerBridge starts with the system" if want else "LayerBridge no longer starts with the system")
-
-    def quit(self) -> str:
-        """Stops the server off the calling (UI) thread, then calls on_quit."""
-        if self.quitting.is_set():
-            return "Quitting"
-        self.quitting.set()
-
-        def finish() -> None:
-            try:
-                self.supervisor.shutdown()
-            finally:
-                self.on_quit()
-
-        threading.Thread(target=finish, name="quit", daemon=True).start()
-        return "Quitting"
 
 
 def build_menu(pystray: Any, app: App) -> Any:
@@ -365,64 +219,6 @@ def run_tray(app: App, embed_timeout_s: float = EMBED_TIMEOUT_S) -> bool:
     return not no_tray.is_set()
 
 
-def _say(line: str) -> None:
-    try:
-        print(line, flush=True)
-    except (OSError, ValueError):
-        pass  # the terminal is gone; the log has it
-
-
-CONSOLE_HELP = "commands: status, start, stop, restart, token, krita, logs, quit"
-
-
-def run_console(app: App) -> int:
-    """Console mode: prints each state change; Ctrl+C, SIGTERM or SIGHUP (terminal closed) quit."""
-    done = threading.Event()
-    app.on_quit = done.set
-    app.notify = lambda msg: _say(f"LayerBridge: {msg}")
-    last: list[State] = []
-
-    def show(state: State) -> None:
-        if not last or last[-1] != state:
-            last.append(state)
-            _say(f"{time.strftime('%H:%M:%S')} {app.title()}")
-
-    app.supervisor.add_listener(show)
-    show(app.state)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        app.quit()
-
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), on_signal)
-    if sys.stdin is not None:
-        if sys.stdin.isatty():
-            _say(CONSOLE_HELP)
-        threading.Thread(target=_console_commands, args=(app,), name="console-input", daemon=True).start()
-    while not done.wait(0.2):
-        pass
-    _say("LayerBridge: stopped")
-    return 0
-
-
-def _console_commands(app: App) -> None:
-    """Commands typed (or piped) into the console mode, one a line; end of input changes nothing."""
-    actions: dict[str, Callable[[], Any]] = {
-        "start": app.start, "stop": app.stop, "restart": app.restart, "token": app.copy_token,
-        "krita": app.install_krita, "logs": app.open_logs, "quit": app.quit, "status": app.title}
-    try:
-        for line in iter(sys.stdin.readline, ""):
-            word = line.strip().lower()
-            if word:
-                fn = actions.get(word)
-                _say(fn() if fn else CONSOLE_HELP)
-            if word == "quit":
-                return
-    except (OSError, ValueError):
-        pass  # no usable input: signals still work
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The launcher's own flags; every other argument, and all after `--`, in order, in `serve_args`."""
     p = argparse.ArgumentParser(prog="layerbridge tray", allow_abbrev=False, description=(
@@ -470,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = setup_logging()
     lock = InstanceLock()
     if not lock.acquire():
-        _say(running_instance_report(lock))
+        say(running_instance_report(lock))
         lock.request_show()
         return 0
     log.info("launcher started (pid %s)", os.getpid())

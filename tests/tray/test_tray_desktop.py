@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from backend.launcher.supervisor import http_json, proc_alive
+from backend.launcher.probes import http_json
+from backend.launcher.process import proc_alive
 from tray_desktop import REPO, Desktop, desktop_missing, launcher_command, wait_until
 
 # Enabled menu items, in order, when the server runs / when it is stopped (the keyboard skips the others).

@@ -14,8 +14,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from backend.launcher import supervisor as L
-from backend.launcher.supervisor import BUSY, NOT_LOADED, STOPPED, LaunchSettings, Supervisor
+from backend.launcher.config import LaunchSettings, read_token
+from backend.launcher.process import proc_alive
+from backend.launcher.state import BUSY, NOT_LOADED, STOPPED
+from backend.launcher.supervisor import Supervisor
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def test_stop_during_a_job_closes_clients_with_going_away(sandbox, tiny_model, c
         sup.start()
         sup.wait_for(lambda s: s.kind == NOT_LOADED, 120)
         server = sup.pid
-        token = L.read_token()
+        token = read_token()
         ws_url = sup.url.replace("http://", "ws://") + "/v1/ws"
         with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10) as ws:
             submit(sup.url, token, steps=100)
@@ -69,7 +71,7 @@ def test_stop_during_a_job_closes_clients_with_going_away(sandbox, tiny_model, c
                 sup.wait_for(lambda s: s.kind == STOPPED, 40)
                 took = time.monotonic() - began
         assert took < 30 and "killing it" not in caplog.text  # it ended by itself on SIGTERM
-        assert not L.proc_alive(server)
+        assert not proc_alive(server)
         assert "shutting down" in (sandbox / "logs" / "server.log").read_text()
     finally:
         assert sup.shutdown(60)

@@ -13,10 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from backend.launcher import supervisor as L
-from backend.launcher.supervisor import (BUSY, DOWNLOADING, ERROR, LOADING, NOT_DOWNLOADED, NOT_LOADED, READY, STARTING,
-                              STOPPED, InstanceLock, LaunchSettings, State, Supervisor, state_from_status)
-from backend.launcher.tray import App, build_menu, draw_icon, parse_args
+from backend.launcher import krita_install
+from backend.launcher.app import App
+from backend.launcher.config import LaunchSettings, repo_root
+from backend.launcher.desktop import (AUTOSTART_TRAY_TIMEOUT_S, autostart_enabled, desktop_exec, launcher_command,
+                                      set_autostart)
+from backend.launcher.instance_lock import InstanceLock, running_instance_report
+from backend.launcher.krita_install import enable_in_kritarc, install_krita_plugin
+from backend.launcher.probes import http_json
+from backend.launcher.process import exit_words, proc_alive
+from backend.launcher.state import (BUSY, DOWNLOADING, ERROR, LOADING, NOT_DOWNLOADED, NOT_LOADED, READY, STARTING,
+                                    STOPPED, State, state_from_status)
+from backend.launcher.supervisor import Supervisor
+from backend.launcher.tray import build_menu, draw_icon, parse_args
 
 HERE = Path(__file__).resolve().parent
 STAND_IN = [sys.executable, str(HERE / "stand_in.py")]
@@ -154,7 +163,7 @@ def test_menu_model(env, pystray, monkeypatch):
     items["Open logs"](None)
     assert opened == [env / "logs"]
     items["Open the README"](None)
-    assert opened[-1] == L.repo_root() / "README.md"
+    assert opened[-1] == repo_root() / "README.md"
 
     (env / "config").mkdir()
     (env / "config" / "token").write_text("secret-token\n")
@@ -168,12 +177,12 @@ def test_menu_model(env, pystray, monkeypatch):
     start(None)
     assert items_by_text(menu)["Start with the system"].checked is True
     desktop = env / "xdg" / "autostart" / "layerbridge-tray.desktop"
-    assert f"Exec={L.desktop_exec(L.launcher_command())}\n" in desktop.read_text()
+    assert f"Exec={desktop_exec(launcher_command())}\n" in desktop.read_text()
     items_by_text(menu)["Start with the system"](None)
     assert not desktop.exists() and items_by_text(menu)["Start with the system"].checked is False
 
     src = fake_plugin(env)
-    monkeypatch.setattr(L, "repo_root", lambda: env)
+    monkeypatch.setattr(krita_install, "repo_root", lambda: env)
     items["Install Krita plugin"](None)
     assert (env / "pykrita" / "layerbridge.desktop").is_file()
     assert (env / "pykrita" / "layerbridge" / "docker.py").read_text() == "# docker\n"
@@ -189,9 +198,9 @@ def test_menu_model(env, pystray, monkeypatch):
 
 
 def test_install_krita_plugin_missing_source(env, monkeypatch):
-    monkeypatch.setattr(L, "repo_root", lambda: env)
+    monkeypatch.setattr(krita_install, "repo_root", lambda: env)
     with pytest.raises(FileNotFoundError):
-        L.install_krita_plugin()
+        install_krita_plugin()
 
 
 @pytest.mark.parametrize("before, after", [
@@ -207,9 +216,9 @@ def test_enable_in_kritarc(tmp_path, before, after):
     rc = tmp_path / "kritarc"
     if before:
         rc.write_text(before)
-    L.enable_in_kritarc(rc, "layerbridge")
+    enable_in_kritarc(rc, "layerbridge")
     assert rc.read_text() == after
-    L.enable_in_kritarc(rc, "layerbridge")
+    enable_in_kritarc(rc, "layerbridge")
     assert rc.read_text() == after
 
 
@@ -218,7 +227,7 @@ def test_instance_lock(env):
     assert first.acquire()
     assert not second.acquire()
     first.write_state(State(READY), "http://127.0.0.1:1", 42)
-    report = L.running_instance_report(second)
+    report = running_instance_report(second)
     assert f"pid {os.getpid()}" in report and "Ready" in report and "http://127.0.0.1:1" in report
     first.release()
     assert second.acquire()
@@ -243,12 +252,12 @@ def test_supervisor_lifecycle(env):
         assert kinds[0] == STARTING and kinds[-1] == READY
         assert LOADING in kinds  # the launcher asked the model to load
         pid = sup.pid
-        assert pid and L.proc_alive(pid)
-        assert sup.url and L.http_json(f"{sup.url}/health")["status"] == "ok"
+        assert pid and proc_alive(pid)
+        assert sup.url and http_json(f"{sup.url}/health")["status"] == "ok"
 
         sup.stop()
         sup.wait_for(lambda s: s.kind == STOPPED, 10)
-        assert sup.pid is None and not L.proc_alive(pid)
+        assert sup.pid is None and not proc_alive(pid)
 
         sup.restart()
         sup.wait_for(lambda s: s.kind == READY, 20)
@@ -256,11 +265,11 @@ def test_supervisor_lifecycle(env):
         assert second and second != pid
         sup.restart()
         sup.wait_for(lambda s: s.kind == READY and sup.pid not in (None, second), 20)
-        assert not L.proc_alive(second)
+        assert not proc_alive(second)
         last = sup.pid
     finally:
         assert sup.shutdown(20)
-    assert sup.state.kind == STOPPED and last and not L.proc_alive(last)
+    assert sup.state.kind == STOPPED and last and not proc_alive(last)
     log = (env / "logs" / "server.log").read_text()
     assert "stand-in starting" in log and "GET /health" in log
 
@@ -324,16 +333,16 @@ time.sleep(60)
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 def test_child_dies_with_its_parent():
     parent = subprocess.Popen([sys.executable, "-c", PARENT, GRANDCHILD], stdout=subprocess.PIPE, text=True,
-                              cwd=L.repo_root())
+                              cwd=repo_root())
     try:
         child = int(parent.stdout.readline())
-        assert L.proc_alive(child)
+        assert proc_alive(child)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(5)
         deadline = time.monotonic() + 5
-        while L.proc_alive(child) and time.monotonic() < deadline:
+        while proc_alive(child) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not L.proc_alive(child)
+        assert not proc_alive(child)
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -383,11 +392,11 @@ def test_kritarc_survives_byte_for_byte_but_the_one_key(tmp_path):
     real.chmod(0o600)
     link = tmp_path / "kritarc"
     link.symlink_to(real)
-    L.enable_in_kritarc(link, "layerbridge")
+    enable_in_kritarc(link, "layerbridge")
     assert link.is_symlink()  # a dotfile manager's link stays a link
     assert real.read_bytes() == KRITARC.replace(b"enable_layerbridge=false", b"enable_layerbridge=true")
     assert real.stat().st_mode & 0o777 == 0o600
-    L.enable_in_kritarc(link, "layerbridge")
+    enable_in_kritarc(link, "layerbridge")
     assert real.read_bytes() == KRITARC.replace(b"enable_layerbridge=false", b"enable_layerbridge=true")
 
 
@@ -403,15 +412,15 @@ def test_kritarc_survives_byte_for_byte_but_the_one_key(tmp_path):
 def test_enable_in_kritarc_keeps_the_layout(tmp_path, before, after):
     rc = tmp_path / "kritarc"
     rc.write_bytes(before)
-    L.enable_in_kritarc(rc, "layerbridge")
+    enable_in_kritarc(rc, "layerbridge")
     assert rc.read_bytes() == after
-    L.enable_in_kritarc(rc, "layerbridge")
+    enable_in_kritarc(rc, "layerbridge")
     assert rc.read_bytes() == after
 
 
 def test_install_krita_plugin_reports_an_unwritable_kritarc(env, monkeypatch, pystray):
     fake_plugin(env)
-    monkeypatch.setattr(L, "repo_root", lambda: env)
+    monkeypatch.setattr(krita_install, "repo_root", lambda: env)
     rc = env / "kritarc"
     rc.mkdir()  # not a file: writing it fails
     app = App(FakeSupervisor(env / "logs"))  # type: ignore[arg-type]
@@ -440,12 +449,12 @@ def test_autostart_desktop_file_runs_from_a_path_with_spaces(env, monkeypatch):
     exe.write_text(FAKE_PYTHON)
     exe.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(exe))
-    cmd = L.launcher_command()
-    assert cmd[0] == str(exe) and cmd[-2:] == ["--tray-timeout", str(L.AUTOSTART_TRAY_TIMEOUT_S)]
-    L.set_autostart(True)
-    L.set_autostart(True)  # idempotent
+    cmd = launcher_command()
+    assert cmd[0] == str(exe) and cmd[-2:] == ["--tray-timeout", str(AUTOSTART_TRAY_TIMEOUT_S)]
+    set_autostart(True)
+    set_autostart(True)  # idempotent
     desktop = env / "xdg" / "autostart" / "layerbridge-tray.desktop"
-    assert L.autostart_enabled()
+    assert autostart_enabled()
     # what a desktop does with the file: GLib's parser of the Desktop Entry spec, then launching it
     info = Gio.DesktopAppInfo.new_from_filename(str(desktop))
     assert info is not None and info.get_name() == "LayerBridge"
@@ -456,22 +465,22 @@ def test_autostart_desktop_file_runs_from_a_path_with_spaces(env, monkeypatch):
         time.sleep(0.05)
     lines = argv_file.read_text().splitlines()
     assert lines[1:] == cmd[1:]
-    assert Path(lines[0]) == L.repo_root()
-    L.set_autostart(False)
-    assert not desktop.exists() and not L.autostart_enabled()
-    L.set_autostart(False)
+    assert Path(lines[0]) == repo_root()
+    set_autostart(False)
+    assert not desktop.exists() and not autostart_enabled()
+    set_autostart(False)
 
 
 def test_desktop_exec_doubles_percent_signs():
     # a lone % starts a field code (%f, %u…) that the desktop would replace
-    assert L.desktop_exec(["/opt/py", "--label", "100%"]) == '/opt/py --label 100%%'
-    assert L.desktop_exec(["/a b/py", ""]) == '"/a b/py" ""'
+    assert desktop_exec(["/opt/py", "--label", "100%"]) == '/opt/py --label 100%%'
+    assert desktop_exec(["/a b/py", ""]) == '"/a b/py" ""'
 
 
 def test_exit_words():
-    assert L.exit_words(3) == "the server exited (code 3)"
-    assert L.exit_words(-signal.SIGKILL) == "the server was killed by SIGKILL (out of memory?)"
-    assert L.exit_words(-signal.SIGSEGV) == "the server was killed by SIGSEGV"
+    assert exit_words(3) == "the server exited (code 3)"
+    assert exit_words(-signal.SIGKILL) == "the server was killed by SIGKILL (out of memory?)"
+    assert exit_words(-signal.SIGSEGV) == "the server was killed by SIGSEGV"
 
 
 def test_supervisor_restarts_a_crashed_server_with_backoff(env):
@@ -499,7 +508,7 @@ def test_supervisor_restarts_a_crashed_server_with_backoff(env):
         sup.wait_for(lambda s: s.kind == READY, 20)
     finally:
         assert sup.shutdown(20)
-    assert all(not L.proc_alive(p) for p in pids if p)
+    assert all(not proc_alive(p) for p in pids if p)
 
 
 def test_supervisor_does_not_restart_a_server_that_never_came_up(env):
@@ -532,12 +541,12 @@ def test_stop_ends_a_stuck_server_and_what_it_started(env):
         sup.stop()
         sup.wait_for(lambda s: s.kind == STOPPED, 15)
         deadline = time.monotonic() + 5
-        while L.proc_alive(helper) and time.monotonic() < deadline:
+        while proc_alive(helper) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not L.proc_alive(server) and not L.proc_alive(helper)
+        assert not proc_alive(server) and not proc_alive(helper)
     finally:
         assert sup.shutdown(20)
-        if helper and L.proc_alive(helper):
+        if helper and proc_alive(helper):
             os.kill(helper, signal.SIGKILL)
 
 
@@ -584,16 +593,16 @@ def test_a_second_launch_makes_the_first_show_its_state(env):
 
 def test_autostart_switched_off_by_the_desktop_reads_as_off(env, pystray):
     app = App(FakeSupervisor(env / "logs"))  # type: ignore[arg-type]
-    L.set_autostart(True)
+    set_autostart(True)
     desktop = env / "xdg" / "autostart" / "layerbridge-tray.desktop"
     for off in ("Hidden=true", "X-GNOME-Autostart-enabled=false"):
-        L.set_autostart(True)
+        set_autostart(True)
         desktop.write_text(desktop.read_text().replace("X-GNOME-Autostart-enabled=true\n", "") + off + "\n")
-        assert not L.autostart_enabled()
+        assert not autostart_enabled()
         item = items_by_text(build_menu(pystray, app))["Start with the system"]
         assert item.checked is False
         item(None)  # ticking it switches it on again
-        assert L.autostart_enabled() and off not in desktop.read_text()
+        assert autostart_enabled() and off not in desktop.read_text()
 
 
 @pytest.mark.parametrize("argv, port, serve", [

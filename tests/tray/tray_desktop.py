@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.launcher.supervisor import proc_alive
+from backend.launcher.process import proc_alive
 
 REPO = Path(__file__).resolve().parents[2]
 TAG_ENV = "LAYERBRIDGE_TEST_TAG"
