@@ -293,7 +293,7 @@ def test_doctor_says_whether_the_download_fits_where_it_would_go(offline_env, tm
 
 
 def test_an_unknown_memory_mode_is_refused_by_name(offline_env):
-    from backend.model.memory import MemoryMode
+    from backend.model.plan import MemoryMode
     from backend.core.settings import MEMORY_CHOICES
 
     assert MEMORY_CHOICES == ("auto", *(m.value for m in MemoryMode))

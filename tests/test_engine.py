@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.model.engine import Engine, JobCancelled, ModelState, bucket_size, model_input
+from backend.model.engine import Engine, JobCancelled, ModelState
+from backend.model.inputs import bucket_size, model_input
 from backend.core.job import JobParams, Stage
-from backend.model.memory import DeviceInfo, MemoryMode, choose_mode
+from backend.model.device import DeviceInfo
+from backend.model.plan import MemoryMode, choose_mode
 from backend.model.naming import plain_names
 from backend.core.settings import Settings
 
@@ -219,9 +221,9 @@ def test_captioning_moves_an_offloaded_text_encoder_first(engine):
 
 
 def test_captioning_reports_the_time_left(engine, monkeypatch):
-    import backend.model.engine as engine_module
+    import backend.model.captioning as captioning_module
 
-    monkeypatch.setattr(engine_module, "CAPTION_PROGRESS_S", 0.0)
+    monkeypatch.setattr(captioning_module, "CAPTION_PROGRESS_S", 0.0)
     engine.run(source(36, 36, 7), JobParams.parse(FAST), lambda p: None, lambda: False)  # the pace of a step
     engine._captions.clear()
     events = []
@@ -234,13 +236,13 @@ def test_captioning_reports_the_time_left(engine, monkeypatch):
 
 
 def test_a_load_ahead_of_jobs_warms_up_the_compiler_once(tiny_model, monkeypatch):
-    from backend.model.memory import MemoryChoice
+    from backend.model.plan import MemoryChoice
 
     warmed = []
     monkeypatch.setattr(Engine, "_warm_up", lambda self: warmed.append(self))
     for compile_on, warm_up, expected in ((True, True, 1), (True, False, 0), (False, True, 0)):
         monkeypatch.setattr(Engine, "_plan", lambda self, d, c=compile_on: MemoryChoice(MemoryMode.cpu, "test", compile=c))
-        monkeypatch.setattr("backend.model.engine.enable_compile", lambda transformer: None)
+        monkeypatch.setattr("backend.model.loading.enable_compile", lambda transformer: None)
         warmed.clear()
         e = Engine(Settings(model=str(tiny_model)))
         e.load(warm_up=warm_up)
@@ -249,7 +251,8 @@ def test_a_load_ahead_of_jobs_warms_up_the_compiler_once(tiny_model, monkeypatch
 
 
 def test_fp8_whose_kernels_fail_the_check_is_not_used(tiny_model, monkeypatch):
-    from backend.model.memory import DeviceInfo, MemoryChoice
+    from backend.model.device import DeviceInfo
+    from backend.model.plan import MemoryChoice
 
     checked = []
 
@@ -260,9 +263,9 @@ def test_fp8_whose_kernels_fail_the_check_is_not_used(tiny_model, monkeypatch):
     # a card that would take FP8 unless its kernel check fails; placed on the CPU, where the tiny model runs
     monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.cpu, "test", fp8=d.fp8_problem is None))
     card = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, 23 * 2**30, (8, 9))
-    monkeypatch.setattr("backend.model.engine.probe_device", lambda: card)
-    monkeypatch.setattr("backend.model.memory.fp8_kernel_problem", check)
-    monkeypatch.setattr("backend.model.engine.enable_fp8", lambda *a, **k: pytest.fail("FP8 enabled despite the check"))
+    monkeypatch.setattr("backend.model.loading.probe_device", lambda: card)
+    monkeypatch.setattr("backend.model.plan.fp8_kernel_problem", check)
+    monkeypatch.setattr("backend.model.loading.enable_fp8", lambda *a, **k: pytest.fail("FP8 enabled despite the check"))
     e = Engine(Settings(model=str(tiny_model)))
     e.load()
     assert not e.memory.fp8 and e.device.fp8_problem.startswith("FP8 failed a check")
@@ -281,12 +284,12 @@ def test_a_job_behind_the_warm_up_says_the_model_is_being_prepared(tiny_model, m
     import asyncio
     import threading
 
-    from backend.model.memory import MemoryChoice
+    from backend.model.plan import MemoryChoice
     from backend.server.worker import Worker
 
     compiling = threading.Event()
     monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.cpu, "test", compile=True))
-    monkeypatch.setattr("backend.model.engine.enable_compile", lambda transformer: None)
+    monkeypatch.setattr("backend.model.loading.enable_compile", lambda transformer: None)
     monkeypatch.setattr(Engine, "_warm_up", lambda self: compiling.wait(60))  # stands for the compiler's minute
 
     async def scenario() -> list[dict]:

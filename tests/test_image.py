@@ -52,7 +52,7 @@ def test_a_strip_too_thin_for_the_model_is_refused_up_front(width, height):
 
 
 def test_the_widest_accepted_strip_has_a_bucket_the_model_can_use():
-    from backend.model.engine import bucket_size
+    from backend.model.inputs import bucket_size
 
     for resolution in (640, 1024):
         w, h = bucket_size(MAX_ASPECT * 7, 7, resolution)

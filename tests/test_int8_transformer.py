@@ -8,7 +8,8 @@ import torch
 
 from backend.model.engine import Engine
 from backend.core.job import JobParams
-from backend.model.memory import DeviceInfo, MemoryChoice, MemoryMode, plan
+from backend.model.device import DeviceInfo
+from backend.model.plan import MemoryChoice, MemoryMode, plan
 from backend.core.settings import Settings
 
 MODEL = "Qwen/Qwen-Image-Layered"
@@ -38,8 +39,8 @@ def card(gib: float, capability: tuple[int, int], name: str = "GPU") -> DeviceIn
 def test_auto_takes_int8_weights_where_they_end_the_streaming_on_cards_without_fp8(
     gib, capability, ram_gib, quantize, torchao, mode, fp8, int8, monkeypatch
 ):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: torchao)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: torchao)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: ram_gib * 2**30)
     choice = plan(card(gib, capability), MODEL, "auto", quantize, "auto")
     assert (choice.mode, choice.fp8, choice.transformer_int8) == (mode, fp8, int8), choice.reason
     assert choice.to_json()["transformer_int8"] is int8
@@ -52,8 +53,8 @@ def test_auto_takes_int8_weights_where_they_end_the_streaming_on_cards_without_f
 
 
 def test_int8_weights_for_modes_asked_by_name(monkeypatch, tmp_path):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 64 * 2**30)
     rtx3090 = card(24, (8, 6), "RTX 3090")
     choice = plan(rtx3090, MODEL, "host_offload", "auto", "auto")
     assert choice.transformer_int8 and "bf16 transformer does not fit" in choice.reason
@@ -112,7 +113,7 @@ def test_an_int8_transformer_under_host_offload_gives_the_same_latents(tiny_mode
     reference.run(IMG, JobParams.parse(FAST), lambda p: None, lambda: False)
 
     monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(MemoryMode.host_offload, "test", transformer_int8=True))
-    monkeypatch.setattr("backend.model.engine.probe_device", lambda: DeviceInfo("cpu", "CPU"))
+    monkeypatch.setattr("backend.model.loading.probe_device", lambda: DeviceInfo("cpu", "CPU"))
     e = Engine(Settings(model=str(tiny_model)))
     e.load()
     try:

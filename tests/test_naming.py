@@ -127,7 +127,7 @@ def test_presets_name_layers_unless_the_job_says_otherwise(engine, params, named
 def test_streamed_modes_name_layers_only_when_asked(engine, monkeypatch, mode):
     from dataclasses import replace
 
-    from backend.model.memory import MemoryMode
+    from backend.model.plan import MemoryMode
 
     monkeypatch.setattr(engine, "memory", replace(engine.memory, mode=MemoryMode(mode)))
     image = np.full((40, 56, 4), 200, np.uint8)

@@ -8,7 +8,8 @@ import torch
 
 from backend.model.engine import Engine
 from backend.core.job import JobParams
-from backend.model.memory import DeviceInfo, MemoryMode, plan
+from backend.model.device import DeviceInfo
+from backend.model.plan import MemoryMode, plan
 from backend.model.offload import HostOffload
 from backend.core.settings import Settings
 
@@ -84,8 +85,8 @@ def test_jobs_place_each_component_when_it_runs_and_give_the_same_latents(engine
 
 @pytest.mark.parametrize("gib, cap, fp8", [(24, (8, 9), True), (48, (8, 9), False), (24, (8, 6), False)])
 def test_host_offload_plan_takes_fp8_where_the_transformer_does_not_fit(gib, cap, fp8, monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_triton", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 128 * 2**30)
+    monkeypatch.setattr("backend.model.plan.has_triton", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 128 * 2**30)
     device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.5) * 2**30), cap)
     choice = plan(device, "Qwen/Qwen-Image-Layered", "host_offload", "auto", "auto")
     assert (choice.mode, choice.fp8, choice.compile) == (MemoryMode.host_offload, fp8, True), choice.reason
@@ -103,7 +104,7 @@ def dequantized(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_fp8_staged_layer_by_layer_equals_quantising_the_whole_transformer(engine, fp8_on_cpu):
     import copy
 
-    from backend.model.memory import enable_fp8
+    from backend.model.quantize import enable_fp8
 
     transformer = engine.pipe.transformer.to(torch.bfloat16)
     whole = copy.deepcopy(transformer)
@@ -118,7 +119,7 @@ def test_fp8_staged_layer_by_layer_equals_quantising_the_whole_transformer(engin
 
 
 def test_fp8_scales_per_row_for_the_image_stream_only(engine, fp8_on_cpu):
-    from backend.model.memory import enable_fp8
+    from backend.model.quantize import enable_fp8
 
     transformer = engine.pipe.transformer.to(torch.bfloat16)
     enable_fp8(transformer, staging="cpu")
@@ -146,7 +147,7 @@ def cublaslt_rowwise(monkeypatch) -> None:
 
 
 def test_fp8_kernel_check_runs_each_shape_with_a_jobs_rows(engine, fp8_on_cpu, monkeypatch):
-    from backend.model.memory import fp8_kernel_check, fp8_kernel_problem, linear_shapes
+    from backend.model.quantize import fp8_kernel_check, fp8_kernel_problem, linear_shapes
 
     cublaslt_rowwise(monkeypatch)
     shapes = linear_shapes(engine.pipe.transformer)
@@ -160,14 +161,14 @@ def test_fp8_kernel_check_runs_each_shape_with_a_jobs_rows(engine, fp8_on_cpu, m
     assert not any(layer.startswith("transformer_blocks.0.img_") for layer, _ in failed)  # thousands of rows run
     assert fp8_kernel_problem(shapes, "cpu") is None  # the server's scales: per-tensor where rows are few
 
-    monkeypatch.setattr("backend.model.memory.fp8_granularity", lambda name: "row")
+    monkeypatch.setattr("backend.model.quantize.fp8_granularity", lambda name: "row")
     problem = fp8_kernel_problem(shapes, "cpu")
     assert problem and "CUBLAS_STATUS_NOT_SUPPORTED" in problem and "rows" in problem
 
 
 def test_plan_goes_without_fp8_where_its_kernels_fail(monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 64 * 2**30)
     device = DeviceInfo("cuda", "GPU", 24 * 2**30, int(23.5 * 2**30), (8, 9))
     choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", "auto", "auto")
     assert (choice.mode, choice.fp8) == (MemoryMode.host_offload, True), choice.reason
@@ -181,7 +182,7 @@ def test_plan_goes_without_fp8_where_its_kernels_fail(monkeypatch):
 
 
 def test_quantised_weights_go_back_to_their_host_copies(engine, fp8_on_cpu):
-    from backend.model.memory import enable_fp8, enable_int8
+    from backend.model.quantize import enable_fp8, enable_int8
 
     pipe = engine.pipe
     enable_fp8(pipe.transformer.to(torch.bfloat16), staging="cpu")
@@ -206,7 +207,7 @@ def test_small_card_streams_the_transformer_and_places_an_int8_text_encoder_whol
     pytest.importorskip("torchao")
     from diffusers.hooks.group_offloading import _get_top_level_group_offload_hook
 
-    from backend.model.memory import apply_mode
+    from backend.model.placement import apply_mode
 
     pipe = engine.pipe
     bf16_caption = engine.run(IMG, JobParams.parse(FAST), lambda p: None, lambda: False).caption
@@ -243,7 +244,7 @@ def test_small_card_streams_the_transformer_and_places_an_int8_text_encoder_whol
     [(16, "auto", True, True), (16, "none", True, False), (16, "auto", False, False), (12, "auto", True, False)],
 )
 def test_small_card_plan_takes_the_int8_text_encoder_where_it_fits(gib, quantize, torchao, int8, monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: torchao)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: torchao)
     device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.8) * 2**30), (8, 6))
     choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "auto")
     assert choice.mode == MemoryMode.group_offload and choice.text_encoder_int8 is int8, choice.reason
@@ -259,8 +260,8 @@ def test_small_card_places_a_small_transformer_whole_beside_the_int8_text_encode
 ):
     """16 GB card: a 4-bit GGUF transformer (10.7 GiB) and the int8 text encoder (9.3 GiB) each fit by themselves, so
     nothing is streamed, where RAM holds both; a Q8_0 one (20.2 GiB) does not fit and is streamed."""
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: ram_gib * 2**30)
     gguf = tmp_path / "qwen-image-layered.gguf"
     with open(gguf, "wb") as f:
         f.truncate(int(transformer_gib * 2**30))  # sparse: only its size is read
@@ -279,8 +280,8 @@ def test_small_card_places_a_small_transformer_whole_beside_the_int8_text_encode
 def test_small_card_page_locks_the_streamed_weights_only_where_ram_holds_them(ram_gib, quantize, pinned, monkeypatch):
     """Page-locked at load, the streamed transformer takes 60 GiB of RAM (PyTorch rounds each buffer up to a power of
     two), the bf16 text encoder 29 GiB more: with less RAM each group is page-locked as it streams."""
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: ram_gib * 2**30)
     device = DeviceInfo("cuda", "RTX 4080", 16 * 2**30, int(15.2 * 2**30), (8, 9))
     choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "auto")
     assert choice.mode == MemoryMode.group_offload and choice.text_encoder_int8 is (quantize == "auto")
@@ -293,7 +294,7 @@ def test_small_card_page_locks_the_streamed_weights_only_where_ram_holds_them(ra
 def test_group_offload_hooks_page_lock_as_the_plan_says(pin_streamed):
     from diffusers.hooks.group_offloading import _get_top_level_group_offload_hook
 
-    from backend.model.memory import apply_mode, group_offload_options
+    from backend.model.placement import apply_mode, group_offload_options
     from backend.model.tiny_model import build_tiny_pipeline
 
     cuda = DeviceInfo("cuda", "GPU", 16 * 2**30, 15 * 2**30, (8, 9))
@@ -310,7 +311,7 @@ def test_compiled_blocks_are_not_recompiled_when_weights_come_back_from_their_ho
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from backend.model.memory import disable_compile, enable_compile
+    from backend.model.compile import disable_compile, enable_compile
 
     engine.offload = HostOffload(engine.pipe, "cpu")
     torch._dynamo.reset()
@@ -333,7 +334,7 @@ def test_an_int8_text_encoder_that_fails_its_check_gives_way_to_the_bf16_one_str
     pytest.importorskip("torchao")
     from diffusers.hooks.group_offloading import _get_top_level_group_offload_hook
 
-    from backend.model.memory import MemoryChoice
+    from backend.model.plan import MemoryChoice
 
     device = DeviceInfo("cpu", "CPU")
     monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(mode, "test", text_encoder_int8=True))
@@ -344,7 +345,7 @@ def test_an_int8_text_encoder_that_fails_its_check_gives_way_to_the_bf16_one_str
         raise RuntimeError("no int8 kernel here")
 
     monkeypatch.setattr(Engine, "_text_encoder_smoke", staticmethod(failing))
-    monkeypatch.setattr("backend.model.engine.probe_device", lambda: device)
+    monkeypatch.setattr("backend.model.loading.probe_device", lambda: device)
     e = Engine(Settings(model=str(tiny_model)))
     e.load()
     te = e.pipe.text_encoder
@@ -367,10 +368,10 @@ def test_an_int8_text_encoder_that_fails_its_check_gives_way_to_the_bf16_one_str
 @pytest.mark.parametrize("mode", [MemoryMode.group_offload, MemoryMode.host_offload])
 def test_an_int8_text_encoder_that_passes_its_check_is_kept_and_off_the_gpu(tiny_model, monkeypatch, mode):
     pytest.importorskip("torchao")
-    from backend.model.memory import MemoryChoice
+    from backend.model.plan import MemoryChoice
 
     monkeypatch.setattr(Engine, "_plan", lambda self, d: MemoryChoice(mode, "test", text_encoder_int8=True))
-    monkeypatch.setattr("backend.model.engine.probe_device", lambda: DeviceInfo("cpu", "CPU"))
+    monkeypatch.setattr("backend.model.loading.probe_device", lambda: DeviceInfo("cpu", "CPU"))
     e = Engine(Settings(model=str(tiny_model)))
     e.load()
     try:
@@ -387,8 +388,8 @@ def test_an_int8_text_encoder_that_passes_its_check_is_kept_and_off_the_gpu(tiny
     [(64, True, "host_offload"), (32, True, "model_offload"), (64, False, "host_offload"), (48, False, "model_offload")],
 )
 def test_host_offload_needs_ram_for_every_weight(ram_gib, fp8, mode, monkeypatch):
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: ram_gib * 2**30)
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: ram_gib * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
     device = DeviceInfo("cuda", "GPU", 24 * 2**30, int(23.5 * 2**30), (8, 9))
     choice = plan(device, "Qwen/Qwen-Image-Layered", "host_offload", "auto" if fp8 else "none", "auto")
     assert (choice.mode.value, choice.fp8) == (mode, fp8), choice.reason
@@ -398,8 +399,8 @@ def test_host_offload_needs_ram_for_every_weight(ram_gib, fp8, mode, monkeypatch
 
 @pytest.mark.parametrize("ram_gib, mode", [(64, MemoryMode.host_offload), (32, MemoryMode.model_offload)])
 def test_auto_keeps_every_weight_in_ram_where_it_fits(ram_gib, mode, monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: ram_gib * 2**30)
     device = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
     choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", "auto", "auto")
     assert (choice.mode, choice.fp8) == (mode, True), choice.reason
@@ -416,9 +417,9 @@ def test_doctor_runs_the_fp8_kernel_check_with_the_published_shapes(monkeypatch)
 
     card = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
     monkeypatch.setattr(doctor, "probe_device", lambda: card)
-    monkeypatch.setattr("backend.model.memory.fp8_kernel_problem", failing)
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr("backend.model.plan.fp8_kernel_problem", failing)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 64 * 2**30)
     data = doctor.report(Settings(port=9))
     assert ("transformer_blocks.0.txt_mlp.net.2", 12288, 3072) in checked[0]
     assert data["transformer"] == "int8 weights, products unquantised (bf16 on a GPU)"
@@ -436,8 +437,8 @@ def test_doctor_runs_the_fp8_kernel_check_with_the_published_shapes(monkeypatch)
     ],
 )
 def test_a_mode_asked_for_by_name_that_does_not_fit_says_so(memory, quantize, short, monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 128 * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 128 * 2**30)
     rtx4090 = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
     choice = plan(rtx4090, "Qwen/Qwen-Image-Layered", memory, quantize)
     assert choice.mode.value == memory and choice.reason.startswith("set by the user")
@@ -449,8 +450,8 @@ def test_a_mode_asked_for_by_name_that_does_not_fit_says_so(memory, quantize, sh
 
 
 def test_quantisation_asked_for_where_it_cannot_apply_says_what_would(tmp_path, monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 128 * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 128 * 2**30)
     rtx3090 = DeviceInfo("cuda", "RTX 3090", 24 * 2**30, int(23.5 * 2**30), (8, 6))
     assert "(--quantize int8 or auto halves the transformer on this card)" in plan(rtx3090, "m", "auto", "fp8").reason
     # --memory cpu on a GPU machine: nothing for the GPU (no FP8, no compilation)
@@ -461,7 +462,7 @@ def test_quantisation_asked_for_where_it_cannot_apply_says_what_would(tmp_path, 
 def test_running_out_of_gpu_memory_at_load_says_in_which_mode_and_what_to_try(tiny_model, monkeypatch):
     from backend.model.engine import ModelState
     from backend.core.errors import ErrorCode, LayerBridgeError
-    from backend.model.memory import MemoryChoice
+    from backend.model.plan import MemoryChoice
 
     e = Engine(Settings(model=str(tiny_model)))
 

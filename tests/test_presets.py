@@ -10,7 +10,8 @@ import torch
 
 from backend.model.engine import Engine
 from backend.core.job import JobParams
-from backend.model.memory import DeviceInfo, MemoryMode, plan
+from backend.model.device import DeviceInfo
+from backend.model.plan import MemoryMode, plan
 from backend.model.presets import PRESETS, resolve_preset
 from backend.core.settings import Settings
 
@@ -91,8 +92,8 @@ def test_cfg_off_needs_no_skip(engine):
     ],
 )
 def test_memory_plan_for_cards(gib, cap, quantize, mode, fp8, monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_triton", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr("backend.model.plan.has_triton", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 64 * 2**30)
     device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.5) * 2**30), cap)
     choice = plan(device, "Qwen/Qwen-Image-Layered", "auto", quantize, "auto")
     compiled = mode in (MemoryMode.gpu, MemoryMode.host_offload)  # streamed offloading: compile stays off on auto
@@ -101,7 +102,7 @@ def test_memory_plan_for_cards(gib, cap, quantize, mode, fp8, monkeypatch):
 
 
 def test_fp8_needs_torchao(monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: False)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: False)
     device = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9))
     assert plan(device, "Qwen/Qwen-Image-Layered").mode == MemoryMode.group_offload  # bf16 does not fit one at a time
     asked = plan(device, "Qwen/Qwen-Image-Layered", "auto", "fp8")
@@ -110,7 +111,7 @@ def test_fp8_needs_torchao(monkeypatch):
 
 def test_compile_auto_needs_triton(monkeypatch):
     device = DeviceInfo("cuda", "GPU", 140 * 2**30, 139 * 2**30, (9, 0))
-    monkeypatch.setattr("backend.model.memory._has_triton", lambda: False)
+    monkeypatch.setattr("backend.model.plan.has_triton", lambda: False)
     assert not plan(device, "x", compile="auto").compile
     assert plan(device, "x", compile="on").compile
     assert not plan(DeviceInfo("cpu", "CPU"), "x", compile="on").compile
@@ -122,7 +123,7 @@ def test_presets_are_described_for_status_and_doctor():
 
 
 def test_attention_backend_choice_and_setting(tiny_model):
-    from backend.model.memory import attention_backend
+    from backend.model.attention import attention_backend
 
     assert attention_backend(DeviceInfo("cpu", "CPU")) is None
     assert attention_backend(DeviceInfo("cuda", "GPU", capability=(9, 0)), "sage") == "sage"
@@ -141,7 +142,7 @@ def test_compiled_blocks_share_one_graph_with_and_without_the_step_cache():
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from backend.model.memory import disable_compile, enable_compile, repeated_blocks
+    from backend.model.compile import disable_compile, enable_compile, repeated_blocks
     from backend.model.tiny_model import TINY, build_random_pipeline
 
     arch = copy.deepcopy(TINY)
@@ -172,7 +173,7 @@ import numpy as np
 from torch._dynamo.utils import counters
 from backend.model.engine import Engine
 from backend.core.job import JobParams
-from backend.model.memory import enable_compile
+from backend.model.compile import enable_compile
 from backend.core.settings import Settings
 
 engine = Engine(Settings(model=sys.argv[1], quantize="none"))
@@ -207,7 +208,7 @@ def test_compiled_blocks_are_compiled_once_per_machine_not_per_start(tiny_model,
 def test_a_compile_cache_folder_the_user_chose_stays(tmp_path, monkeypatch):
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    from backend.model.memory import use_compile_cache
+    from backend.model.compile import use_compile_cache
 
     monkeypatch.setenv("LAYERBRIDGE_CACHE_DIR", str(tmp_path / "ours"))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))

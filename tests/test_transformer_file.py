@@ -16,7 +16,8 @@ from backend.model import download, transformer_file
 from backend.model.engine import Engine, ModelState
 from backend.core.errors import ErrorCode, LayerBridgeError
 from backend.core.job import JobParams
-from backend.model.memory import DeviceInfo, MemoryMode, component_bytes, plan
+from backend.model.device import DeviceInfo
+from backend.model.plan import MemoryMode, component_bytes, plan
 from backend.core.settings import Settings
 
 IMG = np.random.default_rng(4).integers(0, 256, (48, 64, 4), dtype=np.uint8)
@@ -165,7 +166,7 @@ def test_gguf_transformer_survives_host_offload(tiny_model, tmp_path):
 
 
 def test_plan_sizes_the_transformer_from_the_file(tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 64 * 2**30)
     path = tmp_path / "t.gguf"
     write_gguf(tiny_model, path)
     sizes = component_bytes(str(tiny_model), str(path))
@@ -361,8 +362,8 @@ def header_only_fp8_file(path: Path, fp8_gib: float, bf16_gib: float) -> Path:
 )
 def test_plan_for_an_fp8_file_keeps_its_weights_fp8(tmp_path, monkeypatch, gib, capability, ram_gib, quantize, mode,
                                                      fp8, kept):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: ram_gib * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: ram_gib * 2**30)
     path = header_only_fp8_file(tmp_path / "qwen_image_layered_fp8_scaled.safetensors", 19.0, 0.05)
     assert component_bytes("Qwen/Qwen-Image-Layered", str(path))["transformer"] / 2**30 == pytest.approx(19.05, abs=0.01)
     device = DeviceInfo("cuda", "GPU", gib * 2**30, int((gib - 0.5) * 2**30), capability)
@@ -377,8 +378,8 @@ def test_plan_for_an_fp8_file_keeps_its_weights_fp8(tmp_path, monkeypatch, gib, 
 
 
 def test_an_fp8_files_reason_says_what_of_fp8_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
-    monkeypatch.setattr("backend.model.memory.host_ram_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.plan.host_ram_bytes", lambda: 64 * 2**30)
     path = str(header_only_fp8_file(tmp_path / "fp8.safetensors", 19.0, 0.05))
     problem = "FP8 failed a check on this card: txt_mlp (12288 → 3072, 6 rows): CUBLAS_STATUS_NOT_SUPPORTED"
     rtx4090 = DeviceInfo("cuda", "RTX 4090", 24 * 2**30, int(23.5 * 2**30), (8, 9), fp8_problem=problem)
@@ -393,7 +394,7 @@ def test_an_fp8_files_reason_says_what_of_fp8_is_missing(tmp_path, monkeypatch):
 def test_a_plan_reads_the_files_header_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
     from backend.model import transformer_file
 
-    monkeypatch.setattr("backend.model.memory._has_torchao", lambda: True)
+    monkeypatch.setattr("backend.model.device._has_torchao", lambda: True)
     monkeypatch.setattr("backend.model.transformer_file.has_torchao", lambda: True)
     path = header_only_fp8_file(tmp_path / "fp8.safetensors", 19.0, 0.05)
     device = DeviceInfo("cuda", "GPU", 24 * 2**30, int(23.5 * 2**30), (8, 6))
@@ -407,12 +408,12 @@ def test_a_plan_reads_the_files_header_once_and_again_when_the_file_changes(tmp_
 
 def test_an_fp8_file_streamed_is_widened_and_with_fp8_activations_is_requantised(tiny_model, tmp_path, monkeypatch,
                                                                                fp8_on_cpu):
-    from backend.model.memory import MemoryChoice
+    from backend.model.plan import MemoryChoice
 
     path = tmp_path / "fp8.safetensors"
     write_comfy_fp8(tiny_model, path)
-    monkeypatch.setattr("backend.model.engine.probe_device", lambda: DeviceInfo("cpu", "CPU"))
-    monkeypatch.setattr("backend.model.engine.model_dtype", lambda device: torch.bfloat16)  # as on a GPU: FP8 needs bf16
+    monkeypatch.setattr("backend.model.loading.probe_device", lambda: DeviceInfo("cpu", "CPU"))
+    monkeypatch.setattr("backend.model.loading.model_dtype", lambda device: torch.bfloat16)  # as on a GPU: FP8 needs bf16
     kinds = {}
     for label, choice in (("streamed", MemoryChoice(MemoryMode.group_offload, "test")),
                           ("fp8", MemoryChoice(MemoryMode.cpu, "test", fp8=True))):

@@ -8,16 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..model.memory import (
-    GIB,
-    MemoryChoice,
-    MemoryMode,
-    attention_backend,
-    linear_shapes,
-    plan,
-    plan_checked,
-    probe_device,
-)
+from ..model.attention import attention_backend
+from ..model.device import probe_device
+from ..model.plan import GIB, MemoryChoice, MemoryMode, plan, plan_checked
+from ..model.quantize import linear_shapes
 from ..core.settings import Settings, cache_dir, config_dir, log_dir
 
 

@@ -78,7 +78,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 def cmd_restore(a: argparse.Namespace) -> int:
     from ..imaging import export
-    from ..model.engine import finish_layers
+    from ..imaging.finish import finish_layers
     from ..core.errors import LayerBridgeError
     from ..imaging.image import decode
 

@@ -1,197 +1,47 @@
-"""The model: loading QwenImageLayeredPipeline (lazily, with a reported state) and running one job on it."""
+"""The engine: one job on the loaded model, from the source picture to finished layers, with progress, the time left and
+cancel. Loading lives in loading.py, captioning in captioning.py; `Engine` is the class the server and the command line
+use."""
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import logging
 import secrets
-import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from . import download, transformer_file
 from ..core.errors import ErrorCode, LayerBridgeError
-from ..imaging.image import PlacedLayer, resample_layers
 from ..core.job import JobParams, JobResult, Progress, Stage
-from .memory import (
-    DeviceInfo,
-    MemoryChoice,
-    STREAMED,
-    MemoryMode,
-    apply_mode,
-    attention_backend,
-    enable_compile,
-    enable_fp8,
-    enable_int8,
-    group_offload_options,
-    linear_shapes,
-    model_dtype,
-    plan,
-    plan_checked,
-    probe_device,
-)
-from .naming import name_layers, plain_names
-from .presets import PRESETS, resolve_preset
 from ..core.settings import Settings
+from ..imaging.finish import finish_layers
+from .captioning import Captioning
+from .inputs import model_input
+from .job_hooks import CancelCheck, JobCancelled, ProgressCallback, raise_if_cancelled
+from .loading import ModelLoading, ModelState, ModelStatus
+from .naming import name_layers, plain_names
+from .plan import STREAMED, smaller_mode_advice
+from .presets import resolve_preset
 
 log = logging.getLogger("layerbridge.engine")
 
-# Compiled captioning decodes into a fixed-size key/value cache: one size (rounded up to this) means one compilation
-# for every image and preset instead of one per prompt length.
-CAPTION_CACHE_STEP = 2048
-CAPTION_PROGRESS_S = 0.5  # how often captioning reports the time left
 # The warm-up job after a load where the transformer is compiled: the default size and layer count.
 WARM_UP_SIZE = 640
 WARM_UP_JOB = {"layers": 4, "resolution": 640, "steps": 2, "seed": 0, "prompt": "", "restore": False, "name_layers": False}
 
-ProgressCallback = Callable[[Progress], None]
-CancelCheck = Callable[[], bool]
 
-
-class ModelState(str, enum.Enum):
-    not_loaded = "not_loaded"
-    downloading = "downloading"
-    loading = "loading"
-    ready = "ready"
-    failed = "failed"
-
-
-class JobCancelled(Exception):
-    """Raised inside the pipeline's step callback: stops the job at once, without decoding."""
-
-
-@dataclass
-class ModelStatus:
-    state: ModelState = ModelState.not_loaded
-    bytes_done: int = 0
-    bytes_total: int = 0
-    error: str | None = None
-
-
-def bucket_size(width: int, height: int, resolution: int) -> tuple[int, int]:
-    """The pipeline's output size for an input of this size (area resolution², the input's aspect)."""
-    from diffusers.pipelines.qwenimage.pipeline_qwenimage_layered import calculate_dimensions
-
-    w, h = calculate_dimensions(resolution * resolution, width / height)
-    return int(w), int(h)
-
-
-def model_input(image: np.ndarray) -> Image.Image:
-    """The source as the pipeline takes it: straight RGBA, with no colour under alpha 0.
-
-    The pipeline resizes its input with Pillow, premultiplied, which clears the colour of transparent pixels, except
-    when the image is already the bucket's size and is not resized: its invisible colour (often white or leftovers of
-    erased pixels) would then reach the model. Cleared here, two images that look alike get the same layers."""
-    hidden = image[..., 3:4] == 0
-    if hidden.any():
-        image = image * ~hidden
-    return Image.fromarray(image, "RGBA")
-
-
-def finish_layers(
-    source: np.ndarray, layers: list[np.ndarray], restore: bool, names: list[str] | None = None
-) -> list[PlacedLayer]:
-    """Model layers (bucket size) to layers at the source's size, cropped to content."""
-    names = names or plain_names(len(layers))
-    if restore:
-        from ..imaging.restore import restore_layers
-
-        return restore_layers(source, layers, names)
-    return resample_layers(source, layers, names)
-
-
-def _smaller_mode_advice(mode: MemoryMode) -> str:
-    """What to start the server with to keep less of the model on the GPU than `mode` does."""
-    smaller = {
-        MemoryMode.gpu: "--memory host_offload",
-        MemoryMode.host_offload: "--memory group_offload",
-        MemoryMode.model_offload: "--memory group_offload",
-        MemoryMode.group_offload: "--memory sequential_offload",
-    }.get(mode)
-    if smaller is None:
-        return "Close other programs that use the GPU."
-    return f"Close other programs that use the GPU, or start the server with {smaller} to keep less of the model on it."
-
-
-def _raise_if(cancelled: CancelCheck) -> None:
-    if cancelled():
-        raise JobCancelled()
-
-
-class Engine:
+class Engine(ModelLoading, Captioning):
     """Owns the pipeline. `run` is called from one worker thread at a time; `status` from anywhere."""
 
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.model_status = ModelStatus()
-        self.device: DeviceInfo | None = None
-        self.memory: MemoryChoice | None = None
-        self.pipe: Any = None
-        self._load_lock = threading.Lock()
-        self._captions: OrderedDict[str, str] = OrderedDict()
+        ModelLoading.__init__(self, settings)
+        Captioning.__init__(self)
         self._step_seconds: float | None = None
         self._decode_seconds: float | None = None
         self._finish_seconds: float | None = None
         self._name_seconds: float | None = None
         self._naming = False  # whether the running job names its layers
-        self.attention: str | None = None  # None: PyTorch's scaled_dot_product_attention
-        # Compiled captioning: the text encoder decodes with a static cache, which transformers compiles (CUDA graphs)
-        # on CUDA. Follows the compile lever, only with the whole model on the GPU.
-        self.caption_compiled = False
-        self._model_dir: str | None = None  # the loaded pipeline's folder (None for a pipeline attached as built)
-        self.offload: Any = None  # the HostOffload placing whole components (host offload; 16 GB text encoder)
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
-
-    # ---- loading -------------------------------------------------------------------------------------------
-
-    @property
-    def is_local(self) -> bool:
-        return Path(self.settings.model).is_dir()
-
-    def downloaded(self) -> bool:
-        """Whether the weights are on this machine (a local folder, or the Hub cache holds the pipeline; and the
-        single-file transformer, where one is set)."""
-        if self.model_status.state == ModelState.ready:
-            return True
-        single_file = self.settings.transformer_file
-        if single_file and transformer_file.local_path(single_file) is None:
-            return False
-        if self.is_local:
-            return True
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            return isinstance(try_to_load_from_cache(self.settings.model, "model_index.json"), str)
-        except Exception:
-            return False
-
-    def status_json(self) -> dict[str, Any]:
-        s = self.model_status
-        device = self.device or probe_device()
-        memory = self.memory or self._plan(device)
-        return {
-            "model": {
-                "id": self.settings.model,
-                "transformer_file": self.settings.transformer_file,
-                "state": s.state.value,
-                "downloaded": self.downloaded(),
-                "bytes_done": s.bytes_done,
-                "bytes_total": s.bytes_total,
-                "error": s.error,
-            },
-            "device": device.to_json(),
-            "memory_mode": memory.to_json(),
-            "attention": self.attention or "native",
-            "preset_default": self.settings.preset,
-            "presets": {name: spec.summary for name, spec in PRESETS.items()},
-        }
 
     def load(self, warm_up: bool = False) -> None:
         """Load the pipeline if it is not loaded; raise model_unavailable if that fails.
@@ -206,31 +56,6 @@ class Engine:
             self._load_locked()
         if warm_up and self.memory is not None and self.memory.compile:
             self._warm_up()
-
-    def _load_locked(self) -> None:
-        self.model_status = ModelStatus(ModelState.loading if self.is_local else ModelState.downloading)
-        try:
-            self._load()
-        except LayerBridgeError as exc:
-            self.model_status.state = ModelState.failed
-            self.model_status.error = exc.message
-            raise
-        except Exception as exc:
-            if type(exc).__name__ == "OutOfMemoryError" and self.memory is not None:  # torch's, without importing it
-                message = (
-                    f"the GPU ran out of memory placing the model in {self.memory.mode.value} mode "
-                    f"({self.memory.reason}). {_smaller_mode_advice(self.memory.mode)}"
-                )
-                log.error("model load failed: %s", message)
-                self.model_status.state = ModelState.failed
-                self.model_status.error = message
-                raise LayerBridgeError(ErrorCode.model_unavailable, message) from exc
-            log.exception("model load failed")
-            self.model_status.state = ModelState.failed
-            self.model_status.error = f"{type(exc).__name__}: {exc}"
-            raise LayerBridgeError(
-                ErrorCode.model_unavailable, f"the model could not be loaded: {type(exc).__name__}: {exc}"
-            ) from exc
 
     def _warm_up(self) -> None:
         """One small job on a grey image (caption, CFG's two prompt lengths, 2 steps, no restoration): it compiles
@@ -247,114 +72,6 @@ class Engine:
         finally:
             self._captions.clear()
             self._finish_seconds = None  # it skipped restoration: no estimate for a real job's
-
-    def _load(self) -> None:
-
-        from diffusers import QwenImageLayeredPipeline
-
-        from . import tiny_model  # noqa: F401  (registers the image-only processor class by its dotted path)
-
-        model = self.settings.model
-        single_file = self.settings.transformer_file
-
-        def on_bytes(done: int, total: int) -> None:
-            self.model_status.bytes_done, self.model_status.bytes_total = done, total
-
-        if not Path(model).is_dir():
-            self.model_status.state = ModelState.downloading
-            model = str(download.fetch(model, on_bytes, skip_transformer=bool(single_file)))
-        if single_file:
-            if transformer_file.local_path(single_file) is None:
-                self.model_status.state = ModelState.downloading
-            single_path = transformer_file.resolve(single_file, on_bytes)
-        self.model_status.state = ModelState.loading
-        device = probe_device()
-        dtype = model_dtype(device)
-        extra: dict[str, Any] = {}
-        if not _torchvision_works():
-            extra["processor"] = tiny_model.ImageOnlyQwen2VLProcessor.from_pretrained(model, subfolder="processor")
-        if single_file:
-            extra["transformer"] = transformer_file.load(single_path, model, dtype, single_file)
-        pipe = QwenImageLayeredPipeline.from_pretrained(model, dtype=dtype, **extra)
-        self._model_dir = model
-        self.attach(pipe, device)
-
-    def _plan(self, device: DeviceInfo) -> MemoryChoice:
-        s = self.settings
-        return plan(device, s.model, s.memory, s.quantize, s.compile, s.transformer_file)
-
-    def attach(self, pipe: Any, device: DeviceInfo | None = None) -> None:
-        """Place a loaded pipeline by the memory plan and mark the model ready (benchmarks attach random weights)."""
-        started = time.monotonic()
-        self.device = device or probe_device()
-        self.memory = plan_checked(self.device, lambda: self._plan(self.device), lambda: linear_shapes(pipe.transformer))
-        if self.device.fp8_problem:
-            log.warning("%s", self.device.fp8_problem)
-        pipe.set_progress_bar_config(disable=True)
-        quantise = enable_fp8 if self.memory.fp8 else enable_int8 if self.memory.transformer_int8 else None
-        if quantise is not None:
-            if self.memory.mode == MemoryMode.gpu:
-                pipe.transformer.to(self.device.kind)
-                quantise(pipe.transformer)
-            else:  # the transformer does not fit in bf16: quantised layer by layer on the GPU, kept on the CPU
-                quantise(pipe.transformer, staging=self.device.kind)
-        elif self.memory.mode in STREAMED:
-            transformer_file.widen_fp8_linears(pipe.transformer)  # an FP8 file's weights, for the streaming hooks
-        self.offload = apply_mode(
-            pipe, self.memory.mode, self.device, self.memory.text_encoder_int8, self.memory.pin_streamed
-        )
-        if self.memory.text_encoder_int8:
-            self._check_int8_text_encoder(pipe)
-        self.attention = attention_backend(self.device, self.settings.attention)
-        if self.attention:
-            pipe.transformer.set_attention_backend(self.attention)
-        if self.memory.compile:
-            enable_compile(pipe.transformer)
-        self.caption_compiled = self.memory.compile and self.memory.mode == MemoryMode.gpu
-        self.pipe = pipe
-        self.model_status.state = ModelState.ready
-        log.info(
-            "model %s ready in %.1f s on %s (%s: %s; transformer %s, compile %s, attention %s)",
-            self.settings.model, time.monotonic() - started, self.device.name, self.memory.mode.value,
-            self.memory.reason, self.memory.transformer_weights(), self.memory.compile, self.attention or "native",
-        )
-
-    def _check_int8_text_encoder(self, pipe: Any) -> None:
-        """One tiny forward of the int8 text encoder at load. Where it fails, the bf16 text encoder is loaded again
-        and streamed like the transformer: slower captions, but jobs that run."""
-        try:
-            self._text_encoder_smoke(pipe)
-            self.offload.offload()
-            return
-        except Exception as exc:
-            if self._model_dir is None:
-                raise
-            log.warning("the int8 text encoder failed its check (%s: %s); streaming the bf16 one", type(exc).__name__, exc)
-        from diffusers.hooks import apply_group_offloading
-
-        from .offload import HostOffload
-
-        self.offload.remove()
-        self.offload = None
-        text_encoder = type(pipe.text_encoder).from_pretrained(
-            self._model_dir, subfolder="text_encoder", dtype=model_dtype(self.device)
-        )
-        # page-locked as it streams: the plan's RAM check counted the text encoder as placed whole, not page-locked
-        apply_group_offloading(text_encoder, **group_offload_options(self.device, pin_streamed=False))
-        pipe.register_modules(text_encoder=text_encoder)
-        if self.memory.mode == MemoryMode.host_offload:  # the others stay placed whole; they leave before it runs
-            self.offload = HostOffload(pipe, self.device.kind, ("transformer", "vae"), release_before=(text_encoder,))
-        self.memory.text_encoder_int8 = False
-        self.memory.reason += " (the int8 text encoder failed its check at load: bf16, streamed)"
-
-    @staticmethod
-    def _text_encoder_smoke(pipe: Any) -> None:
-        import torch
-
-        with torch.no_grad():
-            pipe.text_encoder(input_ids=torch.tensor([[0, 1]]))
-
-    # ---- running -------------------------------------------------------------------------------------------
 
     def first_progress(self, params: JobParams) -> Progress:
         """The stage a job starts in, as run() will report it: a job's first `running` state."""
@@ -456,7 +173,7 @@ class Engine:
                 on_progress(Progress(Stage.finishing, preset.steps, preset.steps, eta, "Naming layers"))
                 t = time.monotonic()
                 try:
-                    names = name_layers(pipe, layers, params.caption_language, lambda: _raise_if(cancelled))
+                    names = name_layers(pipe, layers, params.caption_language, lambda: raise_if_cancelled(cancelled))
                 except JobCancelled:
                     raise
                 except Exception as exc:  # names are a nicety: the layers come with plain ones rather than not at all
@@ -467,7 +184,7 @@ class Engine:
             message = "Restoring full resolution" if params.restore else "Resizing layers"
             on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._finish_seconds, message))
             t = time.monotonic()
-            placed = finish_layers(image, layers, params.restore, names)
+            placed = finish_layers(image, layers, params.restore, names or plain_names(len(layers)))
             timings["finish_s"] = self._finish_seconds = time.monotonic() - t
         except JobCancelled:
             raise
@@ -478,7 +195,7 @@ class Engine:
             raise LayerBridgeError(
                 ErrorCode.out_of_memory,
                 "the GPU ran out of memory. Try resolution 640 or fewer layers. "
-                + _smaller_mode_advice(self.memory.mode),
+                + smaller_mode_advice(self.memory.mode),
             ) from exc
         return JobResult(width, height, placed, seed, prompt, params.restore, timings)
 
@@ -494,87 +211,6 @@ class Engine:
         naming = (self._name_seconds or 0.0) if self._naming else 0.0
         return naming + (self._finish_seconds or 0.0)
 
-    def _caption(
-        self,
-        pil: Any,
-        params: JobParams,
-        max_tokens: int,
-        cancelled: CancelCheck,
-        on_progress: ProgressCallback | None = None,
-        steps: int = 0,
-    ) -> str:
-        """The pipeline's automatic caption, with cancel between tokens, progress with the time left, and a per-image
-        cache."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
 
-        key = hashlib.sha256(pil.tobytes() + f"{pil.size}{params.resolution}{params.caption_language}{max_tokens}".encode()).hexdigest()
-        if key in self._captions:
-            self._captions.move_to_end(key)
-            return self._captions[key]
-        pipe = self.pipe
-        w, h = bucket_size(pil.width, pil.height, params.resolution)
-        prompt_image = pipe.image_processor.resize(pil, h, w)
-        template = pipe.image_caption_prompt_en if params.caption_language == "en" else pipe.image_caption_prompt_cn
-
-        engine = self
-        clock: dict[str, float] = {}
-
-        class StopOnCancel(StoppingCriteria):
-            """Called after every token: cancel, and now and then the job's time left at this caption's pace (the
-            caption may end early, so that is an upper bound)."""
-
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                if cancelled():
-                    raise JobCancelled()
-                now = time.monotonic()
-                made = input_ids.shape[1] - prompt_tokens
-                clock.setdefault("first", now)  # after the image is read and the first token made
-                if on_progress is not None and made > 1 and now - clock.get("sent", 0.0) >= CAPTION_PROGRESS_S:
-                    clock["sent"] = now
-                    rest = engine._eta(steps)
-                    per_token = (now - clock["first"]) / (made - 1)
-                    eta = None if rest is None else rest + (max_tokens - made) * per_token
-                    on_progress(Progress(Stage.captioning, 0, steps, eta, "Describing the image"))
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-        # Same steps as QwenImageLayeredPipeline.get_image_caption, plus the stopping criterion for cancel.
-        inputs = pipe.vl_processor(text=template, images=prompt_image, padding=True, return_tensors="pt").to(
-            pipe._execution_device
-        )
-        prompt_tokens = inputs.input_ids.shape[1]
-        stop = StoppingCriteriaList([StopOnCancel()])
-        from .offload import onload_for_generate  # accelerate (and torch) only once a model runs
-
-        onload_for_generate(pipe.text_encoder)
-        if self.caption_compiled:
-            need = prompt_tokens + max_tokens
-            static = {"cache_implementation": "static", "max_cache_len": -(-need // CAPTION_CACHE_STEP) * CAPTION_CACHE_STEP}
-            try:
-                generated = pipe.text_encoder.generate(**inputs, max_new_tokens=max_tokens, stopping_criteria=stop, **static)
-            except JobCancelled:
-                raise
-            except Exception as exc:  # a compiler failure must not fail the job: caption without it from now on
-                log.warning("compiled captioning failed (%s: %s); captioning uncompiled from now on", type(exc).__name__, exc)
-                self.caption_compiled = False
-                generated = pipe.text_encoder.generate(**inputs, max_new_tokens=max_tokens, stopping_criteria=stop)
-        else:
-            generated = pipe.text_encoder.generate(**inputs, max_new_tokens=max_tokens, stopping_criteria=stop)
-        trimmed = [out[len(inp):] for inp, out in zip(inputs.input_ids, generated)]
-        caption = pipe.vl_processor.batch_decode(trimmed, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
-        caption = caption.strip() or "an image"
-        self._captions[key] = caption
-        while len(self._captions) > 64:
-            self._captions.popitem(last=False)
-        return caption
-
-
-def _torchvision_works() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-__all__ = ["Engine", "JobCancelled", "ModelState", "MemoryMode", "bucket_size", "finish_layers", "model_input"]
+# the engine's public face: what the server's worker and the command line take from here
+__all__ = ["Engine", "JobCancelled", "ModelState", "ModelStatus"]

@@ -8,7 +8,8 @@ Levers, each measured on its own by scripts/gpu_bench.py:
   previous step's remaining blocks.
 - caption_tokens: the longest automatic caption (the text encoder generates one token at a time).
 - names: the text encoder names each layer (backend/model/naming.py: up to 8 tokens a layer) instead of "Layer 2".
-Load-time levers (regional compilation, FP8 weights) live in memory.py and apply to every preset.
+Load-time levers (regional compilation in compile.py, FP8 or int8 weights in quantize.py, chosen by plan.py) apply to
+every preset.
 """
 
 from __future__ import annotations

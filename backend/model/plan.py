@@ -1,4 +1,5 @@
-"""Where the model's weights live: the memory modes, chosen from the free VRAM and applied to a pipeline."""
+"""The memory plan: where the model's weights live (the memory modes, chosen from the free VRAM) and which load-time
+levers it takes (FP8 or int8 transformer weights, an int8 text encoder, regional compilation)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import transformer_file as single_file
+from .compile import has_triton
+from .device import DeviceInfo, fp8_missing, has_fp8_units, host_ram_bytes, supports_fp8, supports_int8
+from .quantize import fp8_kernel_problem
 
 GIB = 1024**3
 # Qwen-Image-Layered's weights in bf16, in bytes as its files hold them (what a downloaded folder is sized by;
@@ -41,20 +45,6 @@ class MemoryMode(str, enum.Enum):
 
 # the transformer's blocks moved to the GPU as each runs, every forward
 STREAMED = (MemoryMode.group_offload, MemoryMode.sequential_offload)
-
-
-@dataclass
-class DeviceInfo:
-    kind: str  # "cuda", "mps" or "cpu"
-    name: str
-    vram_total: int = 0
-    vram_free: int = 0
-    capability: tuple[int, int] | None = None
-    # why FP8 cannot run here although the card has FP8 units (the engine's kernel check at load), else None
-    fp8_problem: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "vram_total": self.vram_total, "vram_free": self.vram_free}
 
 
 @dataclass
@@ -92,32 +82,6 @@ class MemoryChoice:
         return "unquantised (bf16 on a GPU)"
 
 
-def supports_fp8(device: DeviceInfo) -> bool:
-    """FP8 matrix units, torchao to drive them, and kernels for every product the transformer asks of them."""
-    return has_fp8_units(device) and _has_torchao() and device.fp8_problem is None
-
-
-def supports_int8(device: DeviceInfo) -> bool:
-    """int8 weights need torchao only: the products run in bf16 on any CUDA card (and on the CPU, for tests)."""
-    return device.kind in ("cuda", "cpu") and _has_torchao()
-
-
-def _fp8_missing(device: DeviceInfo) -> str:
-    """Why FP8 cannot run on this device, in words."""
-    if not has_fp8_units(device):
-        return "this GPU has no FP8 units (Ada or Hopper needed)"
-    return device.fp8_problem or "torchao is not installed"
-
-
-def has_fp8_units(device: DeviceInfo) -> bool:
-    """Ada (8.9), Hopper (9.0) or newer."""
-    return device.kind == "cuda" and device.capability is not None and device.capability >= (8, 9)
-
-
-def _has_torchao() -> bool:
-    return single_file.has_torchao()
-
-
 def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "auto", compile: str = "auto",
          transformer_file: str | None = None) -> MemoryChoice:
     """The memory mode plus the load-time levers: FP8 or int8 transformer weights and regional compilation.
@@ -142,14 +106,14 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
         else:
             choice.reason += "; transformer from an FP8 file: its FP8 weights kept, products unquantised"
             if quantize == "fp8":
-                choice.reason += f" (FP8 activations were asked for, but {_fp8_missing(device)})"
+                choice.reason += f" (FP8 activations were asked for, but {fp8_missing(device)})"
             elif quantize == "int8":
                 choice.reason += " (int8 was asked for, but the file's weights take one byte each already)"
     elif quantize == "fp8":
         if supports_fp8(device):
             lever = "FP8"
         else:
-            choice.reason += f"; FP8 was asked for, but {_fp8_missing(device)}"
+            choice.reason += f"; FP8 was asked for, but {fp8_missing(device)}"
             if halving == "int8":
                 choice.reason += " (--quantize int8 or auto halves the transformer on this card)"
     elif quantize == "int8":
@@ -213,7 +177,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
                 f"; host offload keeps every weight in RAM and needs about {need / GIB:.0f} GiB, this machine has "
                 f"{ram / GIB:.0f} GiB: model offload instead"
             )
-    if choice.mode == MemoryMode.group_offload and quantize != "none" and device.kind == "cuda" and _has_torchao():
+    if choice.mode == MemoryMode.group_offload and quantize != "none" and device.kind == "cuda" and supports_int8(device):
         # Streamed, the text encoder moves all its 16 GB over PCIe for every caption token (0.44 s a token on an
         # H200's host); in int8 it fits whole beside nothing else, and the transformer's turn takes it off again.
         int8_sizes = dict(sizes, text_encoder=sizes["text_encoder"] * INT8_TEXT_ENCODER_SCALE)
@@ -248,7 +212,7 @@ def plan(device: DeviceInfo, model: str, memory: str = "auto", quantize: str = "
     streamed = choice.mode in STREAMED
     # auto: not with GGUF weights either, whose layers dequantise in Python at every call: not measured compiled.
     choice.compile = device.kind == "cuda" and not on_cpu_by_name and (
-        compile == "on" or (compile == "auto" and _has_triton() and not streamed and not gguf)
+        compile == "on" or (compile == "auto" and has_triton() and not streamed and not gguf)
     )
     if gguf and compile == "auto" and device.kind == "cuda":
         choice.reason += "; compilation off with GGUF weights (--compile on to try it)"
@@ -295,84 +259,6 @@ def _ram_short(sizes: dict[str, float]) -> tuple[float, int] | None:
     return (need, ram) if ram is not None and ram < need else None
 
 
-def attention_backend(device: DeviceInfo, requested: str = "auto") -> str | None:
-    """The transformer's attention backend: an installed FlashAttention on CUDA, else PyTorch's SDPA (None)."""
-    import importlib.util
-
-    if requested != "auto":
-        return None if requested == "native" else requested
-    if device.kind != "cuda":
-        return None
-    if importlib.util.find_spec("flash_attn_interface") is not None and device.capability and device.capability >= (9, 0):
-        return "_flash_3"
-    if importlib.util.find_spec("flash_attn") is not None:
-        return "flash"
-    return None
-
-
-def host_ram_bytes() -> int | None:
-    """The machine's RAM (psutil comes with accelerate), or None where it cannot be read."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    except Exception:
-        return None
-
-
-def _has_triton() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is not None
-
-
-# Linear layers fed the image tokens: thousands of rows a call. The others (the text stream, the modulation and the
-# time embedding) get the caption's tokens or a single row: from 1 to about 520.
-IMAGE_STREAM_LINEARS = (".attn.to_q", ".attn.to_k", ".attn.to_v", ".attn.to_out.", ".img_mlp.", ".img_in", ".proj_out")
-# Rows an FP8 kernel check feeds each kind of layer: what a job feeds it, at its extremes.
-IMAGE_STREAM_ROWS = (4096,)
-FEW_ROWS = (1, 6, 300)
-
-
-def fp8_granularity(name: str) -> str:
-    """"row" (a scale per row of activations and per output channel) for the image stream, "tensor" elsewhere.
-
-    On Hopper with CUDA 12.9 and later, torch runs the per-row FP8 product through cuBLASLt, which has no kernel for
-    a few rows against a long inner dimension: the text stream's MLP down-projection (12,288 inputs) fails with
-    CUBLAS_STATUS_NOT_SUPPORTED for 1 and 6 rows (the negative prompt's tokens), and runs for 300 (measured on an
-    H200, torch 2.11 + CUDA 13; pytorch/ao#4582). One scale per tensor ran every shape there; those layers carry a
-    few hundred tokens at most, a small part of the work.
-    """
-    return "row" if image_stream(name) else "tensor"
-
-
-def image_stream(name: str) -> bool:
-    """Whether a transformer's linear layer is fed the image tokens."""
-    return any(part in "." + name for part in IMAGE_STREAM_LINEARS)
-
-
-def fp8_config(granularity: str) -> Any:
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor
-
-    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if granularity == "row" else PerTensor())
-
-
-def enable_fp8(transformer: Any, staging: str | None = None) -> None:
-    """FP8 weights and activations with dynamic scales (torchao), for the transformer's linear layers."""
-    configs = {g: fp8_config(g) for g in ("row", "tensor")}
-    quantize_linears(transformer, lambda name: configs[fp8_granularity(name)], staging)
-
-
-def enable_int8(module: Any, staging: str | None = None) -> None:
-    """int8 weights (one scale per output channel; activations and products stay bf16) for a module's linear
-    layers: half the bytes. The text encoder's on cards that stream the model, the transformer's on cards without
-    FP8 units where bf16 does not fit."""
-    from torchao.quantization import Int8WeightOnlyConfig
-
-    config = Int8WeightOnlyConfig(version=2)  # torchao's Int8Tensor; version 1 is deprecated
-    quantize_linears(module, lambda name: config, staging)
-
-
 def plan_checked(device: DeviceInfo, planned: Callable[[], MemoryChoice],
                  shapes: Callable[[], list[tuple[str, int, int]]]) -> MemoryChoice:
     """The plan; where it takes FP8 on a CUDA card, FP8's kernel check on the transformer's layer shapes first, and
@@ -383,141 +269,6 @@ def plan_checked(device: DeviceInfo, planned: Callable[[], MemoryChoice],
         if device.fp8_problem:
             return planned()
     return choice
-
-
-def quantize_linears(module: Any, config_for: Callable[[str], Any], staging: str | None = None) -> None:
-    """Quantise a module's linear layers in place, each with the torchao config `config_for(name)` gives.
-
-    With `staging`, the module stays where it is (the CPU, for the offload modes) and each linear layer is
-    quantised on the staging device, then moved back: the GPU computes the scales without ever holding more than
-    one unquantised layer, and the CPU does not grind through billions of parameters.
-    """
-    import torch
-    from torchao.quantization import quantize_
-
-    home = next(module.parameters()).device
-    for name, linear in [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]:
-        if staging is not None:
-            linear.to(staging)
-        single_file.widen_fp8_weight(linear)  # an FP8 file's weight: widened here first, one layer at a time
-        quantize_(linear, config_for(name))  # quantises the layer in place
-        if staging is not None:
-            linear.to(home)
-
-
-def linear_shapes(module: Any) -> list[tuple[str, int, int]]:
-    """One (name, inputs, outputs) per distinct FP8 granularity and shape among a module's linear layers."""
-    import torch
-
-    seen: dict[tuple[str, int, int], str] = {}
-    for name, linear in module.named_modules():
-        if isinstance(linear, torch.nn.Linear):
-            seen.setdefault((fp8_granularity(name), linear.in_features, linear.out_features), name)
-    return [(name, k, n) for (_, k, n), name in seen.items()]
-
-
-def fp8_kernel_check(shapes: list[tuple[str, int, int]], device: str = "cuda",
-                     granularity: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
-    """Runs a random FP8 linear layer of each shape with the rows a job feeds it: one result per shape and row count.
-
-    torchao quantises any layer, but whether the card's library has a kernel for a product shows only when it runs:
-    this finds out at load, in about a second, instead of in a user's first job. `granularity` maps a layer's name
-    to "row" or "tensor" (the server's choice, fp8_granularity, unless given: the benchmark compares others).
-    """
-    import torch
-    from torchao.quantization import quantize_
-
-    results = []
-    for name, k, n in shapes:
-        kind = (granularity or fp8_granularity)(name)
-        linear = torch.nn.Linear(k, n, dtype=torch.bfloat16, device=device)
-        quantize_(linear, fp8_config(kind))
-        for rows in IMAGE_STREAM_ROWS if image_stream(name) else FEW_ROWS:
-            case: dict[str, Any] = {"layer": name, "in": k, "out": n, "rows": rows, "granularity": kind}
-            try:
-                with torch.no_grad():
-                    linear(torch.randn(rows, k, dtype=torch.bfloat16, device=device))
-                if torch.device(device).type == "cuda":
-                    torch.cuda.synchronize()
-            except Exception as e:
-                case["error"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-            results.append(case)
-        del linear
-    return results
-
-
-def fp8_kernel_problem(shapes: list[tuple[str, int, int]], device: str = "cuda") -> str | None:
-    """The first failing case of `fp8_kernel_check`, in words, or None where every product runs."""
-    for case in fp8_kernel_check(shapes, device):
-        if "error" in case:
-            return (f"FP8 failed a check on this card: {case['layer']} ({case['in']} → {case['out']}, "
-                    f"{case['rows']} rows, per-{case['granularity']} scales): {case['error']}")
-    return None
-
-
-def enable_compile(transformer: Any) -> None:
-    """Regional compilation: each repeated transformer block's forward is compiled once, cached on disk across starts.
-
-    The blocks' `forward` is compiled, not their whole call (what `compile_repeated_blocks` does): step caches such as
-    the first-block cache wrap each block's forward in a hook object of its own; compiled inside the call, every hook
-    instance is a new guard, so torch recompiles per block until its recompile limit and then runs every block eagerly.
-    Compiled below the hooks, all blocks share one graph with or without a cache.
-    """
-    import functools
-
-    import torch
-
-    use_compile_cache()
-    torch._inductor.config.fx_graph_cache = True
-    compiled = torch.compile(_call)
-    for block in repeated_blocks(transformer):  # between jobs: no step-cache hook is on the blocks
-        block.forward = functools.partial(compiled, type(block).forward, block)
-
-
-def use_compile_cache() -> None:
-    """torch's compile cache (inductor's graphs and kernels) in the user cache folder: each machine compiles once, not
-    after every reboot that empties the temporary folder, torch's default. A folder chosen with
-    TORCHINDUCTOR_CACHE_DIR stays."""
-    import os
-
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-    from torch._inductor.utils import clear_caches
-
-    from ..core.settings import cache_dir
-
-    # torch writes its default into the variable the first time anything asks (importing diffusers does), so the
-    # default there is not a user's choice
-    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if chosen is None or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "inductor")
-        clear_caches()  # lookups torch memoised under the old folder
-
-
-def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
-    return function(*args, **kwargs)
-
-
-def disable_compile(transformer: Any) -> None:
-    """Back to eager blocks (benchmarks compare both on one loaded model)."""
-    for block in repeated_blocks(transformer):
-        vars(block).pop("forward", None)
-
-
-def repeated_blocks(transformer: Any) -> list[Any]:
-    names = set(getattr(transformer, "_repeated_blocks", None) or ())
-    return [m for m in transformer.modules() if type(m).__name__ in names]
-
-
-def probe_device() -> DeviceInfo:
-    import torch
-
-    if torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info()
-        props = torch.cuda.get_device_properties(0)
-        return DeviceInfo("cuda", props.name, total, free, (props.major, props.minor))
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return DeviceInfo("mps", "Apple GPU")
-    return DeviceInfo("cpu", "CPU")
 
 
 def component_bytes(model: str, transformer_file: str | None = None) -> dict[str, float]:
@@ -573,53 +324,14 @@ def choose_mode(device: DeviceInfo, model: str, requested: str = "auto", transfo
     return MemoryChoice(MemoryMode.sequential_offload, f"only {free_gib:.1f} GiB free VRAM: leaf-by-leaf offload")
 
 
-def group_offload_options(device: DeviceInfo, pin_streamed: bool = True) -> dict[str, Any]:
-    """diffusers' group offloading as the group_offload mode streams: leaf by leaf, with CUDA streams on CUDA, every
-    host copy page-locked at load unless `pin_streamed` is off (then each group is page-locked as it streams)."""
-    import torch
-
-    return {
-        "onload_device": torch.device(device.kind),
-        "offload_device": torch.device("cpu"),
-        "offload_type": "leaf_level",
-        "use_stream": device.kind == "cuda",
-        "low_cpu_mem_usage": not pin_streamed,
-    }
-
-
-def model_dtype(device: DeviceInfo) -> Any:
-    """bf16 on CUDA; float32 elsewhere (the tiny model on the CPU)."""
-    import torch
-
-    return torch.bfloat16 if device.kind == "cuda" else torch.float32
-
-
-def apply_mode(
-    pipe: Any, mode: MemoryMode, device: DeviceInfo, text_encoder_int8: bool = False, pin_streamed: bool = True
-) -> Any:
-    """Place the pipeline; returns the HostOffload that places components whole, where one does (None otherwise)."""
-
-    if mode == MemoryMode.host_offload:
-        from .offload import HostOffload
-
-        if text_encoder_int8:
-            enable_int8(pipe.text_encoder, staging=device.kind)
-        return HostOffload(pipe, device.kind)
-    if mode == MemoryMode.group_offload and text_encoder_int8:
-        from .offload import HostOffload
-
-        enable_int8(pipe.text_encoder, staging=device.kind)
-        for component in (pipe.transformer, pipe.vae):
-            component.enable_group_offload(**group_offload_options(device, pin_streamed))
-        return HostOffload(pipe, device.kind, components=("text_encoder",), release_before=(pipe.transformer,))
-    if mode == MemoryMode.cpu:
-        pipe.to("cpu")
-    elif mode == MemoryMode.gpu:
-        pipe.to(device.kind)
-    elif mode == MemoryMode.model_offload:
-        pipe.enable_model_cpu_offload()
-    elif mode == MemoryMode.group_offload:
-        pipe.enable_group_offload(**group_offload_options(device, pin_streamed))
-    elif mode == MemoryMode.sequential_offload:
-        pipe.enable_sequential_cpu_offload()
-    return None
+def smaller_mode_advice(mode: MemoryMode) -> str:
+    """What to start the server with to keep less of the model on the GPU than `mode` does."""
+    smaller = {
+        MemoryMode.gpu: "--memory host_offload",
+        MemoryMode.host_offload: "--memory group_offload",
+        MemoryMode.model_offload: "--memory group_offload",
+        MemoryMode.group_offload: "--memory sequential_offload",
+    }.get(mode)
+    if smaller is None:
+        return "Close other programs that use the GPU."
+    return f"Close other programs that use the GPU, or start the server with {smaller} to keep less of the model on it."
