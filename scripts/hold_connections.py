@@ -1,0 +1,148 @@
+"""Hold many idle TCP connections to a LayerBridge server started under a 1024 open-files limit, and measure whether
+/health keeps answering (docs/reliability.md).
+
+The server runs as `prlimit --nofile=1024:1024 python -m backend serve …`; this process opens more connections than
+the server may hold files, sends nothing on them and opens a new one for each the server closes, while it asks for
+/health on a fresh connection every 0.1 s. It prints the figures: connections held, closed by the server, /health
+answers and their slowest time, and what the server logged.
+
+    .venv/bin/python scripts/hold_connections.py --model /path/to/tiny-model              # 1,100 for 100 s
+    .venv/bin/python scripts/hold_connections.py --model M --connections 2000 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from server_process import LAYERBRIDGE, start_server, stop_server  # noqa: E402
+
+NOFILE = 1024
+
+
+@dataclass
+class Figures:
+    opened: int = 0  # connections this process opened
+    closed_by_server: int = 0
+    refused: int = 0  # connection attempts that failed
+    held_min: int = 0  # the fewest connections held open at once after the first wave
+    held_max: int = 0
+    health_ok: int = 0
+    health_failed: int = 0
+    health_slowest_s: float = 0.0
+    health_times: list[float] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (f"opened {self.opened}, held {self.held_min}–{self.held_max} at once, closed by the server "
+                f"{self.closed_by_server}, refused {self.refused}; /health {self.health_ok} answered, "
+                f"{self.health_failed} failed, slowest {self.health_slowest_s * 1000:.0f} ms")
+
+
+async def _health(port: int, timeout: float) -> float | None:
+    """Seconds one GET /health took on a fresh connection, or None when it got no 200 within `timeout`."""
+    started = time.monotonic()
+    try:
+        async def ask() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                return await reader.read(256)
+            finally:
+                writer.close()
+
+        head = await asyncio.wait_for(ask(), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    return time.monotonic() - started if head.startswith(b"HTTP/1.1 200") else None
+
+
+async def hold(port: int, connections: int, seconds: float, health_timeout: float = 1.0) -> Figures:
+    """Keep `connections` idle TCP connections open to the server for `seconds` (reopening each one it closes) while
+    asking for /health every 0.1 s."""
+    figures = Figures()
+    open_now = 0
+    stop = time.monotonic() + seconds
+
+    async def one() -> None:
+        nonlocal open_now
+        while time.monotonic() < stop:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                figures.refused += 1
+                await asyncio.sleep(0.05)
+                continue
+            figures.opened += 1
+            open_now += 1
+            try:
+                await asyncio.wait_for(reader.read(1), max(0.01, stop - time.monotonic()))
+                figures.closed_by_server += 1  # the server closed it (nothing was asked, so nothing is answered)
+            except asyncio.TimeoutError:
+                pass
+            except OSError:
+                figures.closed_by_server += 1
+            finally:
+                open_now -= 1
+                writer.close()
+
+    holders = []
+    for _ in range(connections):
+        holders.append(asyncio.create_task(one()))
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.2)  # the first wave connects
+    figures.held_min = figures.held_max = open_now
+    while time.monotonic() < stop - health_timeout:
+        took = await _health(port, health_timeout)
+        if took is None:
+            figures.health_failed += 1
+        else:
+            figures.health_ok += 1
+            figures.health_times.append(took)
+            figures.health_slowest_s = max(figures.health_slowest_s, took)
+        figures.held_min, figures.held_max = min(figures.held_min, open_now), max(figures.held_max, open_now)
+        await asyncio.sleep(0.1)
+    await asyncio.gather(*holders)
+    return figures
+
+
+def raise_own_file_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="a model folder (the tiny model will do: no job is run)")
+    p.add_argument("--connections", type=int, default=1100)
+    p.add_argument("--seconds", type=float, default=100.0)
+    p.add_argument("extra", nargs="*", help="more `serve` options, after --")
+    a = p.parse_args()
+    raise_own_file_limit(a.connections + 256)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(a.model), Path(tmp), *a.extra,
+                              launcher=["prlimit", f"--nofile={NOFILE}:{NOFILE}", *LAYERBRIDGE])
+        try:
+            figures = asyncio.run(hold(server.port, a.connections, a.seconds))
+            alive = server.proc.poll() is None
+        finally:
+            stop_server(server)
+        log = server.log()
+    print(f"{a.connections} idle connections for {a.seconds:.0f} s against a server under --nofile={NOFILE}:{NOFILE}")
+    print(figures.line())
+    print(f"server still running: {alive}; its log: {len(log.splitlines())} lines, {len(log.encode())} bytes, "
+          f"{log.count('Too many open files')} 'Too many open files', {log.count('Traceback')} tracebacks")
+    return 0 if alive and figures.health_failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
