@@ -98,7 +98,9 @@ async def hold(port: int, connections: int, seconds: float, health_timeout: floa
     for _ in range(connections):
         holders.append(asyncio.create_task(one()))
         await asyncio.sleep(0)
-    await asyncio.sleep(0.2)  # the first wave connects
+    settle = time.monotonic() + 5
+    while figures.opened < connections and time.monotonic() < settle:  # every one connected once before measuring
+        await asyncio.sleep(0.05)
     figures.held_min = figures.held_max = open_now
     while time.monotonic() < stop - health_timeout:
         took = await _health(port, health_timeout)

@@ -134,10 +134,14 @@ class ConnectionGuard:
         self.timed_out = 0
         self.evicted = 0
         self.refused = 0
-        self.at_cap = BurstLog(f"the connection limit ({max_connections}) is reached; unauthenticated connections "
-                               "are closed first")
+        self.at_cap = BurstLog("")
+        self.set_cap(max_connections)
         self.accept_errors = BurstLog("cannot accept connections")
         self._sweeper: asyncio.Task | None = None
+
+    def set_cap(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        self.at_cap.what = f"the connection limit ({max_connections}) is reached; unauthenticated connections are closed first"
 
     # ---- aiohttp's side ------------------------------------------------------------------------------------
 

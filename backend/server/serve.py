@@ -62,7 +62,7 @@ async def _serve(settings: Settings) -> bool:
     """Serves until SIGINT or SIGTERM; returns whether the model thread was still busy then."""
     app = create_app(settings)
     connections = app[CONNECTIONS]
-    connections.max_connections = connection_cap(settings.max_connections)
+    connections.set_cap(connection_cap(settings.max_connections))
     connections.install_loop_handler(asyncio.get_running_loop())
     runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=settings.idle_timeout_s)
     await runner.setup()
