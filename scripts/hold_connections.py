@@ -40,6 +40,7 @@ class Figures:
     health_failed: int = 0
     health_slowest_s: float = 0.0
     health_times: list[float] = field(default_factory=list)
+    health_failures: list[str] = field(default_factory=list)  # when (s into the run) and why
 
     def line(self) -> str:
         return (f"opened {self.opened}, held {self.held_min}–{self.held_max} at once, closed by the server "
@@ -47,8 +48,8 @@ class Figures:
                 f"{self.health_failed} failed, slowest {self.health_slowest_s * 1000:.0f} ms")
 
 
-async def _health(port: int, timeout: float) -> float | None:
-    """Seconds one GET /health took on a fresh connection, or None when it got no 200 within `timeout`."""
+async def _health(port: int, timeout: float) -> float | str:
+    """Seconds one GET /health took on a fresh connection, or why it got no 200 within `timeout`."""
     started = time.monotonic()
     try:
         async def ask() -> bytes:
@@ -60,9 +61,9 @@ async def _health(port: int, timeout: float) -> float | None:
                 writer.close()
 
         head = await asyncio.wait_for(ask(), timeout)
-    except (OSError, asyncio.TimeoutError):
-        return None
-    return time.monotonic() - started if head.startswith(b"HTTP/1.1 200") else None
+    except (OSError, asyncio.TimeoutError) as exc:
+        return f"{type(exc).__name__} after {time.monotonic() - started:.2f} s"
+    return time.monotonic() - started if head.startswith(b"HTTP/1.1 200") else f"answered {head[:40]!r}"
 
 
 async def hold(port: int, connections: int, seconds: float, health_timeout: float = 1.0) -> Figures:
@@ -104,8 +105,9 @@ async def hold(port: int, connections: int, seconds: float, health_timeout: floa
     figures.held_min = figures.held_max = open_now
     while time.monotonic() < stop - health_timeout:
         took = await _health(port, health_timeout)
-        if took is None:
+        if isinstance(took, str):
             figures.health_failed += 1
+            figures.health_failures.append(f"{seconds - (stop - time.monotonic()):.1f} s: {took}")
         else:
             figures.health_ok += 1
             figures.health_times.append(took)
@@ -141,6 +143,8 @@ def main() -> int:
         log = server.log()
     print(f"{a.connections} idle connections for {a.seconds:.0f} s against a server under --nofile={NOFILE}:{NOFILE}")
     print(figures.line())
+    for failure in figures.health_failures:
+        print(f"  /health failed at {failure}")
     print(f"server still running: {alive}; its log: {len(log.splitlines())} lines, {len(log.encode())} bytes, "
           f"{log.count('Too many open files')} 'Too many open files', {log.count('Traceback')} tracebacks")
     return 0 if alive and figures.health_failed == 0 else 1

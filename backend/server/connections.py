@@ -22,8 +22,11 @@ except ImportError:  # Windows: no open-files limit to read
 
 log = logging.getLogger("layerbridge.connections")
 
-FD_RESERVE = 128  # open files kept for everything but connections: the model's files, logs, the loop, threads
+# open files kept for everything but connections: a backlog's worth accepted at once, the model's files, logs, the loop
+FD_RESERVE = 256
 QUIET_S = 5.0  # a burst of refused connections ends after this long without one
+# asyncio accepts up to this many connections at a time before any is counted here: they need files too.
+BACKLOG = 128
 
 
 class BurstLog:
@@ -275,7 +278,8 @@ def connection_cap(wanted: int) -> int:
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections pass the guard."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, backlog: int = 128) -> None:
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard,
+                 backlog: int = BACKLOG) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._guard = host, port, guard
 

@@ -63,7 +63,7 @@ class ImageSpec:
     def bytes(self) -> int:
         return self.width * self.height * 4
 
-    def pixels(self, data: bytes, max_pixels: int) -> np.ndarray:
+    def pixels(self, data: bytes | bytearray, max_pixels: int) -> np.ndarray:
         return from_raw(data, self.width, self.height, max_pixels, self.pixel_format)
 
 
@@ -83,7 +83,7 @@ def parse_params(settings: Settings, raw_params: Any, raw_format: bool) -> tuple
     return params, None
 
 
-def decode_image(settings: Settings, spec: ImageSpec | None, data: bytes) -> np.ndarray:
+def decode_image(settings: Settings, spec: ImageSpec | None, data: bytes | bytearray) -> np.ndarray:
     """Raw pixels by their description, or an image file (runs off the event loop: decoding can take a while)."""
     return spec.pixels(data, settings.max_pixels) if spec is not None else decode(data, settings.max_pixels)
 

@@ -186,15 +186,18 @@ class Connection:
             return
         if not upload.complete:
             return
-        data = bytes(upload.buffer)
-        self._end_upload(transfer)
+        del self.uploads[transfer]  # a chunk resent now finds no upload: the job is submitted once
+        self.upload_bytes -= upload.size
         try:
-            image = await asyncio.get_running_loop().run_in_executor(None, decode_image, self.settings, upload.spec, data)
-            del data
+            image = await asyncio.get_running_loop().run_in_executor(
+                None, decode_image, self.settings, upload.spec, upload.buffer
+            )
             job = self.worker.submit(image, upload.params)
         except LayerBridgeError as exc:
             await self.send_error(exc, upload.ref)
             return
+        finally:
+            upload.discard()  # its bytes stay reserved until they are decoded
         await self.send({"type": "accepted", "ref": upload.ref, "job": job.id, "position": self.worker.position(job)})
         await self.follow(job.id)
 

@@ -15,6 +15,7 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from backend.server.connections import FD_RESERVE
 from server_process import LAYERBRIDGE, REPO, start_server, stop_server
 
 from .wire import FAST, WS, image, request
@@ -58,21 +59,32 @@ def closed_after(sock: socket.socket, limit: float = 10) -> float:
     return time.monotonic() - started
 
 
+def is_closed(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
 def test_more_idle_connections_than_open_files_leave_health_answering(nofile_server):
     hold = hold_connections_script()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < CONNECTIONS + 256:
         pytest.skip(f"this test process may open {hard} files, fewer than the {CONNECTIONS} connections it holds")
     hold.raise_own_file_limit(CONNECTIONS + 256)
+    cap = 1024 - FD_RESERVE
     figures = asyncio.run(hold.hold(nofile_server.port, CONNECTIONS, seconds=4.0))
     assert figures.health_failed == 0 and figures.health_ok >= 10, figures.line()
     assert figures.health_slowest_s < 1.0, figures.line()
-    assert figures.closed_by_server >= CONNECTIONS - 1024 + 128, figures.line()  # it holds 896 at most
+    assert figures.closed_by_server >= CONNECTIONS - cap, figures.line()  # by the header timeout, or for room
     assert nofile_server.proc.poll() is None
     log = nofile_server.log()
     assert "Too many open files" not in log and "Traceback" not in log
-    assert "896 connections at most" in log
-    assert log.count("connection limit (896) is reached") <= 2  # once per burst, not per connection
+    assert f"{cap} connections at most" in log
+    assert log.count(f"connection limit ({cap}) is reached") <= 2  # once per burst, not per connection
 
 
 def test_a_connection_without_a_whole_header_is_closed_after_the_header_timeout(small_server):
@@ -114,8 +126,8 @@ def test_at_the_cap_unauthenticated_connections_are_closed_first(small_server):
         for i, ws in enumerate(sockets):
             ws.send({"type": "ping", "ref": i})
             assert ws.recv(timeout=5) == {"type": "pong", "ref": i}
-        for s in idle[:4]:  # the oldest idle ones made room
-            assert closed_after(s, 2) < 1
+        time.sleep(0.2)
+        assert sum(map(is_closed, idle)) == 4  # 11 connections and /health's for 8 places: idle ones made room
         sockets += [WS(small_server) for _ in range(5)]  # 8 authenticated: a new connection has no room
         with socket.create_connection(("127.0.0.1", small_server.port)) as late:
             assert closed_after(late, 2) < 1
