@@ -50,7 +50,7 @@ class Settings:
     max_results: int = field(default=16, metadata={"help": "finished jobs kept at most (the oldest go first), bounding memory"})
     max_results_mb: int = field(default=8192, metadata={"help": "MiB of finished jobs' layers kept at most (the oldest go first; the newest is always kept): a 100-megapixel result of 10 layers takes up to 4 GiB"})
     max_uploads_mb: int = field(default=1024, metadata={"help": "MiB that WebSocket uploads in progress may hold over all connections together (reserved as their bytes arrive)"})
-    max_connections: int = field(default=1000, metadata={"help": "open connections at most (lowered to the open-files limit less 256); when full, the longest idle connection that has not shown the token is closed first"})
+    max_connections: int = field(default=1000, metadata={"help": "open connections at most (lowered to the open-files limit less 384); when full, the longest idle connection that has not shown the token is closed first"})
     header_timeout_s: float = field(default=10.0, metadata={"help": "seconds a new connection has to send a whole request header (and a WebSocket to show the token)"})
     idle_timeout_s: float = field(default=60.0, metadata={"help": "seconds a connection may stay idle between requests"})
     allowed_origins: list[str] = field(default_factory=list, metadata={"help": "extra allowed Origin values"})

@@ -22,8 +22,9 @@ except ImportError:  # Windows: no open-files limit to read
 
 log = logging.getLogger("layerbridge.connections")
 
-# open files kept for everything but connections: a backlog's worth accepted at once, the model's files, logs, the loop
-FD_RESERVE = 256
+# Open files kept for everything but counted connections: asyncio accepts up to BACKLOG connections each turn of the
+# loop and counts them a turn or two later (so up to three batches are uncounted), and the model's files, logs, the loop.
+FD_RESERVE = 384
 QUIET_S = 5.0  # a burst of refused connections ends after this long without one
 # asyncio accepts up to this many connections at a time before any is counted here: they need files too.
 BACKLOG = 128
