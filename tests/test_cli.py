@@ -142,7 +142,55 @@ def test_what_a_killed_run_left_half_written_is_not_merged_into_the_layers(tmp_p
     layers = [PlacedLayer("Background", 0, 0, np.full((4, 6, 4), 255, np.uint8))]
     assert write_result(tmp_path / "made", False, layers, 6, 4, {"seed": 1}) == 0
     assert sorted(p.name for p in (tmp_path / "made").iterdir()) == ["00-background.png", "layers.json"]
-    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".made.partial", "made"]  # nothing of this run is left
+
+
+def one_layer():
+    from backend.core.layer import PlacedLayer
+
+    return [PlacedLayer("Background", 0, 0, np.full((4, 6, 4), 255, np.uint8))]
+
+
+def test_overwrite_replaces_a_link_to_a_folder_at_out_and_not_the_folder(tmp_path):
+    from backend.cli.decompose import write_result
+
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("kept")
+    link = tmp_path / "DLINK"
+    link.symlink_to(folder, target_is_directory=True)
+    assert write_result(link, True, one_layer(), 6, 4, {"seed": 1}) == 0
+    assert not link.is_symlink() and (link / "layers.json").is_file()
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path):
+    from backend.cli.decompose import write_result
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "layers.json").write_text("theirs")
+    for planted in (".e.partial", ".e.partial.tmp"):  # the old fixed name, and one more guess
+        (tmp_path / planted).symlink_to(other, target_is_directory=True)
+    assert write_result(tmp_path / "e", False, one_layer(), 6, 4, {"seed": 1}) == 0
+    assert (other / "layers.json").read_text() == "theirs" and [p.name for p in other.iterdir()] == ["layers.json"]
+    out = tmp_path / "e"
+    assert not out.is_symlink() and sorted(p.name for p in out.iterdir()) == ["00-background.png", "layers.json"]
+
+
+def test_a_dangling_link_at_out_is_kept_without_overwrite(odd_png, tmp_path, offline_env):
+    from backend.cli.decompose import write_result
+
+    link = tmp_path / "gone.psd"
+    link.symlink_to(tmp_path / "nowhere.psd")
+    r = run("decompose", str(odd_png), "--out", str(link), "--in-process", *JOB, env=offline_env)
+    assert r.returncode == 2 and "exists" in r.stderr and link.is_symlink() and not link.exists()
+    # one that appears while the job runs is kept too; the layers get a name of their own
+    assert write_result(link, False, one_layer(), 6, 4, {"seed": 1}) == 1
+    assert link.is_symlink() and (tmp_path / "gone (1).psd").read_bytes()[:4] == b"8BPS"
+    assert write_result(link, True, one_layer(), 6, 4, {"seed": 1}) == 0  # --overwrite replaces the link itself
+    assert not link.is_symlink() and link.read_bytes()[:4] == b"8BPS" and not (tmp_path / "nowhere.psd").exists()
 
 
 def test_a_refused_write_is_an_error_with_its_code_and_leaves_nothing(tmp_path, capsys):

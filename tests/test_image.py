@@ -304,3 +304,19 @@ def test_a_heic_photo_is_read(tmp_path):
     assert out.shape == (48, 64, 4) and (out[..., 3] == 255).all()
     assert np.abs(out[8:40, 4:28, :3].astype(int) - (220, 30, 30)).max() <= 8  # lossy: within a few levels
     assert np.abs(out[8:40, 36:60, :3].astype(int) - (30, 30, 220)).max() <= 8
+
+
+def test_a_photoshop_file_whose_layers_hold_more_than_max_pixels_is_refused_before_compositing(tmp_path):
+    """A 64×64 canvas holding one layer of 1200×1200 and no merged image: compositing would decode the whole layer,
+    so it counts against max_pixels, not only the canvas of the header."""
+    from backend.imaging.export import write_psd
+    from backend.imaging.image import PlacedLayer
+
+    big = np.zeros((1200, 1200, 4), np.uint8)
+    big[...] = (30, 60, 90, 255)
+    write_psd(tmp_path / "t.psd", [PlacedLayer("Huge", 0, 0, big)], 64, 64)
+    bomb = without_merged_image((tmp_path / "t.psd").read_bytes())
+    with pytest.raises(LayerBridgeError) as err:
+        decode(bomb, 1_000_000)
+    assert err.value.code == ErrorCode.image_too_large and "1.4 megapixels" in err.value.message
+    assert decode(bomb, 2_000_000).shape == (64, 64, 4)  # within the limit, it is composited

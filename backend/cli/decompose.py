@@ -62,7 +62,7 @@ def cmd_decompose(a: argparse.Namespace) -> int:
         return 2
     if len(sources) > 1 or expanded:
         return _decompose_batch(a, sources, out)
-    if out.exists() and not a.overwrite:
+    if os.path.lexists(out) and not a.overwrite:  # a link, even one to nothing, is the user's too
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     folder = out.absolute().parent
@@ -71,7 +71,7 @@ def cmd_decompose(a: argparse.Namespace) -> int:
         return 2
     runner = _Runner(a)
     try:
-        return runner.decompose(sources[0], out, out.exists() and a.overwrite)
+        return runner.decompose(sources[0], out, os.path.lexists(out) and a.overwrite)
     except _NoServer as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -106,12 +106,12 @@ def _decompose_batch(a: argparse.Namespace, sources: list[Path], out: Path) -> i
     failed = skipped = 0
     for i, (source, target) in enumerate(zip(sources, targets), 1):
         print(f"[{i}/{len(sources)}] {source}", file=sys.stderr)
-        if target.exists() and not a.overwrite:
+        if os.path.lexists(target) and not a.overwrite:
             print(f"skipped: {target} exists; pass --overwrite to replace it", file=sys.stderr)
             skipped += 1
             continue
         try:
-            code = runner.decompose(source, target, target.exists())
+            code = runner.decompose(source, target, os.path.lexists(target))
         except _NoServer as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -204,29 +204,38 @@ class _Runner:
 
 
 def write_result(out: Path, replace: bool, layers: list, width: int, height: int, info: dict) -> int:
-    """Writes beside OUT, then moves it into place; only a path that was there at the start and --overwrite named is
-    replaced. Whatever appeared at OUT while the job ran is left as it is, and the layers keep a name of their own."""
+    """Writes in a folder of its own beside OUT, then moves it into place; only a path that was there at the start and
+    --overwrite named is replaced (a symbolic link there is replaced itself, never followed). Whatever appeared at OUT
+    while the job ran is left as it is, and the layers keep a name of their own."""
     import shutil
+    import tempfile
 
     from ..imaging import export
     from ..core.errors import LayerBridgeError
 
-    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")  # same suffix: it picks the format
-    # what a run that was killed while writing left under this name of ours: not to be merged into
-    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    # A random name, made exclusively and for this user only: nothing planted beside OUT is written through or merged.
     try:
-        kind = export.write(tmp, layers, width, height, {"seed": info.get("seed"), "caption": info.get("caption")})
-    except (OSError, LayerBridgeError) as exc:  # the writers leave nothing at tmp when they fail
-        code = f" ({exc.code.value})" if isinstance(exc, LayerBridgeError) else ""
-        print(f"error{code}: cannot write {out}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        private = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.absolute().parent))
+    except OSError as exc:
+        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    target, n = out, 0
-    if out.exists() and replace:
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    while target.exists():
-        n += 1
-        target = out.with_name(f"{out.stem} ({n}){out.suffix}")
-    os.replace(tmp, target)
+    try:
+        tmp = private / out.name  # the same suffix: it picks the format
+        try:
+            kind = export.write(tmp, layers, width, height, {"seed": info.get("seed"), "caption": info.get("caption")})
+        except (OSError, LayerBridgeError) as exc:
+            code = f" ({exc.code.value})" if isinstance(exc, LayerBridgeError) else ""
+            print(f"error{code}: cannot write {out}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 1
+        target, n = out, 0
+        if replace and os.path.lexists(out):
+            shutil.rmtree(out) if out.is_dir() and not out.is_symlink() else out.unlink()
+        while os.path.lexists(target):
+            n += 1
+            target = out.with_name(f"{out.stem} ({n}){out.suffix}")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     done = f"{len(layers)} layers ({width}×{height}, seed {info.get('seed')}: {', '.join(layer.name for layer in layers)})"
     if target != out:
         print(f"error: {out} appeared while the job ran and was left as it is; wrote {done} to {target} [{kind}]",

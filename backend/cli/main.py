@@ -31,6 +31,10 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--result-ttl", type=int, default=Settings.result_ttl_s, help=help_["result_ttl_s"])
     p.add_argument("--max-results", type=int, default=Settings.max_results, help=help_["max_results"])
     p.add_argument("--max-results-mb", type=int, default=Settings.max_results_mb, help=help_["max_results_mb"])
+    p.add_argument("--max-uploads-mb", type=int, default=Settings.max_uploads_mb, help=help_["max_uploads_mb"])
+    p.add_argument("--max-connections", type=int, default=Settings.max_connections, help=help_["max_connections"])
+    p.add_argument("--header-timeout", type=float, default=Settings.header_timeout_s, help=help_["header_timeout_s"])
+    p.add_argument("--idle-timeout", type=float, default=Settings.idle_timeout_s, help=help_["idle_timeout_s"])
     p.add_argument("--allowed-origin", action="append", default=[], help=help_["allowed_origins"])
     p.add_argument("--allowed-host", action="append", default=[], help=help_["allowed_hosts"])
     p.add_argument("--preload", action="store_true", help=help_["preload"])
@@ -50,7 +54,8 @@ def _settings(a: argparse.Namespace) -> Settings:
         host=a.host, port=a.port, model=a.model, memory=a.memory, preset=a.preset, max_pixels=a.max_pixels,
         quantize=a.quantize, compile=a.compile, attention=a.attention, transformer_file=a.transformer_file,
         max_upload_mb=a.max_upload_mb, max_queue=a.max_queue, result_ttl_s=a.result_ttl, max_results=a.max_results,
-        max_results_mb=a.max_results_mb,
+        max_results_mb=a.max_results_mb, max_uploads_mb=a.max_uploads_mb, max_connections=a.max_connections,
+        header_timeout_s=a.header_timeout, idle_timeout_s=a.idle_timeout,
         allowed_origins=a.allowed_origin, allowed_hosts=a.allowed_host, preload=a.preload, port_file=a.port_file,
     )
 

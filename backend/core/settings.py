@@ -49,6 +49,10 @@ class Settings:
     result_ttl_s: int = field(default=3600, metadata={"help": "seconds a finished job's result stays fetchable"})
     max_results: int = field(default=16, metadata={"help": "finished jobs kept at most (the oldest go first), bounding memory"})
     max_results_mb: int = field(default=8192, metadata={"help": "MiB of finished jobs' layers kept at most (the oldest go first; the newest is always kept): a 100-megapixel result of 10 layers takes up to 4 GiB"})
+    max_uploads_mb: int = field(default=1024, metadata={"help": "MiB that WebSocket uploads in progress may hold over all connections together (reserved as their bytes arrive)"})
+    max_connections: int = field(default=1000, metadata={"help": "open connections at most (lowered to the open-files limit less 384); when full, the longest idle connection that has not shown the token is closed first"})
+    header_timeout_s: float = field(default=10.0, metadata={"help": "seconds a new connection has to send a whole request header (and a WebSocket to show the token)"})
+    idle_timeout_s: float = field(default=60.0, metadata={"help": "seconds a connection may stay idle between requests"})
     allowed_origins: list[str] = field(default_factory=list, metadata={"help": "extra allowed Origin values"})
     allowed_hosts: list[str] = field(default_factory=list, metadata={"help": "extra allowed Host names (for a LAN server)"})
     preload: bool = field(default=False, metadata={"help": "load the model at start instead of at the first job"})
@@ -57,6 +61,10 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_uploads_bytes(self) -> int:
+        return self.max_uploads_mb * 1024 * 1024
 
     @property
     def is_loopback(self) -> bool:

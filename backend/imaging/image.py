@@ -138,11 +138,32 @@ def _psd_composite(data: bytes, max_pixels: int) -> Image.Image:
             "32-bit Photoshop files are not read: save a copy at 16 bits (Image > Mode > 16 Bits/Channel)",
         )
     psd = PSDImage.open(io.BytesIO(data))
+    if not psd.has_preview():
+        _check_composited_layers(psd, max_pixels)
     img = psd.composite(apply_icc=False)
     icc = psd.image_resources.get_data(Resource.ICC_PROFILE)
     if icc:
         img.info["icc_profile"] = icc
     return img
+
+
+def _check_composited_layers(psd, max_pixels: int) -> None:
+    """Compositing decodes every visible layer (and its mask) whole, whatever part of it lies on the canvas: their
+    pixels together count against max_pixels, from the layer records, before any is decoded."""
+    total = 0
+    for layer in psd.descendants():
+        if layer.is_group() or not layer.is_visible():
+            continue
+        total += max(0, layer.width) * max(0, layer.height)
+        mask = layer.mask
+        if mask is not None:
+            total += max(0, mask.width) * max(0, mask.height)
+    if total > max_pixels:
+        raise LayerBridgeError(
+            ErrorCode.image_too_large,
+            f"this Photoshop file has no merged image, and its layers hold {total / 1e6:.1f} megapixels to composite; "
+            f"this server accepts at most {max_pixels / 1e6:.1f}: save it with Maximize compatibility on",
+        )
 
 
 # The ICC colour space of a profile → the Pillow mode its pixels are transformed from.

@@ -6,23 +6,38 @@ import asyncio
 
 from aiohttp import WSCloseCode, web
 
-from ..core.settings import Settings
+from ..core.settings import Settings, config_dir
 from ..model.engine import Engine
-from .appkeys import EVENT_STREAMS, RULES, SETTINGS, SOCKETS, TOKEN, WORKER
+from .appkeys import CONNECTIONS, EVENT_STREAMS, RULES, SETTINGS, SOCKETS, TOKEN, UPLOADS, WORKER
 from .auth import RequestRules, load_or_create_token
+from .connections import SERVER_NAME, ConnectionGuard
+from .job_ids import JOB_IDS_FILE, RecentJobIds
 from .middleware import guard
+from .upload import UploadBudget
 from .routes import cancel_job, health, info, job_events, job_layer, job_result, job_state, load_model, status, submit_job
 from .websocket import websocket
 from .worker import Worker
 
 
-def create_app(settings: Settings, engine: Engine | None = None, token: str | None = None) -> web.Application:
+def create_app(settings: Settings, engine: Engine | None = None, token: str | None = None,
+               job_ids: RecentJobIds | None = None) -> web.Application:
+    """The server's application.
+
+    Args:
+        settings: the server's settings.
+        engine: the model engine (default: one made from the settings).
+        token: the access token (default: the install's, from the config folder).
+        job_ids: where job ids are remembered across restarts (default: a file in the config folder).
+    """
     app = web.Application(middlewares=[guard], client_max_size=settings.max_upload_bytes + 1024 * 1024)
     app[SETTINGS] = settings
     app[TOKEN] = token or load_or_create_token()
     app[RULES] = RequestRules(settings.port, settings.allowed_origins, settings.allowed_hosts)
     app[WORKER] = Worker(engine or Engine(settings), settings.max_queue, settings.result_ttl_s, settings.max_results,
-                         settings.max_results_mb * 1024 * 1024)
+                         settings.max_results_mb * 1024 * 1024,
+                         job_ids if job_ids is not None else RecentJobIds(config_dir() / JOB_IDS_FILE))
+    app[CONNECTIONS] = ConnectionGuard(settings.max_connections, settings.header_timeout_s, settings.idle_timeout_s)
+    app[UPLOADS] = UploadBudget(settings.max_uploads_bytes)
     app[SOCKETS] = set()
     app[EVENT_STREAMS] = set()
     app.router.add_get("/health", health)
@@ -37,7 +52,11 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
     app.router.add_get("/v1/jobs/{job}/layers/{index}", job_layer)
     app.router.add_get("/v1/ws", websocket)
 
+    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = SERVER_NAME  # not aiohttp's and Python's versions
+
     async def on_startup(app: web.Application) -> None:
+        app[CONNECTIONS].start()
         app[WORKER].start()
         if settings.preload:
             app[WORKER].load_model()
@@ -54,8 +73,10 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
         await asyncio.gather(*closing, return_exceptions=True)
 
     async def on_cleanup(app: web.Application) -> None:
+        await app[CONNECTIONS].stop()
         await app[WORKER].stop()
 
+    app.on_response_prepare.append(on_response_prepare)
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)

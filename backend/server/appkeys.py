@@ -6,6 +6,8 @@ from aiohttp import web
 
 from ..core.settings import Settings
 from .auth import RequestRules
+from .connections import ConnectionGuard
+from .upload import UploadBudget
 from .worker import Worker
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -14,3 +16,5 @@ TOKEN = web.AppKey("token", str)
 RULES = web.AppKey("rules", RequestRules)
 SOCKETS = web.AppKey("websockets", set)
 EVENT_STREAMS = web.AppKey("event_streams", set)  # the queues of open /events streams
+CONNECTIONS = web.AppKey("connections", ConnectionGuard)
+UPLOADS = web.AppKey("uploads", UploadBudget)  # the bytes WebSocket uploads hold over all connections

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from ..core.errors import ErrorCode, LayerBridgeError
-from .appkeys import RULES, SETTINGS, TOKEN
+from .appkeys import CONNECTIONS, RULES, SETTINGS, TOKEN
 from .auth import bearer, token_matches
 from .handshake import check_protocol
 
@@ -23,8 +23,21 @@ def error_response(exc: LayerBridgeError) -> web.Response:
 async def guard(request: web.Request, handler):
     """Errors as JSON, request rules, token and protocol checks for every route."""
     app = request.app
-    origin = request.headers.get("Origin")
+    connections = app[CONNECTIONS]
+    connections.request_started(request)
     try:
+        return await _guarded(request, handler)
+    finally:
+        connections.request_finished(request)
+
+
+async def _guarded(request: web.Request, handler):
+    app = request.app
+    origins = request.headers.getall("Origin", ())
+    origin = origins[0] if len(origins) == 1 else None
+    try:
+        if len(origins) > 1:  # which one a browser meant cannot be told
+            raise LayerBridgeError(ErrorCode.forbidden_origin, "a request with more than one Origin header is refused")
         app[RULES].check(request.headers.get("Host"), origin, request.headers.get("Sec-Fetch-Site"))
         if request.method == "OPTIONS":
             response = web.Response(status=204)
@@ -38,6 +51,8 @@ async def guard(request: web.Request, handler):
                     given = request.query.get("token")
                 if not (is_ws and given is None) and not token_matches(given, app[TOKEN]):
                     raise LayerBridgeError(ErrorCode.unauthorized, "missing or wrong access token")
+                if given is not None:
+                    app[CONNECTIONS].authenticated(request)
                 if "X-LayerBridge-Protocol" in request.headers:
                     check_protocol(request.headers["X-LayerBridge-Protocol"])
             response = await handler(request)

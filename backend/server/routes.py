@@ -14,7 +14,7 @@ from ..core.job import Job, JobState
 from ..imaging.image import encode_png, swap_red_blue
 from .appkeys import EVENT_STREAMS, SETTINGS, WORKER
 from .handshake import hello_json
-from .upload import json_object, parse_upload
+from .upload import decode_image, json_object, parse_params
 
 NAME_SAFE = " !$&'()*+,-./:;=@_~"  # what X-Layer-Name keeps as it is, besides letters and digits
 
@@ -58,10 +58,13 @@ async def submit_job(request: web.Request) -> web.Response:
             part = await reader.next()
             if part is None:
                 break
-            if part.name in ("params", "image"):
-                if part.name in seen:  # a second copy would silently replace the first
-                    raise LayerBridgeError(ErrorCode.bad_request, f"the multipart body has more than one {part.name} part")
-                seen.add(part.name)
+            if part.name not in ("params", "image"):  # refused before its bytes are read
+                raise LayerBridgeError(
+                    ErrorCode.bad_request, f"unknown part {part.name!r}: POST /v1/jobs takes the parts params and image"
+                )
+            if part.name in seen:  # a second copy would silently replace the first
+                raise LayerBridgeError(ErrorCode.bad_request, f"the multipart body has more than one {part.name} part")
+            seen.add(part.name)
             if part.name == "params":
                 raw_params = json_object(await part.read(decode=False))
             elif part.name == "image":
@@ -75,8 +78,8 @@ async def submit_job(request: web.Request) -> web.Response:
         raise LayerBridgeError(ErrorCode.bad_request, f"malformed multipart body: {exc}")
     if data is None:
         raise LayerBridgeError(ErrorCode.bad_request, "the image part is missing")
-    loop = asyncio.get_running_loop()
-    image, params = await loop.run_in_executor(None, parse_upload, settings, raw_params, data, raw_format)
+    params, spec = parse_params(settings, raw_params, raw_format)
+    image = await asyncio.get_running_loop().run_in_executor(None, decode_image, settings, spec, data)
     job = request.app[WORKER].submit(image, params)
     return web.json_response(
         {"job": job.id, "state": job.state.value, "position": request.app[WORKER].position(job)}, status=202
@@ -117,10 +120,10 @@ async def job_result(request: web.Request) -> web.Response:
 async def job_layer(request: web.Request) -> web.Response:
     job = _done_job(request)
     try:
-        index = int(request.match_info["index"])
-        layer = job.result.layers[index]
-        if index < 0:
-            raise IndexError
+        text = request.match_info["index"]
+        if not (text.isascii() and text.isdigit()):  # int() would also take " 1" and "１"
+            raise ValueError
+        layer = job.result.layers[int(text)]
     except (ValueError, IndexError):
         raise LayerBridgeError(ErrorCode.not_found, f"no layer {request.match_info['index']!r} in job {job.id}", job.id)
     headers = {

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from .. import __version__
 from .app import create_app
-from .appkeys import RULES, WORKER
+from .appkeys import CONNECTIONS, RULES, WORKER
+from .connections import GuardedSite, connection_cap
 from ..core.lifetime import log_to_console_only, tie_to_launcher
 from ..core.settings import Settings, log_dir
 
@@ -60,9 +61,12 @@ def quiet_libraries() -> None:
 async def _serve(settings: Settings) -> bool:
     """Serves until SIGINT or SIGTERM; returns whether the model thread was still busy then."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    connections = app[CONNECTIONS]
+    connections.set_cap(connection_cap(settings.max_connections))
+    connections.install_loop_handler(asyncio.get_running_loop())
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=settings.idle_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = GuardedSite(runner, settings.host, settings.port, connections)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
     app[RULES].set_port(port)
@@ -73,7 +77,8 @@ async def _serve(settings: Settings) -> bool:
             "  Every request still needs the access token (`layerbridge token`).\n%s",
             banner, settings.host, port, banner,
         )
-    log.info("LayerBridge %s listening on http://%s:%s (model %s)", __version__, settings.host, port, settings.model)
+    log.info("LayerBridge %s listening on http://%s:%s (model %s; %d connections at most)", __version__, settings.host,
+             port, settings.model, connections.max_connections)
     if settings.port_file:
         Path(settings.port_file).write_text(str(port), encoding="utf-8")
     stop = asyncio.Event()

@@ -1,9 +1,10 @@
-"""An uploaded image and its job parameters: parsing, decoding, and WebSocket uploads arriving in chunks."""
+"""An uploaded image and its job parameters: parsed once, on either transport, into `JobParams` and, for raw pixels,
+an `ImageSpec`; WebSocket uploads arriving in chunks, holding memory only as their bytes arrive."""
 
 from __future__ import annotations
 
-import bisect
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,12 +13,16 @@ from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.job import JobParams
 from ..core.protocol import PIXEL_FORMATS
 from ..core.settings import Settings
-from ..imaging.image import decode, from_raw
+from ..imaging.image import check_size, decode, from_raw
+
+IMAGE_SPEC_KEYS = ("width", "height", "pixel_format")  # what HTTP params carry about a raw image (protocol §4)
 
 
 def json_object(raw: bytes | str) -> Any:
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise LayerBridgeError(ErrorCode.bad_request, "malformed JSON: nested too deeply")
     except (ValueError, UnicodeDecodeError) as exc:
         raise LayerBridgeError(ErrorCode.bad_request, f"malformed JSON: {exc}")
 
@@ -31,46 +36,133 @@ def raw_pixel_format(value: Any) -> str:
     return value
 
 
-def parse_upload(settings: Settings, raw_params: Any, data: bytes, raw_format: bool) -> tuple[np.ndarray, JobParams]:
-    """Validate params and decode the image (runs off the event loop: decoding can take a while)."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Raw pixels as a client describes them: their size and layout (docs/protocol.md). HTTP carries it in params
+    (width, height, pixel_format), the WebSocket in submit's image object (width, height, format)."""
+
+    width: int
+    height: int
+    pixel_format: str = "rgba8"
+
+    @classmethod
+    def parse(cls, width: Any, height: Any, pixel_format: Any, max_pixels: int,
+              code: ErrorCode = ErrorCode.invalid_params) -> "ImageSpec":
+        """Validate a description, the size against `max_pixels` included, before any pixel arrives."""
+        if not _is_int(width) or not _is_int(height):
+            raise LayerBridgeError(code, "a raw image needs integer width and height")
+        spec = cls(width, height, raw_pixel_format(pixel_format))
+        check_size(width, height, max_pixels)
+        return spec
+
+    @property
+    def bytes(self) -> int:
+        return self.width * self.height * 4
+
+    def pixels(self, data: bytes | bytearray, max_pixels: int) -> np.ndarray:
+        return from_raw(data, self.width, self.height, max_pixels, self.pixel_format)
+
+
+def parse_params(settings: Settings, raw_params: Any, raw_format: bool) -> tuple[JobParams, ImageSpec | None]:
+    """An HTTP upload's params part: the job's parameters, and the raw image's description where the image is raw."""
     if raw_params is None:
         raw_params = {}
     if not isinstance(raw_params, dict):
         raise LayerBridgeError(ErrorCode.invalid_params, "params must be a JSON object")
-    raw_params = dict(raw_params)
-    width, height = raw_params.pop("width", None), raw_params.pop("height", None)
-    pixel_format = raw_params.pop("pixel_format", None)
-    params = JobParams.parse(raw_params, settings.preset)
+    described = {key: raw_params[key] for key in IMAGE_SPEC_KEYS if key in raw_params}
+    params = JobParams.parse({k: v for k, v in raw_params.items() if k not in described}, settings.preset)
     if raw_format:
-        if not isinstance(width, int) or not isinstance(height, int) or isinstance(width, bool) or isinstance(height, bool):
-            raise LayerBridgeError(ErrorCode.invalid_params, "a raw image needs integer width and height in params")
-        image = from_raw(data, width, height, settings.max_pixels, raw_pixel_format(pixel_format))
-    elif pixel_format is not None:
+        return params, ImageSpec.parse(described.get("width"), described.get("height"), described.get("pixel_format"),
+                                       settings.max_pixels)
+    if "pixel_format" in described:
         raise LayerBridgeError(ErrorCode.invalid_params, "pixel_format is for a raw image (Content-Type application/octet-stream)")
-    else:
-        image = decode(data, settings.max_pixels)
-    return image, params
+    return params, None
+
+
+def decode_image(settings: Settings, spec: ImageSpec | None, data: bytes | bytearray) -> np.ndarray:
+    """Raw pixels by their description, or an image file (runs off the event loop: decoding can take a while)."""
+    return spec.pixels(data, settings.max_pixels) if spec is not None else decode(data, settings.max_pixels)
+
+
+class UploadBudget:
+    """The bytes that WebSocket uploads in progress hold over all connections, against one cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def reserve(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.held = max(0, self.held - n)
 
 
 class Upload:
-    def __init__(self, ref: Any, params: Any, width: int, height: int, size: int, pixel_format: str):
-        self.ref, self.params, self.width, self.height, self.pixel_format = ref, params, width, height, pixel_format
-        self.buffer = bytearray(size)
-        # the covered byte ranges [starts[i], ends[i]), sorted, disjoint and not touching (in-order chunks: one range)
-        self.starts: list[int] = []
-        self.ends: list[int] = []
+    """One WebSocket upload: its job's parameters, parsed at `submit`, and the pixels, arriving in chunks. Memory is
+    taken (and reserved against the budget) as bytes arrive: in-order chunks extend the buffer, a chunk ahead of it
+    waits apart until the gap before it is filled."""
+
+    def __init__(self, ref: Any, params: JobParams, spec: ImageSpec, budget: UploadBudget):
+        self.ref, self.params, self.spec, self.budget = ref, params, spec, budget
+        self.buffer = bytearray()
+        self.ahead: dict[int, bytes] = {}  # chunks past the end of the buffer, by offset
+        self.held = 0  # bytes reserved from the budget
+
+    @property
+    def size(self) -> int:
+        return self.spec.bytes
 
     def write(self, offset: int, chunk: memoryview) -> None:
-        start, end = offset, offset + len(chunk)
-        self.buffer[start:end] = chunk
-        lo = bisect.bisect_left(self.ends, start)  # the first range ending at or after start
-        hi = bisect.bisect_right(self.starts, end)  # past the last range starting at or before end
-        if lo < hi:
-            start, end = min(start, self.starts[lo]), max(end, self.ends[hi - 1])
-        self.starts[lo:hi] = [start]
-        self.ends[lo:hi] = [end]
+        """Take one chunk (a resent chunk counts once); raise payload_too_large where the budget is spent."""
+        if offset > len(self.buffer):
+            self._reserve(len(chunk) - len(self.ahead.get(offset, b"")))
+            self.ahead[offset] = bytes(chunk)
+            return
+        self._extend(offset, chunk)
+        while self.ahead:
+            start = min(self.ahead)
+            if start > len(self.buffer):
+                break
+            data = self.ahead.pop(start)
+            self._release(len(data))
+            self._extend(start, memoryview(data))
+
+    def _extend(self, offset: int, chunk: memoryview) -> None:
+        end = offset + len(chunk)
+        if end > len(self.buffer):
+            self._reserve(end - len(self.buffer))
+        self.buffer[offset:end] = chunk
+
+    def _reserve(self, n: int) -> None:
+        if n <= 0:
+            return
+        if not self.budget.reserve(n):
+            raise LayerBridgeError(
+                ErrorCode.payload_too_large,
+                f"the server holds {self.budget.limit // (1024 * 1024)} MiB of uploads at most over all connections; "
+                "try again when other uploads have finished",
+            )
+        self.held += n
+
+    def _release(self, n: int) -> None:
+        self.budget.release(n)
+        self.held -= n
+
+    def discard(self) -> None:
+        """Give its memory back: the upload is finished, refused, or its connection has gone."""
+        self.budget.release(self.held)
+        self.held = 0
+        self.buffer = bytearray()
+        self.ahead.clear()
 
     @property
     def complete(self) -> bool:
-        """Every byte covered (a resent chunk counts once): touching ranges merge, so that is one range."""
-        return self.starts == [0] and self.ends == [len(self.buffer)]
+        return len(self.buffer) == self.size and not self.ahead

@@ -14,12 +14,11 @@ from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.job import Job, JobParams, JobState
 from ..core.layer import PlacedLayer
 from ..core.protocol import CHUNK_BYTES, FRAME_HEADER, FRAME_MAGIC, MAX_FRAME_BYTES, MAX_TEXT_BYTES, PIXEL_FORMATS
-from ..imaging.image import check_size
-from .appkeys import SETTINGS, SOCKETS, TOKEN, WORKER
+from .appkeys import CONNECTIONS, SETTINGS, SOCKETS, TOKEN, UPLOADS, WORKER
 from .auth import bearer, token_matches
 from .handshake import check_protocol, hello_json
 from .routes import status_json
-from .upload import Upload, json_object, parse_upload
+from .upload import ImageSpec, Upload, decode_image, json_object
 
 log = logging.getLogger("layerbridge.app")
 
@@ -31,6 +30,7 @@ class Connection:
     """One WebSocket client: handshake, uploads in progress, and the jobs it follows."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, authed: bool):
+        self.request = request
         self.app = request.app
         self.settings = request.app[SETTINGS]
         self.worker = request.app[WORKER]
@@ -38,7 +38,7 @@ class Connection:
         self.authed = authed
         self.hello = False
         self.uploads: dict[int, Upload] = {}
-        self.upload_bytes = 0
+        self.upload_bytes = 0  # the sizes its uploads announced
         self.follows: dict[str, asyncio.Task] = {}
         self.send_lock = asyncio.Lock()
         self.next_transfer = 1
@@ -69,9 +69,12 @@ class Connection:
         finally:
             for task in self.follows.values():
                 task.cancel()
+            for upload in self.uploads.values():
+                upload.discard()
+            self.uploads.clear()
 
     async def on_text(self, text: str) -> None:
-        ref = None
+        ref = kind = None
         try:
             msg = json_object(text)
             ref = msg.get("ref") if isinstance(msg, dict) else None
@@ -84,6 +87,7 @@ class Connection:
                     await self.ws.close(code=4401)
                     return
                 self.authed = True
+                self.app[CONNECTIONS].authenticated(self.request)
                 return
             if not self.authed:
                 await self.send_error(LayerBridgeError(ErrorCode.unauthorized, "authenticate first (token)"), ref)
@@ -117,6 +121,11 @@ class Connection:
             await handler(msg, ref)
         except LayerBridgeError as exc:
             await self.send_error(exc, ref)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:  # a bug: this message fails with a coded error, the connection and the server go on
+            log.exception("internal error on a WebSocket %s message", kind)
+            await self.send_error(LayerBridgeError(ErrorCode.internal, "internal server error; see the server log"), ref)
 
     async def on_ping(self, msg: dict, ref: Any) -> None:
         await self.send({"type": "pong", "ref": ref})
@@ -139,19 +148,19 @@ class Connection:
             raise LayerBridgeError(ErrorCode.bad_request, "transfer must be a u32")
         if transfer in self.uploads:
             raise LayerBridgeError(ErrorCode.bad_request, f"transfer {transfer} is already in use on this connection")
-        # Validate everything before the client spends time uploading.
+        # Everything is validated, once, before the client spends time uploading; the upload keeps the result.
         raw_params = {} if msg.get("params") is None else msg["params"]
         if not isinstance(raw_params, dict):
             raise LayerBridgeError(ErrorCode.invalid_params, "params must be a JSON object")
-        JobParams.parse(raw_params, self.settings.preset)
-        check_size(width, height, self.settings.max_pixels)
-        if size != width * height * 4:
+        params = JobParams.parse(raw_params, self.settings.preset)
+        spec = ImageSpec.parse(width, height, image["format"], self.settings.max_pixels)
+        if size != spec.bytes:
             raise LayerBridgeError(
-                ErrorCode.invalid_image, f"{width}×{height} {image['format']} is {width * height * 4} bytes, not {size}"
+                ErrorCode.invalid_image, f"{width}×{height} {image['format']} is {spec.bytes} bytes, not {size}"
             )
         if size + self.upload_bytes > self.settings.max_upload_bytes:
             raise LayerBridgeError(ErrorCode.payload_too_large, f"uploads are limited to {self.settings.max_upload_mb} MiB")
-        self.uploads[transfer] = Upload(ref, raw_params, width, height, size, image["format"])
+        self.uploads[transfer] = Upload(ref, params, spec, self.app[UPLOADS])
         self.upload_bytes += size
 
     async def on_binary(self, data: bytes) -> None:
@@ -167,27 +176,35 @@ class Connection:
             await self.send_error(LayerBridgeError(ErrorCode.bad_request, f"no upload announced with transfer {transfer}"))
             return
         chunk = memoryview(data)[FRAME_HEADER.size :]
-        if offset + len(chunk) > len(upload.buffer):
-            del self.uploads[transfer]
-            self.upload_bytes -= len(upload.buffer)
-            await self.send_error(LayerBridgeError(ErrorCode.invalid_image, "chunk past the end of the announced image"), upload.ref)
+        try:
+            if offset + len(chunk) > upload.size:
+                raise LayerBridgeError(ErrorCode.invalid_image, "chunk past the end of the announced image")
+            upload.write(offset, chunk)
+        except LayerBridgeError as exc:
+            self._end_upload(transfer)
+            await self.send_error(exc, upload.ref)
             return
-        upload.write(offset, chunk)
         if not upload.complete:
             return
-        del self.uploads[transfer]
-        self.upload_bytes -= len(upload.buffer)
+        del self.uploads[transfer]  # a chunk resent now finds no upload: the job is submitted once
+        self.upload_bytes -= upload.size
         try:
-            params = dict(upload.params, width=upload.width, height=upload.height, pixel_format=upload.pixel_format)
-            image, job_params = await asyncio.get_running_loop().run_in_executor(
-                None, parse_upload, self.settings, params, bytes(upload.buffer), True
+            image = await asyncio.get_running_loop().run_in_executor(
+                None, decode_image, self.settings, upload.spec, upload.buffer
             )
-            job = self.worker.submit(image, job_params)
+            job = self.worker.submit(image, upload.params)
         except LayerBridgeError as exc:
             await self.send_error(exc, upload.ref)
             return
+        finally:
+            upload.discard()  # its bytes stay reserved until they are decoded
         await self.send({"type": "accepted", "ref": upload.ref, "job": job.id, "position": self.worker.position(job)})
         await self.follow(job.id)
+
+    def _end_upload(self, transfer: int) -> None:
+        upload = self.uploads.pop(transfer)
+        self.upload_bytes -= upload.size
+        upload.discard()
 
     async def follow(self, job_id: str, ref: Any = None) -> None:
         """Forward the job's events to this connection, from its current state on (the direct answer, with ref)."""
@@ -291,6 +308,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # aiohttp's limit counts compressed bytes too, and permessage-deflate makes an incompressible frame a few hundred
     # bytes longer: Connection.run applies the exact limits to the messages as received
     ws = Socket(max_msg_size=MAX_FRAME_BYTES + 1024, heartbeat=30)
+    if not ws.can_prepare(request).ok:
+        raise LayerBridgeError(ErrorCode.bad_request, "/v1/ws is a WebSocket: the request needs Upgrade: websocket")
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
     sockets.add(ws)

@@ -14,20 +14,25 @@ import numpy as np
 from ..model.engine import Engine, JobCancelled, ModelState, ModelStatus
 from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.job import Job, JobParams, JobState, Progress, Stage
+from .job_ids import RecentJobIds
 
 log = logging.getLogger("layerbridge.worker")
+
+# Failed and cancelled jobs hold no pixels: they do not count against max_results, and this many are kept at most.
+ENDED_WITHOUT_RESULT_KEPT = 1000
 
 
 class Worker:
     """Owns every job. All public methods are called on the event loop; the model runs on one thread."""
 
     def __init__(self, engine: Engine, max_queue: int, result_ttl_s: float, max_results: int = 16,
-                 max_result_bytes: int | None = None):
+                 max_result_bytes: int | None = None, job_ids: RecentJobIds | None = None):
         self.engine = engine
         self.max_queue = max_queue
         self.result_ttl_s = result_ttl_s
         self.max_results = max_results
         self.max_result_bytes = max_result_bytes
+        self.job_ids = job_ids or RecentJobIds(None)
         self.jobs: dict[str, Job] = {}
         self.queue: collections.deque[str] = collections.deque()
         self.running: str | None = None
@@ -103,6 +108,7 @@ class Worker:
             )
         job = Job(params=params, image=image)
         self.jobs[job.id] = job
+        self.job_ids.remember(job.id)
         self.queue.append(job.id)
         self._wake.set()
         self._publish(job)
@@ -111,6 +117,12 @@ class Worker:
     def get(self, job_id: str) -> Job:
         self._expire()
         job = self.jobs.get(job_id)
+        if job is None and self.job_ids.before_restart(job_id):
+            raise LayerBridgeError(
+                ErrorCode.server_stopped,
+                f"job {job_id} was lost when the server stopped or restarted: it has no result; submit it again",
+                job_id,
+            )
         if job is None:
             raise LayerBridgeError(ErrorCode.not_found, f"no job {job_id!r} (unknown, or its result has expired)")
         return job
@@ -188,16 +200,25 @@ class Worker:
     def _expire(self) -> None:
         now = time.monotonic()
         finished = sorted((j for j in self.jobs.values() if j.finished_at is not None), key=lambda j: j.finished_at)
-        surplus = len(finished) - self.max_results
+        results = [j for j in finished if j.result is not None]
+        ended = [j for j in finished if j.result is None]
+        surplus = len(results) - self.max_results
         kept_bytes = 0
-        for i, job in reversed(list(enumerate(finished))):  # newest first: the bytes bound keeps the newest
-            size = sum(layer.pixels.nbytes for layer in job.result.layers) if job.result else 0
+        for i, job in reversed(list(enumerate(results))):  # newest first: the bytes bound keeps the newest
+            size = sum(layer.pixels.nbytes for layer in job.result.layers)
             over = self.max_result_bytes is not None and kept_bytes > 0 and kept_bytes + size > self.max_result_bytes
             if i < surplus or now - job.finished_at > self.result_ttl_s or over:
-                del self.jobs[job.id]
-                self._listeners.pop(job.id, None)
+                self._forget(job)
             else:
                 kept_bytes += size
+        surplus = len(ended) - ENDED_WITHOUT_RESULT_KEPT
+        for i, job in enumerate(ended):
+            if i < surplus or now - job.finished_at > self.result_ttl_s:
+                self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        del self.jobs[job.id]
+        self._listeners.pop(job.id, None)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
