@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -237,7 +238,7 @@ LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}  # a code not here is shown 
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _range(announced: object, fallback: dict) -> dict:
