@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from ..core import options
 from ..core.settings import DEFAULT_PORT, MEMORY_CHOICES, Settings
 from .decompose import BATCH_SUFFIX, cmd_decompose
 from .progress import Bar
@@ -20,7 +21,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=help_["port"])
     p.add_argument("--model", default=Settings.model, help=help_["model"])
     _memory_arg(p)
-    p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"], help=help_["preset"])
+    p.add_argument("--preset", default=Settings.preset, choices=list(options.PRESETS), help=help_["preset"])
     _quantize_arg(p)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help=help_["compile"])
     p.add_argument("--attention", default="auto", help=help_["attention"])
@@ -61,18 +62,27 @@ def _settings(a: argparse.Namespace) -> Settings:
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layers", type=int, default=4, help="number of layers, 2-10 (default 4)")
-    p.add_argument("--resolution", type=int, default=640, choices=[640, 1024], help="model resolution bucket")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's; best = 50)")
-    p.add_argument("--cfg-scale", type=float, default=4.0, help="true CFG scale (1 turns CFG off)")
+    layers, resolution, steps, cfg = options.LAYERS, options.RESOLUTION, options.STEPS, options.CFG_SCALE
+    default = options.PRESETS[options.DEFAULT_PRESET]
+    naming = ", ".join(f"{name}: {'yes' if spec.names else 'no'}" for name, spec in options.PRESETS.items())
+    p.add_argument("--layers", type=int, default=layers.default,
+                   help=f"number of layers, {layers.min}-{layers.max} (default {layers.default})")
+    p.add_argument("--resolution", type=int, default=resolution.default, choices=list(resolution.choices),
+                   help="model resolution bucket")
+    p.add_argument("--steps", type=int, default=steps.default,
+                   help=f"denoising steps, {steps.min}-{steps.max} (default: the preset's; "
+                        f"{options.DEFAULT_PRESET} = {default.steps})")
+    p.add_argument("--cfg-scale", type=float, default=cfg.default,
+                   help=f"true CFG scale, {cfg.min:g}-{cfg.max:g} (1 turns CFG off)")
     p.add_argument("--no-cfg-normalize", action="store_true", help="turn CFG normalisation off")
     p.add_argument("--prompt", default="", help="describe the whole image (empty: the model captions it)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
-    p.add_argument("--preset", default="best", choices=["best", "balanced", "fast"])
+    p.add_argument("--preset", default=options.DEFAULT_PRESET, choices=list(options.PRESETS),
+                   help="quality preset: " + "; ".join(f"{name}: {spec.summary}" for name, spec in options.PRESETS.items()))
     p.add_argument("--no-restore", action="store_true", help="plain resampling instead of full-resolution restoration")
     p.add_argument("--name-layers", action=argparse.BooleanOptionalAction, default=None,
-                   help="name each layer by what it shows (default: the preset's; best and balanced do, fast does not, "
-                        "nor does a server that streams the model on a 16 GB card)")
+                   help=f"name each layer by what it shows (default: the preset's, {naming}; no on a server that "
+                        "streams the model on a 16 GB card)")
 
 
 def cmd_serve(a: argparse.Namespace) -> int:

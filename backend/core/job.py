@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from . import options
 from .errors import ErrorCode, LayerBridgeError
 from .layer import PlacedLayer
-
-PRESETS = ("best", "balanced", "fast")
 
 
 class JobState(str, enum.Enum):
@@ -43,22 +42,29 @@ class Stage(str, enum.Enum):
 
 @dataclass
 class JobParams:
-    layers: int = 4
-    resolution: int = 640
-    steps: int | None = None  # None: the preset's
-    cfg_scale: float = 4.0
+    """One job's parameters; their ranges and choices are declared in backend/core/options.py."""
+
+    layers: int = options.LAYERS.default
+    resolution: int = options.RESOLUTION.default
+    steps: int | None = options.STEPS.default  # None: the preset's
+    cfg_scale: float = options.CFG_SCALE.default
     cfg_normalize: bool = True
     prompt: str = ""
-    caption_language: str = "en"
+    caption_language: str = options.CAPTION_LANGUAGE.default
     seed: int | None = None
-    preset: str = "best"
+    preset: str = options.DEFAULT_PRESET
     restore: bool = True
     name: str = ""
     name_layers: bool | None = None  # None: the preset's choice
 
     @classmethod
-    def parse(cls, raw: Any, default_preset: str = "best") -> "JobParams":
-        """Validate a JSON object into parameters, or raise invalid_params naming the field."""
+    def parse(cls, raw: Any, default_preset: str = options.DEFAULT_PRESET) -> "JobParams":
+        """Validate a JSON object into parameters, or raise invalid_params naming the field.
+
+        Args:
+            raw: the job's `params` object (None: every default).
+            default_preset: the preset of a job that names none (the server's settings.preset).
+        """
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -68,25 +74,19 @@ class JobParams:
         if unknown:
             raise LayerBridgeError(ErrorCode.invalid_params, f"unknown parameter(s): {', '.join(unknown)}")
         p = cls(preset=default_preset)
-        p.layers = _int(raw, "layers", p.layers, 2, 10)
-        p.resolution = _int(raw, "resolution", p.resolution, None, None)
-        if p.resolution not in (640, 1024):
-            raise LayerBridgeError(ErrorCode.invalid_params, f"resolution must be 640 or 1024 (got {p.resolution})")
+        p.layers = _int(raw, "layers", options.LAYERS)
+        p.resolution = _int(raw, "resolution", options.RESOLUTION)
         if raw.get("steps") is not None:
-            p.steps = _int(raw, "steps", 0, 2, 100)
-        p.cfg_scale = _float(raw, "cfg_scale", p.cfg_scale, 1.0, 20.0)
+            p.steps = _int(raw, "steps", options.STEPS)
+        p.cfg_scale = _float(raw, "cfg_scale", options.CFG_SCALE)
         p.cfg_normalize = _bool(raw, "cfg_normalize", p.cfg_normalize)
-        p.prompt = _str(raw, "prompt", p.prompt, 2000)
-        p.caption_language = _str(raw, "caption_language", p.caption_language, 2)
-        if p.caption_language not in ("en", "zh"):
-            raise LayerBridgeError(ErrorCode.invalid_params, "caption_language must be 'en' or 'zh'")
+        p.prompt = _str(raw, "prompt", p.prompt, options.PROMPT_CHARACTERS)
+        p.caption_language = _text_choice(raw, "caption_language", options.CAPTION_LANGUAGE)
         if raw.get("seed") is not None:
-            p.seed = _int(raw, "seed", 0, 0, 2**32 - 1)
-        p.preset = _str(raw, "preset", p.preset, 16)
-        if p.preset not in PRESETS:
-            raise LayerBridgeError(ErrorCode.invalid_params, f"preset must be one of {', '.join(PRESETS)}")
+            p.seed = _int(raw, "seed", options.SEED)
+        p.preset = _text_choice(raw, "preset", options.Choice(tuple(options.PRESETS), default_preset))
         p.restore = _bool(raw, "restore", p.restore)
-        p.name = _str(raw, "name", p.name, 256)
+        p.name = _str(raw, "name", p.name, options.NAME_CHARACTERS)
         if raw.get("name_layers") is not None:
             p.name_layers = _bool(raw, "name_layers", False)
         return p
@@ -95,25 +95,37 @@ class JobParams:
         return asdict(self)
 
 
-def _int(raw: dict, key: str, default: int, low: int | None, high: int | None) -> int:
-    """An integer (or a whole float) in [low, high]; None bounds check nothing (the caller checks its values)."""
-    value = raw.get(key, default)
+def _int(raw: dict, key: str, declared: options.Range | options.Choice) -> int:
+    """An integer (or a whole float) within its declaration; the declared default when absent."""
+    value = raw.get(key, declared.default)
     whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())  # NaN and ±inf are not
     if isinstance(value, bool) or not whole:
         raise LayerBridgeError(ErrorCode.invalid_params, f"{key} must be an integer (got {value!r})")
-    value = int(value)
-    if low is not None and high is not None and not low <= value <= high:
-        raise LayerBridgeError(ErrorCode.invalid_params, f"{key} must be between {low} and {high} (got {value})")
-    return value
+    return _within(key, int(value), declared)
 
 
-def _float(raw: dict, key: str, default: float, low: float, high: float) -> float:
-    value = raw.get(key, default)
+def _float(raw: dict, key: str, declared: options.Range) -> float:
+    value = raw.get(key, declared.default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise LayerBridgeError(ErrorCode.invalid_params, f"{key} must be a number (got {value!r})")
-    if not low <= value <= high:
-        raise LayerBridgeError(ErrorCode.invalid_params, f"{key} must be between {low} and {high} (got {value})")
-    return float(value)
+    return float(_within(key, value, declared))
+
+
+def _text_choice(raw: dict, key: str, declared: options.Choice) -> str:
+    return _within(key, _str(raw, key, declared.default, max(len(c) for c in declared.choices)), declared)
+
+
+def _within(key: str, value: Any, declared: options.Range | options.Choice) -> Any:
+    """`value` when its declaration allows it, else invalid_params saying what is allowed."""
+    if isinstance(declared, options.Range):
+        if not declared.min <= value <= declared.max:
+            raise LayerBridgeError(ErrorCode.invalid_params,
+                                   f"{key} must be between {declared.min} and {declared.max} (got {value})")
+    elif value not in declared.choices:
+        names = [str(c) for c in declared.choices]
+        allowed = " or ".join(names) if len(names) == 2 else "one of " + ", ".join(names)
+        raise LayerBridgeError(ErrorCode.invalid_params, f"{key} must be {allowed} (got {value})")
+    return value
 
 
 def _bool(raw: dict, key: str, default: bool) -> bool:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .options import DEFAULT_PRESET, PRESETS
+
 APP_NAME = "layerbridge"
 DEFAULT_MODEL = "Qwen/Qwen-Image-Layered"
 DEFAULT_PORT = 7860
@@ -38,7 +40,7 @@ class Settings:
     port: int = field(default=DEFAULT_PORT, metadata={"help": "TCP port (0 picks a free one)"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model id or a local pipeline folder"})
     memory: str = field(default="auto", metadata={"help": "memory mode: " + ", ".join(MEMORY_CHOICES)})
-    preset: str = field(default="best", metadata={"help": "default quality preset: best, balanced, fast"})
+    preset: str = field(default=DEFAULT_PRESET, metadata={"help": "default quality preset: " + ", ".join(PRESETS)})
     quantize: str = field(default="auto", metadata={"help": "quantised weights: auto (where the bf16 transformer does not fit: FP8 on cards with FP8 units, int8 weights on others; an int8 text encoder where the model is streamed), none, fp8, int8"})
     compile: str = field(default="auto", metadata={"help": "regional torch.compile of the transformer: auto (on CUDA), on, off"})
     attention: str = field(default="auto", metadata={"help": "attention backend: auto (flash-attn 3, then 2, where installed; else PyTorch SDPA), or a diffusers backend name such as native, _native_cudnn, flash, _flash_3, sage"})

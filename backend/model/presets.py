@@ -1,4 +1,7 @@
-"""Quality presets: which per-job speed levers a job uses. Best is the exact recipe; the others trade exactness for time.
+"""Quality presets, the model side: how a preset's per-job speed levers are applied to the pipeline and removed.
+
+The presets themselves (name, label, steps, CFG share, cache, caption length, naming) are declared once in
+backend/core/options.py. Best is the exact recipe; the others trade exactness for time.
 
 Levers, each measured on its own by scripts/gpu_bench.py:
 - steps: fewer denoising steps.
@@ -18,24 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.job import JobParams
-
-
-@dataclass(frozen=True)
-class PresetSpec:
-    steps: int
-    cfg_until: float  # fraction of the steps that run the unconditional pass
-    cache_threshold: float | None  # FirstBlockCache threshold, None = off
-    caption_tokens: int
-    names: bool  # layers named by the text encoder, unless the job says otherwise (name_layers)
-    summary: str
-
-
-PRESETS: dict[str, PresetSpec] = {
-    "best": PresetSpec(50, 1.0, None, 512, True, "the exact recipe: 50 steps, CFG on every step, layers named"),
-    "balanced": PresetSpec(30, 0.6, None, 256, True, "30 steps, CFG on the first 60%, layers named"),
-    "fast": PresetSpec(20, 0.4, 0.06, 160, False, "20 steps, CFG on the first 40%, first-block cache, plain layer names"),
-}
-DEFAULT_STEPS = {name: spec.steps for name, spec in PRESETS.items()}
+from ..core.options import PRESETS, PresetSpec
 
 
 class _LateCfgSkip:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..core import options
 from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.protocol import CAPABILITIES, CHUNK_BYTES, MAX_ASPECT, MAX_SIDE, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
 from ..core.settings import Settings
 
 
 def hello_json(settings: Settings) -> dict[str, Any]:
+    """The handshake's answer: versions, capabilities, limits, and what a job may ask for (docs/protocol.md §5)."""
     return {
         "type": "hello",
         "server": "layerbridge",
@@ -25,6 +27,7 @@ def hello_json(settings: Settings) -> dict[str, Any]:
             "max_upload_bytes": settings.max_upload_bytes,
             "chunk_bytes": CHUNK_BYTES,
         },
+        "job_options": options.job_options_json(settings.preset),
     }
 
 

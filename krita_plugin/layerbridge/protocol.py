@@ -1,6 +1,8 @@
 """Protocol v1 over HTTP, without Qt: request bodies, event parsing, and words for people."""
 
+import copy
 import json
+import math
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -215,3 +217,101 @@ def check_hello(hello: dict) -> Optional[Tuple[str, str]]:
     if "bgra8" not in (hello.get("capabilities") or ()):
         return "protocol_mismatch", "The server is older than this plugin (it takes no bgra8 pixels): update the LayerBridge server."
     return None
+
+
+# What jobs may ask for on a server that does not announce it (before `job_options`, docs/protocol.md §5): the
+# values this plugin offered before servers announced them. A preset's levers are then unknown (None).
+FALLBACK_JOB_OPTIONS = {
+    "presets": [
+        {"name": name, "label": name.capitalize(), "steps": None, "cfg_until": None, "caption_tokens": None,
+         "name_layers": None, "summary": ""}
+        for name in ("best", "balanced", "fast")
+    ],
+    "preset": "best",
+    "layers": {"min": 2, "max": 10, "default": 4},
+    "resolution": {"choices": [640, 1024], "default": 640},
+    "steps": {"min": 2, "max": 100, "default": None},
+    "cfg_scale": {"min": 1.0, "max": 20.0, "default": 4.0},
+    "caption_language": {"choices": ["en", "zh"], "default": "en"},
+}
+LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}  # a code not here is shown as it is
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _range(announced: object, fallback: dict) -> dict:
+    """{min, max, default}: the announced range when it is one, its default kept inside it (None: the preset's)."""
+    if not isinstance(announced, dict) or not (_number(announced.get("min")) and _number(announced.get("max"))):
+        return dict(fallback)
+    low, high = announced["min"], announced["max"]
+    if low > high:
+        return dict(fallback)
+    default = announced.get("default")  # null: the preset's (or the server's) choice; absent: the fallback's
+    if "default" not in announced or not (default is None or (_number(default) and low <= default <= high)):
+        default = fallback["default"]
+        if default is not None:
+            default = min(max(default, low), high)
+    return {"min": low, "max": high, "default": default}
+
+
+def _choice(announced: object, fallback: dict) -> dict:
+    """{choices, default}: the announced choices when there are some, the default one of them."""
+    choices = announced.get("choices") if isinstance(announced, dict) else None
+    if not isinstance(choices, list) or not choices or not all(_number(c) or isinstance(c, str) for c in choices):
+        return copy.deepcopy(fallback)
+    default = announced.get("default")
+    if not (_number(default) or isinstance(default, str)) or default not in choices:
+        default = fallback["default"] if fallback["default"] in choices else choices[0]
+    return {"choices": list(choices), "default": default}
+
+
+def _presets(announced: object) -> List[dict]:
+    """The announced presets (each with a name), in order, every field present."""
+    if not isinstance(announced, list):
+        return copy.deepcopy(FALLBACK_JOB_OPTIONS["presets"])
+    out = []
+    for p in announced:
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not p["name"] \
+                or any(p["name"] == q["name"] for q in out):
+            continue
+        label = p.get("label")
+        out.append({
+            "name": p["name"],
+            "label": label if isinstance(label, str) and label else p["name"].capitalize(),
+            "steps": p["steps"] if _number(p.get("steps")) else None,
+            "cfg_until": p["cfg_until"] if _number(p.get("cfg_until")) else None,
+            "caption_tokens": p["caption_tokens"] if _number(p.get("caption_tokens")) else None,
+            "name_layers": p["name_layers"] if isinstance(p.get("name_layers"), bool) else None,
+            "summary": p["summary"] if isinstance(p.get("summary"), str) else "",
+        })
+    return out or copy.deepcopy(FALLBACK_JOB_OPTIONS["presets"])
+
+
+def job_options(hello: Optional[dict]) -> dict:
+    """What jobs may ask for on this server, to build the controls from: the `job_options` of its hello
+    (docs/protocol.md §5), in the same shape, every part present. A server older than `job_options` (or a part it
+    announces malformed) gets FALLBACK_JOB_OPTIONS's. Mirrors jobOptions in photoshop_uxp/src/protocol.js.
+
+    Args:
+        hello: the server's hello (GET /v1/info), or None when none was read.
+    """
+    announced = hello.get("job_options") if isinstance(hello, dict) else None
+    if not isinstance(announced, dict):
+        announced = {}
+    fallback = FALLBACK_JOB_OPTIONS
+    presets = _presets(announced.get("presets"))
+    names = [p["name"] for p in presets]
+    preset = announced.get("preset")
+    if preset not in names:
+        preset = fallback["preset"] if fallback["preset"] in names else names[0]
+    return {
+        "presets": presets,
+        "preset": preset,
+        "layers": _range(announced.get("layers"), fallback["layers"]),
+        "resolution": _choice(announced.get("resolution"), fallback["resolution"]),
+        "steps": _range(announced.get("steps"), fallback["steps"]),
+        "cfg_scale": _range(announced.get("cfg_scale"), fallback["cfg_scale"]),
+        "caption_language": _choice(announced.get("caption_language"), fallback["caption_language"]),
+    }

@@ -9,14 +9,122 @@ const CHUNK_BYTES = 4 * 1024 * 1024;
 const HEADER_BYTES = 12;
 const MAGIC = [0x4c, 0x42, 0x50, 0x58]; // "LBPX"
 
+/** Freezes an object and everything in it. */
+function deepFreeze(value) {
+  if (value && typeof value === "object") {
+    Object.values(value).forEach(deepFreeze);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+// What jobs may ask for on a server that does not announce it (before `job_options`, docs/protocol.md §5): the
+// values this panel offered before servers announced them. A preset's levers are then unknown (null).
+// Mirrors FALLBACK_JOB_OPTIONS in krita_plugin/layerbridge/protocol.py.
+const FALLBACK_JOB_OPTIONS = deepFreeze({
+  presets: ["best", "balanced", "fast"].map((name) => ({
+    name,
+    label: name.charAt(0).toUpperCase() + name.slice(1),
+    steps: null,
+    cfg_until: null,
+    caption_tokens: null,
+    name_layers: null,
+    summary: "",
+  })),
+  preset: "best",
+  layers: { min: 2, max: 10, default: 4 },
+  resolution: { choices: [640, 1024], default: 640 },
+  steps: { min: 2, max: 100, default: null },
+  cfg_scale: { min: 1.0, max: 20.0, default: 4.0 },
+  caption_language: { choices: ["en", "zh"], default: "en" },
+});
+const LANGUAGE_NAMES = Object.freeze({ en: "English", zh: "Chinese" }); // a code not here is shown as it is
+
 const DEFAULT_PARAMS = Object.freeze({
-  layers: 4,
-  resolution: 640,
-  steps: null, // null: the preset's count
+  layers: FALLBACK_JOB_OPTIONS.layers.default,
+  resolution: FALLBACK_JOB_OPTIONS.resolution.default,
+  steps: FALLBACK_JOB_OPTIONS.steps.default, // null: the preset's count
   prompt: "",
   seed: null,
-  preset: "best",
+  preset: FALLBACK_JOB_OPTIONS.preset,
 });
+
+const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const copy = (v) => JSON.parse(JSON.stringify(v));
+
+/** {min, max, default}: the announced range when it is one, its default kept inside it (null: the preset's). */
+function announcedRange(announced, fallback) {
+  if (!isObject(announced) || !isNumber(announced.min) || !isNumber(announced.max) || announced.min > announced.max) {
+    return { ...fallback };
+  }
+  const { min, max } = announced;
+  // null: the preset's (or the server's) choice; absent: the fallback's
+  let value = announced.default;
+  if (!("default" in announced) || !(value === null || (isNumber(value) && value >= min && value <= max))) {
+    value = fallback.default === null ? null : Math.min(Math.max(fallback.default, min), max);
+  }
+  return { min, max, default: value };
+}
+
+/** {choices, default}: the announced choices when there are some, the default one of them. */
+function announcedChoice(announced, fallback) {
+  const choices = isObject(announced) ? announced.choices : undefined;
+  const scalar = (c) => isNumber(c) || typeof c === "string";
+  if (!Array.isArray(choices) || !choices.length || !choices.every(scalar)) return copy(fallback);
+  let value = announced.default;
+  if (!scalar(value) || !choices.includes(value)) value = choices.includes(fallback.default) ? fallback.default : choices[0];
+  return { choices: [...choices], default: value };
+}
+
+/** The announced presets (each with a name), in order, every field present. */
+function announcedPresets(announced) {
+  if (!Array.isArray(announced)) return copy(FALLBACK_JOB_OPTIONS.presets);
+  const out = [];
+  for (const p of announced) {
+    if (!isObject(p) || typeof p.name !== "string" || !p.name || out.some((q) => q.name === p.name)) continue;
+    out.push({
+      name: p.name,
+      label: typeof p.label === "string" && p.label ? p.label : p.name.charAt(0).toUpperCase() + p.name.slice(1),
+      steps: isNumber(p.steps) ? p.steps : null,
+      cfg_until: isNumber(p.cfg_until) ? p.cfg_until : null,
+      caption_tokens: isNumber(p.caption_tokens) ? p.caption_tokens : null,
+      name_layers: typeof p.name_layers === "boolean" ? p.name_layers : null,
+      summary: typeof p.summary === "string" ? p.summary : "",
+    });
+  }
+  return out.length ? out : copy(FALLBACK_JOB_OPTIONS.presets);
+}
+
+/**
+ * What jobs may ask for on this server, to build the controls from: the `job_options` of its hello
+ * (docs/protocol.md §5), in the same shape, every part present. A server older than `job_options`
+ * (or a part it announces malformed) gets FALLBACK_JOB_OPTIONS's. Mirrors job_options in
+ * krita_plugin/layerbridge/protocol.py.
+ * @param {object|null} hello  the server's hello, or null when none was read
+ */
+function jobOptions(hello) {
+  const announced = isObject(hello) && isObject(hello.job_options) ? hello.job_options : {};
+  const fallback = FALLBACK_JOB_OPTIONS;
+  const presets = announcedPresets(announced.presets);
+  const names = presets.map((p) => p.name);
+  let preset = announced.preset;
+  if (!names.includes(preset)) preset = names.includes(fallback.preset) ? fallback.preset : names[0];
+  return {
+    presets,
+    preset,
+    layers: announcedRange(announced.layers, fallback.layers),
+    resolution: announcedChoice(announced.resolution, fallback.resolution),
+    steps: announcedRange(announced.steps, fallback.steps),
+    cfg_scale: announcedRange(announced.cfg_scale, fallback.cfg_scale),
+    caption_language: announcedChoice(announced.caption_language, fallback.caption_language),
+  };
+}
+
+/** "640 or 1024", "one of 512, 640, 1024". */
+function listed(choices) {
+  return choices.length === 2 ? `${choices[0]} or ${choices[1]}` : `one of ${choices.join(", ")}`;
+}
 
 class LayerBridgeError extends Error {
   /**
@@ -61,27 +169,30 @@ function intInRange(value, name, min, max, errors) {
 }
 
 /**
- * Checks the panel's parameters against the protocol's ranges and returns the `params` object
- * to submit. Throws LayerBridgeError("invalid_params") listing every problem at once.
+ * Checks the panel's parameters against what the server accepts (`options`, from jobOptions) and
+ * returns the `params` object to submit. Throws LayerBridgeError("invalid_params") listing every
+ * problem at once.
  */
-function buildParams(input, name = "") {
+function buildParams(input, name = "", options = FALLBACK_JOB_OPTIONS) {
   const errors = [];
   const src = { ...DEFAULT_PARAMS, ...input };
+  const { layers, resolution, steps } = options;
+  const presets = options.presets.map((p) => p.name);
   const params = {
-    layers: intInRange(src.layers, "Layers", 2, 10, errors),
-    resolution: intInRange(src.resolution, "Resolution", 640, 1024, errors),
+    layers: intInRange(src.layers, "Layers", layers.min, layers.max, errors),
+    resolution: Number(src.resolution),
     steps: src.steps === null || src.steps === undefined || String(src.steps).trim() === ""
       ? null // auto: the server runs the preset's count
-      : intInRange(src.steps, "Steps", 2, 100, errors),
+      : intInRange(src.steps, "Steps", steps.min, steps.max, errors),
     prompt: String(src.prompt ?? ""),
-    preset: String(src.preset || "best"),
+    preset: String(src.preset || options.preset),
     name: String(name || "").slice(0, 200),
   };
-  if (params.resolution !== undefined && params.resolution !== 640 && params.resolution !== 1024) {
-    errors.push("Resolution must be 640 or 1024");
-  }
+  if (!resolution.choices.includes(params.resolution)) errors.push(`Resolution must be ${listed(resolution.choices)}`);
   if (params.prompt.length > 2000) errors.push("Prompt must be at most 2000 characters");
-  if (!["best", "balanced", "fast"].includes(params.preset)) errors.push("Quality must be best, balanced or fast");
+  if (!presets.includes(params.preset)) {
+    errors.push(`Quality must be ${listed(options.presets.map((p) => p.label))}`);
+  }
   const seedText = src.seed === null || src.seed === undefined ? "" : String(src.seed).trim();
   if (seedText === "") {
     params.seed = null;
@@ -205,12 +316,15 @@ module.exports = {
   CLIENT_NAME,
   DEFAULT_ADDRESS,
   DEFAULT_PARAMS,
+  FALLBACK_JOB_OPTIONS,
+  LANGUAGE_NAMES,
   CHUNK_BYTES,
   HEADER_BYTES,
   LayerBridgeError,
   parseAddress,
   socketUrl,
   buildParams,
+  jobOptions,
   checkHello,
   encodeFrame,
   decodeFrame,

@@ -2,7 +2,7 @@
 "use strict";
 
 const { LayerBridgeClient } = require("./client.js");
-const { CLIENT_NAME, LayerBridgeError, buildParams, describeProgress, progressFraction } = require("./protocol.js");
+const { CLIENT_NAME, LayerBridgeError, buildParams, describeProgress, jobOptions, progressFraction } = require("./protocol.js");
 const { loadSettings, saveSettings, tokenStore } = require("./settings.js");
 const layers = require("./layers.js");
 
@@ -63,12 +63,14 @@ class Panel {
     this.cancelRequested = false;
     this.lastError = null;
     this.hello = null;
+    this.options = jobOptions(null); // what jobs may ask for: this panel's own until a server announces its
     this.statusTimer = null;
     this.$ = (id) => dom.getElementById(id);
   }
 
   async start() {
     this.token = await this.tokens.get().catch(() => "");
+    this.buildChoices();
     this.fill();
     this.bind();
     this.setBusy(false);
@@ -80,13 +82,57 @@ class Panel {
     const s = this.settings;
     this.$("address").value = s.address;
     this.$("token").value = this.token;
-    this.$("layers").value = s.layers;
-    this.$("layers-value").textContent = String(s.layers);
-    this.setPicker("resolution", String(s.resolution));
-    this.setPicker("preset", s.preset);
+    this.fillChoices();
     this.$("steps").value = String(s.steps);
     this.$("prompt").value = s.prompt;
     this.$("seed").value = s.seed;
+  }
+
+  /**
+   * The layer range, resolutions and presets from this.options: the server's `job_options`, or
+   * this panel's own before a server is reached or when it announces none.
+   */
+  buildChoices() {
+    const { layers, resolution, presets } = this.options;
+    const slider = this.$("layers");
+    slider.setAttribute("min", String(layers.min));
+    slider.setAttribute("max", String(layers.max));
+    this.setItems("resolution", resolution.choices.map((r) => ({ value: String(r), label: `${r} px` })));
+    this.setItems("preset", presets.map((p) => ({ value: p.name, label: p.label, title: p.summary })));
+  }
+
+  /** The saved layer count, resolution and preset, each moved into what the options allow. */
+  fillChoices() {
+    const s = this.settings;
+    const { layers, resolution, presets } = this.options;
+    const count = Math.min(Math.max(Math.round(Number(s.layers)) || layers.default, layers.min), layers.max);
+    this.$("layers").value = count;
+    this.$("layers-value").textContent = String(count);
+    const size = resolution.choices.includes(Number(s.resolution)) ? Number(s.resolution) : resolution.default;
+    this.setPicker("resolution", String(size));
+    this.setPicker("preset", presets.some((p) => p.name === s.preset) ? s.preset : this.options.preset);
+  }
+
+  /** Follows the job options of a server just connected to; the controls change only where they differ. */
+  useOptions(hello) {
+    const options = jobOptions(hello);
+    if (JSON.stringify(options) === JSON.stringify(this.options)) return;
+    this.options = options;
+    this.buildChoices();
+    this.fillChoices();
+  }
+
+  /** Replaces a picker's menu items ({value, label, title}) through the DOM, as sp-menu documents them. */
+  setItems(id, items) {
+    const menu = this.$(id).querySelector("sp-menu");
+    while (menu.firstChild) menu.removeChild(menu.firstChild);
+    for (const { value, label, title } of items) {
+      const item = this.dom.createElement("sp-menu-item");
+      item.setAttribute("value", value);
+      if (title) item.setAttribute("title", title);
+      item.textContent = label;
+      menu.appendChild(item);
+    }
   }
 
   // Pickers through the documented sp-picker API only: selectedIndex and the items' `selected`
@@ -181,7 +227,10 @@ class Panel {
       token: this.token,
       WebSocket: this.deps.WebSocket,
       fetch: this.deps.fetch,
-      onState: (state) => this.showConnection(state),
+      onState: (state, hello) => {
+        if (state === "connected") this.useOptions(hello);
+        this.showConnection(state);
+      },
     });
     return this.client;
   }
@@ -327,7 +376,7 @@ class Panel {
     this.cancelRequested = false;
     let params;
     try {
-      params = buildParams(this.settings);
+      params = buildParams(this.settings, "", this.options);
     } catch (error) {
       this.showError(error);
       return;

@@ -2,7 +2,12 @@
 
 const test = require("node:test");
 const assert = require("node:assert/strict");
+const fs = require("node:fs");
+const path = require("node:path");
 const p = require("../src/protocol.js");
+
+// The same cases as the Krita plugin's job_options (tests/krita/test_krita_job_options.py).
+const CASES = JSON.parse(fs.readFileSync(path.resolve(__dirname, "..", "..", "tests", "job_options_cases.json"), "utf8")).cases;
 
 test("addresses: host:port, URLs, localhost mapped to 127.0.0.1, errors", () => {
   assert.deepEqual(p.parseAddress("127.0.0.1:7860"), { host: "127.0.0.1", port: 7860 });
@@ -35,6 +40,41 @@ test("parameters: defaults, coercion from text fields, every range error at once
     return true;
   });
   assert.throws(() => p.buildParams({ layers: 2.5 }), { code: "invalid_params" });
+});
+
+test("job options: read from the hello as announced, the panel's own for an older server", () => {
+  for (const { case: name, hello, options } of CASES) {
+    const before = JSON.stringify(hello);
+    assert.deepEqual(p.jobOptions(hello), options, name);
+    assert.equal(JSON.stringify(hello), before, `${name}: the hello is left as it was`);
+  }
+  assert.deepEqual(p.jobOptions({ type: "hello", protocol: 1 }), p.FALLBACK_JOB_OPTIONS);
+  // what comes back is the caller's to change; the fallback stays as it is
+  const mine = p.jobOptions(null);
+  mine.layers.max = 99;
+  mine.presets.length = 0;
+  assert.equal(p.FALLBACK_JOB_OPTIONS.layers.max, 10);
+  assert.equal(p.jobOptions(null).presets.length, 3);
+  assert.ok(Object.isFrozen(p.FALLBACK_JOB_OPTIONS.presets[0]));
+  assert.deepEqual(Object.keys(p.LANGUAGE_NAMES), p.FALLBACK_JOB_OPTIONS.caption_language.choices);
+});
+
+test("parameters: checked against the options the server announced", () => {
+  const other = CASES.find((c) => c.case === "a server with other options").options;
+  assert.deepEqual(p.buildParams({ layers: 6, resolution: "512", preset: "draft", steps: "40" }, "", other),
+    { layers: 6, resolution: 512, steps: 40, prompt: "", preset: "draft", name: "", seed: null });
+  assert.throws(() => p.buildParams({ layers: 10, resolution: 2048, preset: "fast", steps: "2" }, "", other), (e) => {
+    assert.deepEqual(e.details.errors, [
+      "Layers must be a whole number from 3 to 6",
+      "Steps must be a whole number from 4 to 40",
+      "Resolution must be one of 512, 640, 1024",
+      "Quality must be Best or Draft",
+    ]);
+    return true;
+  });
+  // this panel's own options, for an older server, are today's: 512 and "draft" are refused there
+  assert.throws(() => p.buildParams({ resolution: 512 }), /Resolution must be 640 or 1024/);
+  assert.throws(() => p.buildParams({ preset: "draft" }), /Quality must be one of Best, Balanced, Fast/);
 });
 
 test("handshake: accepts a compatible hello, says which side to update otherwise", () => {

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from websockets.exceptions import ConnectionClosed
 
+from backend.core import options
 from backend.core.errors import ErrorCode, LayerBridgeError
 from backend.imaging.image import decode, from_raw
 from backend.core.job import JobParams
@@ -270,7 +271,7 @@ def test_fuzz_params_validate_or_refuse(raw):
     except LayerBridgeError as exc:
         assert exc.code == ErrorCode.invalid_params
     else:
-        assert 2 <= p.layers <= 10 and p.resolution in (640, 1024)
+        assert options.LAYERS.min <= p.layers <= options.LAYERS.max and p.resolution in options.RESOLUTION.choices
 
 
 @settings(max_examples=50, deadline=None)

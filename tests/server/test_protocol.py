@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from backend.core.options import job_options_json
+from backend.core.settings import Settings
+
 from .wire import FAST, FRAME, WS, image, request, submit_http, wait_state
 
 
@@ -22,6 +25,11 @@ def test_health_and_handshake(live_server):
     assert info["protocol"] == 1 and info["server"] == "layerbridge"
     assert "websocket" in info["capabilities"] and info["limits"]["chunk_bytes"] == 4 * 1024 * 1024
     assert info["limits"]["max_side"] == 30000 and info["limits"]["max_aspect"] == 100
+    # what a job may ask for, as declared, on both transports (the server runs with the default preset)
+    assert "job_options" in info["capabilities"] and info["job_options"] == job_options_json(Settings().preset)
+    ws = WS(live_server)
+    assert {k: v for k, v in ws.hello.items() if k != "ref"} == info
+    ws.close()
 
 
 def test_status_reports_model_and_memory_mode(live_server):

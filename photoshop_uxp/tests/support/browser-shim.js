@@ -2,7 +2,7 @@
 // module system) that maps `photoshop` to the Photoshop double and `uxp` to a stub that shows the
 // panel and keeps the entrypoints it was given (window.__entrypoints, to call UXP's lifecycle
 // hooks), minimal stand-ins for UXP's built-in sp-* widgets, and a fake LayerBridge server behind
-// WebSocket. With window.__realServer = {address, token, settings} set beforehand, the page talks
+// WebSocket (announcing window.__jobOptions as its job_options when set, none otherwise). With window.__realServer = {address, token, settings} set beforehand, the page talks
 // to that real server instead, and keeps the text messages it receives in window.__received.
 // Runs as a Playwright init script, before the page's own scripts.
 (() => {
@@ -116,19 +116,34 @@
   proxyValue(TextArea, "textarea");
   class Slider extends Field {
     connectedCallback() { const el = this.inner("input"); el.type = "range"; }
+    // min and max are attributes of sp-slider, which the panel sets from the server's options
+    static get observedAttributes() { return ["min", "max"]; }
+    attributeChangedCallback(name, _, value) {
+      const el = this.querySelector("input");
+      if (el) el.setAttribute(name, value);
+    }
   }
   proxyValue(Slider, "input");
   class Picker extends HTMLElement {
+    // The menu's items as options, made again when the items have changed (the panel builds them from
+    // the server's options).
     select() {
       let sel = this.querySelector("select");
       if (!sel) {
         sel = document.createElement("select");
-        this.querySelectorAll("sp-menu-item").forEach((item) => {
+        this.appendChild(sel);
+      }
+      const items = Array.from(this.querySelectorAll("sp-menu-item"));
+      const same = items.length === sel.options.length
+        && items.every((item, i) => sel.options[i].value === item.getAttribute("value") && sel.options[i].text === item.textContent.trim());
+      if (!same) {
+        sel.length = 0;
+        for (const item of items) {
           const option = new Option(item.textContent.trim(), item.getAttribute("value"));
           option.selected = item.hasAttribute("selected");
+          option.title = item.getAttribute("title") || "";
           sel.add(option);
-        });
-        this.appendChild(sel);
+        }
       }
       return sel;
     }
@@ -191,7 +206,9 @@
       const m = JSON.parse(data);
       window.__sent.push(m);
       if (m.type === "hello") {
-        this.reply({ type: "hello", server: "layerbridge", version: "0.1.0", protocol: 1, min_protocol: 1, capabilities: [], limits: { chunk_bytes: 4194304 } });
+        // an older server announces no job_options; window.__jobOptions makes this one announce those
+        const options = window.__jobOptions ? { job_options: window.__jobOptions } : {};
+        this.reply({ type: "hello", server: "layerbridge", version: "0.1.0", protocol: 1, min_protocol: 1, capabilities: [], limits: { chunk_bytes: 4194304 }, ...options });
       } else if (m.type === "status") {
         this.reply({ type: "status", ref: m.ref, model: { id: "Qwen/Qwen-Image-Layered", state: "ready" },
           device: { kind: "cuda", name: "NVIDIA GeForce RTX 4090" }, queue: { length: 0, running: null } });

@@ -29,9 +29,10 @@ function launch() {
 /**
  * A page with the panel loaded; `errors` collects the page's uncaught errors. `realServer`
  * ({address, token, settings}) makes the panel talk to that server instead of the shim's fake one,
- * with those saved settings.
+ * with those saved settings. `jobOptions` makes the fake server announce those; `settings` are the
+ * panel's saved settings with the fake server.
  */
-async function openPanel(browser, { realServer = null } = {}) {
+async function openPanel(browser, { realServer = null, jobOptions = null, settings = null } = {}) {
   const context = await browser.newContext({
     viewport: { width: 280, height: 600 },
     deviceScaleFactor: 2,
@@ -50,6 +51,8 @@ async function openPanel(browser, { realServer = null } = {}) {
     await route.fulfill({ status: 200, contentType: TYPES[path.extname(file)] || "application/octet-stream", body: fs.readFileSync(file) });
   });
   if (realServer) await page.addInitScript((given) => { window.__realServer = given; }, realServer);
+  if (jobOptions) await page.addInitScript((given) => { window.__jobOptions = given; }, jobOptions);
+  if (settings) await page.addInitScript((given) => { localStorage.setItem("layerbridge.settings.v1", JSON.stringify(given)); }, settings);
   await page.addInitScript({ path: path.join(__dirname, "browser-shim.js") });
   await page.goto(`${ORIGIN}/index.html`);
   return { page, errors };
