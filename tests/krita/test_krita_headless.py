@@ -384,3 +384,13 @@ def test_adding_a_large_result_keeps_krita_responsive(krita):
     assert out["group"] == ["Large", ["Layer 0", "Layer 1", "Layer 2"]]
     assert out["pixel"] == [80, 100, 160, 255]              # the top layer's last pixel, in Krita's BGRA
     assert out["max_gap_s"] < 1.0, out
+
+
+def test_jobs_and_status_polls_survive_constant_garbage_collection(krita, live_server):
+    """A timer collects Python's garbage every 20 ms while jobs run and the status is polled back to back:
+    Krita neither crashes nor loses an answer."""
+    res = krita.run(["gcstress"], timeout=300, LB_URL=live_server.url, LB_TOKEN=live_server.token, LB_GC_JOBS="6")
+    out = res["gcstress"]
+    assert res["_exit"]["code"] == 0 and not res["_exit"]["timed_out"], (res["_exit"], out)
+    assert [j["ok"] for j in out["jobs"]] == [True] * 6, out["jobs"]
+    assert out["probes"] >= 20 and set(out["probe_kinds"]) <= {"ready", "busy"}, out

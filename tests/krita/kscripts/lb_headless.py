@@ -379,6 +379,53 @@ def s_responsive(res):
     res["responsive"] = out
 
 
+def s_gcstress(res):
+    """Jobs and status polls while a timer runs Python's garbage collector every 20 ms, as any other plugin's
+    garbage may make it run: a reply's handler must not be collected while its request is under way (Krita
+    crashed in the handler). The results are written after each job, so a crash leaves what had run."""
+    import gc
+
+    from layerbridge.client import Api, StatusProbe
+
+    out = {"jobs": [], "probes": 0, "probe_kinds": []}
+    res["gcstress"] = out
+
+    def write():
+        with open(os.environ["LB_RESULTS"], "w") as f:
+            json.dump(res, f, indent=1)
+
+    write()
+    collector = QtCore.QTimer()
+    collector.timeout.connect(gc.collect)
+    collector.start(20)
+    api = Api(URL, TOKEN)
+    polling = {"on": True}
+
+    def poll():
+        # the docker's status check, back to back: each result starts the next
+        if not polling["on"]:
+            return
+        probe = StatusProbe(api)
+
+        def shown(kind, text, detail):
+            out["probes"] += 1
+            if kind not in out["probe_kinds"]:
+                out["probe_kinds"].append(kind)
+            QtCore.QTimer.singleShot(20, poll)
+
+        probe.result.connect(shown)
+        probe.run()
+
+    poll()
+    doc = make_doc(64, 48, "Collected")
+    for i in range(int(os.environ.get("LB_GC_JOBS", "6"))):
+        d, job = run(doc, values={"steps": 6, "seed": i})
+        out["jobs"].append({"ok": job.get("ok"), "code": job.get("code", "")})
+        write()
+    polling["on"] = False
+    collector.stop()
+
+
 # -- documents that are not RGB 8-bit --------------------------------------------------------------
 def space(obj):
     return [obj.colorModel(), obj.colorDepth(), obj.colorProfile()]
