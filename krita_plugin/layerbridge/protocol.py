@@ -62,6 +62,7 @@ STAGES = {
     "done": "Done",
     "failed": "Failed",
     "cancelled": "Cancelled",
+    "reconnecting": "The server stopped answering",
 }
 
 
@@ -84,6 +85,8 @@ def describe_progress(state: dict) -> str:
         text = str(state["message"])        # the server's words: naming the layers, restoring full resolution
     if stage == "uploading" and state.get("bytes"):
         text += " %d%%" % (100 * int(state.get("sent") or 0) // int(state["bytes"]))
+    if stage == "reconnecting":
+        return "%s %s ago. Trying to reach it again…" % (text, format_duration(state.get("lost_s") or 0))
     if stage == "queued" and state.get("position"):
         text += " (position %d)" % int(state["position"])
     total = state.get("total") or 0
@@ -167,8 +170,9 @@ MESSAGES = {
     "job_failed": ("The decomposition failed.", ""),
     "internal": ("The server hit an internal problem.", "Its log has the details. Try again."),
     "cancelled": ("Cancelled.", ""),
-    "server_stopped": ("The LayerBridge server was stopped before the job finished.",
-                       "Start it again (“layerbridge serve”, or the tray launcher), then decompose again."),
+    "server_stopped": ("The job was lost when the LayerBridge server stopped or restarted.",
+                       "Start it again if it is not running (“layerbridge serve”, or the tray launcher), "
+                       "then decompose again."),
     "not_found": ("The server no longer has this job.",
                   "Results are kept for an hour; please decompose again."),
     "bad_response": ("The server's answer was not understood.", "Is the address a LayerBridge server?"),
@@ -215,3 +219,76 @@ def check_hello(hello: dict) -> Optional[Tuple[str, str]]:
     if "bgra8" not in (hello.get("capabilities") or ()):
         return "protocol_mismatch", "The server is older than this plugin (it takes no bgra8 pixels): update the LayerBridge server."
     return None
+
+
+# -- the job options the server announces (hello's `job_options`) ---------------------------------------------
+# What a server too old to announce them takes: the controls fall back to these.
+FALLBACK_OPTIONS: Dict[str, object] = {
+    "presets": [
+        {"name": "best", "label": "Best", "steps": 50, "summary": ""},
+        {"name": "balanced", "label": "Balanced", "steps": 30, "summary": ""},
+        {"name": "fast", "label": "Fast", "steps": 20, "summary": ""},
+    ],
+    "preset": "best",
+    "layers": {"min": 2, "max": 10, "default": 4},
+    "resolution": {"choices": [640, 1024], "default": 640},
+    "steps": {"min": 2, "max": 100, "default": None},
+    "cfg_scale": {"min": 1.0, "max": 20.0, "default": 4.0},
+    "caption_language": {"choices": ["en", "zh"], "default": "en"},
+}
+
+
+def _number_range(given: object, fallback: dict, kind: type) -> dict:
+    """{min, max, default} from the server when it is well formed (min <= default <= max), else the fallback."""
+    if not isinstance(given, dict):
+        return dict(fallback)
+    try:
+        low, high = kind(given["min"]), kind(given["max"])
+        default = given.get("default")
+        default = None if default is None else kind(default)
+    except (KeyError, TypeError, ValueError):
+        return dict(fallback)
+    if low > high or (default is not None and not low <= default <= high):
+        return dict(fallback)
+    if default is None and fallback.get("default") is not None:
+        default = max(low, min(high, fallback["default"]))
+    return {"min": low, "max": high, "default": default}
+
+
+def _choices(given: object, fallback: dict, kind: type) -> dict:
+    """{choices, default} from the server when it is well formed, else the fallback."""
+    if not isinstance(given, dict) or not isinstance(given.get("choices"), list):
+        return dict(fallback)
+    try:
+        choices = [kind(c) for c in given["choices"]]
+    except (TypeError, ValueError):
+        return dict(fallback)
+    if not choices:
+        return dict(fallback)
+    default = given.get("default")
+    return {"choices": choices, "default": default if default in choices else choices[0]}
+
+
+def job_options(hello: Optional[dict]) -> Dict[str, object]:
+    """The job options a server announces in its hello (GET /v1/info, the WebSocket `hello`): presets, the ranges of
+    layers, steps and guidance, the resolutions and caption languages. Each part the server leaves out or sends
+    malformed (an older server sends none) falls back to FALLBACK_OPTIONS."""
+    given = (hello or {}).get("job_options")
+    given = given if isinstance(given, dict) else {}
+    fb = FALLBACK_OPTIONS
+    presets = []
+    for p in given.get("presets") or []:
+        if isinstance(p, dict) and isinstance(p.get("name"), str) and p["name"]:
+            presets.append({"name": p["name"], "label": str(p.get("label") or p["name"].capitalize()),
+                            "steps": p.get("steps"), "summary": str(p.get("summary") or "")})
+    presets = presets or [dict(p) for p in fb["presets"]]
+    names = [p["name"] for p in presets]
+    return {
+        "presets": presets,
+        "preset": given.get("preset") if given.get("preset") in names else names[0],
+        "layers": _number_range(given.get("layers"), fb["layers"], int),
+        "resolution": _choices(given.get("resolution"), fb["resolution"], int),
+        "steps": _number_range(given.get("steps"), fb["steps"], int),
+        "cfg_scale": _number_range(given.get("cfg_scale"), fb["cfg_scale"], float),
+        "caption_language": _choices(given.get("caption_language"), fb["caption_language"], str),
+    }

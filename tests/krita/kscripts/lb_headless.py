@@ -10,7 +10,7 @@ import traceback
 
 from krita import Krita, Selection
 
-from layerbridge import document, pixels
+from layerbridge import document, pixels, settings
 from layerbridge.decompose import Decomposition
 from layerbridge.qt import QtCore
 
@@ -58,7 +58,7 @@ def tree(node):
 
 
 def run(doc, mode="image", values=None, url=None, token=None, node=None, on_progress=None, timeout_ms=120000):
-    values = dict(PARAMS, **(values or {}))
+    values = settings.normalize(dict(PARAMS, **(values or {})))
     d = Decomposition(doc, mode, values, url or URL, TOKEN if token is None else token, node=node)
     loop = QtCore.QEventLoop()
     out = {"progress": []}
@@ -189,7 +189,7 @@ def s_toolarge(res):
     doc = make_doc(96, 64, "Huge")
     res["toolarge"] = {}
     for mode in ("image", "layer"):
-        d = Decomposition(doc, mode, PARAMS, "http://127.0.0.1:9", "", limits={"max_pixels": 1000},
+        d = Decomposition(doc, mode, settings.normalize(PARAMS), "http://127.0.0.1:9", "", limits={"max_pixels": 1000},
                           node=doc.rootNode().childNodes()[0])
         out = {}
         d.failed.connect(lambda code, text, details, out=out: out.update(code=code, text=text, details=details))
@@ -352,7 +352,7 @@ def s_responsive(res):
     between ticks of a 10 ms timer while the layers go in."""
     doc = Krita.instance().createDocument(4000, 3000, "Large", "RGBA", "U8", "", 72.0)
     KEEP.append(doc)
-    d = Decomposition(doc, "image", PARAMS, "http://127.0.0.1:9", "")
+    d = Decomposition(doc, "image", settings.normalize(PARAMS), "http://127.0.0.1:9", "")
     d.source = document.capture(doc, "image")
     result = {"name": "Large", "canvas": {"width": 4000, "height": 3000}, "layers": [
         {"index": i, "name": "Layer %d" % i, "x": 0, "y": 0, "width": 4000, "height": 3000} for i in range(3)]}
@@ -405,9 +405,10 @@ def s_gcstress(res):
         # the docker's status check, back to back: each result starts the next
         if not polling["on"]:
             return
-        probe = StatusProbe(api)
+        probe = polling["probe"] = StatusProbe(api)        # held until its result, as the docker does
 
         def shown(kind, text, detail):
+            polling["probe"] = None
             out["probes"] += 1
             if kind not in out["probe_kinds"]:
                 out["probe_kinds"].append(kind)
