@@ -178,20 +178,22 @@ class LayerDocker(DockWidget):
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
-        for b in (self.decompose_button, self.layer_button, self.cancel_button):
-            b.setMinimumWidth(40)       # the row shrinks with the docker instead of holding it wide
-            buttons.addWidget(b)
+        buttons.addWidget(self.decompose_button)
+        buttons.addWidget(self.layer_button)
         lay.addLayout(buttons)
 
         self.bar = QtWidgets.QProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setValue(0)
         self.bar.setTextVisible(False)
+        progress = QtWidgets.QHBoxLayout()       # Cancel next to what it stops
+        progress.addWidget(self.bar, 1)
+        progress.addWidget(self.cancel_button)
+        lay.addLayout(progress)
         self.stage = QtWidgets.QLabel("")
         self.stage.setWordWrap(True)
         self.stage.setSizePolicy(enum(QtWidgets.QSizePolicy, "Policy.Ignored"),
                                  enum(QtWidgets.QSizePolicy, "Policy.Preferred"))
-        lay.addWidget(self.bar)
         lay.addWidget(self.stage)
         self.last_seed, self.reuse_seed = _label_and_button(
             lay, "Reuse", "Put this seed in Seed: the same settings give the same layers again", self._reuse_seed,

@@ -48,6 +48,39 @@ def find_docker():
     return None
 
 
+def clipped(d) -> list:
+    """The docker's shown rows squashed or clipped: a field narrower than it needs, a label shorter than its
+    wrapped text, or the whole column squeezed below its own minimum height (it should scroll instead)."""
+    out = []
+    for key, (label, field) in d.rows.items():
+        if not field.isVisible():
+            continue
+        if field.width() < field.minimumSizeHint().width() or field.height() < field.minimumSizeHint().height():
+            out.append(key)
+        if label.width() < label.minimumSizeHint().width():
+            out.append(key + " label")
+    for name in ("stage", "last_seed", "last_caption", "error", "status"):
+        label = getattr(d, name)
+        if label.isVisible() and label.wordWrap() and label.height() < label.heightForWidth(label.width()):
+            out.append(name)
+    for name in ("reuse_seed", "use_caption", "copy", "decompose_button", "layer_button", "cancel_button"):
+        button = getattr(d, name)
+        if button.isVisible() and button.width() < button.minimumSizeHint().width():
+            out.append(name)
+    root = d.scroll.widget()
+    if root.height() < root.minimumSizeHint().height():
+        out.append("column")
+    return out
+
+
+def shoot(d, name: str) -> None:
+    """The docker's whole column, at the docker's width, into $LB_SHOT_DIR/name (for the docs)."""
+    folder = os.environ.get("LB_SHOT_DIR", "")
+    if folder:
+        column = d.scroll.widget()
+        res.setdefault("shots", {})[name] = [column.grab().save(os.path.join(folder, name)), d.width(), d.height()]
+
+
 class Driver:
     def __init__(self) -> None:
         self.deadline = time.monotonic() + float(os.environ.get("LB_GUI_TIMEOUT", "90"))
@@ -119,6 +152,8 @@ class Driver:
         res["docker_visible"] = d.isVisible() and d.decompose_button.isVisible()
         d.url.setText(os.environ["LB_URL"])
         d.url.editingFinished.emit()
+        if MODE == "error":
+            d.advanced_button.setChecked(True)      # every option shown, with the error under them
         d.layers.setValue(int(os.environ.get("LB_LAYERS", "3")))
         res["steps_auto"] = {"shown": d.steps.text(), "saved": d.collect()["steps"]}     # a fresh kritarc
         d.steps.setValue(2)
@@ -160,6 +195,10 @@ class Driver:
         if SHOT:
             window = Krita.instance().activeWindow().qwindow()
             res["shot_saved"] = window.grab().save(SHOT)
+        if MODE == "error":
+            res["error_layout"] = {"clipped": clipped(d), "advanced": d.advanced.isVisible(),
+                                   "min_height": d.minimumSizeHint().height()}
+            shoot(d, "krita-docker-error.png")
         if MODE == "decompose":
             Krita.instance().action("edit_undo").trigger()
             self.doc.waitForDone()
@@ -227,6 +266,12 @@ class Driver:
         res["random_seed"]["saved"] = json.loads(Krita.instance().readSetting("layerbridge", "settings", "{}"))["seed"]
         res["caption"] = {"shown": d.last_caption.text(), "tooltip": d.last_caption.toolTip(),
                           "visible": [d.last_caption.isVisible(), d.use_caption.isVisible()]}
+        d.advanced_button.setChecked(True)
+        QtWidgets.QApplication.processEvents()
+        res["result_layout"] = {"clipped": clipped(d), "min_height": d.minimumSizeHint().height(),
+                                "status": [d.status_kind, d.dot.styleSheet()]}
+        shoot(d, "krita-docker-result.png")
+        d.advanced_button.setChecked(False)
         d.use_caption.click()
         res["caption"]["prompt"] = d.prompt.text()
         res["caption"]["saved"] = json.loads(Krita.instance().readSetting("layerbridge", "settings", "{}"))["prompt"]
