@@ -145,10 +145,21 @@ def _wait(replies: list, ms: int) -> None:
     if not pending():
         return
     loop = QtCore.QEventLoop()
+
+    def one_finished() -> None:
+        if not pending():
+            loop.quit()
+
     for r in replies:
-        r.finished.connect(lambda: None if pending() else loop.quit())
+        r.finished.connect(one_finished)
     QtCore.QTimer.singleShot(ms, loop.quit)
     exec_(loop)
+    # a reply still running after the wait must not call the handler once this frame (its only holder) is gone
+    for r in replies:
+        try:
+            r.finished.disconnect(one_finished)
+        except (TypeError, RuntimeError):
+            pass
 
 
 def cancel_running_jobs(wait_ms: int = 3000) -> None:

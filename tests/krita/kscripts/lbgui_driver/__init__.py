@@ -81,6 +81,27 @@ def shoot(d, name: str) -> None:
         res.setdefault("shots", {})[name] = [column.grab().save(os.path.join(folder, name)), d.width(), d.height()]
 
 
+def announced(d) -> dict:
+    """The docker's controls once a server has announced other job options in its hello."""
+    from layerbridge import protocol
+    options = protocol.job_options({"job_options": {
+        "presets": [{"name": "best", "label": "Best", "steps": 50, "summary": "50 steps, named layers"},
+                    {"name": "draft", "label": "Draft", "steps": 8, "summary": "8 steps"}],
+        "preset": "best", "layers": {"min": 2, "max": 6, "default": 4},
+        "resolution": {"choices": [640, 1024, 1536], "default": 640},
+        "steps": {"min": 4, "max": 60, "default": None}, "cfg_scale": {"min": 1.0, "max": 8.0, "default": 4.0},
+        "caption_language": {"choices": ["en", "zh", "ja"], "default": "en"}}})
+    d.layers.setValue(3)
+    d.preset.setCurrentIndex(0)
+    d._apply_options(options)
+    items = lambda box: [[box.itemText(i), box.itemData(i)] for i in range(box.count())]
+    return {"presets": items(d.preset), "preset_tip": d.preset.itemData(1, 3),       # 3: Qt.ToolTipRole
+            "layers": [d.layers.minimum(), d.layers.maximum(), d.layers.value()],
+            "resolutions": items(d.resolution), "languages": items(d.language),
+            "steps": [d.steps.minimum(), d.steps.maximum(), d.steps.text()], "cfg": [d.cfg.minimum(), d.cfg.maximum()],
+            "collected": {k: d.collect()[k] for k in ("layers", "preset", "steps")}}
+
+
 class Driver:
     def __init__(self) -> None:
         self.deadline = time.monotonic() + float(os.environ.get("LB_GUI_TIMEOUT", "90"))
@@ -199,6 +220,7 @@ class Driver:
             res["error_layout"] = {"clipped": clipped(d), "advanced": d.advanced.isVisible(),
                                    "min_height": d.minimumSizeHint().height()}
             shoot(d, "krita-docker-error.png")
+            res["announced"] = announced(d)
         if MODE == "decompose":
             Krita.instance().action("edit_undo").trigger()
             self.doc.waitForDone()
@@ -267,10 +289,15 @@ class Driver:
         res["caption"] = {"shown": d.last_caption.text(), "tooltip": d.last_caption.toolTip(),
                           "visible": [d.last_caption.isVisible(), d.use_caption.isVisible()]}
         d.advanced_button.setChecked(True)
+        # the test model's description is noise: for the screenshot, one the real model gives such a poster
+        real = {"seed": d.shown_seed, "caption": d.shown_caption}
+        d._show_result({"seed": d.shown_seed, "caption": "A poster with a gradient from green to magenta and a blue "
+                        "rectangle; the rectangle reads “LayerBridge-Decomposition-Sample”."})
         QtWidgets.QApplication.processEvents()
         res["result_layout"] = {"clipped": clipped(d), "min_height": d.minimumSizeHint().height(),
                                 "status": [d.status_kind, d.dot.styleSheet()]}
         shoot(d, "krita-docker-result.png")
+        d._show_result(real)
         d.advanced_button.setChecked(False)
         d.use_caption.click()
         res["caption"]["prompt"] = d.prompt.text()
