@@ -43,8 +43,24 @@ def test_layers_come_back_at_source_size_bottom_to_top(engine):
     stages = [e.stage for e in events]
     assert stages[0] == Stage.encoding and Stage.decoding in stages and stages[-1] == Stage.finishing
     denoising = [e for e in events if e.stage == Stage.denoising]
-    assert denoising and all(e.eta_s is not None and e.eta_s > 0 for e in denoising)
+    assert denoising and all(e.eta_s is not None and e.eta_s > 0 for e in denoising if e.step > 1)
     assert r.caption == "a card" and r.seed == 11
+
+
+def test_the_time_left_at_the_first_step_leaves_out_the_prompts_encoding(engine):
+    """The first step's interval also holds the prompt's encoding: at step 1 the time left counts the last job's
+    pace per step, scaled to this job's layers and resolution; from step 2, this job's own pace."""
+    from backend.model.engine import step_work
+
+    engine.run(source(40, 30), JobParams.parse(dict(FAST, layers=2, steps=3)), lambda p: None, lambda: False)
+    pace, decode, finish = engine._step_seconds, engine._decode_seconds, engine._finish_eta()
+    assert pace is not None and engine._step_work == step_work(2, 640)
+    events = []
+    engine.run(source(40, 30), JobParams.parse(dict(FAST, layers=4, steps=3)), events.append, lambda: False)
+    first = next(e for e in events if e.stage == Stage.denoising and e.step == 1)
+    assert first.eta_s == pytest.approx(2 * pace * step_work(4, 640) / step_work(2, 640) + decode + finish, rel=1e-3)
+    second = next(e for e in events if e.stage == Stage.denoising and e.step == 2)
+    assert engine._step_work == step_work(4, 640) and second.eta_s is not None
 
 
 def test_same_seed_is_deterministic_and_other_seed_differs(engine):

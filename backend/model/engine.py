@@ -30,6 +30,12 @@ WARM_UP_SIZE = 640
 WARM_UP_JOB = {"layers": 4, "resolution": 640, "steps": 2, "seed": 0, "prompt": "", "restore": False, "name_layers": False}
 
 
+def step_work(layers: int, resolution: int) -> int:
+    """What one denoising step costs, up to a constant, for the pace of one job to estimate another's: the
+    transformer reads the output layers, the composite and the input picture, each resolution² pixels."""
+    return (layers + 2) * resolution * resolution
+
+
 class Engine(ModelLoading, Captioning):
     """Owns the pipeline. `run` is called from one worker thread at a time; `status` from anywhere."""
 
@@ -37,6 +43,7 @@ class Engine(ModelLoading, Captioning):
         ModelLoading.__init__(self, settings)
         Captioning.__init__(self)
         self._step_seconds: float | None = None
+        self._step_work = 0  # the work of one step of the job _step_seconds was measured on (step_work)
         self._decode_seconds: float | None = None
         self._finish_seconds: float | None = None
         self._name_seconds: float | None = None
@@ -121,6 +128,7 @@ class Engine(ModelLoading, Captioning):
             on_progress(self._encoding_progress(preset.steps))
             step_times: list[float] = []
             marks = {"last": time.monotonic()}
+            work = step_work(params.layers, params.resolution)
 
             def on_step(pipeline: Any, i: int, timestep: Any, kwargs: dict) -> dict:
                 now = time.monotonic()
@@ -131,13 +139,21 @@ class Engine(ModelLoading, Captioning):
                 done = i + 1
                 if done == preset.steps:
                     self.last_latents = kwargs.get("latents")
-                # the first interval also holds the text encoding: leave it out of the per-step estimate
-                per_step = float(np.median(step_times[1:] or step_times))
-                self._step_seconds = per_step
-                if done == preset.steps:
-                    on_progress(Progress(Stage.decoding, done, preset.steps, self._eta(0), "Decoding layers"))
+                # The first interval also holds the prompt's encoding (the vision-language model reading the
+                # picture): several steps' worth. The pace is the median of the steps after it; at the first step,
+                # the last job's pace scaled to this job's work, or unknown.
+                if len(step_times) > 1:
+                    self._step_seconds = float(np.median(step_times[1:]))
+                    self._step_work = work
+                    per_step = self._step_seconds
+                elif self._step_seconds is not None and self._step_work:
+                    per_step = self._step_seconds * work / self._step_work
                 else:
-                    left = self._eta(preset.steps - done)
+                    per_step = None
+                if done == preset.steps:
+                    on_progress(Progress(Stage.decoding, done, preset.steps, self._eta(0, per_step), "Decoding layers"))
+                else:
+                    left = self._eta(preset.steps - done, per_step)
                     on_progress(Progress(Stage.denoising, done, preset.steps, left, f"Denoising {done}/{preset.steps}"))
                 return {}
 
@@ -199,11 +215,13 @@ class Engine(ModelLoading, Captioning):
             ) from exc
         return JobResult(width, height, placed, seed, prompt, params.restore, timings)
 
-    def _eta(self, steps_left: int) -> float | None:
-        """Seconds left: the remaining steps at the last job's pace, then decoding and finishing as they last took."""
-        if self._step_seconds is None:
+    def _eta(self, steps_left: int, per_step: float | None = None) -> float | None:
+        """Seconds left: the remaining steps at `per_step` (default: the last measured pace), then decoding and
+        finishing as they last took."""
+        per_step = self._step_seconds if per_step is None else per_step
+        if per_step is None:
             return None
-        return steps_left * self._step_seconds + (self._decode_seconds or 0.0) + self._finish_eta()
+        return steps_left * per_step + (self._decode_seconds or 0.0) + self._finish_eta()
 
     def _finish_eta(self) -> float:
         """Seconds from the decoded layers to the result, as the last job took: naming (when this job names its

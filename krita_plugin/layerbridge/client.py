@@ -68,6 +68,10 @@ class Api(QtCore.QObject):
         self.url = url.rstrip("/")
         self.token = token
         self.nam = QtNetwork.QNetworkAccessManager(self)
+        # Each reply under way with its handlers, until its `finished` handler has run. A handler refers to its
+        # reply's Python wrapper and the wrapper (through its connection) to the handler: held by nothing else,
+        # the pair is a cycle the garbage collector frees while the request runs, and Qt then calls freed memory.
+        self._under_way: Dict[int, tuple] = {}
 
     def _request(self, path: str, timeout_ms: int) -> QNetworkRequest:
         return request(self.url, self.token, path, timeout_ms)
@@ -83,16 +87,29 @@ class Api(QtCore.QObject):
         else:
             req.setHeader(CONTENT_TYPE, content_type)
             reply = self.nam.post(req, QtCore.QByteArray(body or b""))
+        key = id(reply)
+        arrived = None
         if chunk is not None:
-            reply.readyRead.connect(lambda: chunk(bytes(reply.readAll())))
+            def arrived() -> None:
+                chunk(bytes(reply.readAll()))
+
+            reply.readyRead.connect(arrived)
 
         def finished() -> None:
-            answer = Answer(reply)
-            reply.deleteLater()
-            done(answer)
+            try:
+                answer = Answer(reply)
+                reply.deleteLater()
+                done(answer)
+            finally:
+                self._under_way.pop(key, None)
 
+        self._under_way[key] = (reply, finished, arrived)
         reply.finished.connect(finished)
         return reply
+
+    def under_way(self) -> int:
+        """How many requests have not finished yet."""
+        return len(self._under_way)
 
 
 # Jobs running on a server for this Krita, as (url, token, job id): when Krita closes, nothing will fetch
@@ -128,10 +145,21 @@ def _wait(replies: list, ms: int) -> None:
     if not pending():
         return
     loop = QtCore.QEventLoop()
+
+    def one_finished() -> None:
+        if not pending():
+            loop.quit()
+
     for r in replies:
-        r.finished.connect(lambda: None if pending() else loop.quit())
+        r.finished.connect(one_finished)
     QtCore.QTimer.singleShot(ms, loop.quit)
     exec_(loop)
+    # a reply still running after the wait must not call the handler once this frame (its only holder) is gone
+    for r in replies:
+        try:
+            r.finished.disconnect(one_finished)
+        except (TypeError, RuntimeError):
+            pass
 
 
 def cancel_running_jobs(wait_ms: int = 3000) -> None:
@@ -284,10 +312,16 @@ class Job(QtCore.QObject):
         self._lost()
 
     def _lost(self) -> None:
+        """The server stopped answering during the job: said at once (a `reconnecting` state with the seconds
+        since), then asked again every POLL_MS for up to RECOVER_S. A server started again answers for a job of
+        its previous run with `server_stopped`: the job was lost, not expired."""
+        now = self._clock.elapsed() / 1000.0
         if self.recovering_since is None:
-            self.recovering_since = self._clock.elapsed() / 1000.0
-        if self._clock.elapsed() / 1000.0 - self.recovering_since > RECOVER_S:
+            self.recovering_since = now
+        if now - self.recovering_since > RECOVER_S:
             return self._fail("unreachable", "The connection to the server was lost during the job.")
+        self.progress.emit({"job": self.job_id, "state": "reconnecting", "stage": "reconnecting",
+                            "lost_s": now - self.recovering_since})
         self._poll_timer.start(POLL_MS)
 
     def _poll(self) -> None:
@@ -377,10 +411,13 @@ class Job(QtCore.QObject):
         self.api.send("GET", "/v1/jobs/%s/layers/%d?format=bgra8" % (self.job_id, index), got, timeout_ms=UPLOAD_TIMEOUT_MS)
 
     def _retry(self, again: Callable[[], None]) -> None:
+        now = self._clock.elapsed() / 1000.0
         if self.recovering_since is None:
-            self.recovering_since = self._clock.elapsed() / 1000.0
-        if self._clock.elapsed() / 1000.0 - self.recovering_since > RECOVER_S:
+            self.recovering_since = now
+        if now - self.recovering_since > RECOVER_S:
             return self._fail("unreachable", "The connection to the server was lost while fetching the result.")
+        self.progress.emit({"job": self.job_id, "state": "reconnecting", "stage": "reconnecting",
+                            "lost_s": now - self.recovering_since})
         QtCore.QTimer.singleShot(POLL_MS, again)
 
     # -- cancel and end ---------------------------------------------------------------------------
@@ -441,6 +478,7 @@ class StatusProbe(QtCore.QObject):
         super().__init__(parent)
         self.api = api
         self.limits: Dict[str, object] = {}     # the server's, once it has said hello
+        self.hello: Optional[dict] = None       # its hello (GET /v1/info), job options included
 
     def run(self) -> None:
         def info(answer: Answer) -> None:
@@ -457,6 +495,7 @@ class StatusProbe(QtCore.QObject):
             if problem:
                 return self.result.emit("protocol_mismatch", protocol.friendly(problem[0])[0], problem[1])
             self.limits = dict(hello.get("limits") or {})
+            self.hello = hello
             self.api.send("GET", "/v1/status", status)
 
         def status(answer: Answer) -> None:

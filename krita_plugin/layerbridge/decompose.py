@@ -25,14 +25,15 @@ class Decomposition(QtCore.QObject):
     def __init__(self, doc: object, mode: str, values: Dict[str, object], url: str, token: str,
                  parent: Optional[QtCore.QObject] = None, node: Optional[object] = None,
                  limits: Optional[dict] = None) -> None:
-        """`limits`: the server's, from an earlier hello, to refuse a too large area before reading it."""
+        """`values`: the settings, already through settings.normalize. `limits`: the server's, from an earlier
+        hello, to refuse a too large area before reading it."""
         super().__init__(parent)
         self.limits = dict(limits or {})
         self.doc = doc
         self.doc_name = document.document_name(doc) if doc is not None else ""
         self.mode = mode
         self.node = node
-        self.values = settings.normalize(values)
+        self.values = values           # normalised once by whoever read them (settings.normalize)
         self.api = Api(url, token, self)
         self.job: Optional[Job] = None
         self.source: Optional[document.Source] = None

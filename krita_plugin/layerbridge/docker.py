@@ -1,10 +1,10 @@
 """The "Layer Decomposition" docker."""
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from krita import DockWidget, Krita
 
-from . import settings
+from . import protocol, settings
 from .client import Api, StatusProbe
 from .decompose import Decomposition
 from .qt import Qt, QtCore, QtWidgets, enum
@@ -12,9 +12,12 @@ from .qt import Qt, QtCore, QtWidgets, enum
 DOCKER_ID = "layerbridge_docker"
 CAPTION_SHOWN = 160  # characters of the model's description shown; all of it in the tooltip
 TITLE = "Layer Decomposition"
-COLOURS = {"ready": "#3a3", "busy": "#c90", "loading": "#c90", "downloading": "#c90",
-           "not_running": "#c33", "unauthorized": "#c33", "protocol_mismatch": "#c33", "failed": "#c33",
-           "error": "#c33", "checking": "#888"}
+WORKING, PROBLEM, FINE = "#4a90d9", "#c33", "#3a3"     # the server works (not a warning), cannot work, is ready
+COLOURS = {"ready": FINE, "busy": WORKING, "loading": WORKING, "downloading": WORKING,
+           "not_running": PROBLEM, "unauthorized": PROBLEM, "protocol_mismatch": PROBLEM, "failed": PROBLEM,
+           "error": PROBLEM, "checking": "#888"}
+LANGUAGES = {"en": "English", "zh": "Chinese"}
+LONGEST_UNBROKEN = 18   # characters of a word after which a line may break (a path, a URL, a long compound)
 
 
 def _read(group: str, key: str) -> str:
@@ -25,12 +28,22 @@ def _write(group: str, key: str, value: str) -> None:
     Krita.instance().writeSetting(group, key, value)
 
 
+def breakable(text: str) -> str:
+    """`text` with a zero-width space every LONGEST_UNBROKEN characters of a long word: a word-wrapped label breaks
+    it there instead of clipping it at the docker's edge."""
+    words = []
+    for word in text.split(" "):
+        if len(word) > LONGEST_UNBROKEN:
+            word = "\u200b".join(word[i:i + LONGEST_UNBROKEN] for i in range(0, len(word), LONGEST_UNBROKEN))
+        words.append(word)
+    return " ".join(words)
+
+
 def _label_and_button(lay: "QtWidgets.QBoxLayout", text: str, tip: str, clicked: Callable[[], None],
                       wrap: bool = True) -> Tuple["QtWidgets.QLabel", "QtWidgets.QPushButton"]:
-    """A row of `lay`: a label taking the width (wrapping its text, unless told not to), and a button at its end.
-    The label asks for no width of its own: a long text (a description, an error) wraps in the docker as it is
-    instead of widening it."""
-    row = QtWidgets.QHBoxLayout()
+    """Rows of `lay` for a text and its button. A wrapping text (a description, an error) takes the docker's whole
+    width, the button under it at the right; a short one (wrap=False) shares its row with the button. The label asks
+    for no width of its own: a long text wraps in the docker as it is instead of widening it."""
     label = QtWidgets.QLabel("")
     label.setWordWrap(wrap)
     policy = QtWidgets.QSizePolicy
@@ -38,7 +51,12 @@ def _label_and_button(lay: "QtWidgets.QBoxLayout", text: str, tip: str, clicked:
     button = QtWidgets.QPushButton(text)
     button.setToolTip(tip)
     button.clicked.connect(clicked)
-    row.addWidget(label, 1)
+    row = QtWidgets.QHBoxLayout()
+    if wrap:
+        lay.addWidget(label)
+        row.addStretch(1)
+    else:
+        row.addWidget(label, 1)
     row.addWidget(button)
     lay.addLayout(row)
     return label, button
@@ -49,12 +67,16 @@ class LayerDocker(DockWidget):
         super().__init__()
         self.setWindowTitle(TITLE)
         self.setObjectName(DOCKER_ID)
+        self.options = protocol.job_options(None)      # the server's, once it has said hello
         self.values = settings.load(_read)
         self.run: Optional[Decomposition] = None
         self.probe: Optional[StatusProbe] = None
         self.details = ""
         self.limits: dict = {}      # the server's, from the last status check
+        self.rows: Dict[str, Tuple["QtWidgets.QLabel", "QtWidgets.QWidget"]] = {}
+        self._loading = True
         self._build()
+        self._apply_options(self.options)
         self._load_values()
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.refresh_status)
@@ -62,8 +84,29 @@ class LayerDocker(DockWidget):
         QtCore.QTimer.singleShot(0, self.refresh_status)
 
     # -- layout -----------------------------------------------------------------------------------
+    def _option_row(self, form: "QtWidgets.QFormLayout", key: str, label: str, field: "QtWidgets.QWidget",
+                    tip: str = "") -> "QtWidgets.QWidget":
+        """One labelled option of `form`, kept in `rows` under `key`. Its field takes the row's width; its tip goes
+        on the label and the field."""
+        name = QtWidgets.QLabel(label)
+        if tip:
+            name.setToolTip(tip)
+            field.setToolTip(tip)
+        field.setSizePolicy(enum(QtWidgets.QSizePolicy, "Policy.Expanding"), field.sizePolicy().verticalPolicy())
+        field.setMinimumWidth(60)
+        form.addRow(name, field)
+        self.rows[key] = (name, field)
+        return field
+
+    @staticmethod
+    def _form() -> "QtWidgets.QFormLayout":
+        form = QtWidgets.QFormLayout()
+        form.setFieldGrowthPolicy(enum(QtWidgets.QFormLayout, "FieldGrowthPolicy.AllNonFixedFieldsGrow"))
+        form.setRowWrapPolicy(enum(QtWidgets.QFormLayout, "RowWrapPolicy.DontWrapRows"))
+        return form
+
     def _build(self) -> None:
-        root = QtWidgets.QWidget(self)
+        root = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(root)
         lay.setContentsMargins(6, 6, 6, 6)
 
@@ -71,6 +114,8 @@ class LayerDocker(DockWidget):
         self.dot = QtWidgets.QLabel("●")
         self.status = QtWidgets.QLabel("Checking the server…")
         self.status.setWordWrap(True)
+        self.status.setSizePolicy(enum(QtWidgets.QSizePolicy, "Policy.Ignored"),
+                                  enum(QtWidgets.QSizePolicy, "Policy.Preferred"))
         self.retry = QtWidgets.QPushButton("Retry")
         self.retry.setToolTip("Check the connection again")
         self.retry.clicked.connect(self.refresh_status)
@@ -79,26 +124,20 @@ class LayerDocker(DockWidget):
         status_row.addWidget(self.retry)
         lay.addLayout(status_row)
 
-        form = QtWidgets.QFormLayout()
-        self.layers = QtWidgets.QSpinBox()
-        self.layers.setRange(2, 10)
-        self.resolution = QtWidgets.QComboBox()
-        for r in settings.RESOLUTIONS:
-            self.resolution.addItem(str(r), r)
-        self.steps = QtWidgets.QSpinBox()
-        self.steps.setRange(1, 100)             # 1 shows "auto": the preset's count
-        self.steps.setSpecialValueText("auto")
-        self.steps.setToolTip("Denoising steps: fewer is faster. auto: as many as the preset in Advanced uses.")
-        self.prompt = QtWidgets.QLineEdit()
+        form = self._form()
+        self.layers = self._option_row(form, "layers", "Layers", QtWidgets.QSpinBox(),
+                                       "How many layers the picture is split into")
+        self.resolution = self._option_row(form, "resolution", "Resolution", QtWidgets.QComboBox(),
+                                           "The size the model works at: larger is slower and finer")
+        self.steps = self._option_row(form, "steps", "Steps", QtWidgets.QSpinBox(),
+                                      "Denoising steps: fewer is faster. auto: as many as the preset in Advanced uses.")
+        self.steps.setSpecialValueText("auto")       # its minimum, one below the fewest steps: the preset's count
+        self.prompt = self._option_row(form, "prompt", "Prompt", QtWidgets.QLineEdit())
         self.prompt.setPlaceholderText("optional: describe the whole image")
-        self.seed = QtWidgets.QSpinBox()
+        self.seed = self._option_row(form, "seed", "Seed", QtWidgets.QSpinBox(),
+                                     "The same seed and settings give the same layers again")
         self.seed.setRange(-1, 2147483647)
         self.seed.setSpecialValueText("random")
-        form.addRow("Layers", self.layers)
-        form.addRow("Resolution", self.resolution)
-        form.addRow("Steps", self.steps)
-        form.addRow("Prompt", self.prompt)
-        form.addRow("Seed", self.seed)
         lay.addLayout(form)
 
         self.advanced_button = QtWidgets.QToolButton()
@@ -108,28 +147,23 @@ class LayerDocker(DockWidget):
         self.advanced_button.toggled.connect(self._fold)
         lay.addWidget(self.advanced_button)
         self.advanced = QtWidgets.QWidget()
-        adv = QtWidgets.QFormLayout(self.advanced)
+        adv = self._form()
+        self.advanced.setLayout(adv)
         adv.setContentsMargins(0, 0, 0, 0)
-        self.cfg = QtWidgets.QDoubleSpinBox()
-        self.cfg.setRange(1.0, 20.0)
+        self.cfg = self._option_row(adv, "cfg_scale", "Guidance", QtWidgets.QDoubleSpinBox(),
+                                    "How closely the layers follow the prompt")
         self.cfg.setSingleStep(0.5)
-        self.preset = QtWidgets.QComboBox()
-        self.preset.addItems(list(settings.PRESETS))
-        self.language = QtWidgets.QComboBox()
-        self.language.addItem("English", "en")
-        self.language.addItem("Chinese", "zh")
+        self.cfg.setDecimals(1)
+        self.preset = self._option_row(adv, "preset", "Preset", QtWidgets.QComboBox())
+        self.language = self._option_row(adv, "caption_language", "Caption", QtWidgets.QComboBox(),
+                                         "The language the model describes the picture in, without a prompt")
         self.restore = QtWidgets.QCheckBox("Full-resolution layers")
-        self.url = QtWidgets.QLineEdit()
+        adv.addRow("", self.restore)
+        self.url = self._option_row(adv, "url", "Server", QtWidgets.QLineEdit())
         self.url.setPlaceholderText(settings.DEFAULT_URL)
-        self.token = QtWidgets.QLineEdit()
+        self.token = self._option_row(adv, "token", "Token", QtWidgets.QLineEdit())
         self.token.setEchoMode(enum(QtWidgets.QLineEdit, "EchoMode.Password"))
         self.token.setPlaceholderText("read automatically for this computer")
-        adv.addRow("Guidance", self.cfg)
-        adv.addRow("Preset", self.preset)
-        adv.addRow("Caption", self.language)
-        adv.addRow("", self.restore)
-        adv.addRow("Server", self.url)
-        adv.addRow("Token", self.token)
         lay.addWidget(self.advanced)
         self.url.editingFinished.connect(self._connection_changed)
         self.token.editingFinished.connect(self._connection_changed)
@@ -146,16 +180,20 @@ class LayerDocker(DockWidget):
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.decompose_button)
         buttons.addWidget(self.layer_button)
-        buttons.addWidget(self.cancel_button)
         lay.addLayout(buttons)
 
         self.bar = QtWidgets.QProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setValue(0)
         self.bar.setTextVisible(False)
+        progress = QtWidgets.QHBoxLayout()       # Cancel next to what it stops
+        progress.addWidget(self.bar, 1)
+        progress.addWidget(self.cancel_button)
+        lay.addLayout(progress)
         self.stage = QtWidgets.QLabel("")
         self.stage.setWordWrap(True)
-        lay.addWidget(self.bar)
+        self.stage.setSizePolicy(enum(QtWidgets.QSizePolicy, "Policy.Ignored"),
+                                 enum(QtWidgets.QSizePolicy, "Policy.Preferred"))
         lay.addWidget(self.stage)
         self.last_seed, self.reuse_seed = _label_and_button(
             lay, "Reuse", "Put this seed in Seed: the same settings give the same layers again", self._reuse_seed,
@@ -169,7 +207,15 @@ class LayerDocker(DockWidget):
         self.error.setStyleSheet("color: #d55;")
         self._show_error("", "")
         lay.addStretch(1)
-        self.setWidget(root)
+        # in a scroll area: rows keep their height in a short docker (it scrolls) and the docker asks Krita for
+        # no more height than a row, leaving room to the dockers around it
+        scroll = QtWidgets.QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(enum(QtWidgets.QFrame, "Shape.NoFrame"))
+        scroll.setHorizontalScrollBarPolicy(enum(Qt, "ScrollBarPolicy.ScrollBarAlwaysOff"))
+        scroll.setWidget(root)
+        self.scroll = scroll
+        self.setWidget(scroll)
 
         for w in (self.layers, self.steps, self.seed, self.cfg):
             w.valueChanged.connect(self._save)
@@ -177,6 +223,34 @@ class LayerDocker(DockWidget):
             w.currentIndexChanged.connect(self._save)
         self.prompt.editingFinished.connect(self._save)
         self.restore.toggled.connect(self._save)
+
+    def _apply_options(self, options: dict) -> None:
+        """The controls' ranges and choices from the job options the server announces (protocol.job_options),
+        the chosen values kept where the server still offers them."""
+        self.options = options
+        loading, self._loading = self._loading, True
+        layers = options["layers"]
+        self.layers.setRange(layers["min"], layers["max"])
+        steps = options["steps"]
+        self.steps.setRange(max(1, steps["min"] - 1), steps["max"])     # its minimum shows "auto"
+        cfg = options["cfg_scale"]
+        self.cfg.setRange(cfg["min"], cfg["max"])
+        self.resolution.clear()
+        for r in options["resolution"]["choices"]:
+            self.resolution.addItem(str(r), r)
+        self.preset.clear()
+        for i, p in enumerate(options["presets"]):
+            self.preset.addItem(p["label"], p["name"])
+            summary = p["summary"] or ("%s steps" % p["steps"] if p.get("steps") else "")
+            self.preset.setItemData(i, summary, enum(Qt, "ItemDataRole.ToolTipRole"))
+        self.preset.setToolTip("Speed against quality; Steps on auto uses the preset's count")
+        self.language.clear()
+        for code in options["caption_language"]["choices"]:
+            self.language.addItem(LANGUAGES.get(code, code), code)
+        self._loading = loading
+        if not loading:
+            self.values = settings.normalize(self.values, options)
+            self._load_values()
 
     def _fold(self, open_: bool) -> None:
         self.advanced.setVisible(open_)
@@ -188,11 +262,11 @@ class LayerDocker(DockWidget):
         self._loading = True
         self.layers.setValue(int(v["layers"]))
         self.resolution.setCurrentIndex(max(0, self.resolution.findData(v["resolution"])))
-        self.steps.setValue(max(1, int(v["steps"])))
+        self.steps.setValue(max(self.steps.minimum(), int(v["steps"])))
         self.prompt.setText(str(v["prompt"]))
         self.seed.setValue(int(v["seed"]) if int(v["seed"]) <= 2147483647 else -1)
         self.cfg.setValue(float(v["cfg_scale"]))
-        self.preset.setCurrentText(str(v["preset"]))
+        self.preset.setCurrentIndex(max(0, self.preset.findData(v["preset"])))
         self.language.setCurrentIndex(max(0, self.language.findData(v["caption_language"])))
         self.restore.setChecked(bool(v["restore"]))
         self.url.setText(str(v["url"]))
@@ -202,13 +276,15 @@ class LayerDocker(DockWidget):
         self._loading = False
 
     def collect(self) -> dict:
+        """The docker's values, normalised (once, here) against the server's job options."""
+        steps = self.steps.value()
         return settings.normalize({
             "url": self.url.text(), "token": self.token.text(), "layers": self.layers.value(),
-            "resolution": self.resolution.currentData(), "steps": 0 if self.steps.value() < 2 else self.steps.value(),
+            "resolution": self.resolution.currentData(), "steps": 0 if steps == self.steps.minimum() else steps,
             "prompt": self.prompt.text(), "seed": self.seed.value(), "cfg_scale": self.cfg.value(),
-            "preset": self.preset.currentText(), "caption_language": self.language.currentData(),
+            "preset": self.preset.currentData(), "caption_language": self.language.currentData(),
             "restore": self.restore.isChecked(), "advanced_open": self.advanced_button.isChecked(),
-        })
+        }, self.options)
 
     def _save(self, *_: object) -> None:
         if getattr(self, "_loading", False):
@@ -235,6 +311,10 @@ class LayerDocker(DockWidget):
         def shown(kind: str, text: str, detail: str) -> None:
             self.probe = None
             self.limits = probe.limits
+            if probe.hello is not None:
+                options = protocol.job_options(probe.hello)
+                if options != self.options:
+                    self._apply_options(options)
             probe.api.deleteLater()
             probe.deleteLater()
             self._set_status(kind, text, detail)
@@ -300,8 +380,8 @@ class LayerDocker(DockWidget):
         caption = (result or {}).get("caption")
         self.shown_caption = caption if isinstance(caption, str) and caption.strip() and not prompted else None
         text = self.shown_caption or ""
-        self.last_caption.setText("Described as: “%s”" % (text if len(text) <= CAPTION_SHOWN else
-                                                          text[:CAPTION_SHOWN].rstrip() + "…"))
+        self.last_caption.setText(breakable("Described as: “%s”" % (text if len(text) <= CAPTION_SHOWN else
+                                                                    text[:CAPTION_SHOWN].rstrip() + "…")))
         self.last_caption.setToolTip(text)
         self.last_caption.setVisible(bool(text))
         self.use_caption.setVisible(bool(text))
@@ -317,6 +397,9 @@ class LayerDocker(DockWidget):
 
     def _finished(self, group: object) -> None:
         note = self.run.note if self.run is not None else ""        # where the group went, if not the source
+        if self.run is not None and self.run.mode == "layer" and not note and self.run.source is not None:
+            note = ("“%s” is still shown under the group: hide it to see the new layers alone."
+                    % self.run.source.name)
         if self.run is not None:
             self._show_result(self.run.result, prompted=bool(str(self.run.values.get("prompt") or "").strip()))
         self._end()
@@ -344,7 +427,7 @@ class LayerDocker(DockWidget):
 
     def _show_error(self, text: str, details: str) -> None:
         self.details = details
-        self.error.setText(text)
+        self.error.setText(breakable(text))
         self.error.setVisible(bool(text))
         self.copy.setVisible(bool(text))
 

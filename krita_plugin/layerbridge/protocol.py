@@ -64,6 +64,7 @@ STAGES = {
     "done": "Done",
     "failed": "Failed",
     "cancelled": "Cancelled",
+    "reconnecting": "The server stopped answering",
 }
 
 
@@ -86,6 +87,8 @@ def describe_progress(state: dict) -> str:
         text = str(state["message"])        # the server's words: naming the layers, restoring full resolution
     if stage == "uploading" and state.get("bytes"):
         text += " %d%%" % (100 * int(state.get("sent") or 0) // int(state["bytes"]))
+    if stage == "reconnecting":
+        return "%s %s ago. Trying to reach it again…" % (text, format_duration(state.get("lost_s") or 0))
     if stage == "queued" and state.get("position"):
         text += " (position %d)" % int(state["position"])
     total = state.get("total") or 0
@@ -169,8 +172,9 @@ MESSAGES = {
     "job_failed": ("The decomposition failed.", ""),
     "internal": ("The server hit an internal problem.", "Its log has the details. Try again."),
     "cancelled": ("Cancelled.", ""),
-    "server_stopped": ("The LayerBridge server was stopped before the job finished.",
-                       "Start it again (“layerbridge serve”, or the tray launcher), then decompose again."),
+    "server_stopped": ("The job was lost when the LayerBridge server stopped or restarted.",
+                       "Start it again if it is not running (“layerbridge serve”, or the tray launcher), "
+                       "then decompose again."),
     "not_found": ("The server no longer has this job.",
                   "Results are kept for an hour; please decompose again."),
     "bad_response": ("The server's answer was not understood.", "Is the address a LayerBridge server?"),

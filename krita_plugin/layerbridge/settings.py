@@ -6,6 +6,8 @@ import sys
 from typing import Callable, Dict, Optional
 from urllib.parse import urlsplit
 
+from . import protocol
+
 DEFAULT_URL = "http://127.0.0.1:7860"
 GROUP = "layerbridge"
 
@@ -25,8 +27,6 @@ DEFAULTS: Dict[str, object] = {
     "version": 2,           # 2: steps 0 means auto (version 1 stored its default, 50)
 }
 
-PRESETS = ("best", "balanced", "fast")
-RESOLUTIONS = (640, 1024)
 
 
 def _clamp(value: object, low: float, high: float, default: object, kind: type) -> object:
@@ -37,24 +37,33 @@ def _clamp(value: object, low: float, high: float, default: object, kind: type) 
     return max(low, min(high, v))
 
 
-def normalize(values: Dict[str, object]) -> Dict[str, object]:
-    """Defaults filled in, every value of the right type and range."""
+def normalize(values: Dict[str, object], options: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """Defaults filled in, every value of the right type and in the range of `options` (protocol.job_options:
+    what the server announces; without them, what a server too old to announce them takes)."""
+    opts = options or protocol.job_options(None)
     out = dict(DEFAULTS)
     for key, value in values.items():
         if key in DEFAULTS and value is not None:
             out[key] = value
     out["url"] = str(out["url"]).strip().rstrip("/") or DEFAULT_URL
     out["token"] = str(out["token"]).strip()
-    out["layers"] = _clamp(out["layers"], 2, 10, DEFAULTS["layers"], int)
-    res = _clamp(out["resolution"], 0, 100000, 640, int)
-    out["resolution"] = res if res in RESOLUTIONS else 640
-    steps = _clamp(out["steps"], 0, 100, DEFAULTS["steps"], int)
-    out["steps"] = steps if steps >= 2 else 0
+    layers = opts["layers"]
+    out["layers"] = _clamp(out["layers"], layers["min"], layers["max"], layers["default"], int)
+    resolution = opts["resolution"]
+    res = _clamp(out["resolution"], 0, 100000, resolution["default"], int)
+    out["resolution"] = res if res in resolution["choices"] else resolution["default"]
+    steps = opts["steps"]
+    n = _clamp(out["steps"], 0, steps["max"], DEFAULTS["steps"], int)
+    out["steps"] = n if n >= max(2, steps["min"]) else 0            # 0: auto, the preset's count
     out["prompt"] = str(out["prompt"])[:2000]
     out["seed"] = _clamp(out["seed"], -1, 2 ** 32 - 1, -1, int)
-    out["cfg_scale"] = _clamp(out["cfg_scale"], 1.0, 20.0, 4.0, float)
-    out["preset"] = out["preset"] if out["preset"] in PRESETS else "best"
-    out["caption_language"] = out["caption_language"] if out["caption_language"] in ("en", "zh") else "en"
+    cfg = opts["cfg_scale"]
+    out["cfg_scale"] = _clamp(out["cfg_scale"], cfg["min"], cfg["max"], cfg["default"], float)
+    names = [p["name"] for p in opts["presets"]]
+    out["preset"] = out["preset"] if out["preset"] in names else opts["preset"]
+    languages = opts["caption_language"]
+    out["caption_language"] = (out["caption_language"] if out["caption_language"] in languages["choices"]
+                               else languages["default"])
     for key in ("restore", "advanced_open"):
         v = out[key]
         out[key] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
@@ -63,8 +72,9 @@ def normalize(values: Dict[str, object]) -> Dict[str, object]:
 
 
 def job_params(values: Dict[str, object], name: str) -> Dict[str, object]:
-    """The job parameters (docs/protocol.md §3) for these settings."""
-    s = normalize(values)
+    """The job parameters (docs/protocol.md §3) for settings already normalised (normalize: once, where they are
+    read from the docker or the settings store)."""
+    s = values
     params: Dict[str, object] = {
         "layers": s["layers"],
         "resolution": s["resolution"],

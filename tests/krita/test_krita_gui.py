@@ -53,8 +53,8 @@ def run_gui(plugin_dir, homes, work, url, shot="", timeout=240, **env):
 
 def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_server, tmp_path):
     shot = tmp_path / "krita-docker.png"
-    data = run_gui(plugin_dir, krita_homes, tmp_path, live_server.url, shot=shot, LB_LAYERS="3",
-                   LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
+    data = run_gui(plugin_dir, krita_homes, tmp_path, live_server.url, shot=shot, timeout=480, LB_LAYERS="3",
+                   LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir), LB_SHOT_DIR=str(tmp_path))
     assert data["docker_found"] and data["docker_class"] == "LayerDocker" and data["docker_visible"], data
     # no token was typed: the docker read it from the local server's config dir
     assert data["status_after"] in ("Ready", "Busy: running a job"), data
@@ -87,10 +87,14 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_serve
     assert data["caption_after_prompt"] == [False, False]
     caption = data["caption"]
     assert caption["visible"] == [True, True] and caption["tooltip"].strip(), caption
-    assert caption["shown"].startswith("Described as: “") and caption["tooltip"][:20] in caption["shown"]
+    assert caption["shown"].startswith("Described as: “") and caption["tooltip"][:20] in caption["shown"].replace("\u200b", "")
     assert caption["prompt"] == caption["saved"] == caption["tooltip"]
     assert data["docker_width"][1] == data["docker_width"][0], "a long description widened the docker"
     assert data["cmyk_docs_after"] == data["cmyk_docs_before"]
+    # after a result with its description, Advanced open: nothing squashed or clipped, and the docker asks Krita
+    # for little height (it scrolls), leaving room to the Layers docker
+    assert data["result_layout"]["clipped"] == [] and data["result_layout"]["min_height"] < 200, data["result_layout"]
+    assert data["shots"]["krita-docker-result.png"][0], data["shots"]
     assert data["cmyk_after_undo"] == data["cmyk_before"]
     # Steps starts on auto (the preset's count, sent as null) and goes back to it below 2
     assert data["steps_auto"] == {"shown": "auto", "saved": 0, "below": ["auto", 0]}, data["steps_auto"]
@@ -99,6 +103,14 @@ def test_docker_button_decomposes_in_the_gui(plugin_dir, krita_homes, live_serve
     assert shot.stat().st_size > 10000
     if os.environ.get("LB_SAVE_SCREENSHOT"):
         shutil.copy(shot, ROOT / "docs" / "images" / "krita-docker.png")
+    save_shots(tmp_path)
+
+
+def save_shots(folder: pathlib.Path) -> None:
+    """With LB_SAVE_SCREENSHOT set, the docker's screenshots go to docs/images for the docs."""
+    if os.environ.get("LB_SAVE_SCREENSHOT"):
+        for shot in folder.glob("krita-docker-*.png"):
+            shutil.copy(shot, ROOT / "docs" / "images" / shot.name)
 
 
 def test_docker_shows_a_stopped_server(plugin_dir, krita_homes, tmp_path):
@@ -106,10 +118,23 @@ def test_docker_shows_a_stopped_server(plugin_dir, krita_homes, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = "http://127.0.0.1:%d" % s.getsockname()[1]
-    data = run_gui(plugin_dir, krita_homes, tmp_path, dead, LB_GUI_MODE="error", LAYERBRIDGE_CONFIG_DIR=str(tmp_path))
+    data = run_gui(plugin_dir, krita_homes, tmp_path, dead, LB_GUI_MODE="error", LAYERBRIDGE_CONFIG_DIR=str(tmp_path),
+                   LB_SHOT_DIR=str(tmp_path))
     assert data["docker_found"], data
     assert "not running" in data["error"] and "not running" in data["status_after"], data
     assert dead in data["details"]
+    layout = data["error_layout"]
+    assert layout["advanced"] and layout["clipped"] == [] and layout["min_height"] < 200, layout
+    assert data["shots"]["krita-docker-error.png"][0], data["shots"]
+    # a server announcing other job options: the controls are rebuilt from them, the values kept
+    got = data["announced"]
+    assert got["presets"] == [["Best", "best"], ["Draft", "draft"]] and got["preset_tip"] == "8 steps", got
+    assert got["layers"] == [2, 6, 3] and got["cfg"] == [1.0, 8.0], got
+    assert got["resolutions"] == [["640", 640], ["1024", 1024], ["1536", 1536]], got
+    assert got["languages"] == [["English", "en"], ["Chinese", "zh"], ["ja", "ja"]], got
+    assert got["steps"] == [3, 60, "auto"], got        # 2 steps are below the server's fewest: auto
+    assert got["collected"] == {"layers": 3, "preset": "best", "steps": 0}, got
+    save_shots(tmp_path)
 
 
 def test_closing_krita_during_a_job_cancels_it_and_exits_cleanly(plugin_dir, krita_homes, live_server, tmp_path):

@@ -203,8 +203,8 @@ def test_the_server_decomposed_the_documents_own_colours(server_run, live_server
     """The document's pixels went as Krita holds them (bgra8) and the server read them right: the same
     picture sent as rgba8 with the same parameters gives the same layers, byte for byte."""
     out = server_run["image"]
-    params = settings.job_params({"layers": 2, "steps": 2, "resolution": 640, "seed": 7, "prompt": "a test picture"},
-                                 "Poster")
+    params = settings.job_params(settings.normalize({"layers": 2, "steps": 2, "resolution": 640, "seed": 7,
+                                                     "prompt": "a test picture"}), "Poster")
     body, ctype = protocol.multipart(dict(params, width=96, height=64), poster_rgba8())
     req = urllib.request.Request(live_server.url + "/v1/jobs", data=body,
                                  headers=live_server.headers(**{"Content-Type": ctype}))
@@ -384,3 +384,13 @@ def test_adding_a_large_result_keeps_krita_responsive(krita):
     assert out["group"] == ["Large", ["Layer 0", "Layer 1", "Layer 2"]]
     assert out["pixel"] == [80, 100, 160, 255]              # the top layer's last pixel, in Krita's BGRA
     assert out["max_gap_s"] < 1.0, out
+
+
+def test_jobs_and_status_polls_survive_constant_garbage_collection(krita, live_server):
+    """A timer collects Python's garbage every 20 ms while jobs run and the status is polled back to back:
+    Krita neither crashes nor loses an answer."""
+    res = krita.run(["gcstress"], timeout=600, LB_URL=live_server.url, LB_TOKEN=live_server.token, LB_GC_JOBS="3")
+    out = res["gcstress"]
+    assert res["_exit"]["code"] == 0 and not res["_exit"]["timed_out"], (res["_exit"], out)
+    assert [j["ok"] for j in out["jobs"]] == [True] * 3, out["jobs"]
+    assert out["probes"] >= 20 and set(out["probe_kinds"]) <= {"ready", "busy", "loading"}, out

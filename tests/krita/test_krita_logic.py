@@ -31,9 +31,9 @@ def test_defaults_and_clamping():
 
 def test_steps_on_auto_leave_the_count_to_the_preset():
     assert settings.normalize({})["steps"] == 0
-    p = settings.job_params({"preset": "fast"}, "Poster")
+    p = settings.job_params(settings.normalize({"preset": "fast"}), "Poster")
     assert p["steps"] is None and p["preset"] == "fast"
-    assert settings.job_params({"preset": "fast", "steps": 12}, "")["steps"] == 12
+    assert settings.job_params(settings.normalize({"preset": "fast", "steps": 12}), "")["steps"] == 12
     # settings saved before auto existed hold the old default, 50, whatever the user chose: read as auto;
     # a count the user set is kept, and auto survives a save
     old = {"settings": json.dumps({"steps": 50, "preset": "fast", "layers": 5})}
@@ -54,11 +54,11 @@ def test_settings_round_trip_through_a_string_store():
 
 
 def test_job_params():
-    p = settings.job_params({"layers": 3, "seed": -1, "prompt": "x", "steps": 2}, "Poster")
+    p = settings.job_params(settings.normalize({"layers": 3, "seed": -1, "prompt": "x", "steps": 2}), "Poster")
     assert p["layers"] == 3 and p["seed"] is None and p["name"] == "Poster" and p["steps"] == 2
     assert set(p) <= {"layers", "resolution", "steps", "cfg_scale", "cfg_normalize", "prompt",
                       "caption_language", "seed", "preset", "restore", "name"}
-    assert settings.job_params({"seed": 7}, "")["seed"] == 7
+    assert settings.job_params(settings.normalize({"seed": 7}), "")["seed"] == 7
 
 
 @pytest.mark.parametrize("platform,env,expected", [
@@ -236,3 +236,55 @@ def test_zip_layout_imports(tmp_path):
             "layerbridge.pixels; print(layerbridge.__file__)" % str(tmp_path / "pykrita"))
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert str(tmp_path / "pykrita") in got
+
+
+# -- the job options the server announces ----------------------------------------------------------
+ANNOUNCED = {"presets": [{"name": "best", "label": "Best", "steps": 50, "cfg_until": 1.0, "caption_tokens": 512,
+                          "name_layers": True, "summary": "50 steps"},
+                         {"name": "draft", "label": "Draft", "steps": 8, "summary": "8 steps, rough"}],
+             "preset": "draft", "layers": {"min": 3, "max": 6, "default": 5},
+             "resolution": {"choices": [512, 640], "default": 512},
+             "steps": {"min": 4, "max": 60, "default": None}, "cfg_scale": {"min": 1.0, "max": 8.0, "default": 3.0},
+             "caption_language": {"choices": ["en", "de"], "default": "de"}}
+
+
+def test_job_options_come_from_the_hello_with_todays_values_as_fallback():
+    opts = protocol.job_options({"server": "layerbridge", "job_options": ANNOUNCED})
+    assert [p["name"] for p in opts["presets"]] == ["best", "draft"] and opts["preset"] == "draft"
+    assert opts["presets"][1]["label"] == "Draft" and opts["presets"][1]["summary"] == "8 steps, rough"
+    assert opts["layers"] == {"min": 3, "max": 6, "default": 5}
+    assert opts["resolution"] == {"choices": [512, 640], "default": 512}
+    assert opts["steps"] == {"min": 4, "max": 60, "default": None}
+    assert opts["cfg_scale"] == {"min": 1.0, "max": 8.0, "default": 3.0}
+    assert opts["caption_language"] == {"choices": ["en", "de"], "default": "de"}
+    # an older server announces nothing: today's controls
+    old = protocol.job_options({"server": "layerbridge"})
+    assert old == protocol.job_options(None) == protocol.FALLBACK_JOB_OPTIONS
+    assert [p["name"] for p in old["presets"]] == ["best", "balanced", "fast"]
+    assert old["layers"] == {"min": 2, "max": 10, "default": 4} and old["resolution"]["choices"] == [640, 1024]
+    # a malformed part falls back on its own, the rest is kept
+    bad = protocol.job_options({"job_options": dict(ANNOUNCED, layers={"min": 9, "max": 2}, presets="x",
+                                                    resolution={"choices": []}, preset="nope")})
+    assert bad["layers"] == old["layers"] and bad["presets"] == old["presets"] and bad["preset"] == "best"
+    assert bad["resolution"] == old["resolution"] and bad["cfg_scale"]["max"] == 8.0
+
+
+def test_settings_are_normalised_against_the_servers_options():
+    opts = protocol.job_options({"job_options": ANNOUNCED})
+    s = settings.normalize({"layers": 9, "resolution": 1024, "preset": "fast", "caption_language": "zh",
+                            "cfg_scale": 12, "steps": 3}, opts)
+    assert (s["layers"], s["resolution"], s["preset"], s["caption_language"]) == (6, 512, "draft", "de")
+    assert s["cfg_scale"] == 8.0 and s["steps"] == 0          # below the server's fewest steps: auto
+    assert settings.normalize({"layers": 9, "preset": "draft", "resolution": 640}, opts)["preset"] == "draft"
+    # without options, today's
+    assert settings.normalize({"layers": 9, "preset": "draft"})["layers"] == 9
+    assert settings.normalize({"preset": "draft"})["preset"] == "best"
+
+
+def test_a_lost_server_and_a_lost_job_in_words():
+    text = protocol.describe_progress({"state": "reconnecting", "stage": "reconnecting", "lost_s": 3.2})
+    assert text == "The server stopped answering 3 s ago. Trying to reach it again…"
+    assert protocol.progress_fraction({"state": "reconnecting", "stage": "reconnecting"}) is None
+    # a restarted server answers server_stopped for a job of its previous run: lost, not expired
+    assert "lost" in protocol.friendly("server_stopped")[0] and "restarted" in protocol.friendly("server_stopped")[0]
+    assert "an hour" in protocol.friendly("not_found")[1]

@@ -137,3 +137,47 @@ def test_a_server_stopped_during_the_job_is_reported_at_once(binding, tiny_model
     # said at once, not after three minutes of trying to reach the server again
     assert out.get("ok") is False and out["code"] == "server_stopped", out
     assert time.monotonic() - stopped < 20
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_a_killed_server_is_noticed_at_once_and_its_restart_ends_the_job(binding, tiny_model, tmp_path):
+    """The server killed mid-job (no goodbye): the client says so within seconds instead of showing the last step.
+    Started again on the same address, the server answers for the job of its previous run, and the client ends
+    with that answer (`server_stopped`, "lost when the server stopped or restarted"; a server that does not know
+    the job at all says `not_found`)."""
+    import signal
+
+    from server_process import start_server, stop_server
+
+    server = start_server(tiny_model, tmp_path)
+    again = None
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    try:
+        client = subprocess.Popen([interpreter(binding), str(HERE / "kscripts" / "lb_qtclient.py"), str(PLUGIN),
+                                   server.url, server.token, binding, "lost"], stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert client.stdout.readline().strip() == "running"
+            killed = time.monotonic()
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(10)
+            assert client.stdout.readline().strip() == "reconnecting"
+            noticed = time.monotonic() - killed
+            again = start_server(tiny_model, tmp_path, "--port", str(server.port))
+            out = json.loads(client.communicate(timeout=60)[0].strip().splitlines()[-1])
+        finally:
+            client.kill()
+        assert noticed < 5, noticed
+        assert out["lost_text"].startswith("The server stopped answering"), out
+        req = urllib.request.Request(again.url + "/v1/jobs/" + out["job"], headers={"Authorization": "Bearer " + again.token})
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            said = "ok"
+        except urllib.error.HTTPError as e:
+            said = json.loads(e.read())["code"]
+        assert said in ("server_stopped", "not_found")
+        assert out.get("ok") is False and out["code"] == said, out
+    finally:
+        if again is not None:
+            stop_server(again)
+        stop_server(server)

@@ -10,7 +10,7 @@ import traceback
 
 from krita import Krita, Selection
 
-from layerbridge import document, pixels
+from layerbridge import document, pixels, settings
 from layerbridge.decompose import Decomposition
 from layerbridge.qt import QtCore
 
@@ -58,7 +58,7 @@ def tree(node):
 
 
 def run(doc, mode="image", values=None, url=None, token=None, node=None, on_progress=None, timeout_ms=120000):
-    values = dict(PARAMS, **(values or {}))
+    values = settings.normalize(dict(PARAMS, **(values or {})))
     d = Decomposition(doc, mode, values, url or URL, TOKEN if token is None else token, node=node)
     loop = QtCore.QEventLoop()
     out = {"progress": []}
@@ -189,7 +189,7 @@ def s_toolarge(res):
     doc = make_doc(96, 64, "Huge")
     res["toolarge"] = {}
     for mode in ("image", "layer"):
-        d = Decomposition(doc, mode, PARAMS, "http://127.0.0.1:9", "", limits={"max_pixels": 1000},
+        d = Decomposition(doc, mode, settings.normalize(PARAMS), "http://127.0.0.1:9", "", limits={"max_pixels": 1000},
                           node=doc.rootNode().childNodes()[0])
         out = {}
         d.failed.connect(lambda code, text, details, out=out: out.update(code=code, text=text, details=details))
@@ -352,7 +352,7 @@ def s_responsive(res):
     between ticks of a 10 ms timer while the layers go in."""
     doc = Krita.instance().createDocument(4000, 3000, "Large", "RGBA", "U8", "", 72.0)
     KEEP.append(doc)
-    d = Decomposition(doc, "image", PARAMS, "http://127.0.0.1:9", "")
+    d = Decomposition(doc, "image", settings.normalize(PARAMS), "http://127.0.0.1:9", "")
     d.source = document.capture(doc, "image")
     result = {"name": "Large", "canvas": {"width": 4000, "height": 3000}, "layers": [
         {"index": i, "name": "Layer %d" % i, "x": 0, "y": 0, "width": 4000, "height": 3000} for i in range(3)]}
@@ -377,6 +377,54 @@ def s_responsive(res):
     out["group"] = [group.name(), [c.name() for c in group.childNodes()]]
     out["pixel"] = list(bytes(group.childNodes()[2].pixelData(3999, 2999, 1, 1)))
     res["responsive"] = out
+
+
+def s_gcstress(res):
+    """Jobs and status polls while a timer runs Python's garbage collector every 20 ms, as any other plugin's
+    garbage may make it run: a reply's handler must not be collected while its request is under way (Krita
+    crashed in the handler). The results are written after each job, so a crash leaves what had run."""
+    import gc
+
+    from layerbridge.client import Api, StatusProbe
+
+    out = {"jobs": [], "probes": 0, "probe_kinds": []}
+    res["gcstress"] = out
+
+    def write():
+        with open(os.environ["LB_RESULTS"], "w") as f:
+            json.dump(res, f, indent=1)
+
+    write()
+    collector = QtCore.QTimer()
+    collector.timeout.connect(gc.collect)
+    collector.start(20)
+    api = Api(URL, TOKEN)
+    polling = {"on": True}
+
+    def poll():
+        # the docker's status check, far more often than its 1.5-5 s: each result starts the next 250 ms later
+        if not polling["on"]:
+            return
+        probe = polling["probe"] = StatusProbe(api)        # held until its result, as the docker does
+
+        def shown(kind, text, detail):
+            polling["probe"] = None
+            out["probes"] += 1
+            if kind not in out["probe_kinds"]:
+                out["probe_kinds"].append(kind)
+            QtCore.QTimer.singleShot(250, poll)
+
+        probe.result.connect(shown)
+        probe.run()
+
+    poll()
+    doc = make_doc(64, 48, "Collected")
+    for i in range(int(os.environ.get("LB_GC_JOBS", "6"))):
+        d, job = run(doc, values={"steps": 4, "seed": i}, timeout_ms=240000)
+        out["jobs"].append({"ok": job.get("ok"), "code": job.get("code", "")})
+        write()
+    polling["on"] = False
+    collector.stop()
 
 
 # -- documents that are not RGB 8-bit --------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The plugin's network client under plain Qt (PyQt5 or PyQt6, no Krita): one job, one status probe.
 
-usage: python lb_qtclient.py PLUGIN_DIR URL TOKEN BINDING [quit|long]  — prints a JSON summary.
+usage: python lb_qtclient.py PLUGIN_DIR URL TOKEN BINDING [quit|long|lost]  — prints a JSON summary.
 
 With `quit`, the application quits as soon as the image has been uploaded, before the server has named the
 job: what Krita does when the user closes it at that moment. With `long`, the job is a long one, and a line
-"running" is printed when it starts (for a test to stop the server then)."""
+"running" is printed when it starts (for a test to stop the server then). With `lost`, the same, and a line
+"reconnecting" once the client has noticed that the server is gone."""
 
 import json
 import sys
@@ -48,6 +49,18 @@ if sys.argv[5:] == ["quit"]:
 
     job.progress.connect(uploaded)
     app.aboutToQuit.connect(lambda: out.update(job_at_quit=job.job_id))
+elif sys.argv[5:] == ["lost"]:
+    # a long job; "running" when it runs, then "reconnecting" once, as soon as the client says the server is lost
+    params.update(steps=100, layers=4)
+    job.progress.connect(lambda s: print("running", flush=True) if s.get("state") == "running" else None)
+
+    def lost(state):
+        if state.get("state") == "reconnecting" and "lost_text" not in out:
+            out["lost_text"] = protocol.describe_progress(state)
+            print("reconnecting", flush=True)
+
+    job.progress.connect(lost)
+    job.finished.connect(lambda result, layers: (out.update(ok=True), app.quit()))
 elif sys.argv[5:] == ["long"]:
     params.update(steps=100, layers=4)
     job.progress.connect(lambda s: print("running", flush=True) if s.get("state") == "running" else None)

@@ -48,6 +48,60 @@ def find_docker():
     return None
 
 
+def clipped(d) -> list:
+    """The docker's shown rows squashed or clipped: a field narrower than it needs, a label shorter than its
+    wrapped text, or the whole column squeezed below its own minimum height (it should scroll instead)."""
+    out = []
+    for key, (label, field) in d.rows.items():
+        if not field.isVisible():
+            continue
+        if field.width() < field.minimumSizeHint().width() or field.height() < field.minimumSizeHint().height():
+            out.append(key)
+        if label.width() < label.minimumSizeHint().width():
+            out.append(key + " label")
+    for name in ("stage", "last_seed", "last_caption", "error", "status"):
+        label = getattr(d, name)
+        if label.isVisible() and label.wordWrap() and label.height() < label.heightForWidth(label.width()):
+            out.append(name)
+    for name in ("reuse_seed", "use_caption", "copy", "decompose_button", "layer_button", "cancel_button"):
+        button = getattr(d, name)
+        if button.isVisible() and button.width() < button.minimumSizeHint().width():
+            out.append(name)
+    root = d.scroll.widget()
+    if root.height() < root.minimumSizeHint().height():
+        out.append("column")
+    return out
+
+
+def shoot(d, name: str) -> None:
+    """The docker's whole column, at the docker's width, into $LB_SHOT_DIR/name (for the docs)."""
+    folder = os.environ.get("LB_SHOT_DIR", "")
+    if folder:
+        column = d.scroll.widget()
+        res.setdefault("shots", {})[name] = [column.grab().save(os.path.join(folder, name)), d.width(), d.height()]
+
+
+def announced(d) -> dict:
+    """The docker's controls once a server has announced other job options in its hello."""
+    from layerbridge import protocol
+    options = protocol.job_options({"job_options": {
+        "presets": [{"name": "best", "label": "Best", "steps": 50, "summary": "50 steps, named layers"},
+                    {"name": "draft", "label": "Draft", "steps": 8, "summary": "8 steps"}],
+        "preset": "best", "layers": {"min": 2, "max": 6, "default": 4},
+        "resolution": {"choices": [640, 1024, 1536], "default": 640},
+        "steps": {"min": 4, "max": 60, "default": None}, "cfg_scale": {"min": 1.0, "max": 8.0, "default": 4.0},
+        "caption_language": {"choices": ["en", "zh", "ja"], "default": "en"}}})
+    d.layers.setValue(3)
+    d.preset.setCurrentIndex(0)
+    d._apply_options(options)
+    items = lambda box: [[box.itemText(i), box.itemData(i)] for i in range(box.count())]
+    return {"presets": items(d.preset), "preset_tip": d.preset.itemData(1, 3),       # 3: Qt.ToolTipRole
+            "layers": [d.layers.minimum(), d.layers.maximum(), d.layers.value()],
+            "resolutions": items(d.resolution), "languages": items(d.language),
+            "steps": [d.steps.minimum(), d.steps.maximum(), d.steps.text()], "cfg": [d.cfg.minimum(), d.cfg.maximum()],
+            "collected": {k: d.collect()[k] for k in ("layers", "preset", "steps")}}
+
+
 class Driver:
     def __init__(self) -> None:
         self.deadline = time.monotonic() + float(os.environ.get("LB_GUI_TIMEOUT", "90"))
@@ -119,6 +173,8 @@ class Driver:
         res["docker_visible"] = d.isVisible() and d.decompose_button.isVisible()
         d.url.setText(os.environ["LB_URL"])
         d.url.editingFinished.emit()
+        if MODE == "error":
+            d.advanced_button.setChecked(True)      # every option shown, with the error under them
         d.layers.setValue(int(os.environ.get("LB_LAYERS", "3")))
         res["steps_auto"] = {"shown": d.steps.text(), "saved": d.collect()["steps"]}     # a fresh kritarc
         d.steps.setValue(2)
@@ -160,6 +216,11 @@ class Driver:
         if SHOT:
             window = Krita.instance().activeWindow().qwindow()
             res["shot_saved"] = window.grab().save(SHOT)
+        if MODE == "error":
+            res["error_layout"] = {"clipped": clipped(d), "advanced": d.advanced.isVisible(),
+                                   "min_height": d.minimumSizeHint().height()}
+            shoot(d, "krita-docker-error.png")
+            res["announced"] = announced(d)
         if MODE == "decompose":
             Krita.instance().action("edit_undo").trigger()
             self.doc.waitForDone()
@@ -227,6 +288,17 @@ class Driver:
         res["random_seed"]["saved"] = json.loads(Krita.instance().readSetting("layerbridge", "settings", "{}"))["seed"]
         res["caption"] = {"shown": d.last_caption.text(), "tooltip": d.last_caption.toolTip(),
                           "visible": [d.last_caption.isVisible(), d.use_caption.isVisible()]}
+        d.advanced_button.setChecked(True)
+        # the test model's description is noise: for the screenshot, one the real model gives such a poster
+        real = {"seed": d.shown_seed, "caption": d.shown_caption}
+        d._show_result({"seed": d.shown_seed, "caption": "A poster with a gradient from green to magenta and a blue "
+                        "rectangle; the rectangle reads “LayerBridge-Decomposition-Sample”."})
+        QtWidgets.QApplication.processEvents()
+        res["result_layout"] = {"clipped": clipped(d), "min_height": d.minimumSizeHint().height(),
+                                "status": [d.status_kind, d.dot.styleSheet()]}
+        shoot(d, "krita-docker-result.png")
+        d._show_result(real)
+        d.advanced_button.setChecked(False)
         d.use_caption.click()
         res["caption"]["prompt"] = d.prompt.text()
         res["caption"]["saved"] = json.loads(Krita.instance().readSetting("layerbridge", "settings", "{}"))["prompt"]
