@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.imaging.image import composite, resize_premultiplied  # noqa: E402
+from backend.imaging.image import resize_premultiplied  # noqa: E402
+from backend.imaging.metrics import on_canvas, premultiplied_l1, recomposition, soft_iou  # noqa: E402
 
 BUCKET_AREA = 640 * 640
 
@@ -208,29 +209,19 @@ def simulate_model(gt: list[np.ndarray], seed: int) -> list[np.ndarray]:
 
 
 def score(placed, gt: list[np.ndarray], source: np.ndarray) -> dict:
+    """The restored layers against the source (recomposition) and against the ground truth (each layer's alpha
+    and premultiplied colour), with the project's one implementation of these metrics."""
     h, w = source.shape[:2]
-    comp = composite(placed, w, h)
-    src = source.astype(np.float64) / 255.0
-    src_pre = np.concatenate([src[..., :3] * src[..., 3:4], src[..., 3:4]], axis=-1)
-    err = np.abs(comp - src_pre)
-    mse = float(np.mean(err[..., :3] ** 2))
-    psnr = 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+    rebuilt = recomposition(placed, source)
     ious, l1s = [], []
     for layer, truth in zip(placed, gt):
-        full = np.zeros((h, w, 4), np.uint8)
-        if layer.width:
-            full[layer.y : layer.y + layer.height, layer.x : layer.x + layer.width] = layer.pixels
-        fa = full[..., 3].astype(np.float32) / 255.0
-        ta = truth[..., 3].astype(np.float32) / 255.0
-        den = float(np.maximum(fa, ta).sum())
-        ious.append(float(np.minimum(fa, ta).sum()) / den if den > 0 else 1.0)
-        fp = full[..., :3].astype(np.float32) * fa[..., None]
-        tp = truth[..., :3].astype(np.float32) * ta[..., None]
-        l1s.append(float(np.mean(np.abs(fp - tp))) / 255.0)
+        full = on_canvas(layer, w, h)
+        ious.append(soft_iou(full[..., 3], truth[..., 3]))
+        l1s.append(premultiplied_l1(full, truth))
     return {
-        "psnr": psnr,
-        "max_err": float(err[..., :3].max()) * 255.0,
-        "max_err_alpha": float(err[..., 3].max()) * 255.0,
+        "psnr": rebuilt.psnr,
+        "max_err": rebuilt.max_rgb * 255.0,
+        "max_err_alpha": rebuilt.max_alpha * 255.0,
         "iou": float(np.mean(ious)),
         "l1": float(np.mean(l1s)),
     }

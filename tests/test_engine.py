@@ -17,15 +17,6 @@ from backend.core.settings import Settings
 FAST = {"layers": 3, "steps": 2, "prompt": "a card", "seed": 11, "name_layers": False}
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model):
-    e = Engine(Settings(model=str(tiny_model)))
-    assert e.model_status.state == ModelState.not_loaded
-    e.load()
-    assert e.model_status.state == ModelState.ready
-    return e
-
-
 def source(w: int, h: int, seed: int = 0) -> np.ndarray:
     a = np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8)
     a[..., 3] = 255

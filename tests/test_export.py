@@ -21,6 +21,7 @@ from PIL import Image, ImageCms
 from backend.imaging import export
 from backend.core.errors import ErrorCode, LayerBridgeError
 from backend.imaging.image import PlacedLayer, composite
+from backend.imaging.metrics import recomposition
 
 W, H = 64, 48
 LONG = "long " * 80  # 400 characters
@@ -45,11 +46,6 @@ def stack() -> list[PlacedLayer]:
 
 
 NAMES = ["Background", "文字 layer", "empty", "emoji 🎨 ünï", LONG.strip()[:255].rstrip()]
-
-
-def _premultiplied(rgba: np.ndarray) -> np.ndarray:
-    f = rgba.astype(np.float64) / 255
-    return np.concatenate([f[..., :3] * f[..., 3:], f[..., 3:]], axis=-1)
 
 
 def test_names_no_format_can_store_are_cleaned_the_same_everywhere(tmp_path):
@@ -108,7 +104,7 @@ def test_psd_merged_image_is_the_composite_with_its_transparency(stack, tmp_path
     expected = composite(stack, W, H)
     merged = np.asarray(PSDImage.open(path).topil(apply_icc=False))
     assert merged.shape == (H, W, 4)
-    assert np.abs(_premultiplied(merged) - expected).max() <= 2.5 / 255
+    assert recomposition(stack, merged).max_error <= 2.5 / 255
     # Pillow reads the section as stored (over white): its alpha is the composite's, not blank
     stored = np.asarray(Image.open(path))
     assert stored.shape == (H, W, 4)
@@ -156,7 +152,7 @@ def test_ora_follows_the_file_layout_and_stack_specs(stack, tmp_path):
 
         merged = Image.open(z.open("mergedimage.png"))
         assert merged.size == (W, H) and merged.mode == "RGBA" and not merged.info.get("interlace")
-        assert np.abs(_premultiplied(np.asarray(merged)) - composite(stack, W, H)).max() <= 2.5 / 255
+        assert recomposition(stack, np.asarray(merged)).max_error <= 2.5 / 255
         thumb = Image.open(z.open("Thumbnails/thumbnail.png"))
         assert thumb.size == (W, H) and thumb.mode == "RGBA"  # small images are not upscaled
 

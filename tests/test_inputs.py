@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from server.wire import FAST, image, request, submit_http, wait_state
 
-from backend.imaging.image import PlacedLayer, composite
+from backend.imaging.image import PlacedLayer
+from backend.imaging.metrics import on_canvas, recomposition
 
 BOUND = 2.0 / 255.0
 
@@ -35,16 +36,8 @@ def check_recomposes(result: dict, layers: list[PlacedLayer], source: np.ndarray
     assert len(layers) == FAST["layers"]
     for layer in layers:
         assert 0 <= layer.x and layer.x + layer.width <= width and 0 <= layer.y and layer.y + layer.height <= height
-    s = source.astype(np.float64) / 255.0
-    premultiplied = np.concatenate([s[..., :3] * s[..., 3:4], s[..., 3:4]], axis=-1)
-    err = np.abs(composite(layers, width, height) - premultiplied)
-    assert err[..., :3].max() <= BOUND and err[..., 3].max() <= BOUND, err.reshape(-1, 4).max(axis=0) * 255
-
-
-def on_canvas(layer: PlacedLayer, width: int, height: int) -> np.ndarray:
-    out = np.zeros((height, width, 4), np.uint8)
-    out[layer.y : layer.y + layer.height, layer.x : layer.x + layer.width] = layer.pixels
-    return out
+    rebuilt = recomposition(layers, source)
+    assert rebuilt.within(BOUND), (rebuilt.max_rgb * 255, rebuilt.max_alpha * 255)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (31, 17), (2000, 40)], ids=lambda s: f"{s[0]}x{s[1]}")

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.model.engine import Engine, JobCancelled
+from backend.model.engine import JobCancelled
 from backend.core.job import JobParams, Stage
 from backend.model.naming import MAX_CHARS, NAME_SIDE, PROMPTS, clean_name, layer_picture, name_layers, plain_names, unique_names
-from backend.core.settings import Settings
 
 
 @pytest.mark.parametrize("answer, name", [
@@ -50,13 +49,6 @@ def test_the_encoder_sees_the_layers_content_on_grey():
     full = np.full((480, 640, 4), 255, np.uint8)
     assert layer_picture(full).size == (NAME_SIDE, 252)
     assert layer_picture(np.zeros((8, 8, 4), np.uint8)) is None
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model):
-    e = Engine(Settings(model=str(tiny_model)))
-    e.load()
-    return e
 
 
 def stack() -> list[np.ndarray]:

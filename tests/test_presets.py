@@ -18,13 +18,6 @@ from backend.core.settings import Settings
 IMG = np.random.default_rng(4).integers(0, 256, (48, 64, 4), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model):
-    e = Engine(Settings(model=str(tiny_model)))
-    e.load()
-    return e
-
-
 def latents(engine, **params):
     engine.run(IMG, JobParams.parse({"layers": 2, "prompt": "x", "seed": 3, **params}), lambda p: None, lambda: False)
     return engine.last_latents.clone()

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from backend.imaging.image import PlacedLayer, composite, resample_layers, resize_premultiplied
+from backend.imaging.metrics import on_canvas, recomposition, soft_iou
 from backend.imaging.restore import restore_layers
 
 BOUND = 2.0 / 255.0
@@ -72,31 +73,6 @@ def model_output(gt: list[np.ndarray], w: int, h: int, drift: float = 0.03) -> l
     return out
 
 
-def recomposition_error(placed: list[PlacedLayer], source: np.ndarray) -> tuple[float, float, float]:
-    """(max premultiplied RGB error, max alpha error, PSNR over premultiplied RGB)."""
-    h, w = source.shape[:2]
-    comp = composite(placed, w, h)
-    s = source.astype(np.float64) / 255
-    pre = np.concatenate([s[..., :3] * s[..., 3:4], s[..., 3:4]], axis=-1)
-    err = np.abs(comp - pre)
-    mse = float(np.mean(err[..., :3] ** 2))
-    psnr = 10 * np.log10(1 / mse) if mse > 0 else np.inf
-    return float(err[..., :3].max()), float(err[..., 3].max()), psnr
-
-
-def full(layer: PlacedLayer, w: int, h: int) -> np.ndarray:
-    out = np.zeros((h, w, 4), np.uint8)
-    if layer.width:
-        out[layer.y : layer.y + layer.height, layer.x : layer.x + layer.width] = layer.pixels
-    return out
-
-
-def soft_iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    den = np.maximum(a, b).sum()
-    return float(np.minimum(a, b).sum() / den) if den else 1.0
-
-
 def run(gt: list[np.ndarray], mw: int, mh: int, **kw):
     source = flatten(gt)
     model = model_output(gt, mw, mh, **kw)
@@ -108,9 +84,9 @@ def run(gt: list[np.ndarray], mw: int, mh: int, **kw):
 def test_recomposes_the_source(transparent: bool) -> None:
     gt = stack(480, 360, transparent=transparent)
     source, model, names, placed = run(gt, 160, 120)
-    rgb, alpha, psnr = recomposition_error(placed, source)
-    assert rgb <= BOUND and alpha <= BOUND
-    assert psnr >= 60
+    rebuilt = recomposition(placed, source)
+    assert rebuilt.within(BOUND), rebuilt
+    assert rebuilt.psnr >= 60
     assert [p.name for p in placed] == names
     for p in placed:
         assert p.pixels.dtype == np.uint8 and p.pixels.ndim == 3 and p.pixels.shape[2] == 4
@@ -134,8 +110,8 @@ def test_alpha_sharper_than_resampling() -> None:
     plain = resample_layers(source, model, names)
     gains = []
     for truth, mine, base in zip(gt, placed, plain):
-        ours = soft_iou(full(mine, 640, 480)[..., 3], truth[..., 3])
-        theirs = soft_iou(full(base, 640, 480)[..., 3], truth[..., 3])
+        ours = soft_iou(on_canvas(mine, 640, 480)[..., 3], truth[..., 3])
+        theirs = soft_iou(on_canvas(base, 640, 480)[..., 3], truth[..., 3])
         assert ours >= theirs - 0.002, (mine.name, ours, theirs)
         gains.append(ours - theirs)
     assert np.mean(gains) > 0
@@ -145,7 +121,7 @@ def test_hidden_content_comes_from_the_model() -> None:
     gt = stack(480, 360, seed=2)
     source, model, names, placed = run(gt, 240, 180, drift=0.0)
     plain = resample_layers(source, model, names)
-    bg, plain_bg = full(placed[0], 480, 360), full(plain[0], 480, 360)
+    bg, plain_bg = on_canvas(placed[0], 480, 360), on_canvas(plain[0], 480, 360)
     # the hard ellipse (layer 1) covers the background's centre: what is behind it is the model's, upsampled
     hidden = gt[1][..., 3] == 255
     hidden[:, :] &= np.roll(hidden, 8, 0) & np.roll(hidden, -8, 0) & np.roll(hidden, 8, 1) & np.roll(hidden, -8, 1)
@@ -173,8 +149,8 @@ def test_colour_drift_of_a_semi_transparent_layer_is_corrected() -> None:
     band &= ~_grow(gt[4][..., 3] > 0, 3)  # away from the text above it
     assert band.sum() > 5000
     truth = gt[3][band][:, :3].astype(float)
-    ours = np.abs(full(placed[3], 480, 360)[band][:, :3] - truth).mean()
-    theirs = np.abs(full(plain[3], 480, 360)[band][:, :3] - truth).mean()
+    ours = np.abs(on_canvas(placed[3], 480, 360)[band][:, :3] - truth).mean()
+    theirs = np.abs(on_canvas(plain[3], 480, 360)[band][:, :3] - truth).mean()
     assert ours < 0.3 * theirs, (ours, theirs)
 
 
@@ -210,7 +186,7 @@ def test_a_misregistered_layer_moves_with_its_visible_edges() -> None:
         model = [_model_layer(gt[0], 160, 120), _model_layer(gt[1], 160, 120, *off), _model_layer(gt[2], 160, 120)]
         for result, got in ((ours, restore_layers(source, model, ["bg", "disc", "cover"])),
                             (plain, resample_layers(source, model, ["bg", "disc", "cover"]))):
-            diff = full(got[1], w, h)[..., 3].astype(float) - gt[1][..., 3]
+            diff = on_canvas(got[1], w, h)[..., 3].astype(float) - gt[1][..., 3]
             result.append(diff[hidden].sum() / 255)
     assert abs(plain[1] - plain[0]) > 150  # the offset moves the hidden edge by more than a pixel
     assert abs(ours[1] - ours[0]) < 0.25 * abs(plain[1] - plain[0]), (ours, plain)
@@ -232,12 +208,12 @@ def test_fine_detail_goes_to_the_layer_that_has_it() -> None:
     inside = np.zeros((h, w), bool)
     inside[int(0.25 * h) : int(0.75 * h), int(0.25 * w) : int(0.75 * w)] = True
     truth = gt[1][inside][:, :3].astype(float)
-    ours = np.abs(full(placed[1], w, h)[inside][:, :3] - truth).mean()
-    theirs = np.abs(full(plain[1], w, h)[inside][:, :3] - truth).mean()
+    ours = np.abs(on_canvas(placed[1], w, h)[inside][:, :3] - truth).mean()
+    theirs = np.abs(on_canvas(plain[1], w, h)[inside][:, :3] - truth).mean()
     assert ours < 0.2 * theirs, (ours, theirs)
-    assert np.abs(full(placed[0], w, h)[inside][:, :3].astype(float) - gt[0][inside][:, :3]).mean() < 2
-    rgb, alpha_err, _ = recomposition_error(placed, source)
-    assert rgb <= BOUND and alpha_err <= BOUND
+    assert np.abs(on_canvas(placed[0], w, h)[inside][:, :3].astype(float) - gt[0][inside][:, :3]).mean() < 2
+    rebuilt = recomposition(placed, source)
+    assert rebuilt.within(BOUND), rebuilt
 
 
 def test_no_element_changes_layer() -> None:
@@ -245,8 +221,8 @@ def test_no_element_changes_layer() -> None:
     source, model, names, placed = run(gt, 160, 120)
     plain = resample_layers(source, model, names)
     for truth, mine, base in zip(gt, placed, plain):
-        a = full(mine, 480, 360)[..., 3].astype(np.float64)
-        b = full(base, 480, 360)[..., 3].astype(np.float64)
+        a = on_canvas(mine, 480, 360)[..., 3].astype(np.float64)
+        b = on_canvas(base, 480, 360)[..., 3].astype(np.float64)
         # nothing appears where the model's layer has nothing, but for the odd source pixel that no layer claims
         assert a[~_grow(b > 0, 10)].sum() <= 255 + 0.001 * a.sum(), mine.name
         # and no more strays away from the element than plain resampling lets
@@ -263,8 +239,8 @@ def test_thin_images(shape: tuple[int, int]) -> None:
     model = [rng.integers(0, 256, (16, 32, 4), dtype=np.uint8) for _ in range(3)]
     model[0][..., 3] = 255
     placed = restore_layers(source, model, ["a", "b", "c"])
-    rgb, alpha, _ = recomposition_error(placed, source)
-    assert rgb <= BOUND and alpha <= BOUND
+    rebuilt = recomposition(placed, source)
+    assert rebuilt.within(BOUND), rebuilt
 
 
 def test_a_fully_transparent_layer() -> None:
@@ -275,8 +251,8 @@ def test_a_fully_transparent_layer() -> None:
     names = [f"L{i}" for i in range(len(model))]
     placed = restore_layers(source, model, names)
     assert placed[2].width == 0 and placed[2].height == 0 and placed[2].pixels.shape == (0, 0, 4)
-    rgb, alpha, _ = recomposition_error(placed, source)
-    assert rgb <= BOUND and alpha <= BOUND
+    rebuilt = recomposition(placed, source)
+    assert rebuilt.within(BOUND), rebuilt
 
 
 def test_single_layer_is_the_source() -> None:
@@ -284,7 +260,7 @@ def test_single_layer_is_the_source() -> None:
     source = flatten(gt)
     model = [resize_premultiplied(source, 100, 64)]
     (layer,) = restore_layers(source, model, ["only"])
-    got = full(layer, 300, 200)
+    got = on_canvas(layer, 300, 200)
     visible = source[..., 3] > 0
     assert np.array_equal(got[..., 3], source[..., 3])
     assert np.abs(got[visible][:, :3].astype(int) - source[visible][:, :3].astype(int)).max() <= 1
@@ -295,8 +271,8 @@ def test_model_aspect_differs_from_source() -> None:
     source = flatten(gt)
     model = model_output(gt, 128, 96)  # 4:3 bucket for a 5:2 document
     placed = restore_layers(source, model, [f"L{i}" for i in range(len(model))])
-    rgb, alpha, _ = recomposition_error(placed, source)
-    assert rgb <= BOUND and alpha <= BOUND
+    rebuilt = recomposition(placed, source)
+    assert rebuilt.within(BOUND), rebuilt
 
 
 def test_low_alpha_source_is_exact_premultiplied() -> None:
@@ -306,8 +282,8 @@ def test_low_alpha_source_is_exact_premultiplied() -> None:
     for g in faint:
         g[..., 3] = (g[..., 3].astype(int) // 12).astype(np.uint8)
     source, model, names, placed = run(faint, 100, 75)
-    rgb, alpha, _ = recomposition_error(placed, source)
-    assert rgb <= BOUND and alpha <= BOUND
+    rebuilt = recomposition(placed, source)
+    assert rebuilt.within(BOUND), rebuilt
 
 
 def test_rejects_bad_input() -> None:
@@ -340,8 +316,8 @@ def test_flat_and_pixel_fine_sources_against_noise(name: str, source: np.ndarray
     rng = np.random.default_rng(13)
     model = [rng.integers(0, 256, (96, 128, 4), dtype=np.uint8) for _ in range(4)]
     placed = restore_layers(source, model, ["a", "b", "c", "d"])
-    rgb, alpha, _ = recomposition_error(placed, source)
-    assert rgb <= BOUND and alpha <= BOUND, (name, rgb * 255, alpha * 255)
+    rebuilt = recomposition(placed, source)
+    assert rebuilt.within(BOUND), (name, rebuilt.max_rgb * 255, rebuilt.max_alpha * 255)
 
 
 @pytest.mark.parametrize("opaque", [True, False])

@@ -24,6 +24,8 @@ IMG = np.random.default_rng(4).integers(0, 256, (48, 64, 4), dtype=np.uint8)
 JOB = {"layers": 2, "steps": 2, "prompt": "x", "seed": 1}
 FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
 
+pytestmark = pytest.mark.xdist_group("transformer_file")  # one worker: the module's reference latents are shared
+
 
 def state(tiny_model: Path) -> dict[str, torch.Tensor]:
     return load_file(tiny_model / "transformer" / "diffusion_pytorch_model.safetensors")
@@ -84,8 +86,8 @@ def run(engine: Engine) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model) -> torch.Tensor:
-    engine = Engine(Settings(model=str(tiny_model)))
+def reference(engine) -> torch.Tensor:
+    """The tiny model's own latents for JOB, without a transformer file."""
     return run(engine)
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from kritaharness import HERE, ROOT, krita_env, run_to_results
 
-pytestmark = pytest.mark.skipif(shutil.which("krita") is None or shutil.which("xvfb-run") is None,
-                                reason="Krita or Xvfb is not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("krita") is None or shutil.which("xvfb-run") is None,
+                                 reason="Krita or Xvfb is not installed"),
+              pytest.mark.xdist_group("krita")]  # the Krita home under .test-home, one worker at a time
 
 
 def install(plugin_dir: pathlib.Path, home: pathlib.Path) -> None:

@@ -16,7 +16,8 @@ from proxies import DropProxy, StallProxy
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "krita_plugin"))
 from layerbridge import protocol, settings  # noqa: E402
 
-pytestmark = needs_krita
+# one worker, in order: the module's Krita runs are shared fixtures, and the Krita home is one folder
+pytestmark = [needs_krita, pytest.mark.xdist_group("krita")]
 
 
 def pattern(n):
@@ -308,7 +309,7 @@ def test_grayscale_and_cmyk_documents_get_layers_in_their_own_space(server_run, 
 @pytest.fixture(scope="module")
 def busy_user_run(krita, live_server):
     """Scenarios where the user keeps working (or cancels) while the server works."""
-    proxy = StallProxy(live_server.port, 20)
+    proxy = StallProxy(live_server.port, 8)  # the scenario cancels 2 s into the upload: held well past that
     try:
         res = krita.run(["closed", "moved", "orphaned", "offsets", "cancel_insert", "cancel_upload"], timeout=420,
                         LB_URL=live_server.url, LB_TOKEN=live_server.token, LB_STALL_URL=proxy.url)

@@ -16,6 +16,8 @@ from backend.launcher.probes import http_json
 from backend.launcher.process import proc_alive
 from tray_desktop import REPO, Desktop, desktop_missing, launcher_command, wait_until
 
+pytestmark = pytest.mark.xdist_group("tray_desktop")  # one worker: the module's desktop is shared
+
 # Enabled menu items, in order, when the server runs / when it is stopped (the keyboard skips the others).
 RUNNING = ["Stop server", "Restart server", "Open logs", "Copy access token", "Install Krita plugin",
            "Open the README", "Start with the system", "Quit"]
