@@ -47,5 +47,5 @@ if [ $want_tests = 1 ]; then
 else
   $py -m pip install -q -e .
   # The tray launcher's extra (pystray; PyGObject on Linux) is optional: the server runs without it.
-  $py -m pip install -q -e ".[tray]" 2>/dev/null || echo "note: tray launcher extras not installed (see README, Tray launcher)" >&2
+  $py -m pip install -q -e ".[tray]" 2>/dev/null || echo "note: tray launcher extras not installed (see docs/tray.md)" >&2
 fi

@@ -197,8 +197,8 @@ def test_folder_manifest_is_as_documented_and_round_trips(stack, tmp_path):
         assert (entry["index"], entry["x"], entry["y"], entry["width"], entry["height"]) == (
             i, src.x, src.y, src.width, src.height)
         assert (entry["file"] is None) == (src.width == 0)
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    assert "layers.json" in readme and "bottom_to_top" in readme  # the format is described for users
+    guide = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "layers.json" in guide and "bottom_to_top" in guide  # the format is described for users
 
     layers, w, h = export.read_folder(out)
     assert (w, h) == (W, H) and [layer.name for layer in layers] == NAMES

@@ -1,5 +1,5 @@
 """Unusual documents end to end through the real server and the tiny model: tiny and thin images, transparency,
-flat colour. The layers come back at the source's size and recomposite to it within the README's bound."""
+flat colour. The layers come back at the source's size and recomposite to it within docs/restoration.md's bound."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ def test_float_document_round_trips_within_a_step(offline_run):
 
 
 # 8-bit L*a*b* and YCbCr hold sRGB only approximately: the tolerances are Krita 5.1's own conversions, measured
-# (mean over all four channels, alpha exact: 0.57 and 8.6 levels; README, Colours and sizes)
+# (mean over all four channels, alpha exact: 0.57 and 8.6 levels; docs/krita.md, Colours and sizes)
 @pytest.mark.parametrize("model,depth,tolerance,mean", [("LABA", "U16", 0, 0), ("XYZA", "F32", 0, 0),
                                                         ("LABA", "U8", 10, 0.6), ("YCbCrA", "U8", 62, 8.6)])
 def test_lab_xyz_and_ycbcr_documents_round_trip(offline_run, model, depth, tolerance, mean):
