@@ -10,7 +10,8 @@ import struct
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 
-CAPABILITIES = ["http", "websocket", "rgba8", "bgra8", "png", "cancel", "restore", "presets", "ndjson_events", "caption"]
+CAPABILITIES = ["http", "websocket", "rgba8", "bgra8", "png", "cancel", "restore", "presets", "ndjson_events", "caption",
+                "text_layers"]
 PIXEL_FORMATS = ("rgba8", "bgra8")
 
 MAX_SIDE = 30_000

@@ -38,6 +38,7 @@ from .memory import (
     probe_device,
 )
 from .naming import name_layers, plain_names
+from ..text.layers import read_layers_text
 from .presets import PRESETS, resolve_preset
 from ..core.settings import Settings
 
@@ -141,6 +142,7 @@ class Engine:
         self._finish_seconds: float | None = None
         self._name_seconds: float | None = None
         self._naming = False  # whether the running job names its layers
+        self._reading_text, self._text_seconds = False, None  # whether it reads their text; how long that last took
         self.attention: str | None = None  # None: PyTorch's scaled_dot_product_attention
         # Compiled captioning: the text encoder decodes with a static cache, which transformers compiles (CUDA graphs)
         # on CUDA. Follows the compile lever, only with the whole model on the GPU.
@@ -469,6 +471,12 @@ class Engine:
             t = time.monotonic()
             placed = finish_layers(image, layers, params.restore, names)
             timings["finish_s"] = self._finish_seconds = time.monotonic() - t
+            notes, self._reading_text = [], params.text_layers
+            if params.text_layers:
+                on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._text_seconds, "Reading text"))
+                t = time.monotonic()
+                notes = read_layers_text(placed, lambda: _raise_if(cancelled))
+                timings["text_s"] = self._text_seconds = time.monotonic() - t
         except JobCancelled:
             raise
         except LayerBridgeError:
@@ -480,7 +488,7 @@ class Engine:
                 "the GPU ran out of memory. Try resolution 640 or fewer layers. "
                 + _smaller_mode_advice(self.memory.mode),
             ) from exc
-        return JobResult(width, height, placed, seed, prompt, params.restore, timings)
+        return JobResult(width, height, placed, seed, prompt, params.restore, timings, notes)
 
     def _eta(self, steps_left: int) -> float | None:
         """Seconds left: the remaining steps at the last job's pace, then decoding and finishing as they last took."""
@@ -490,9 +498,10 @@ class Engine:
 
     def _finish_eta(self) -> float:
         """Seconds from the decoded layers to the result, as the last job took: naming (when this job names its
-        layers) and restoring."""
+        layers), restoring and reading the text (when it reads it)."""
         naming = (self._name_seconds or 0.0) if self._naming else 0.0
-        return naming + (self._finish_seconds or 0.0)
+        reading = (self._text_seconds or 0.0) if self._reading_text else 0.0
+        return naming + (self._finish_seconds or 0.0) + reading
 
     def _caption(
         self,
