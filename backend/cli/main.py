@@ -1,4 +1,4 @@
-"""The `layerbridge` command: serve, decompose, restore, download, make-tiny-model, token, doctor, tray."""
+"""The `layerbridge` command: serve, decompose, restore, text, download, make-tiny-model, token, doctor, tray."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..core import options
 from ..core.settings import DEFAULT_PORT, MEMORY_CHOICES, Settings
 from .decompose import BATCH_SUFFIX, cmd_decompose
 from .progress import Bar
+from .text import add_text_command
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder (PNGs + layers.json)")
     r.add_argument("--no-restore", action="store_true", help="plain premultiplied resampling instead")
     r.set_defaults(func=cmd_restore)
+
+    add_text_command(sub)
 
     dl = sub.add_parser("download", help="fetch the model weights ahead of the first job (resumable)")
     dl.add_argument("--model", default=Settings.model)

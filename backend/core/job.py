@@ -56,6 +56,7 @@ class JobParams:
     restore: bool = True
     name: str = ""
     name_layers: bool | None = None  # None: the preset's choice
+    text_layers: bool = True  # read each layer's text (docs/text.md)
 
     @classmethod
     def parse(cls, raw: Any, default_preset: str = options.DEFAULT_PRESET) -> "JobParams":
@@ -89,6 +90,7 @@ class JobParams:
         p.name = _str(raw, "name", p.name, options.NAME_CHARACTERS)
         if raw.get("name_layers") is not None:
             p.name_layers = _bool(raw, "name_layers", False)
+        p.text_layers = _bool(raw, "text_layers", p.text_layers)
         return p
 
     def to_json(self) -> dict[str, Any]:
@@ -162,6 +164,7 @@ class JobResult:
     caption: str
     restored: bool
     timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)  # what the job could not do, for people (a text reading failed)
 
 
 @dataclass
@@ -214,6 +217,7 @@ class Job:
                     "width": layer.width,
                     "height": layer.height,
                     "bytes": layer.width * layer.height * 4,
+                    "text": layer.text,
                 }
                 for i, layer in enumerate(r.layers)
             ],
@@ -221,5 +225,6 @@ class Job:
             "caption": r.caption,
             "restored": r.restored,
             "timings": {k: round(v, 3) for k, v in r.timings.items()},
+            "notes": r.notes,
             "expires_in_s": max(0, int(expires_in_s)),
         }

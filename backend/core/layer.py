@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,7 @@ class PlacedLayer:
     x: int
     y: int
     pixels: np.ndarray  # (height, width, 4) uint8, straight alpha; (0, 0, 4) when empty
+    text: list[dict[str, Any]] = field(default_factory=list)  # its text blocks, canvas pixels (docs/text.md)
 
     @property
     def width(self) -> int:

@@ -27,6 +27,7 @@ from ..core.layer import PlacedLayer
 LAYERS_JSON = "layers.json"
 PSD_MAX_SIDE = 30_000  # the PSD format's limit; only PSB goes further
 MAX_NAME = 255  # characters: Photoshop's limit for a layer name
+TEXT_NAME = 60  # characters of its words that name a layer holding text
 THUMBNAIL_SIDE = 256  # OpenRaster: Thumbnails/thumbnail.png is at most 256×256
 _SLUG_MAX = 60  # keeps file names, with the folder's path, well inside Windows' and macOS's limits
 # Characters XML 1.0 cannot hold (most C0 controls), lone surrogates (an undecodable file name's stem) and
@@ -38,6 +39,12 @@ def layer_name(name: str) -> str:
     """A layer's name as every format stores it: without unstorable characters, at most 255 characters."""
     clean = _UNSTORABLE.sub("", name).strip()[:MAX_NAME].rstrip()
     return clean or "Layer"
+
+
+def shown_name(layer: PlacedLayer) -> str:
+    """A layer's name in PSD and OpenRaster: the words it holds when it holds text (docs/text.md), else its name."""
+    words = " ".join(" ".join(block["text"].split()) for block in layer.text)
+    return layer_name(words[:TEXT_NAME] if words else layer.name)
 
 
 def _slug(name: str) -> str:
@@ -113,7 +120,7 @@ def write_psd(path: Path, layers: Sequence[PlacedLayer], width: int, height: int
     psd.image_resources[Resource.ICC_PROFILE] = ImageResource(key=Resource.ICC_PROFILE, data=_srgb_icc())
     for layer in layers:
         added = PixelLayer.frompil(_pil(layer), psd, "Layer", top=layer.y, left=layer.x)
-        added.name = layer_name(layer.name)  # the setter also writes the Unicode name ('luni') that apps show
+        added.name = shown_name(layer)  # the setter also writes the Unicode name ('luni') that apps show
     # PSDImage.save() would render the merged image again, in float over the whole canvas (gigabytes for a large
     # document): it is set here from Pillow's 8-bit composite and the document's record written as it stands.
     record = psd._record
@@ -137,7 +144,7 @@ def write_ora(path: Path, layers: Sequence[PlacedLayer], width: int, height: int
     sources = [f"data/{layer_file(i, layer.name)}" for i, layer in enumerate(layers)]
     for layer, src in reversed(list(zip(layers, sources))):
         ET.SubElement(stack, "layer", {
-            "name": layer_name(layer.name), "src": src, "x": str(layer.x), "y": str(layer.y), "opacity": "1.0",
+            "name": shown_name(layer), "src": src, "x": str(layer.x), "y": str(layer.y), "opacity": "1.0",
             "visibility": "visible", "composite-op": "svg:src-over",
         })
     merged = flatten(layers, width, height)
@@ -171,7 +178,7 @@ def write_folder(path: Path, layers: Sequence[PlacedLayer], width: int, height: 
             if file:
                 _png(_pil(layer), tmp / file)
             entries.append({"index": i, "name": layer_name(layer.name), "file": file, "x": layer.x, "y": layer.y,
-                            "width": layer.width, "height": layer.height})
+                            "width": layer.width, "height": layer.height, "text": layer.text})
         manifest = {"canvas": {"width": width, "height": height}, "order": "bottom_to_top", "layers": entries}
         manifest.update(extra or {})
         (tmp / LAYERS_JSON).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -194,7 +201,7 @@ def read_folder(path: Path) -> tuple[list[PlacedLayer], int, int]:
             pixels = np.asarray(Image.open(path / entry["file"]).convert("RGBA"))
         else:
             pixels = np.zeros((0, 0, 4), np.uint8)
-        layers.append(PlacedLayer(entry["name"], entry["x"], entry["y"], pixels))
+        layers.append(PlacedLayer(entry["name"], entry["x"], entry["y"], pixels, entry.get("text") or []))
     return layers, manifest["canvas"]["width"], manifest["canvas"]["height"]
 
 

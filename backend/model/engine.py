@@ -15,6 +15,7 @@ from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.job import JobParams, JobResult, Progress, Stage
 from ..core.settings import Settings
 from ..imaging.finish import finish_layers
+from ..text.layers import read_layers_text
 from .captioning import Captioning
 from .inputs import model_input
 from .job_hooks import CancelCheck, JobCancelled, ProgressCallback, raise_if_cancelled
@@ -48,6 +49,7 @@ class Engine(ModelLoading, Captioning):
         self._finish_seconds: float | None = None
         self._name_seconds: float | None = None
         self._naming = False  # whether the running job names its layers
+        self._reading_text, self._text_seconds = False, None  # whether it reads their text; how long that last took
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
     def load(self, warm_up: bool = False) -> None:
@@ -202,6 +204,12 @@ class Engine(ModelLoading, Captioning):
             t = time.monotonic()
             placed = finish_layers(image, layers, params.restore, names or plain_names(len(layers)))
             timings["finish_s"] = self._finish_seconds = time.monotonic() - t
+            notes, self._reading_text = [], params.text_layers
+            if params.text_layers:
+                on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._text_seconds, "Reading text"))
+                t = time.monotonic()
+                notes = read_layers_text(placed, lambda: raise_if_cancelled(cancelled))
+                timings["text_s"] = self._text_seconds = time.monotonic() - t
         except JobCancelled:
             raise
         except LayerBridgeError:
@@ -213,7 +221,7 @@ class Engine(ModelLoading, Captioning):
                 "the GPU ran out of memory. Try resolution 640 or fewer layers. "
                 + smaller_mode_advice(self.memory.mode),
             ) from exc
-        return JobResult(width, height, placed, seed, prompt, params.restore, timings)
+        return JobResult(width, height, placed, seed, prompt, params.restore, timings, notes)
 
     def _eta(self, steps_left: int, per_step: float | None = None) -> float | None:
         """Seconds left: the remaining steps at `per_step` (default: the last measured pace), then decoding and
@@ -225,9 +233,10 @@ class Engine(ModelLoading, Captioning):
 
     def _finish_eta(self) -> float:
         """Seconds from the decoded layers to the result, as the last job took: naming (when this job names its
-        layers) and restoring."""
+        layers), restoring and reading the text (when it reads it)."""
         naming = (self._name_seconds or 0.0) if self._naming else 0.0
-        return naming + (self._finish_seconds or 0.0)
+        reading = (self._text_seconds or 0.0) if self._reading_text else 0.0
+        return naming + (self._finish_seconds or 0.0) + reading
 
 
 # the engine's public face: what the server's worker and the command line take from here
