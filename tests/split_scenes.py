@@ -146,19 +146,54 @@ def paragraph(seed: int) -> Scene:
     return s
 
 
-def icons(seed: int) -> Scene:
-    """Small filled icons close together (gaps of 6-12 px at 32-48 px) next to a large headline word pair."""
+def icons(seed: int, kinds: tuple[str, ...] = ("ellipse", "rect", "rounded")) -> Scene:
+    """Small icons in a row close together (gaps of 6-12 px at 32-48 px)."""
     rng = random.Random(seed)
     size = rng.choice([32, 40, 48])
     gap = rng.randint(6, 12)
     n = rng.randint(3, 6)
-    s = Scene(f"icons-{seed}", 40 + n * (size + gap) + 40, size + 80)
+    s = Scene(f"icons-{'-'.join(kinds)}-{seed}", 40 + n * (size + gap) + 40, size + 80)
     for k in range(n):
         big = Image.new("RGBA", (s.width * 4, s.height * 4), (0, 0, 0, 0))
         x = 40 + k * (size + gap)
-        _shape(ImageDraw.Draw(big), ["ellipse", "rect", "rounded"][(k + seed) % 3],
+        _shape(ImageDraw.Draw(big), kinds[(k + seed) % len(kinds)],
                (x * 4, 40 * 4, (x + size) * 4, (40 + size) * 4), _colour(rng))
         s.add(_smooth(big))
+    return s
+
+
+def poster(seed: int) -> Scene:
+    """A headline with a soft shadow, a paragraph, a row of icons and a glowing badge on one layer."""
+    rng = random.Random(seed)
+    s = Scene(f"poster-{seed}", 1400, 900)
+    path = FONTS[seed % len(FONTS)]
+    head = s.blank()
+    ImageDraw.Draw(head).text((60, 40), rng.choice(PHRASES), font=font(path, 110), fill=_colour(rng))
+    shadow = Image.new("RGBA", head.size, (0, 0, 0, 0))
+    moved = Image.new("L", head.size, 0)
+    moved.paste(head.getchannel("A"), (6, 8))
+    shadow.putalpha(moved.filter(ImageFilter.GaussianBlur(5)).point(lambda v: v // 2))
+    shadow.alpha_composite(head)
+    s.add(shadow)
+    body = s.blank()
+    lines = [" ".join(rng.sample(PHRASES, 2)) for _ in range(4)]
+    ImageDraw.Draw(body).multiline_text((60, 260), "\n".join(lines), font=font(path, 30), fill=_colour(rng),
+                                        spacing=10)
+    s.add(body)
+    for k in range(4):
+        big = Image.new("RGBA", (s.width * 4, s.height * 4), (0, 0, 0, 0))
+        x = 60 + k * 70
+        _shape(ImageDraw.Draw(big), ["ellipse", "rect", "rounded", "ellipse"][k],
+               (x * 4, 560 * 4, (x + 56) * 4, 616 * 4), _colour(rng))
+        s.add(_smooth(big))
+    badge = Image.new("RGBA", (s.width * 4, s.height * 4), (0, 0, 0, 0))
+    _shape(ImageDraw.Draw(badge), "ellipse", (1000 * 4, 500 * 4, 1250 * 4, 750 * 4), _colour(rng))
+    badge = _smooth(badge)
+    glow = Image.new("RGBA", badge.size, (255, 255, 200, 0))
+    glow.putalpha(badge.getchannel("A").filter(ImageFilter.GaussianBlur(18)))
+    glow.alpha_composite(badge)
+    ImageDraw.Draw(glow).text((1060, 600), "SALE", font=font(FONTS[3], 50), fill=(255, 255, 255, 255))
+    s.add(glow)
     return s
 
 
@@ -213,9 +248,10 @@ def edge_cases() -> list[Scene]:
 def all_scenes() -> list[Scene]:
     scenes = []
     for seed in range(4):
-        scenes += [shapes(seed), shapes(seed, "shadow"), shapes(seed, "glow"), icons(seed), specks(seed)]
-    scenes += [text_lines(seed) for seed in range(8)]
-    scenes += [paragraph(seed) for seed in range(6)]
+        scenes += [shapes(seed), shapes(seed, "shadow"), shapes(seed, "glow"), icons(seed), specks(seed),
+                   icons(seed, ("star", "triangle", "ring")), poster(seed)]
+    scenes += [text_lines(seed) for seed in range(12)]
+    scenes += [paragraph(seed) for seed in range(12)]
     scenes += [confetti(0), confetti(1, 64)]
     scenes += edge_cases()
     return scenes

@@ -36,6 +36,11 @@ FAINT_ELEMENT_AREA = 400  # px: a faint region with no body this large is an ele
 WORK_CELLS = 1_600_000  # the grid on which faint pixels find their nearest element (a 24 MP layer: 4×4-px cells)
 CRUMB_AREA = 24  # px: a core this small (a bit of small type) joins a neighbour close by instead of standing alone
 GLYPH_STROKE = 0.3  # stroke thickness / longer side below which a core looks like a glyph (a disc or square: 0.5)
+SIZE_QUANTILE = 0.5  # see _merged
+PARAGRAPH_ROUNDS = 3  # passes joining lines into paragraphs
+SAME_SIZE = 1.5  # type sizes within this ratio are one size (the x-height of one line against the ascenders of the next)
+TWIN_SIZE = 20  # px: from this height, two squarish pieces of one size side by side may be icons
+SMALL_TYPE = 12  # px: a core no longer than this counts as a glyph piece (small type)
 _TEXT_NAME = 60  # characters of a text block's text that name its element
 _PAIR_CHUNK = 2_000_000  # candidate pairs handled at once (bounds memory on layers with very many cores)
 
@@ -194,7 +199,9 @@ def _core_boxes(stats: np.ndarray, labels: np.ndarray, core: np.ndarray, cores: 
         inner = cv2.erode(core, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
         outline = np.bincount(labels[core > inner], minlength=cores + 1)[1:]
         thickness = 2 * area / np.maximum(outline, 1)
-        glyph = thickness < GLYPH_STROKE * np.maximum(np.maximum(w, h), 1)
+        longer = np.maximum(w, h)
+        # Below SMALL_TYPE px a stroke is one or two pixels wide and the measure says nothing: small type's pieces.
+        glyph = (thickness < GLYPH_STROKE * longer) | (longer <= SMALL_TYPE)
     else:
         glyph = np.zeros(0, bool)
     return _Boxes(x0, y0, x0 + w, y0 + h, area, glyph, np.zeros(cores, bool))
@@ -270,11 +277,18 @@ def _merged(b: _Boxes, group: np.ndarray) -> tuple[_Boxes, np.ndarray, np.ndarra
     glyphs = np.bincount(group, b.glyph, minlength=n).astype(np.int64)
     glyph_area = np.bincount(group, b.area * b.glyph, minlength=n)
     pieces = np.bincount(group, minlength=n)
+    # The type size: the area-weighted median of the pieces' heights (letters outweigh dots, accents and
+    # crumbs).
+    order = np.lexsort((b.h, group))
+    sorted_group = group[order]
+    running = np.cumsum(b.area[order])
+    start = np.searchsorted(sorted_group, np.arange(n))
+    base = np.where(start > 0, running[np.maximum(start - 1, 0)], 0)
+    past_half = np.flatnonzero((running - base[sorted_group]) >= SIZE_QUANTILE * area[sorted_group])
+    _, first_of_group = np.unique(sorted_group[past_half], return_index=True)
+    first = past_half[first_of_group]
     size = np.zeros(n)
-    order = np.lexsort((b.h, group))  # by group, then height: the median of each group's run
-    starts = np.searchsorted(group[order], np.arange(n))
-    mid = starts + (pieces - 1) // 2
-    size[:] = b.h[order][np.minimum(mid, len(order) - 1)]
+    size[sorted_group[first]] = b.h[order][first]
     faint = np.bincount(group, b.faint, minlength=n) == pieces
     glyphish = glyph_area * 2 >= area  # mostly glyph strokes (a letter's dots and a period are not)
     return _Boxes(x0, y0, x1, y1, area, glyphish, faint), glyphs, size
@@ -287,48 +301,74 @@ def _group(b: _Boxes, blocks: list[tuple[tuple[int, int, int, int], str]]) -> tu
     # 1. Glyph pieces into words: letters side by side, a dot, accent or cedilla above or below its letter, and a
     #    faint region with the element it overlaps (a soft shadow apart from its shape).
     pairs = []
+    mark_small: list[np.ndarray] = []
+    mark_big: list[np.ndarray] = []
+    mark_score: list[np.ndarray] = []
     for i, j in _candidate_pairs(b, 0.4 * h + 2, 0.5 * h + 2):
         dx, dy, xo, yo = _gaps(b, i, j)
         hmax, hmin = np.maximum(h[i], h[j]), np.minimum(h[i], h[j])
-        letters = (yo >= 0.5 * hmin) & (dx <= 0.35 * hmax + 1.5) & (b.glyph[i] | b.glyph[j])
+        # Two squarish pieces of one size side by side are icons in a row (outline icons, stars) as often as two
+        # letters: they join only through a word (step 2), which needs another letter.
+        twins = ((np.abs(w[i] - w[j]) <= 0.1 * np.maximum(w[i], w[j])) & (np.abs(h[i] - h[j]) <= 0.1 * hmax)
+                 & (4 * w[i] >= 3 * h[i]) & (3 * w[i] <= 4 * h[i]) & (hmin >= TWIN_SIZE))
+        letters = (yo >= 0.5 * hmin) & (dx <= 0.35 * hmax + 1.5) & (b.glyph[i] | b.glyph[j]) & ~twins
         small = np.where(b.area[i] <= b.area[j], i, j)
         big = np.where(b.area[i] <= b.area[j], j, i)
         above_below = (xo >= -1) & (dy <= 0.3 * h[big] + 1)  # a dot, an accent, a cedilla
         beside = (yo > 0) & (dx <= 0.2 * h[big] + 1.5)  # a period, a comma, a quote
         marks = ((above_below | beside) & (h[small] <= 0.6 * h[big]) & (b.area[small] * 2 <= b.area[big])
                  & (b.glyph[big] | b.glyph[small]))
+        # A mark belongs to one letter: the nearest, the one it is centred on first (an i's dot sits closer to
+        # its own stem than to the descender of the line above, and more squarely).
+        mark_small.append(small[marks])
+        mark_big.append(big[marks])
+        centred = np.clip(xo[marks] / np.maximum(w[small[marks]], 1), 0, 1)
+        mark_score.append(dx[marks] + dy[marks] + (1 - centred) * h[small[marks]])
         shadow = (b.faint[i] | b.faint[j]) & (xo > 0) & (yo > 0)
-        keep = letters | marks | shadow
+        keep = letters | shadow
         pairs.append((i[keep], j[keep]))
+    if mark_small:
+        ms, mb, sc = np.concatenate(mark_small), np.concatenate(mark_big), np.concatenate(mark_score)
+        order = np.lexsort((sc, ms))
+        best = order[np.r_[True, ms[order][1:] != ms[order][:-1]]] if ms.size else order
+        pairs.append((ms[best], mb[best]))
     word = _components(n, pairs)
 
     # 2. Words into lines at a word gap scaled to the type: only between words of glyph pieces, one a real word.
     wb, glyphs, size = _merged(b, word)
     text = wb.glyph & ~wb.faint
     pairs = []
-    for i, j in _candidate_pairs(wb, 1.0 * wb.h + 2, 0.0 * wb.h):
+    for i, j in _candidate_pairs(wb, 1.2 * wb.h + 2, 0.0 * wb.h):
         dx, dy, xo, yo = _gaps(wb, i, j)
         hmax, hmin = np.maximum(wb.h[i], wb.h[j]), np.minimum(wb.h[i], wb.h[j])
         keep = (text[i] & text[j] & ((glyphs[i] >= 2) | (glyphs[j] >= 2)) & (yo >= 0.5 * hmin)
-                & (hmax <= 2.2 * hmin) & (dx <= 1.0 * hmin + 2))
+                & (hmax <= 2.2 * hmin) & (dx <= 1.2 * hmax + 2))
         pairs.append((i[keep], j[keep]))
     line = _components(len(wb.x0), pairs)[word]
 
-    # 3. Lines into paragraphs: one type size, one alignment, a line gap apart.
-    lb, glyphs, size = _merged(b, line)
-    text = lb.glyph & ~lb.faint & (glyphs >= 3)
-    pairs = []
-    for i, j in _candidate_pairs(lb, 0.0 * size, 1.0 * size + 2):
-        dx, dy, xo, yo = _gaps(lb, i, j)
-        s = np.minimum(size[i], size[j])
-        near = 0.6 * s + 2
-        aligned = ((np.abs(lb.x0[i] - lb.x0[j]) <= near) | (np.abs(lb.x1[i] - lb.x1[j]) <= near)
-                   | (np.abs((lb.x0[i] + lb.x1[i]) - (lb.x0[j] + lb.x1[j])) <= 2 * near))
-        keep = text[i] & text[j] & (xo > 0) & (
-            ((dy <= 1.0 * s + 2) & (np.maximum(size[i], size[j]) <= 1.25 * s) & aligned)
-            | (yo > 0))  # boxes that cross: lines already tied together by a descender or an accent
-        pairs.append((i[keep], j[keep]))
-    group = _components(len(lb.x0), pairs)[line]
+    # 3. Lines into paragraphs: one type size, one alignment, a line gap apart; again on what was joined (a line
+    #    split by a descender tied to the line above is whole, and aligned, once joined).
+    group = line
+    for _ in range(PARAGRAPH_ROUNDS):
+        lb, glyphs, size = _merged(b, group)
+        text = lb.glyph & ~lb.faint & (glyphs >= 3)
+        pairs = []
+        for i, j in _candidate_pairs(lb, 1.5 * size + 2, 1.0 * size + 2):
+            dx, dy, xo, yo = _gaps(lb, i, j)
+            s = np.minimum(size[i], size[j])
+            near = 0.6 * s + 2
+            aligned = ((np.abs(lb.x0[i] - lb.x0[j]) <= near) | (np.abs(lb.x1[i] - lb.x1[j]) <= near)
+                       | (np.abs((lb.x0[i] + lb.x1[i]) - (lb.x0[j] + lb.x1[j])) <= 2 * near))
+            same_size = np.maximum(size[i], size[j]) <= SAME_SIZE * s
+            keep = text[i] & text[j] & (
+                ((xo > 0) & (dy <= 1.0 * s + 2) & same_size & aligned)
+                | ((xo > 0) & (yo > 0))  # boxes that cross: lines tied together by a descender or an accent
+                # a word left out of its line (its neighbour tied to the line above or below): back into it
+                | ((yo >= 0.5 * np.minimum(lb.h[i], lb.h[j])) & (dx <= 1.5 * s + 2) & same_size))
+            pairs.append((i[keep], j[keep]))
+        if not any(len(p[0]) for p in pairs):
+            break
+        group = _components(len(lb.x0), pairs)[group]
 
     # 4. Crumbs: a piece of a few pixels (a broken-off bit of small type) joins its nearest larger neighbour within
     #    a third of that neighbour's height.
