@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MAX_ELEMENTS = 64  # at most this many elements when a layer is split into its elements (docs/elements.md)
+
 
 @dataclass
 class PlacedLayer:

@@ -28,10 +28,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .export import layer_name
-from ..core.layer import PlacedLayer
+from ..core.layer import MAX_ELEMENTS, PlacedLayer
 
 CORE_ALPHA = 128  # alpha at which a pixel belongs to an element's body; below it, it is a shadow, glow or edge
-MAX_ELEMENTS = 64  # per layer
 FAINT_ELEMENT_AREA = 400  # px: a faint region with no body this large is an element (a soft watermark), not a speck
 WORK_CELLS = 1_600_000  # the grid on which faint pixels find their nearest element (a 24 MP layer: 4×4-px cells)
 CRUMB_AREA = 24  # px: a core this small (a bit of small type) joins a neighbour close by instead of standing alone
