@@ -1,4 +1,4 @@
-"""The `layerbridge` command: serve, decompose, restore, text, download, make-tiny-model, token, doctor, tray."""
+"""The `layerbridge` command: serve, decompose, split, restore, text, download, make-tiny-model, token, doctor, tray."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..core.settings import DEFAULT_PORT, MEMORY_CHOICES, Settings
 from .decompose import BATCH_SUFFIX, cmd_decompose
 from .progress import Bar
 from .text import add_text_command
+from .split import add_parser as add_split_parser
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -209,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _job_args(d)
     d.set_defaults(func=cmd_decompose)
+
+    add_split_parser(sub)
 
     r = sub.add_parser("restore", help="restore model layers to a source image's full resolution")
     r.add_argument("source")

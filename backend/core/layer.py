@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+MAX_ELEMENTS = 64  # at most this many elements when a layer is split into its elements (docs/elements.md)
+
 
 @dataclass
 class PlacedLayer:

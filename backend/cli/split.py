@@ -1,0 +1,80 @@
+"""`layerbridge split`: one image's separate elements, one layer each, without the model (docs/elements.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+MAX_IMAGE_PIXELS = 10**9  # as `decompose`: a file on the user's own disk
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..core.layer import MAX_ELEMENTS
+
+    p = sub.add_parser("split", help="split an image's separate elements into layers (no model): a folder of PNGs")
+    p.add_argument("image", help="the image (its transparent pixels separate the elements)")
+    p.add_argument("--out", required=True, help="output folder (PNGs + layers.json, as `decompose` writes)")
+    p.add_argument("--max-elements", type=int, default=MAX_ELEMENTS,
+                   help=f"at most this many layers; the smallest elements join their neighbours (default {MAX_ELEMENTS})")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_split)
+
+
+def cmd_split(a: argparse.Namespace) -> int:
+    """0 when written, 1 when writing failed, 2 for bad input or an OUT that is there (said on stderr)."""
+    from ..core.errors import LayerBridgeError
+    from ..core.layer import PlacedLayer
+    from ..imaging import export
+    from ..imaging.image import decode
+    from ..imaging.split import split_layer
+
+    source, out = Path(a.image), Path(a.out)
+    if a.max_elements < 1:
+        print("error (invalid_params): --max-elements is at least 1", file=sys.stderr)
+        return 2
+    if out.exists() and not a.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    folder = out.absolute().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        print(f"error: cannot write {out}: {folder} is not a folder this user can write to", file=sys.stderr)
+        return 2
+    replace = out.exists()
+    try:
+        pixels = decode(source.read_bytes(), MAX_IMAGE_PIXELS)
+    except OSError as exc:
+        print(f"error: cannot read {source}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except LayerBridgeError as exc:
+        print(f"error ({exc.code.value}): cannot read {source}: {exc.message}", file=sys.stderr)
+        return 2
+    height, width = pixels.shape[:2]
+    started = time.monotonic()
+    elements = split_layer(PlacedLayer(source.stem, 0, 0, pixels), max_elements=a.max_elements)
+    took = time.monotonic() - started
+
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    try:
+        export.write_folder(tmp, elements, width, height, {"source": source.name})
+    except (OSError, LayerBridgeError) as exc:
+        code = f" ({exc.code.value})" if isinstance(exc, LayerBridgeError) else ""
+        print(f"error{code}: cannot write {out}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    if out.exists() and replace:
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    target, n = out, 0
+    while target.exists():  # appeared while splitting: left as it is
+        n += 1
+        target = out.with_name(f"{out.name} ({n})")
+    os.replace(tmp, target)
+    done = f"{len(elements)} elements ({width}×{height}) in {took:.2f} s"
+    if target != out:
+        print(f"error: {out} appeared while splitting and was left as it is; wrote {done} to {target}", file=sys.stderr)
+        return 1
+    print(f"wrote {done} to {out}", file=sys.stderr)
+    return 0
