@@ -67,3 +67,25 @@ def test_split_bad_input_says_why_with_a_code(tmp_path: Path) -> None:
     r = run(str(bad), "--out", str(tmp_path / "no-folder" / "z"))
     assert r.returncode == 2 and "cannot write" in r.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_split_keeps_links_at_out_and_beside_it(tmp_path: Path) -> None:
+    """As `decompose` (backend/cli/output.py): a dangling link at OUT is the user's and stays without --overwrite; a
+    link planted at the old temporary name beside OUT is never written through; with --overwrite a link at OUT is
+    replaced itself, and the folder it points to is left as it is."""
+    image = tmp_path / "poster.png"
+    Image.fromarray(poster(2).layer(), "RGBA").save(image)
+    out = tmp_path / "e"
+    out.symlink_to(tmp_path / "nowhere")
+    r = run(str(image), "--out", str(out))
+    assert r.returncode == 2 and "exists" in r.stderr and out.is_symlink()
+    out.unlink()
+    other = tmp_path / "other"
+    other.mkdir()
+    (tmp_path / ".e.partial").symlink_to(other)
+    assert run(str(image), "--out", str(out)).returncode == 0
+    assert list(other.iterdir()) == [] and out.is_dir() and not out.is_symlink()
+    linked = tmp_path / "linked"
+    linked.symlink_to(other)
+    assert run(str(image), "--out", str(linked), "--overwrite").returncode == 0
+    assert list(other.iterdir()) == [] and linked.is_dir() and not linked.is_symlink()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.settings import DEFAULT_PORT, Settings
+from .output import out_refused, write_beside
 from .progress import Bar, progress_line
 
 
@@ -62,12 +63,7 @@ def cmd_decompose(a: argparse.Namespace) -> int:
         return 2
     if len(sources) > 1 or expanded:
         return _decompose_batch(a, sources, out)
-    if os.path.lexists(out) and not a.overwrite:  # a link, even one to nothing, is the user's too
-        print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
-    folder = out.absolute().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        print(f"error: cannot write {out}: {folder} is not a folder this user can write to", file=sys.stderr)
+    if out_refused(out, a.overwrite):
         return 2
     runner = _Runner(a)
     try:
@@ -204,38 +200,19 @@ class _Runner:
 
 
 def write_result(out: Path, replace: bool, layers: list, width: int, height: int, info: dict) -> int:
-    """Writes in a folder of its own beside OUT, then moves it into place; only a path that was there at the start and
-    --overwrite named is replaced (a symbolic link there is replaced itself, never followed). Whatever appeared at OUT
-    while the job ran is left as it is, and the layers keep a name of their own."""
-    import shutil
-    import tempfile
-
-    from ..imaging import export
+    """Writes the layers at OUT as `write_beside` does (nothing the user has is lost); 0 when written there, 1 when
+    writing failed or the layers went to `OUT (n)` because something appeared at OUT meanwhile (said on stderr)."""
     from ..core.errors import LayerBridgeError
+    from ..imaging import export
 
-    # A random name, made exclusively and for this user only: nothing planted beside OUT is written through or merged.
     try:
-        private = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.absolute().parent))
-    except OSError as exc:
-        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        target, kind = write_beside(out, replace, lambda tmp: export.write(
+            tmp, layers, width, height, {"seed": info.get("seed"), "caption": info.get("caption")}))
+    except (OSError, LayerBridgeError) as exc:  # the writers leave nothing at tmp when they fail
+        code = f" ({exc.code.value})" if isinstance(exc, LayerBridgeError) else ""
+        print(f"error{code}: cannot write {out}: {getattr(exc, 'message', None) or getattr(exc, 'strerror', None) or exc}",
+              file=sys.stderr)
         return 1
-    try:
-        tmp = private / out.name  # the same suffix: it picks the format
-        try:
-            kind = export.write(tmp, layers, width, height, {"seed": info.get("seed"), "caption": info.get("caption")})
-        except (OSError, LayerBridgeError) as exc:
-            code = f" ({exc.code.value})" if isinstance(exc, LayerBridgeError) else ""
-            print(f"error{code}: cannot write {out}: {getattr(exc, 'message', exc)}", file=sys.stderr)
-            return 1
-        target, n = out, 0
-        if replace and os.path.lexists(out):
-            shutil.rmtree(out) if out.is_dir() and not out.is_symlink() else out.unlink()
-        while os.path.lexists(target):
-            n += 1
-            target = out.with_name(f"{out.stem} ({n}){out.suffix}")
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
     done = f"{len(layers)} layers ({width}×{height}, seed {info.get('seed')}: {', '.join(layer.name for layer in layers)})"
     if target != out:
         print(f"error: {out} appeared while the job ran and was left as it is; wrote {done} to {target} [{kind}]",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
+
+from .output import out_refused, write_beside
 
 MAX_IMAGE_PIXELS = 10**9  # as `decompose`: a file on the user's own disk
 
@@ -36,14 +37,9 @@ def cmd_split(a: argparse.Namespace) -> int:
     if a.max_elements < 1:
         print("error (invalid_params): --max-elements is at least 1", file=sys.stderr)
         return 2
-    if out.exists() and not a.overwrite:
-        print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+    if out_refused(out, a.overwrite):
         return 2
-    folder = out.absolute().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        print(f"error: cannot write {out}: {folder} is not a folder this user can write to", file=sys.stderr)
-        return 2
-    replace = out.exists()
+    replace = os.path.lexists(out)
     try:
         pixels = decode(source.read_bytes(), MAX_IMAGE_PIXELS)
     except OSError as exc:
@@ -57,21 +53,13 @@ def cmd_split(a: argparse.Namespace) -> int:
     elements = split_layer(PlacedLayer(source.stem, 0, 0, pixels), max_elements=a.max_elements)
     took = time.monotonic() - started
 
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     try:
-        export.write_folder(tmp, elements, width, height, {"source": source.name})
+        target, _ = write_beside(out, replace, lambda tmp: export.write_folder(tmp, elements, width, height,
+                                                                           {"source": source.name}))
     except (OSError, LayerBridgeError) as exc:
         code = f" ({exc.code.value})" if isinstance(exc, LayerBridgeError) else ""
         print(f"error{code}: cannot write {out}: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
-    if out.exists() and replace:
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    target, n = out, 0
-    while target.exists():  # appeared while splitting: left as it is
-        n += 1
-        target = out.with_name(f"{out.name} ({n})")
-    os.replace(tmp, target)
     done = f"{len(elements)} elements ({width}×{height}) in {took:.2f} s"
     if target != out:
         print(f"error: {out} appeared while splitting and was left as it is; wrote {done} to {target}", file=sys.stderr)
