@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -558,7 +558,7 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
             elif src[..., 3].any():
                 # no layer reaches here: the bottom layer takes the source as it is
                 out[0].at(Y0, Y1, X0, X1)[...] = np.where(src[..., 3:4] > 0, src, 0)
-                _grow(bounds[0], src[..., 3], Y0, X0)
+                _grow_bounds(bounds[0], src[..., 3], Y0, X0)
         return bounds
 
     # tiles are independent and numpy and Pillow release the GIL while they work: one thread per core, each
@@ -584,6 +584,10 @@ def restore_layers(source: np.ndarray, layers: Sequence[np.ndarray], names: Sequ
         placed.append(PlacedLayer(names[i], x0, y0, canvas.crop(y0, x0, y1, x1)))
         del canvas
     return placed
+
+
+Rect = tuple[int, int, int, int]  # Y0, Y1, X0, X1 on the canvas
+Bounds = list[list[int]]  # per layer: y0, x0, y1, x1 of its non-zero alpha
 
 
 class _Canvas:
@@ -622,7 +626,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _parallel(fn, items) -> list:
+def _parallel(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
     """fn over items on one thread per core (numpy and Pillow release the GIL while they work), in order."""
     items = list(items)
     workers = max(1, min(_cores(), len(items)))
@@ -632,7 +636,8 @@ def _parallel(fn, items) -> list:
         return list(pool.map(fn, items))
 
 
-def _grow(b: list[int], alpha: np.ndarray, Y0: int, X0: int) -> None:
+def _grow_bounds(b: list[int], alpha: np.ndarray, Y0: int, X0: int) -> None:
+    """Widen the bounds `b` (y0, x0, y1, x1) to the non-zero `alpha` of a tile placed at (Y0, X0)."""
     rows = np.flatnonzero(alpha.any(axis=1))
     if rows.size == 0:
         return
@@ -643,7 +648,8 @@ def _grow(b: list[int], alpha: np.ndarray, Y0: int, X0: int) -> None:
     b[3] = max(b[3], X0 + int(cols[-1]) + 1)
 
 
-def _write(out, bounds, i, rect, a8: np.ndarray, rgb8: np.ndarray, raw: np.ndarray, own: np.ndarray, c8) -> None:
+def _write(out: list[_Canvas], bounds: Bounds, i: int, rect: Rect, a8: np.ndarray, rgb8: np.ndarray, raw: np.ndarray,
+           own: np.ndarray, c8: np.ndarray) -> None:
     """Write one layer's tile into its (zeroed, written once) canvas: its colour (`rgb8`, a view of the
     upsampled RGBA `raw` if unchanged), the owner's colour (`c8`, RGBA) where it owns the pixel, no colour under
     alpha 0. Whole pixels are moved as 32-bit words."""
@@ -660,7 +666,7 @@ def _write(out, bounds, i, rect, a8: np.ndarray, rgb8: np.ndarray, raw: np.ndarr
     _write_rgba(out, bounds, i, rect, px)
 
 
-def _write_rgba(out, bounds, i, rect, px: np.ndarray) -> None:
+def _write_rgba(out: list[_Canvas], bounds: Bounds, i: int, rect: Rect, px: np.ndarray) -> None:
     """`_write` for a ready RGBA tile."""
     a8 = px[..., 3]
     if not a8.any():
@@ -673,10 +679,10 @@ def _write_rgba(out, bounds, i, rect, px: np.ndarray) -> None:
         b[0], b[1], b[2], b[3] = min(b[0], Y0), min(b[1], X0), max(b[2], Y1), max(b[3], X1)
     else:  # the canvas is zero and written once: clear the colour under alpha 0 here, then copy
         dst.view(np.uint32)[...] = px.view(np.uint32) * (a8 != 0)[..., None]
-        _grow(bounds[i], a8, Y0, X0)
+        _grow_bounds(bounds[i], a8, Y0, X0)
 
 
-def _q(x: np.ndarray) -> np.ndarray:
+def _round_to_8bit(x: np.ndarray) -> np.ndarray:
     """Round to the 8-bit grid, staying in 0..1 floats."""
     return np.rint(x * np.float32(255.0)) * np.float32(1.0 / 255.0)
 
@@ -685,7 +691,11 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
     return np.rint(x * np.float32(255.0)).astype(np.uint8)
 
 
-def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
+def _tile(src: np.ndarray, idx: list[int], prep: _Prepared, region: tuple[slice, slice],
+          box: tuple[float, float, float, float], out: list[_Canvas], rect: Rect, bounds: Bounds) -> None:
+    """Restore one tile of the canvas for the layers `idx` that reach it, writing each into `out` and widening its
+    `bounds`. `src`: the source's pixels at `rect` (Y0, Y1, X0, X1); `region`: the same place in the model's
+    layers; `box`: it in the model's pixels, for upsampling."""
     Y0, Y1, X0, X1 = rect
     th, tw = Y1 - Y0, X1 - X0
     opaque_src = prep.opaque_source or bool(src[..., 3].min() == 255)
@@ -749,7 +759,7 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
             a[gone] = 0.0
 
     # the stack's alpha must equal the source's: the bottom-most clearly present layer takes up the difference
-    q = [_q(a) for a in alpha]
+    q = [_round_to_8bit(a) for a in alpha]
     if m == 1:
         absorber = np.zeros((th, tw), np.int8)
     else:
@@ -788,10 +798,10 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
             k = np.log(np.maximum(need, 1e-6)) / np.log(np.clip(others, 1e-3**m, 1 - 1e-7))
             others = np.ones((th, tw), np.float32)
             for j in range(m):
-                thin = _q(1.0 - np.maximum(1.0 - q[j], 1e-3) ** k)
+                thin = _round_to_8bit(1.0 - np.maximum(1.0 - q[j], 1e-3) ** k)
                 q[j] = np.where(onehot[j] | ~over, q[j], thin).astype(np.float32)
                 others *= np.where(onehot[j], F1, F1 - q[j])
-        solved = _q(np.clip(F1 - need / np.maximum(others, 1e-4), F0, F1))
+        solved = _round_to_8bit(np.clip(F1 - need / np.maximum(others, 1e-4), F0, F1))
         for j in range(m):
             q[j] = np.where(onehot[j] & (others > 1e-4), solved, q[j])
 
@@ -835,13 +845,13 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
         for j in range(m):
             k = np.where(owned[j], F0, vis[j] * prep.energy[idx[j]])
             if (k > 1e-6).any():
-                qc[j] = _q(np.clip(qc[j] + k * miss, F0, F1))
+                qc[j] = _round_to_8bit(np.clip(qc[j] + k * miss, F0, F1))
                 changed[j] = True
     for j in range(m):
         v_own = np.where(owned[j], vis[j], v_own)
         rest += np.where(owned[j], F0, vis[j]) * qc[j]
     safe = np.maximum(v_own, 1e-6)
-    c_new = _q(np.clip((sc - rest) / safe, F0, F1))
+    c_new = _round_to_8bit(np.clip((sc - rest) / safe, F0, F1))
     err = sc - rest - v_own * c_new
     # where the owner could not take everything (its colour clipped) the other visible layers take the rest
     bad = np.maximum(np.maximum(np.abs(err[0]), np.abs(err[1])), np.abs(err[2])) > 1.0 / 255.0
@@ -853,7 +863,7 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
             changed[j] = True
             if 8 * int(np.count_nonzero(sel)) > sel.size:  # many pixels: whole-tile operations are cheaper
                 v = np.where(sel, vis[j], F1)
-                nj = _q(np.clip(qc[j] + err / v, 0.0, 1.0))
+                nj = _round_to_8bit(np.clip(qc[j] + err / v, 0.0, 1.0))
                 step = np.where(sel, v * (nj - qc[j]), F0)
                 err -= step
                 rest += step
@@ -861,11 +871,11 @@ def _tile(src, idx, prep, region, box, out, rect, bounds) -> None:
                 continue
             cj = qc[j][:, sel]
             vj = vis[j][sel]
-            nj = _q(np.clip(cj + err[:, sel] / vj, 0.0, 1.0))
+            nj = _round_to_8bit(np.clip(cj + err[:, sel] / vj, 0.0, 1.0))
             err[:, sel] -= vj * (nj - cj)
             rest[:, sel] += vj * (nj - cj)
             qc[j][:, sel] = nj
-        c_new = _q(np.clip((sc - rest) / safe, F0, F1))  # the owner absorbs the rounding once more
+        c_new = _round_to_8bit(np.clip((sc - rest) / safe, F0, F1))  # the owner absorbs the rounding once more
 
     c8 = np.zeros((th, tw, 4), np.uint8)
     c8[..., :3] = _to_u8(c_new).transpose(1, 2, 0)
