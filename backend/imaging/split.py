@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-import cv2
+from .opencv import cv2
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components

@@ -30,6 +30,7 @@ def engine() -> Any:
     global _engine
     with _lock:
         if _engine is None:
+            from ..imaging.opencv import cv2  # noqa: F401  (first: rapidocr imports it too)
             from rapidocr_onnxruntime import RapidOCR
 
             _engine = RapidOCR()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-import cv2
+from ..imaging.opencv import cv2
 import numpy as np
 from PIL import Image
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.model.presets import DEFAULT_STEPS, PRESETS
+from backend.core.options import PRESETS
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s, keyed by a substring of torch.cuda.get_device_name; the first match
 # wins, so the PCIe H100 comes before the SXM one.
@@ -23,7 +23,7 @@ CAPTION_TOKENS = {"short": 150, "worst": PRESETS["best"].caption_tokens}  # a ty
 # The prompt template's tokens after the prompt in Qwen2.5's tokenizer: <|im_end|> \n <|im_start|> assistant \n
 TEMPLATE_SUFFIX_TOKENS = 5
 MAX_SEQUENCE_LENGTH = 512  # QwenImageLayeredPipeline's default: the text embeddings are cut to this length
-BEST_STEPS = DEFAULT_STEPS["best"]
+BEST_STEPS = PRESETS["best"].steps
 # diffusers' attention backends timed by the attention phase, with the package each needs beyond PyTorch
 ATTENTION_BACKENDS = {
     "native": None, "_native_cudnn": None, "_native_flash": None, "_native_efficient": None,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backend.model.plan import GIB
-from backend.model.presets import DEFAULT_STEPS
+from backend.core.options import PRESETS
 
 
 def _round_half_away(x: Any) -> Any:
@@ -92,7 +92,7 @@ class QuantisedPhases:
             self.record({"phase": "int8", "skipped": "runs before fp8 (it quantises the bf16 weights)"})
             return
         self._place("gpu")
-        if ("fast", DEFAULT_STEPS["fast"]) not in self.first_latents:
+        if ("fast", PRESETS["fast"].steps) not in self.first_latents:
             self.job("int8-reference-bf16", "fast")
         t = time.monotonic()
         self.pipe.transformer.to("cpu")
@@ -177,7 +177,7 @@ class QuantisedPhases:
             return False
         torch = self.torch
         self._place("gpu")
-        if ("fast", DEFAULT_STEPS["fast"]) not in self.first_latents:
+        if ("fast", PRESETS["fast"].steps) not in self.first_latents:
             self.job(f"{label}-reference-bf16", "fast")
         t = time.monotonic()
         transformer = self.pipe.transformer

@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from backend.model.plan import GIB
-from backend.model.presets import DEFAULT_STEPS
+from backend.core.options import PRESETS
 
 from .cards import CardPhases
 from .forward import ForwardPhases
@@ -179,7 +179,7 @@ class Bench(JobPhases, CardPhases, QuantisedPhases, ForwardPhases):
             torch.cuda.synchronize()
         total = time.monotonic() - t
         latents = self.engine.last_latents.float().cpu()
-        run_steps = steps or DEFAULT_STEPS[preset]
+        run_steps = steps or PRESETS[preset].steps
         row = {
             "phase": label, "preset": preset, "steps": run_steps, "layers": self.args.layers,
             "resolution": self.args.resolution, "mode": self.engine.memory.mode.value, "fp8": self.fp8,
@@ -202,7 +202,7 @@ class Bench(JobPhases, CardPhases, QuantisedPhases, ForwardPhases):
         first = self.first_latents.setdefault((preset, run_steps), latents)
         if first is not latents:
             row["deviation_vs_first_same_preset"] = deviation(first)
-        if preset == "best" and self.best_latents is None and run_steps == DEFAULT_STEPS["best"]:
+        if preset == "best" and self.best_latents is None and run_steps == PRESETS["best"].steps:
             self.best_latents = latents
         self.record(row)
         return row
