@@ -166,7 +166,7 @@ def write_ora(path: Path, layers: Sequence[PlacedLayer], width: int, height: int
 
 
 def write_folder(path: Path, layers: Sequence[PlacedLayer], width: int, height: int, extra: dict | None = None) -> None:
-    """One PNG per layer and layers.json (order bottom to top, names, offsets, canvas size; see README.md). Built in
+    """One PNG per layer and layers.json (order bottom to top, names, offsets, canvas size; see docs/cli.md). Built in
     a folder beside `path`, then moved into place; into an existing folder, only files of the same names are
     replaced, layers.json last."""
     tmp = _beside(path)
