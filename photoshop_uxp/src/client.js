@@ -374,28 +374,47 @@ class LayerBridgeClient {
 
   /**
    * Sends an rgba8 image and resolves with the result: the protocol's result object whose layers
-   * each carry `pixels` (Uint8Array, width*height*4 bytes).
+   * each carry `pixels` (Uint8Array, width*height*4 bytes). This is the panel's current job, the one
+   * cancel() and shutdown() act on.
    * @param {{width: number, height: number, data: Uint8Array}} image
    * @param {object} params  job parameters (protocol §3)
    * @param {{onProgress?: Function, onJob?: Function}} [hooks]
    */
-  async decompose(image, params, { onProgress = () => {}, onJob = () => {} } = {}) {
+  async decompose(image, params, hooks = {}) {
+    return this.submit("decompose", image, params, hooks);
+  }
+
+  /**
+   * The split task (Split layer, docs/protocol.md): the image's elements, without the model. It runs
+   * beside a decomposition, on the same connection; shutdown() cancels it too.
+   * @param {{width: number, height: number, data: Uint8Array}} image
+   * @param {{name: string, text_layers: boolean}} params  see splitParams
+   * @param {{onProgress?: Function, onJob?: Function}} [hooks]
+   */
+  async split(image, params, hooks = {}) {
+    return this.submit("split", image, params, hooks);
+  }
+
+  async submit(task, image, params, { onProgress = () => {}, onJob = () => {} } = {}) {
     if (image.data.byteLength !== image.width * image.height * 4) {
       throw new LayerBridgeError("invalid_image", "image bytes do not match width × height × 4");
     }
     const job = new Job(`r${this.nextRef++}`, onProgress, onJob);
-    this.current = job;
+    const slot = task === "decompose" ? "current" : "side";
+    this[slot] = job;
     try {
       await this.connect();
       if (job.cancelRequested) throw new LayerBridgeError("cancelled", "Cancelled.");
       const transfer = this.nextTransfer++;
       this.jobsByRef.set(job.ref, job);
-      this.sendJson({
+      const message = {
         type: "submit",
         ref: job.ref,
         params,
         image: { format: "rgba8", width: image.width, height: image.height, bytes: image.data.byteLength, transfer },
-      });
+      };
+      if (task !== "decompose") message.task = task; // omitted: a decomposition, as older servers take it
+      this.sendJson(message);
       await this.sendBytes(transfer, image.data);
     } catch (error) {
       this.settle(job, null, error);
@@ -403,7 +422,7 @@ class LayerBridgeClient {
     try {
       return await job.promise;
     } finally {
-      if (this.current === job) this.current = null;
+      if (this[slot] === job) this[slot] = null;
     }
   }
 
@@ -455,20 +474,21 @@ class LayerBridgeClient {
   }
 
   /**
-   * Cancels the running job on the server, then closes the connection: closing alone leaves a job
+   * Cancels the running jobs on the server, then closes the connection: closing alone leaves a job
    * running there (protocol §5). A job whose id has not come yet (its upload is still on its way)
    * is waited for up to `waitMs`, as the cancel goes out with the server's answer. The job's promise
    * rejects with code "cancelled".
    */
   async shutdown(waitMs = 2000) {
-    const job = this.current;
-    if (job && !job.settled) {
-      this.cancel();
-      const deadline = Date.now() + waitMs;
-      while (!job.id && !job.settled && Date.now() < deadline) await sleep(20);
+    const jobs = [this.current, this.side].filter((job) => job && !job.settled);
+    for (const job of jobs) {
+      job.cancelRequested = true;
+      if (job.id) this.sendCancel(job.id);
     }
+    const deadline = Date.now() + waitMs;
+    while (jobs.some((job) => !job.id && !job.settled) && Date.now() < deadline) await sleep(20);
     this.close();
-    if (job && !job.settled) this.settle(job, null, new LayerBridgeError("cancelled", "Cancelled.", { job: job.id }));
+    for (const job of jobs) if (!job.settled) this.settle(job, null, new LayerBridgeError("cancelled", "Cancelled.", { job: job.id }));
   }
 
   close() {

@@ -1,7 +1,9 @@
-// Photoshop side of a decomposition: read the source pixels, and insert the result as one group
-// of pixel layers in a single history step, in the source's document or, when that was closed
-// meanwhile, in a new one like it. Both run inside core.executeAsModal; the network wait in
-// between does not, so Photoshop stays usable while the server works.
+// Photoshop side of a decomposition: read the source pixels, and insert the result (src/plan.js: nested
+// groups, pixel layers, text layers over their hidden pixels) as one group in a single history step,
+// in the source's document or, when that was closed meanwhile, in a new one like it; and Split layer:
+// a layer replaced by a group of its elements in one history step. Reading and inserting run inside
+// core.executeAsModal; the network wait in between does not, so Photoshop stays usable while the
+// server works.
 "use strict";
 
 const host = require("./host.js");
@@ -9,8 +11,24 @@ const { LayerBridgeError } = require("./protocol.js");
 const {
   SRGB, checkArea, checkDepth, depthOf, fromRgba8, isTransparent, normBounds, padTo, sourceArea, toRgba8,
 } = require("./pixels.js");
+const { layerPlan, maxFontSize } = require("./plan.js");
 
 const HISTORY_NAME = "Layer Decomposition";
+const SPLIT_HISTORY_NAME = "Split Layer";
+const JUSTIFICATION = { center: "CENTER", right: "RIGHT" }; // constants.Justification; LEFT is the default
+
+// Only one plugin call at a time may hold Photoshop's modal state, and before Photoshop 25.10 a second
+// executeAsModal fails at once ("host is in a modal state"). A split finishing while a decomposition
+// is being inserted waits here for its turn instead.
+let modalQueue = Promise.resolve();
+
+/** core.executeAsModal, one of this panel's calls at a time. */
+function exclusive(target, options) {
+  const { core } = host.photoshop();
+  const run = modalQueue.then(() => core.executeAsModal(target, options));
+  modalQueue = run.catch(() => {});
+  return run;
+}
 
 // Document.mode values (constants.DocumentMode). Photoshop's Imaging API handles RGB, Grayscale and
 // Lab image data, converting to the sRGB pixels the panel asks for and from the sRGB layers it puts;
@@ -48,38 +66,6 @@ function checkMode(mode) {
 
 function baseName(title) {
   return String(title || "").replace(/\.[A-Za-z0-9]{1,5}$/, "");
-}
-
-/**
- * What to create, bottom to top: one entry per result layer, with its place on the canvas.
- * `origin` is where the sent image's top-left corner sits in the document.
- */
-function layerPlan(result, origin, size) {
-  if (!result || !Array.isArray(result.layers) || result.layers.length === 0) {
-    throw new LayerBridgeError("invalid_result", "The server returned no layers.");
-  }
-  if (result.canvas && (result.canvas.width !== size.width || result.canvas.height !== size.height)) {
-    throw new LayerBridgeError("invalid_result",
-      `The result is ${result.canvas.width}×${result.canvas.height} but ${size.width}×${size.height} was sent.`);
-  }
-  const layers = [...result.layers].sort((a, b) => a.index - b.index).map((l) => {
-    const empty = !(l.width > 0 && l.height > 0);
-    if (!empty && l.pixels && l.pixels.byteLength !== l.width * l.height * 4) {
-      throw new LayerBridgeError("invalid_result", `layer ${l.index} has ${l.pixels.byteLength} bytes for ${l.width}×${l.height}`);
-    }
-    return {
-      index: l.index,
-      name: String(l.name || `Layer ${l.index}`),
-      left: origin.left + (l.x || 0),
-      top: origin.top + (l.y || 0),
-      width: empty ? 0 : l.width,
-      height: empty ? 0 : l.height,
-      empty,
-      pixels: l.pixels || null,
-    };
-  });
-  const name = String(result.name || "").trim();
-  return { groupName: name ? `${name} layers` : "Decomposed layers", layers };
 }
 
 /** createLayerGroup and createPixelLayer resolve with null when Photoshop could not make the layer. */
@@ -138,25 +124,34 @@ function findLayer(layers, id) {
 
 /**
  * Reads the pixels to decompose from the active document: its composite (`mode: "document"`) or
- * the one selected layer (`mode: "layer"`), cut to the selection's bounds when there is one.
+ * the one selected layer (`mode: "layer"`), cut to the selection's bounds when there is one; or, for
+ * Split layer (`mode: "split"`), the selected pixel layer whole, whatever the selection.
  * Resolves with {documentID, layerID, name, depth, document, origin, width, height, data (rgba8)};
  * `document` is the document's {name, width, height, resolution, mode, depth, profile}. With the server's
  * `limits` (its hello), an area it would refuse is refused before any pixel is read.
  */
 async function readSource(mode = "document", limits = null) {
-  const { app, core, imaging } = host.photoshop();
+  const { app, imaging, constants } = host.photoshop();
   const doc = app.activeDocument;
   if (!doc) throw new LayerBridgeError("no_document", "Open a document first.");
   checkMode(doc.mode);
   const depth = checkDepth(depthOf(doc.bitsPerChannel));
+  const split = mode === "split";
   let layer = null;
-  if (mode === "layer") {
+  if (mode === "layer" || split) {
+    const verb = split ? "split" : "decompose";
     const active = Array.from(doc.activeLayers || []);
-    if (active.length !== 1) throw new LayerBridgeError("no_layer", "Select exactly one layer to decompose.");
+    if (active.length !== 1) throw new LayerBridgeError("no_layer", `Select exactly one layer to ${verb}.`);
     [layer] = active;
     if (layer.layers) throw new LayerBridgeError("no_layer", `"${layer.name}" is a group; select a pixel layer.`);
+    if (split && layer.isBackgroundLayer) {
+      throw new LayerBridgeError("no_layer", "The Background layer cannot be split: it is one opaque piece. Decompose it instead, or split a layer above it.");
+    }
+    if (split && constants.LayerKind && layer.kind !== constants.LayerKind.NORMAL) {
+      throw new LayerBridgeError("no_layer", `"${layer.name}" is not a pixel layer; Split layer works on pixel layers (rasterize it first).`);
+    }
   }
-  const selection = doc.selection ? doc.selection.bounds : null;
+  const selection = doc.selection && !split ? doc.selection.bounds : null;
   const area = sourceArea({
     canvas: { width: doc.width, height: doc.height },
     selection: selection || null,
@@ -164,7 +159,7 @@ async function readSource(mode = "document", limits = null) {
   });
   checkArea(area, limits);
 
-  const data = await core.executeAsModal(async (context) => {
+  const data = await exclusive(async (context) => {
     // No componentSize: asking 8 bits of a 16-bit document fails on recent versions; convert here.
     // colorSpace and colorProfile: Grayscale and Lab documents are converted to sRGB by Photoshop.
     const options = { documentID: doc.id, sourceBounds: area, colorSpace: "RGB", colorProfile: SRGB };
@@ -183,10 +178,10 @@ async function readSource(mode = "document", limits = null) {
     } finally {
       if (image) image.dispose();
     }
-  }, { commandName: "Reading pixels for Layer Decomposition" });
+  }, { commandName: split ? "Reading pixels for Split Layer" : "Reading pixels for Layer Decomposition" });
 
   if (!data || isTransparent(data)) {
-    throw new LayerBridgeError("empty_source", "There is nothing to decompose here: the area is fully transparent.");
+    throw new LayerBridgeError("empty_source", `There is nothing to ${split ? "split" : "decompose"} here: the area is fully transparent.`);
   }
   return {
     documentID: doc.id,
@@ -202,21 +197,51 @@ async function readSource(mode = "document", limits = null) {
 }
 
 /**
- * Adds the result as a group above the source in one history step. A failure or a cancel
- * (Photoshop's progress bar or `isCancelled()`) throws inside the modal scope, which rolls the
- * document back to how it was. When the source's document was closed meanwhile, the group goes
- * into a new document like it (see intoNewDocument), which is then the active one.
- * Resolves with the plan; its `newDocument` is that document's name, or null.
+ * How text blocks become text layers in `doc`, or null where they stay pixels. `wanted` false (the
+ * panel's option off): null. A Photoshop without Document.createTextLayer (24.2): null, and
+ * `report.unavailable` says so.
  */
-async function insertLayers(source, result, { isCancelled = () => false, onProgress = () => {} } = {}) {
-  const { app, core } = host.photoshop();
-  const plan = { ...layerPlan(result, source.origin, source), newDocument: null };
+function textSetup(doc, wanted, report) {
+  if (!wanted) return null;
+  const { app } = host.photoshop();
+  if (typeof doc.createTextLayer !== "function" || typeof app.SolidColor !== "function") {
+    report.unavailable = true;
+    return null;
+  }
+  return { fonts: app.fonts, maxFontSize: maxFontSize(doc.resolution) };
+}
 
-  await core.executeAsModal(async (context) => {
+/** The plan for `doc`: text layers when asked for and possible (see textSetup). */
+function planFor(doc, source, result, textLayers) {
+  const status = { unavailable: false };
+  const plan = layerPlan(result, source.origin, source, { text: textSetup(doc, textLayers, status) });
+  plan.text.unavailable = status.unavailable;
+  return plan;
+}
+
+/**
+ * Adds the result as a group above the source in one history step: nested groups as the result's
+ * hierarchy has them, and with `textLayers`, each editable text block as a text layer over its hidden
+ * pixels (src/plan.js). A failure or a cancel (Photoshop's progress bar or `isCancelled()`) throws
+ * inside the modal scope, which rolls the document back to how it was. When the source's document
+ * was closed meanwhile, the group goes into a new document like it (see intoNewDocument), which is
+ * then the active one. Resolves with the plan; its `newDocument` is that document's name, or null;
+ * its `text` says what became of the text blocks.
+ */
+async function insertLayers(source, result, { isCancelled = () => false, onProgress = () => {}, textLayers = false } = {}) {
+  const { app } = host.photoshop();
+  let plan = { ...layerPlan(result, source.origin, source), newDocument: null }; // checked before any change
+
+  await exclusive(async (context) => {
     const stop = () => context.isCancelled || isCancelled();
     const doc = findDocument(app, source.documentID);
+    const make = (target) => {
+      plan = { ...planFor(target, source, result, textLayers), newDocument: null };
+      return plan;
+    };
     if (!doc) {
-      plan.newDocument = await intoNewDocument(context, source, plan, stop, onProgress);
+      const name = await intoNewDocument(context, source, make, stop, onProgress);
+      plan.newDocument = name; // `plan` is the one make() made
       return;
     }
     // New layers go to the active document: the source's is made active while they are added, and the
@@ -226,11 +251,44 @@ async function insertLayers(source, result, { isCancelled = () => false, onProgr
     if (switched) app.activeDocument = doc;
     try {
       const above = () => (source.layerID !== null ? findLayer(doc.layers, source.layerID) : Array.from(doc.layers)[0]);
-      await addLayers(context, doc, plan, { above }, stop, onProgress);
+      await addLayers(context, doc, make(doc), { above }, stop, onProgress);
     } finally {
       if (switched && previous && !context.isCancelled && findDocument(app, previous.id)) app.activeDocument = previous;
     }
   }, { commandName: "Adding decomposed layers" });
+  return plan;
+}
+
+/**
+ * Split layer: replaces the source layer by a group of its elements (the split task's result), named
+ * and placed as the layer was, with its opacity and blend mode, in one history step ("Split Layer")
+ * that a failure or a cancel rolls back. A result of one element changes nothing. Resolves with the
+ * plan ({..., elements, nothing: true when there was nothing to split}).
+ */
+async function splitLayer(source, result, { isCancelled = () => false, onProgress = () => {}, textLayers = false } = {}) {
+  const { app } = host.photoshop();
+  let plan = layerPlan({ ...result, name: source.name }, source.origin, source);
+  const elements = plan.layers.filter((l) => !l.empty).length;
+  if (elements <= 1) return { ...plan, elements, nothing: true };
+
+  await exclusive(async (context) => {
+    const stop = () => context.isCancelled || isCancelled();
+    const doc = findDocument(app, source.documentID);
+    const layer = doc ? findLayer(doc.layers, source.layerID) : null;
+    if (!layer) throw new LayerBridgeError("no_layer", `“${source.name}” was closed or deleted meanwhile; nothing was changed.`);
+    plan = { ...planFor(doc, source, { ...result, name: source.name }, textLayers), elements, nothing: false };
+    const previous = app.activeDocument;
+    const switched = !previous || previous.id !== doc.id;
+    if (switched) app.activeDocument = doc;
+    try {
+      const group = { name: source.name, opacity: layer.opacity, blendMode: layer.blendMode };
+      await addLayers(context, doc, plan, {
+        group, history: SPLIT_HISTORY_NAME, above: () => layer, blank: [layer],
+      }, stop, onProgress);
+    } finally {
+      if (switched && previous && !context.isCancelled && findDocument(app, previous.id)) app.activeDocument = previous;
+    }
+  }, { commandName: "Splitting layer" });
   return plan;
 }
 
@@ -240,7 +298,7 @@ async function insertLayers(source, result, { isCancelled = () => false, onProgr
  * and Photoshop does when the modal scope ends if it was the user who cancelled (no document
  * change is allowed after that). Resolves with the document's name.
  */
-async function intoNewDocument(context, source, plan, stop, onProgress) {
+async function intoNewDocument(context, source, makePlan, stop, onProgress) {
   const { app } = host.photoshop();
   const { hostControl } = context;
   const options = newDocumentOptions(source.document);
@@ -250,7 +308,7 @@ async function intoNewDocument(context, source, plan, stop, onProgress) {
     await hostControl.registerAutoCloseDocument(doc.id);
     // With a transparent fill Photoshop makes one empty ordinary layer; a document cannot be left
     // without layers, so it goes once the group is in.
-    await addLayers(context, doc, plan, { blank: Array.from(doc.layers) }, stop, onProgress);
+    await addLayers(context, doc, makePlan(doc), { blank: Array.from(doc.layers) }, stop, onProgress);
     await hostControl.unregisterAutoCloseDocument(doc.id);
   } catch (error) {
     if (!context.isCancelled) await discard(hostControl, doc);
@@ -274,49 +332,24 @@ async function discard(hostControl, doc) {
 }
 
 /**
- * The group (moved above the layer `above()` finds once the group exists, if any) and its layers,
- * inside one suspended history state that a failure or a cancel rolls back; the `blank` layers are
- * deleted in that same state.
+ * The group (named `group.name`, moved above the layer `above()` finds once the group exists, if any)
+ * and the plan's tree in it, inside one suspended history state that a failure or a cancel rolls back;
+ * the `blank` layers are deleted in that same state.
  */
-async function addLayers(context, doc, plan, { above = () => null, blank = [] }, stop, onProgress) {
-  const { imaging, constants } = host.photoshop();
-  const { PLACEBEFORE, PLACEINSIDE } = constants.ElementPlacement;
+async function addLayers(context, doc, plan, { group = null, history = HISTORY_NAME, above = () => null, blank = [] }, stop, onProgress) {
+  const { constants } = host.photoshop();
+  const { PLACEBEFORE } = constants.ElementPlacement;
   checkMode(doc.mode); // it may have changed while the server worked
   const depth = checkDepth(depthOf(doc.bitsPerChannel));
-  const suspension = await context.hostControl.suspendHistory({ documentID: doc.id, name: HISTORY_NAME });
+  const suspension = await context.hostControl.suspendHistory({ documentID: doc.id, name: history });
   try {
-    const group = created(await doc.createLayerGroup({ name: plan.groupName }));
+    const options = { name: plan.groupName, ...(group || {}) };
+    for (const key of Object.keys(options)) if (options[key] === undefined) delete options[key];
+    const root = created(await doc.createLayerGroup(options));
     const anchor = above();
-    if (anchor && anchor.id !== group.id) await group.move(anchor, PLACEBEFORE);
-
-    let below = null;
-    for (let i = 0; i < plan.layers.length; i++) {
-      if (stop()) throw cancelled();
-      const item = plan.layers[i];
-      const fraction = i / plan.layers.length;
-      context.reportProgress({ value: fraction, commandName: `Adding layer ${i + 1} of ${plan.layers.length}` });
-      onProgress(fraction, item);
-      const layer = created(await doc.createPixelLayer({ name: item.name }));
-      // The first goes into the group; each next one directly above the previous, so the
-      // background ends at the bottom whatever the new layer's starting place was.
-      if (below) await layer.move(below, PLACEBEFORE);
-      else await layer.move(group, PLACEINSIDE);
-      if (!item.empty) {
-        const buffer = fromRgba8(item.pixels, depth);
-        const imageData = await imaging.createImageDataFromBuffer(buffer, {
-          width: item.width, height: item.height, components: 4, chunky: true, colorProfile: SRGB, colorSpace: "RGB",
-        });
-        try {
-          await imaging.putPixels({
-            documentID: doc.id, layerID: layer.id, imageData, replace: true,
-            targetBounds: { left: item.left, top: item.top },
-          });
-        } finally {
-          imageData.dispose();
-        }
-      }
-      below = layer;
-    }
+    if (anchor && anchor.id !== root.id) await root.move(anchor, PLACEBEFORE);
+    const counter = { done: 0, total: plan.steps };
+    await addNodes(context, doc, plan.tree, root, depth, counter, stop, onProgress);
     for (const layer of blank) await layer.delete();
     if (stop()) throw cancelled();
     await context.hostControl.resumeHistory(suspension, true);
@@ -331,4 +364,79 @@ async function addLayers(context, doc, plan, { above = () => null, blank = [] },
   }
 }
 
-module.exports = { HISTORY_NAME, layerPlan, readSource, insertLayers };
+/**
+ * Creates `nodes` (bottom to top) inside `parent`: the first moved into it, each next one directly
+ * above the previous, so the bottom one ends at the bottom whatever a new layer's starting place was.
+ */
+async function addNodes(context, doc, nodes, parent, depth, counter, stop, onProgress) {
+  const { constants } = host.photoshop();
+  const { PLACEBEFORE, PLACEINSIDE } = constants.ElementPlacement;
+  let below = null;
+  for (const node of nodes) {
+    if (stop()) throw cancelled();
+    const fraction = counter.done / counter.total;
+    counter.done += 1;
+    context.reportProgress({ value: fraction, commandName: `Adding layer ${counter.done} of ${counter.total}` });
+    onProgress(fraction, node);
+    let layer;
+    if (node.kind === "group") layer = created(await doc.createLayerGroup({ name: node.name }));
+    else if (node.kind === "text") layer = await addText(doc, node);
+    else layer = created(await doc.createPixelLayer({ name: node.name }));
+    if (below) await layer.move(below, PLACEBEFORE);
+    else await layer.move(parent, PLACEINSIDE);
+    if (node.kind === "pixels" && !node.empty) await putPixels(doc, layer, node, depth);
+    if (node.hidden) layer.visible = false;
+    if (node.kind === "group") await addNodes(context, doc, node.children, layer, depth, counter, stop, onProgress);
+    below = layer;
+  }
+}
+
+/** A pixel node's rgba8 pixels into `layer`, at the document's depth, in sRGB. */
+async function putPixels(doc, layer, node, depth) {
+  const { imaging } = host.photoshop();
+  const buffer = fromRgba8(node.pixels, depth);
+  const imageData = await imaging.createImageDataFromBuffer(buffer, {
+    width: node.width, height: node.height, components: 4, chunky: true, colorProfile: SRGB, colorSpace: "RGB",
+  });
+  try {
+    await imaging.putPixels({
+      documentID: doc.id, layerID: layer.id, imageData, replace: true,
+      targetBounds: { left: node.left, top: node.top },
+    });
+  } finally {
+    imageData.dispose();
+  }
+}
+
+/**
+ * A text node as a point text layer (Document.createTextLayer, Photoshop 24.2), then what
+ * TextLayerCreateOptions has no field for, through its TextItem: the paragraph's justification, the
+ * leading of a block of several lines, faux bold or italic where the chosen font lacks that face.
+ */
+async function addText(doc, node) {
+  const { app, constants } = host.photoshop();
+  const textColor = new app.SolidColor();
+  const hex = node.color.slice(1);
+  textColor.rgb.red = parseInt(hex.slice(0, 2), 16);
+  textColor.rgb.green = parseInt(hex.slice(2, 4), 16);
+  textColor.rgb.blue = parseInt(hex.slice(4, 6), 16);
+  const layer = created(await doc.createTextLayer({
+    name: node.name,
+    contents: node.contents,
+    fontName: node.fontName,
+    fontSize: node.fontSize,
+    position: { x: node.position.x, y: node.position.y },
+    textColor,
+  }));
+  const { characterStyle, paragraphStyle } = layer.textItem;
+  if (JUSTIFICATION[node.justification]) paragraphStyle.justification = constants.Justification[JUSTIFICATION[node.justification]];
+  if (node.leading) {
+    characterStyle.useAutoLeading = false;
+    characterStyle.leading = node.leading;
+  }
+  if (node.fauxBold) characterStyle.fauxBold = true;
+  if (node.fauxItalic) characterStyle.fauxItalic = true;
+  return layer;
+}
+
+module.exports = { HISTORY_NAME, SPLIT_HISTORY_NAME, layerPlan, readSource, insertLayers, splitLayer };

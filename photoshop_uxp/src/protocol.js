@@ -121,6 +121,18 @@ function jobOptions(hello) {
   };
 }
 
+/**
+ * What this server does beyond the basic job, from its hello's `capabilities` (docs/protocol.md §5):
+ * `text_layers` (the job option, and each result layer's text blocks) and `split_elements` (the job
+ * option, the result's group hierarchy and the split task). A job sends these options only to a
+ * server that announces them: an older one refuses unknown fields.
+ * @param {object|null} hello
+ */
+function features(hello) {
+  const caps = isObject(hello) && Array.isArray(hello.capabilities) ? hello.capabilities : [];
+  return { text_layers: caps.includes("text_layers"), split_elements: caps.includes("split_elements") };
+}
+
 /** "640 or 1024", "one of 512, 640, 1024". */
 function listed(choices) {
   return choices.length === 2 ? `${choices[0]} or ${choices[1]}` : `one of ${choices.join(", ")}`;
@@ -199,8 +211,17 @@ function buildParams(input, name = "", options = FALLBACK_JOB_OPTIONS) {
   } else {
     params.seed = intInRange(seedText, "Seed", 0, 4294967295, errors);
   }
+  // Booleans the server announced (see features): sent when the panel gives them.
+  for (const key of ["text_layers", "split_elements"]) {
+    if (typeof src[key] === "boolean") params[key] = src[key];
+  }
   if (errors.length) throw new LayerBridgeError("invalid_params", errors.join("; "), { errors });
   return params;
+}
+
+/** The split task's `params` (docs/protocol.md, the split task): the layer's name and whether to read its text. */
+function splitParams(name = "", textLayers = true) {
+  return { name: String(name || "").slice(0, 200), text_layers: Boolean(textLayers) };
 }
 
 /** Checks the server's `hello`; throws protocol_mismatch with what to update. */
@@ -324,6 +345,8 @@ module.exports = {
   parseAddress,
   socketUrl,
   buildParams,
+  splitParams,
+  features,
   jobOptions,
   checkHello,
   encodeFrame,

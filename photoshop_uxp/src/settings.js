@@ -15,6 +15,8 @@ const DEFAULTS = Object.freeze({
   preset: DEFAULT_PARAMS.preset,
   prompt: "",
   seed: "",
+  textLayers: true, // "Text as editable text": text blocks become text layers (job option text_layers)
+  splitElements: true, // "One layer per element": each model layer split into its elements (split_elements)
 });
 
 /** Reads saved settings; anything missing or unreadable falls back to the defaults. */

@@ -2,7 +2,9 @@
 "use strict";
 
 const { LayerBridgeClient } = require("./client.js");
-const { CLIENT_NAME, LayerBridgeError, buildParams, describeProgress, jobOptions, progressFraction } = require("./protocol.js");
+const {
+  CLIENT_NAME, LayerBridgeError, buildParams, describeProgress, features, jobOptions, progressFraction, splitParams,
+} = require("./protocol.js");
 const { loadSettings, saveSettings, tokenStore } = require("./settings.js");
 const layers = require("./layers.js");
 
@@ -31,13 +33,41 @@ function modelLine(status) {
   }
 }
 
+/** What became of the text blocks, as a sentence (empty when there were none). */
+function textLine(report) {
+  if (!report || !report.editable) return "";
+  if (report.unavailable) {
+    return `The text stays pixels: this Photoshop version cannot make text layers (Photoshop 2023, 24.2, or newer can).`;
+  }
+  const parts = [];
+  if (report.layers) parts.push(`${report.layers} editable text layer${report.layers === 1 ? "" : "s"}`);
+  const kept = report.kept.font + report.kept.size;
+  if (kept) {
+    const why = [report.kept.font ? "no matching font is installed" : "", report.kept.size ? "its size is beyond Photoshop's range" : ""].filter(Boolean).join(", or ");
+    parts.push(`${kept} text block${kept === 1 ? "" : "s"} kept as pixels (${why})`);
+  }
+  if (report.substituted && report.substituted.size) {
+    parts.push(`fonts not installed: ${[...report.substituted].map(([wanted, used]) => `${wanted} set in ${used}`).join(", ")}`);
+  }
+  return parts.length ? `${parts.join("; ")}.` : "";
+}
+
 /** Where the layers went, for the line under the buttons. */
 function doneLine(source, plan, seconds) {
   const count = `${plan.layers.length} layers`;
+  const text = textLine(plan.text);
+  const tail = text ? ` ${text.charAt(0).toUpperCase()}${text.slice(1)}` : "";
   if (plan.newDocument) {
-    return `“${source.document.name}” was closed during the decomposition: the ${count} are in a new document, “${plan.newDocument}” (${seconds} s).`;
+    return `“${source.document.name}” was closed during the decomposition: the ${count} are in a new document, “${plan.newDocument}” (${seconds} s).${tail}`;
   }
-  return `Added ${count} in “${plan.groupName}” (${seconds} s). One Undo removes them.`;
+  return `Added ${count} in “${plan.groupName}” (${seconds} s). One Undo removes them.${tail}`;
+}
+
+/** What Split layer did, for the line under the buttons. */
+function splitLine(source, plan) {
+  if (plan.nothing) return `“${source.name}” is one piece: nothing to split.`;
+  const text = textLine(plan.text);
+  return `Split “${source.name}” into ${plan.elements} layers. One Undo puts it back.${text ? ` ${text.charAt(0).toUpperCase()}${text.slice(1)}` : ""}`;
 }
 
 class Panel {
@@ -60,6 +90,7 @@ class Panel {
     this.token = "";
     this.client = null;
     this.busy = false;
+    this.splitting = false;
     this.cancelRequested = false;
     this.lastError = null;
     this.hello = null;
@@ -74,6 +105,7 @@ class Panel {
     this.fill();
     this.bind();
     this.setBusy(false);
+    this.useFeatures(null);
     this.showConnection("idle");
     if (this.token) this.connect().catch(() => {});
   }
@@ -86,6 +118,44 @@ class Panel {
     this.$("steps").value = String(s.steps);
     this.$("prompt").value = s.prompt;
     this.$("seed").value = s.seed;
+    this.setChecked("text-layers", s.textLayers);
+    this.setChecked("split-elements", s.splitElements);
+  }
+
+  // Checkboxes through the documented sp-checkbox API: the `checked` attribute and property.
+  setChecked(id, on) {
+    const box = this.$(id);
+    box.checked = Boolean(on);
+    if (on) box.setAttribute("checked", "");
+    else box.removeAttribute("checked");
+  }
+
+  isChecked(id) {
+    const box = this.$(id);
+    return typeof box.checked === "boolean" ? box.checked : box.hasAttribute("checked");
+  }
+
+  /**
+   * The two options and Split layer follow what the connected server can do (its capabilities);
+   * before a server answers, they are offered as the panel's own.
+   */
+  useFeatures(hello) {
+    const can = hello ? features(hello) : { text_layers: true, split_elements: true };
+    const offer = (id, available, why) => {
+      const el = this.$(id);
+      if (available) {
+        el.removeAttribute("disabled");
+        el.removeAttribute("title");
+      } else {
+        el.setAttribute("disabled", "");
+        el.setAttribute("title", why);
+      }
+    };
+    const older = "This server is older: update LayerBridge for this.";
+    offer("text-layers", can.text_layers, older);
+    offer("split-elements", can.split_elements, older);
+    this.canSplit = can.split_elements;
+    this.showSplit();
   }
 
   /**
@@ -168,6 +238,8 @@ class Panel {
       steps: String(this.$("steps").value || "").trim(),
       prompt: String(this.$("prompt").value || ""),
       seed: String(this.$("seed").value || "").trim(),
+      textLayers: this.isChecked("text-layers"),
+      splitElements: this.isChecked("split-elements"),
     };
   }
 
@@ -175,7 +247,7 @@ class Panel {
     const on = (id, event, fn) => this.$(id).addEventListener(event, fn);
     const persist = () => this.persist();
     on("layers", "input", () => { this.$("layers-value").textContent = String(Math.round(Number(this.$("layers").value))); });
-    for (const id of ["layers", "resolution", "preset", "steps", "prompt", "seed"]) on(id, "change", persist);
+    for (const id of ["layers", "resolution", "preset", "steps", "prompt", "seed", "text-layers", "split-elements"]) on(id, "change", persist);
     on("address", "change", () => { persist(); this.reconnect(); });
     on("token", "change", async () => {
       this.token = String(this.$("token").value || "").trim();
@@ -186,6 +258,7 @@ class Panel {
     on("token-file", "click", () => this.tokenFromFile());
     on("decompose", "click", () => this.run("document"));
     on("decompose-layer", "click", () => this.run("layer"));
+    on("split-layer", "click", () => this.split());
     on("cancel", "click", () => this.cancel());
     on("copy-error", "click", () => this.copyError());
     // the last result's seed and description, put back into their fields (and saved)
@@ -228,7 +301,10 @@ class Panel {
       WebSocket: this.deps.WebSocket,
       fetch: this.deps.fetch,
       onState: (state, hello) => {
-        if (state === "connected") this.useOptions(hello);
+        if (state === "connected") {
+          this.useOptions(hello);
+          this.useFeatures(hello);
+        }
         this.showConnection(state);
       },
     });
@@ -236,7 +312,7 @@ class Panel {
   }
 
   async reconnect() {
-    if (this.busy) return;
+    if (this.busy || this.splitting) return;
     this.makeClient();
     try {
       await this.connect();
@@ -298,6 +374,14 @@ class Panel {
     }
     this.$("cancel").style.display = busy ? "" : "none";
     this.$("progress-box").style.display = busy ? "" : "none";
+    this.showSplit();
+  }
+
+  /** Split layer needs no model, so a running decomposition leaves it usable; one split at a time. */
+  showSplit() {
+    const el = this.$("split-layer");
+    if (this.splitting || this.canSplit === false) el.setAttribute("disabled", "");
+    else el.removeAttribute("disabled");
   }
 
   showProgress(fraction, text) {
@@ -389,6 +473,9 @@ class Panel {
       if (this.cancelRequested) throw new LayerBridgeError("cancelled", "Cancelled.");
       if (!this.client || !this.client.connected) await this.connect();
       params.name = source.name;
+      const can = features(this.client.hello);
+      if (can.text_layers) params.text_layers = this.settings.textLayers;
+      if (can.split_elements) params.split_elements = this.settings.splitElements;
       this.showProgress(0, "Sending image…");
       const result = await this.client.decompose(source, params, {
         onProgress: (p) => this.showProgress(progressFraction(p), describeProgress(p)),
@@ -396,6 +483,7 @@ class Panel {
       if (this.cancelRequested) throw new LayerBridgeError("cancelled", "Cancelled.");
       this.showProgress(1, "Adding layers…");
       const plan = await layers.insertLayers(source, result, {
+        textLayers: Boolean(params.text_layers),
         isCancelled: () => this.cancelRequested,
         onProgress: (fraction, item) => this.showProgress(fraction, item ? `Adding ${item.name}` : "Done"),
       });
@@ -420,6 +508,36 @@ class Panel {
       this.refreshStatus().catch(() => {});
     }
   }
+
+  /**
+   * Split layer: the selected pixel layer becomes a group of its elements (the server's split task, no
+   * model), in one history step. It runs beside a decomposition.
+   */
+  async split() {
+    if (this.splitting) return;
+    this.splitting = true;
+    this.showSplit();
+    this.clearError();
+    this.persist();
+    try {
+      const source = await layers.readSource("split", this.client && this.client.hello ? this.client.hello.limits : null);
+      if (!this.client || !this.client.connected) await this.connect();
+      if (!features(this.client.hello).split_elements) {
+        throw new LayerBridgeError("unsupported", `The server (LayerBridge ${this.client.hello.version}) cannot split layers: update it.`);
+      }
+      const textLayers = features(this.client.hello).text_layers && this.settings.textLayers;
+      this.showMessage(`Splitting “${source.name}”…`);
+      const result = await this.client.split(source, splitParams(source.name, textLayers));
+      const plan = await layers.splitLayer(source, result, { textLayers });
+      this.showMessage(splitLine(source, plan));
+    } catch (error) {
+      if (error && error.code === "cancelled") this.showMessage("Cancelled; the layer was left as it was.");
+      else this.showError(error);
+    } finally {
+      this.splitting = false;
+      this.showSplit();
+    }
+  }
 }
 
 /** At most `max` characters of `text`, cut at the end with "…". */
@@ -427,4 +545,4 @@ function shortened(text, max) {
   return text.length <= max ? text : `${text.slice(0, max).trimEnd()}…`;
 }
 
-module.exports = { Panel, modelLine, doneLine };
+module.exports = { Panel, modelLine, doneLine, splitLine, textLine };

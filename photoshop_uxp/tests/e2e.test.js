@@ -6,7 +6,7 @@ const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const WebSocket = require("ws");
 const { LayerBridgeClient } = require("../src/client.js");
-const { CHUNK_BYTES, buildParams } = require("../src/protocol.js");
+const { CHUNK_BYTES, buildParams, features } = require("../src/protocol.js");
 const host = require("../src/host.js");
 const { readSource, insertLayers, HISTORY_NAME } = require("../src/layers.js");
 const { Photoshop, SRGB, constants } = require("./support/photoshop-double.js");
@@ -164,6 +164,30 @@ describe("panel client against the real server", { skip: SKIP, timeout: 900000 }
       assert.deepEqual(Uint8Array.from(layer.pixels.data, (v) => Math.round((v * 255) / 32768)), spec.pixels, `${spec.name}: as sent`);
     }
     assert.equal(ps.liveImageData.size, 0);
+  });
+
+  it("text_layers on and off: the server reads each layer's text or not; the panel inserts either", { timeout: JOB_TIMEOUT }, async () => {
+    const c = client();
+    const hello = await c.connect();
+    assert.equal(features(hello).text_layers, true, "the server announces text_layers");
+    for (const on of [true, false]) {
+      const ps = new Photoshop();
+      const doc = ps.newDocument({ width: 64, height: 48, title: "Flyer.psd" });
+      doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 64, height: 48 }, rgba: image(64, 48, 6).data, background: true });
+      host.setHost({ photoshop: ps.module(), uxp: {} });
+      const source = await readSource("document");
+      const sent = buildParams({ layers: 2, resolution: 640, steps: 2, prompt: "a flyer", seed: 3, text_layers: on }, source.name);
+      assert.equal(sent.text_layers, on);
+      const result = await c.decompose(source, sent);
+      // The tiny model's layers are noise, so what matters is that the reading ran (or not) and every layer says so.
+      assert.equal("text_s" in result.timings, on, `text_s with text_layers ${on}`);
+      for (const layer of result.layers) assert.ok(Array.isArray(layer.text), `layer ${layer.index} has its text`);
+      if (!on) for (const layer of result.layers) assert.deepEqual(layer.text, []);
+      const plan = await insertLayers(source, result, { textLayers: on });
+      assert.deepEqual(doc.history, ["Open", HISTORY_NAME]);
+      assert.equal(doc.layers[0].name, "Flyer layers");
+      assert.equal(ps.textLayers.length, plan.text.layers, "one text layer per editable block read");
+    }
   });
 
   it("cancels a running job; the connection stays usable", { timeout: JOB_TIMEOUT }, async () => {

@@ -42,6 +42,18 @@ test("parameters: defaults, coercion from text fields, every range error at once
   assert.throws(() => p.buildParams({ layers: 2.5 }), { code: "invalid_params" });
 });
 
+test("features: text_layers and split_elements from the hello's capabilities; sent only when given", () => {
+  assert.deepEqual(p.features(null), { text_layers: false, split_elements: false });
+  assert.deepEqual(p.features({ capabilities: ["http", "text_layers"] }), { text_layers: true, split_elements: false });
+  assert.deepEqual(p.features({ capabilities: ["text_layers", "split_elements"] }), { text_layers: true, split_elements: true });
+  const plain = p.buildParams({}, "Poster");
+  assert.ok(!("text_layers" in plain) && !("split_elements" in plain), "an older server refuses unknown fields");
+  const both = p.buildParams({ text_layers: false, split_elements: true }, "Poster");
+  assert.deepEqual([both.text_layers, both.split_elements], [false, true]);
+  assert.deepEqual(p.splitParams("Logo", false), { name: "Logo", text_layers: false });
+  assert.deepEqual(p.splitParams(), { name: "", text_layers: true });
+});
+
 test("job options: read from the hello as announced, the panel's own for an older server", () => {
   for (const { case: name, hello, options } of CASES) {
     const before = JSON.stringify(hello);

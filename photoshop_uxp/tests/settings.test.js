@@ -24,6 +24,11 @@ test("settings: defaults, round trip, bad or foreign values ignored", () => {
   storage.setItem(SETTINGS_KEY, "{not json");
   assert.deepEqual(loadSettings(storage), DEFAULTS);
   assert.equal(DEFAULTS.steps, "", "steps start on auto");
+  assert.deepEqual([DEFAULTS.textLayers, DEFAULTS.splitElements], [true, true], "both options on by default");
+  saveSettings(storage, { ...DEFAULTS, textLayers: false });
+  assert.deepEqual(loadSettings(storage), { ...DEFAULTS, textLayers: false }, "remembered");
+  storage.setItem(SETTINGS_KEY, JSON.stringify({ splitElements: "no" }));
+  assert.equal(loadSettings(storage).splitElements, true, "a foreign value is ignored");
   // version 1 kept steps as a number: its old default 50 reads as auto, a count the user chose is kept
   storage.setItem(SETTINGS_KEY, JSON.stringify({ layers: "many", steps: 20 }));
   assert.deepEqual(loadSettings(storage), { ...DEFAULTS, steps: "20" });

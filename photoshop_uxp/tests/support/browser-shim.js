@@ -2,7 +2,9 @@
 // module system) that maps `photoshop` to the Photoshop double and `uxp` to a stub that shows the
 // panel and keeps the entrypoints it was given (window.__entrypoints, to call UXP's lifecycle
 // hooks), minimal stand-ins for UXP's built-in sp-* widgets, and a fake LayerBridge server behind
-// WebSocket (announcing window.__jobOptions as its job_options when set, none otherwise). With window.__realServer = {address, token, settings} set beforehand, the page talks
+// WebSocket (announcing window.__jobOptions as its job_options when set, none otherwise, and the
+// capabilities window.__capabilities, by default text_layers and split_elements; it answers the split
+// task at once with two elements). window.__badge adds a pixel layer "Badge" to split. With window.__realServer = {address, token, settings} set beforehand, the page talks
 // to that real server instead, and keeps the text messages it receives in window.__received.
 // Runs as a Playwright init script, before the page's own scripts.
 (() => {
@@ -43,6 +45,12 @@
       const ps = new Photoshop();
       const doc = ps.newDocument({ width: 320, height: 200, title: "Poster.psd" });
       doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 320, height: 200 }, rgba: pattern(320, 200, 3), background: true });
+      if (window.__badge) {
+        // a pixel layer of two 4×4 squares, 8 px apart, for Split layer
+        const rgba = new Uint8Array(16 * 4 * 4);
+        for (let y = 0; y < 4; y++) for (const x0 of [0, 12]) for (let x = x0; x < x0 + 4; x++) rgba.set([250, 200, 20, 255], (y * 16 + x) * 4);
+        doc.addLayer({ name: "Badge", at: { left: 100, top: 50, width: 16, height: 4 }, rgba });
+      }
       window.__ps = ps;
       window.__doc = doc;
       photoshop = ps.module();
@@ -83,7 +91,10 @@
     sp-picker sp-menu { display: none; }
     sp-slider input { width: 100%; accent-color: #e1e1e1; margin: 2px 0; }
     sp-progressbar .track { height: 4px; background: #4a4a4a; border-radius: 2px; margin: 6px 0; }
-    sp-progressbar .fill { height: 4px; background: #1473e6; border-radius: 2px; }`;
+    sp-progressbar .fill { height: 4px; background: #1473e6; border-radius: 2px; }
+    sp-checkbox { display: flex; align-items: center; font-size: 12px; line-height: 1.6; }
+    sp-checkbox input { accent-color: #1473e6; margin: 0 6px 0 0; }
+    sp-checkbox[disabled] { opacity: 0.4; }`;
   document.addEventListener("DOMContentLoaded", () => {
     const style = document.createElement("style");
     style.textContent = css;
@@ -164,6 +175,25 @@
       if (fill) fill.style.width = `${Math.max(0, Math.min(100, Number(this.getAttribute("value") || 0)))}%`;
     }
   }
+  // sp-checkbox: the `checked` property and attribute, a `change` event when clicked (from the inner box).
+  class Checkbox extends HTMLElement {
+    box() {
+      let el = this.querySelector("input");
+      if (!el) {
+        el = document.createElement("input");
+        el.type = "checkbox";
+        el.checked = this.hasAttribute("checked");
+        this.prepend(el);
+      }
+      return el;
+    }
+    connectedCallback() { this.box(); }
+    get checked() { return this.box().checked; }
+    set checked(v) { this.box().checked = Boolean(v); }
+    static get observedAttributes() { return ["disabled"]; }
+    attributeChangedCallback() { this.box().disabled = this.hasAttribute("disabled"); }
+  }
+  customElements.define("sp-checkbox", Checkbox);
   customElements.define("sp-textfield", TextField);
   customElements.define("sp-textarea", TextArea);
   customElements.define("sp-slider", Slider);
@@ -208,10 +238,28 @@
       if (m.type === "hello") {
         // an older server announces no job_options; window.__jobOptions makes this one announce those
         const options = window.__jobOptions ? { job_options: window.__jobOptions } : {};
-        this.reply({ type: "hello", server: "layerbridge", version: "0.1.0", protocol: 1, min_protocol: 1, capabilities: [], limits: { chunk_bytes: 4194304 }, ...options });
+        const capabilities = window.__capabilities || ["text_layers", "split_elements"];
+        this.reply({ type: "hello", server: "layerbridge", version: "0.1.0", protocol: 1, min_protocol: 1, capabilities, limits: { chunk_bytes: 4194304 }, ...options });
       } else if (m.type === "status") {
         this.reply({ type: "status", ref: m.ref, model: { id: "Qwen/Qwen-Image-Layered", state: "ready" },
           device: { kind: "cuda", name: "NVIDIA GeForce RTX 4090" }, queue: { length: 0, running: null } });
+      } else if (m.type === "submit" && m.task === "split") {
+        // the split task answers at once, even while the model job runs: two 4×4 elements
+        this.reply({ type: "accepted", ref: m.ref, job: "j_split", position: 0 });
+        const square = new Uint8Array(64);
+        for (let i = 0; i < 16; i++) square.set([250, 200, 20, 255], i * 4);
+        const element = (index, x, transfer) => ({ index, name: `${m.params.name} ${index + 1}`, x, y: 0, width: 4, height: 4,
+          bytes: 64, transfer, group: false, parent: null, text: [] });
+        this.reply({ type: "progress", job: "j_split", state: "done", stage: "done", step: 0, total: 0, eta_s: null, position: null });
+        this.reply({ type: "result", job: "j_split", name: m.params.name, canvas: { width: m.image.width, height: m.image.height },
+          layers: [element(0, 0, 901), element(1, 12, 902)], seed: null, caption: "", restored: false, timings: { split_s: 0.01 }, notes: [] });
+        for (const transfer of [901, 902]) {
+          const frame = new Uint8Array(12 + 64);
+          frame.set([0x4c, 0x42, 0x50, 0x58]);
+          new DataView(frame.buffer).setUint32(4, transfer, true);
+          frame.set(square, 12);
+          setTimeout(() => this.onmessage && this.onmessage({ data: frame.buffer }), 10);
+        }
       } else if (m.type === "submit") {
         this.reply({ type: "accepted", ref: m.ref, job: "j_demo", position: 0 });
         this.reply({ type: "progress", job: "j_demo", state: "running", stage: "denoising", step: 12, total: 20, eta_s: 6.2, position: 0 });

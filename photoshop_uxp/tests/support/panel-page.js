@@ -30,9 +30,10 @@ function launch() {
  * A page with the panel loaded; `errors` collects the page's uncaught errors. `realServer`
  * ({address, token, settings}) makes the panel talk to that server instead of the shim's fake one,
  * with those saved settings. `jobOptions` makes the fake server announce those; `settings` are the
- * panel's saved settings with the fake server.
+ * panel's saved settings with the fake server. `badge` adds a pixel layer "Badge" (two squares) to the
+ * document; `capabilities` replaces what the fake server announces (text_layers and split_elements).
  */
-async function openPanel(browser, { realServer = null, jobOptions = null, settings = null } = {}) {
+async function openPanel(browser, { realServer = null, jobOptions = null, settings = null, badge = false, capabilities = null } = {}) {
   const context = await browser.newContext({
     viewport: { width: 280, height: 600 },
     deviceScaleFactor: 2,
@@ -52,6 +53,8 @@ async function openPanel(browser, { realServer = null, jobOptions = null, settin
   });
   if (realServer) await page.addInitScript((given) => { window.__realServer = given; }, realServer);
   if (jobOptions) await page.addInitScript((given) => { window.__jobOptions = given; }, jobOptions);
+  if (badge) await page.addInitScript(() => { window.__badge = true; });
+  if (capabilities) await page.addInitScript((given) => { window.__capabilities = given; }, capabilities);
   if (settings) await page.addInitScript((given) => { localStorage.setItem("layerbridge.settings.v1", JSON.stringify(given)); }, settings);
   await page.addInitScript({ path: path.join(__dirname, "browser-shim.js") });
   await page.goto(`${ORIGIN}/index.html`);

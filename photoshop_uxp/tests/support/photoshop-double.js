@@ -15,6 +15,15 @@
 // A Grayscale document holds one gray value per pixel, kept here as r = g = b (sRGB data coming in
 // becomes its luma: the point is the panel's behaviour, not colour science); a Lab document's pixels
 // are kept as the sRGB they convert to, and its own Lab encoding is not modelled.
+// Text (Photoshop 24.2 and later): Document.createTextLayer with TextLayerCreateOptions (fontName a
+// PostScript name, fontSize in pixels, position the point text's click point: the left end of the
+// first baseline, textColor a SolidColor made with app.SolidColor), Layer.textItem (24.2) with its
+// characterStyle and paragraphStyle (24.1; sizes in pixels within the documented ranges, which scale
+// with resolution / 72; a value outside one is a RangeError), constants.Justification and LayerKind,
+// app.fonts (TextFonts, 23.0: indexable, length, getByName) of TextFont {family, name, postScriptName,
+// style}. `new Photoshop({version: "24.1"})` is a Photoshop without createTextLayer and textItem.
+// Layer.visible, opacity and blendMode are read-write; GroupLayerCreateOptions names, opacity and
+// blendMode a new group. A text layer's glyphs are not rendered: composite() shows pixel layers only.
 // Where the documentation says nothing, the double is strict (it refuses) rather than permissive,
 // and says so in its errors. So a new layer or group is made in the active document whichever
 // Document it is asked of, as batchPlay's commands act on the active element when given no target.
@@ -57,7 +66,141 @@ const constants = {
     TRANSPARENT: "transparent",
     WHITE: "white",
   },
+  Justification: {
+    CENTER: "center",
+    CENTERJUSTIFIED: "centerJustified",
+    FULLYJUSTIFIED: "fullyJustified",
+    LEFT: "left",
+    LEFTJUSTIFIED: "leftJustified",
+    RIGHT: "right",
+    RIGHTJUSTIFIED: "rightJustified",
+  },
+  LayerKind: { NORMAL: "pixel", GROUP: "group", TEXT: "text", SMARTOBJECT: "smartObject", SOLIDCOLOR: "solidColor" },
+  BlendMode: {
+    NORMAL: "normal", PASSTHROUGH: "passThrough", MULTIPLY: "multiply", SCREEN: "screen", OVERLAY: "overlay",
+    DARKEN: "darken", LIGHTEN: "lighten", DISSOLVE: "dissolve",
+  },
 };
+
+/** Version strings compared as numbers: "24.10" after "24.2". */
+function atLeast(version, wanted) {
+  const a = String(version).split(".").map(Number);
+  const b = String(wanted).split(".").map(Number);
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if ((a[i] || 0) !== (b[i] || 0)) return (a[i] || 0) > (b[i] || 0);
+  }
+  return true;
+}
+
+// A few installed fonts: {family, style, postScriptName}; name is "family style" as Photoshop shows it.
+const DEFAULT_FONTS = [
+  ["Myriad Pro", "Regular", "MyriadPro-Regular"], ["Myriad Pro", "Bold", "MyriadPro-Bold"],
+  ["Minion Pro", "Regular", "MinionPro-Regular"],
+  ["Arial", "Regular", "ArialMT"], ["Arial", "Bold", "Arial-BoldMT"], ["Arial", "Italic", "Arial-ItalicMT"],
+  ["Arial", "Bold Italic", "Arial-BoldItalicMT"],
+  ["Times New Roman", "Regular", "TimesNewRomanPSMT"], ["Times New Roman", "Bold", "TimesNewRomanPS-BoldMT"],
+  ["Courier New", "Regular", "CourierNewPSMT"],
+  ["DejaVu Sans", "Book", "DejaVuSans"], ["DejaVu Sans", "Bold", "DejaVuSans-Bold"],
+];
+
+class RGBColor {
+  constructor() {
+    this.values = { red: 255, green: 255, blue: 255 };
+  }
+
+  get typename() {
+    return "RGBColor";
+  }
+
+  get hexValue() {
+    return ["red", "green", "blue"].map((c) => Math.round(this.values[c]).toString(16).padStart(2, "0")).join("").toUpperCase();
+  }
+}
+for (const channel of ["red", "green", "blue"]) {
+  Object.defineProperty(RGBColor.prototype, channel, {
+    get() { return this.values[channel]; },
+    set(v) {
+      if (typeof v !== "number" || !(v >= 0 && v <= 255)) throw new RangeError(`RGBColor.${channel}: ${v} is not in 0..255`);
+      this.values[channel] = v;
+    },
+  });
+}
+
+/** SolidColor (app.SolidColor): RGB only here; its rgb defaults to white. */
+class SolidColor {
+  constructor() {
+    this.rgb = new RGBColor();
+  }
+
+  get typename() {
+    return "SolidColor";
+  }
+}
+
+/** A setting of a TextItem style: needs the modal scope, checks its range, changes the document. */
+function styleProperty(target, name, initial, check) {
+  let value = initial;
+  Object.defineProperty(target, name, {
+    enumerable: true,
+    get() { return value; },
+    set(v) {
+      target.layer.doc.app.guard(`TextItem.${target.kind}.${name}`);
+      check(v);
+      value = v;
+      target.layer.doc.changed("Edit Type");
+    },
+  });
+}
+
+/** A text layer's TextItem: contents, characterStyle and paragraphStyle as created. */
+function textItem(layer, options, resolution) {
+  const scale = resolution / 72; // "for a 72ppi document"
+  const inRange = (what, min, max) => (v) => {
+    if (typeof v !== "number" || !(v >= min * scale && v <= max * scale)) {
+      throw new RangeError(`${what}: ${v} is outside ${min * scale}..${max * scale} px at ${resolution} ppi`);
+    }
+  };
+  const bool = (what) => (v) => { if (typeof v !== "boolean") throw new TypeError(`${what}: ${v} is not a boolean`); };
+  const characterStyle = { layer, kind: "characterStyle" };
+  styleProperty(characterStyle, "font", options.fontName, (v) => {
+    if (!layer.doc.app.fontByName(v)) throw new Error(`characterStyle.font: no installed font "${v}"`);
+  });
+  styleProperty(characterStyle, "size", options.fontSize, inRange("characterStyle.size", 0.01, 1296));
+  styleProperty(characterStyle, "color", options.textColor, (v) => { if (!(v instanceof SolidColor)) throw new TypeError("characterStyle.color: a SolidColor"); });
+  styleProperty(characterStyle, "leading", null, inRange("characterStyle.leading", 0, 4999.99));
+  styleProperty(characterStyle, "useAutoLeading", true, bool("characterStyle.useAutoLeading"));
+  styleProperty(characterStyle, "fauxBold", false, bool("characterStyle.fauxBold"));
+  styleProperty(characterStyle, "fauxItalic", false, bool("characterStyle.fauxItalic"));
+  const paragraphStyle = { layer, kind: "paragraphStyle" };
+  styleProperty(paragraphStyle, "justification", constants.Justification.LEFT, (v) => {
+    if (!Object.values(constants.Justification).includes(v)) throw new Error(`paragraphStyle.justification: ${v} is not a Justification`);
+  });
+  return {
+    typename: "TextItem",
+    contents: options.contents,
+    isPointText: true,
+    isParagraphText: false,
+    textClickPoint: { ...options.position },
+    characterStyle,
+    paragraphStyle,
+  };
+}
+
+const TEXT_OPTIONS = ["blendMode", "color", "contents", "fontName", "fontSize", "group", "mode", "name", "opacity", "position", "textColor"];
+const GROUP_OPTIONS = ["blendMode", "color", "fromLayers", "mode", "name", "opacity"];
+
+/** Refuses option names the page does not list, and opacity or blendMode values outside theirs. */
+function checkLayerOptions(what, options, names) {
+  for (const key of Object.keys(options)) {
+    if (!names.includes(key)) throw new Error(`${what}: "${key}" is not one of its options`);
+  }
+  if (options.opacity !== undefined && !(typeof options.opacity === "number" && options.opacity >= 0 && options.opacity <= 100)) {
+    throw new RangeError(`${what}: opacity ${options.opacity}`);
+  }
+  if (options.blendMode !== undefined && !Object.values(constants.BlendMode).includes(options.blendMode)) {
+    throw new Error(`${what}: blendMode ${options.blendMode} is not a BlendMode`);
+  }
+}
 
 /** The image data colour space of each mode the Imaging API reads and writes. */
 const SPACE_OF = {
@@ -170,13 +313,15 @@ class ImageData {
 }
 
 class Layer {
-  constructor(doc, { name, kind = "pixel", background = false, visible = true }) {
+  constructor(doc, { name, kind = "pixel", background = false, visible = true, opacity = 100, blendMode = null }) {
     this.doc = doc;
     this.id = doc.app.nextId++;
     this.name = name;
     this.kind = kind;
     this.isBackgroundLayer = background;
-    this.visible = visible;
+    this.shown = visible;
+    this.opacity = opacity;
+    this.blendMode = blendMode || (kind === "group" ? constants.BlendMode.PASSTHROUGH : constants.BlendMode.NORMAL);
     this.parent = null;
     this.layers = kind === "group" ? [] : undefined;
     this.pixels = null; // {bounds, data} in the document's depth, 4 components
@@ -184,6 +329,25 @@ class Layer {
 
   get typename() {
     return "Layer";
+  }
+
+  /** Layer.visible (22.5, read-write): hiding or showing a layer is a change of the document. */
+  get visible() {
+    return this.shown;
+  }
+
+  set visible(value) {
+    this.doc.app.guard("Layer.visible");
+    if (typeof value !== "boolean") throw new TypeError(`Layer.visible: ${value} is not a boolean`);
+    this.shown = value;
+    this.doc.changed(value ? "Show Layer" : "Hide Layer");
+  }
+
+  /** Layer.textItem (24.2): for text layers only. */
+  get textItem() {
+    if (!atLeast(this.doc.app.version, "24.2")) return undefined;
+    if (this.kind !== "text") throw new Error(`Layer.textItem: "${this.name}" is not a text layer`);
+    return this.text;
   }
 
   get bounds() {
@@ -284,6 +448,7 @@ class Document {
     this.selection = { bounds: null, docId: this.id }; // Selection.bounds is null without a selection (25.0)
     this.history = [opened]; // the first state's name is the double's own
     this.suspensions = new Map();
+    if (!atLeast(app.version, "24.2")) this.createTextLayer = undefined; // added in 24.2
   }
 
   childrenOf(parent) {
@@ -327,8 +492,12 @@ class Document {
 
   async createLayerGroup(options = {}) {
     this.app.guard("Document.createLayerGroup");
+    checkLayerOptions("createLayerGroup", options, GROUP_OPTIONS);
+    if (options.fromLayers !== undefined || options.mode !== undefined || options.color !== undefined) {
+      throw new Error("double: createLayerGroup with fromLayers, mode or color is not modelled");
+    }
     const doc = this.app.activeDocument; // see the header: not necessarily this one
-    const group = new Layer(doc, { name: options.name || "Group 1", kind: "group" });
+    const group = new Layer(doc, { name: options.name || "Group 1", kind: "group", opacity: options.opacity, blendMode: options.blendMode });
     doc.insertNew(group);
     doc.changed("New Group");
     return group;
@@ -340,6 +509,40 @@ class Document {
     const layer = new Layer(doc, { name: options.name || "Layer 1" });
     doc.insertNew(layer);
     doc.changed("New Layer");
+    return layer;
+  }
+
+  /**
+   * Document.createTextLayer (24.2): a point text layer above the active layer. Strict where the page
+   * is silent: a fontName that is no installed font's PostScript name is refused.
+   */
+  async createTextLayer(options = {}) {
+    this.app.guard("Document.createTextLayer");
+    checkLayerOptions("createTextLayer", options, TEXT_OPTIONS);
+    if (options.group !== undefined || options.mode !== undefined || options.color !== undefined) {
+      throw new Error("double: createTextLayer with group, mode or color is not modelled");
+    }
+    const doc = this.app.activeDocument;
+    const o = {
+      contents: "Lorem Ipsum", fontName: "MyriadPro-Regular", fontSize: 12,
+      position: { x: doc.width / 2, y: doc.height / 2 }, textColor: null, ...options,
+    };
+    if (typeof o.contents !== "string") throw new TypeError("createTextLayer: contents is a string");
+    if (!this.app.fontByName(o.fontName)) throw new Error(`createTextLayer: no installed font "${o.fontName}"`);
+    const max = 1296 * (doc.resolution / 72);
+    if (typeof o.fontSize !== "number" || !(o.fontSize >= 0.01 && o.fontSize <= max)) {
+      throw new RangeError(`createTextLayer: fontSize ${o.fontSize} is outside 0.01..${max} px`);
+    }
+    if (!o.position || !Number.isFinite(o.position.x) || !Number.isFinite(o.position.y)) {
+      throw new TypeError("createTextLayer: position is {x, y} in pixels");
+    }
+    if (o.textColor === null) o.textColor = new SolidColor(); // black by default
+    if (!(o.textColor instanceof SolidColor)) throw new TypeError("createTextLayer: textColor is a SolidColor");
+    this.app.textLayers.push({ ...o, textColor: o.textColor.rgb.hexValue, documentID: doc.id });
+    const layer = new Layer(doc, { name: options.name || o.contents.split("\r")[0], kind: "text", opacity: options.opacity, blendMode: options.blendMode });
+    layer.text = textItem(layer, o, doc.resolution);
+    doc.insertNew(layer);
+    doc.changed("Type Tool");
     return layer;
   }
 
@@ -394,6 +597,7 @@ class Document {
       layer,
       parent: layer.parent,
       name: layer.name,
+      shown: layer.shown,
       pixels: layer.pixels ? { bounds: { ...layer.pixels.bounds }, data: layer.pixels.data.slice() } : null,
       children: layer.layers ? layer.layers.map(copy) : null,
     });
@@ -405,6 +609,7 @@ class Document {
       const { layer } = entry;
       layer.parent = entry.parent;
       layer.name = entry.name;
+      layer.shown = entry.shown;
       layer.pixels = entry.pixels;
       if (entry.children) layer.layers = entry.children.map(rebuild);
       return layer;
@@ -426,7 +631,15 @@ class Document {
 }
 
 class Photoshop {
-  constructor() {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.version]  the Photoshop version (createTextLayer and textItem from 24.2)
+   * @param {Array<[string, string, string]>} [options.fonts]  installed fonts: [family, style, postScriptName]
+   */
+  constructor({ version = "25.0.0", fonts = DEFAULT_FONTS } = {}) {
+    this.version = version;
+    this.fonts = fonts.map(([family, style, postScriptName]) => ({ family, style, postScriptName, name: `${family} ${style}`, typename: "TextFont" }));
+    this.textLayers = []; // every createTextLayer call's options, textColor as its hex value
     this.nextId = 1;
     this.documents = [];
     this.activeDocument = null;
@@ -438,6 +651,10 @@ class Photoshop {
     this.changes = 0;
     this.progress = [];
     Object.defineProperty(this.documents, "add", { value: (options) => this.addDocument(options) });
+  }
+
+  fontByName(postScriptName) {
+    return this.fonts.find((f) => f.postScriptName === postScriptName) || null;
   }
 
   newDocument(options) {
@@ -674,6 +891,14 @@ class Photoshop {
         ps.activeDocument = doc;
       },
       get documents() { return ps.documents; },
+      get fonts() {
+        // TextFonts: indexable, with length and getByName (the first font with that PostScript name)
+        const list = ps.fonts.slice();
+        Object.defineProperty(list, "getByName", { value: (name) => ps.fontByName(name) });
+        Object.defineProperty(list, "typename", { value: "TextFonts" });
+        return list;
+      },
+      SolidColor,
     };
 
     return { app, core, imaging, constants, action: { batchPlay: async () => { throw new Error("double: batchPlay is not modelled"); } } };
@@ -692,4 +917,4 @@ function pattern(width, height, seed = 1, alpha = null) {
   return out;
 }
 
-module.exports = { Photoshop, constants, SRGB, pattern };
+module.exports = { Photoshop, SolidColor, constants, SRGB, pattern, DEFAULT_FONTS };
