@@ -6,9 +6,9 @@ const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const WebSocket = require("ws");
 const { LayerBridgeClient } = require("../src/client.js");
-const { CHUNK_BYTES, buildParams, features } = require("../src/protocol.js");
+const { CHUNK_BYTES, buildParams, features, splitParams } = require("../src/protocol.js");
 const host = require("../src/host.js");
-const { readSource, insertLayers, HISTORY_NAME } = require("../src/layers.js");
+const { readSource, insertLayers, splitLayer, HISTORY_NAME, SPLIT_HISTORY_NAME } = require("../src/layers.js");
 const { Photoshop, SRGB, constants } = require("./support/photoshop-double.js");
 const server = require("./support/server.js");
 
@@ -187,6 +187,41 @@ describe("panel client against the real server", { skip: SKIP, timeout: 900000 }
       assert.deepEqual(doc.history, ["Open", HISTORY_NAME]);
       assert.equal(doc.layers[0].name, "Flyer layers");
       assert.equal(ps.textLayers.length, plan.text.layers, "one text layer per editable block read");
+    }
+  });
+
+  it("Split layer (the split task) while a decomposition runs, and a decomposition with split_elements", { timeout: JOB_TIMEOUT }, async (t) => {
+    const c = client();
+    const hello = await c.connect();
+    if (!features(hello).split_elements) {
+      t.skip(`this server (${hello.version}) does not announce split_elements yet`);
+      return;
+    }
+    const ps = new Photoshop();
+    const doc = ps.newDocument({ width: 64, height: 48, title: "Shapes.psd" });
+    doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 64, height: 48 }, rgba: image(64, 48, 2).data, background: true });
+    const rgba = new Uint8Array(40 * 10 * 4);
+    for (let y = 0; y < 10; y++) for (const x0 of [0, 14, 30]) for (let x = x0; x < x0 + 10; x++) rgba.set([20, 90, 200, 255], (y * 40 + x) * 4);
+    const shapes = doc.addLayer({ name: "Shapes", at: { left: 12, top: 20, width: 40, height: 10 }, rgba });
+    host.setHost({ photoshop: ps.module(), uxp: {} });
+
+    const source = await readSource("split");
+    const decomposing = c.decompose(image(64, 48, 8), params({ split_elements: true }));
+    const result = await c.split(source, splitParams(source.name, true));
+    assert.equal(result.layers.length, 3, "three shapes");
+    assert.ok(result.layers.every((l) => l.group === false && l.parent === null));
+    const plan = await splitLayer(source, result, { textLayers: true });
+    assert.equal(plan.elements, 3);
+    assert.deepEqual(doc.history, ["Open", SPLIT_HISTORY_NAME]);
+    const group = doc.layers[0];
+    assert.equal(group.name, "Shapes");
+    assert.deepEqual(group.layers.map((l) => l.pixels.bounds.left).sort((a, b) => a - b), [12, 26, 42]);
+    assert.ok(!doc.allLayers().includes(shapes));
+
+    const decomposed = await decomposing;
+    for (const layer of decomposed.layers) {
+      assert.ok("group" in layer && "parent" in layer, "every entry says where it is");
+      if (layer.group) assert.equal(layer.bytes, 0);
     }
   });
 

@@ -90,10 +90,18 @@ test("a server older than job_options: the panel's own choices", { skip: unavail
   const browser = await launch();
   try {
     const settings = { layers: 7, resolution: 1024, preset: "balanced", steps: "", prompt: "", seed: "" };
-    const { page, errors } = await openPanel(browser, { settings });
+    const { page, errors } = await openPanel(browser, { settings, capabilities: [] });
     await connected(page);
     const c = await controls(page);
     const own = FALLBACK_JOB_OPTIONS;
+    // Nor does it announce text_layers or split_elements: both options and Split layer are greyed out,
+    // and a job does not send them (an older server refuses unknown fields).
+    assert.deepEqual(await page.evaluate(() => ["text-layers", "split-elements", "split-layer"]
+      .map((id) => document.getElementById(id).hasAttribute("disabled"))), [true, true, true]);
+    await page.click("#decompose");
+    await page.waitForFunction(() => window.__sent.some((m) => m.type === "submit"), null, { timeout: 20000 });
+    const submit = await page.evaluate(() => window.__sent.find((m) => m.type === "submit"));
+    assert.ok(!("text_layers" in submit.params) && !("split_elements" in submit.params), JSON.stringify(submit.params));
     assert.deepEqual(c.layers, { min: String(own.layers.min), max: String(own.layers.max), value: 7, shown: "7" });
     assert.deepEqual(c.resolution.map((i) => [i.value, i.label]), [["640", "640 px"], ["1024", "1024 px"]]);
     assert.deepEqual(c.preset.map((i) => [i.value, i.label]), [["best", "Best"], ["balanced", "Balanced"], ["fast", "Fast"]]);
