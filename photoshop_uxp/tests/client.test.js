@@ -95,6 +95,42 @@ test("shutdown: the running job is cancelled before the connection closes, also 
   await srv.close();
 });
 
+test("the split task runs beside a decomposition on one connection; cancel leaves it, shutdown cancels both", async () => {
+  const element = Uint8Array.from({ length: 8 }, (_, i) => 200 + i);
+  const srv = await scripted((ws, m) => {
+    if (m.type === "cancel") ws.send(JSON.stringify({ type: "progress", job: m.job, state: "cancelled", stage: "cancelled" }));
+    if (m.type !== "submit") return;
+    const job = `j_${m.task || "decompose"}`;
+    ws.send(JSON.stringify({ type: "accepted", ref: m.ref, job, position: 0 }));
+    if (m.task === "split") {
+      ws.send(JSON.stringify({ type: "result", job, name: m.params.name, canvas: { width: 2, height: 1 }, seed: null, layers: [
+        { index: 0, name: "Logo 1", x: 0, y: 0, width: 1, height: 1, bytes: 4, transfer: 7, group: false, parent: null, text: [] },
+        { index: 1, name: "Logo 2", x: 1, y: 0, width: 1, height: 1, bytes: 4, transfer: 8, group: false, parent: null, text: [] },
+      ] }));
+      ws.send(encodeFrame(7, 0, element.subarray(0, 4)));
+      ws.send(encodeFrame(8, 0, element.subarray(4)));
+    }
+  });
+  const c = new LayerBridgeClient({ address: srv.address, token: "t", WebSocket });
+  const decomposing = c.decompose(image, { layers: 2 });
+  const result = await c.split(image, { name: "Logo", text_layers: true });
+  assert.deepEqual(result.layers.map((l) => [l.name, [...l.pixels]]), [["Logo 1", [200, 201, 202, 203]], ["Logo 2", [204, 205, 206, 207]]]);
+  const submits = srv.seen.filter((m) => m.type === "submit");
+  assert.deepEqual(submits.map((m) => m.task), [undefined, "split"], "a decomposition names no task");
+  assert.deepEqual(submits[1].params, { name: "Logo", text_layers: true });
+  c.cancel(); // the panel's Cancel: the decomposition only
+  await assert.rejects(decomposing, { code: "cancelled" });
+  assert.deepEqual(srv.seen.filter((m) => m.type === "cancel").map((m) => m.job), ["j_decompose"]);
+
+  const again = c.split(image, { name: "Logo", text_layers: false });
+  await again;
+  const running = c.decompose(image, {});
+  while (srv.seen.filter((m) => m.type === "submit").length < 4) await new Promise((r) => setTimeout(r, 5));
+  await c.shutdown();
+  await assert.rejects(running, { code: "cancelled" });
+  await srv.close();
+});
+
 test("a failed job and a refused submit reject with the server's code and message", async () => {
   const srv = await scripted((ws, m) => {
     if (m.type !== "submit") return;
