@@ -200,9 +200,9 @@ describe("panel client against the real server", { skip: SKIP, timeout: 900000 }
     const ps = new Photoshop();
     const doc = ps.newDocument({ width: 64, height: 48, title: "Shapes.psd" });
     doc.addLayer({ name: "Background", at: { left: 0, top: 0, width: 64, height: 48 }, rgba: image(64, 48, 2).data, background: true });
-    const rgba = new Uint8Array(40 * 10 * 4);
-    for (let y = 0; y < 10; y++) for (const x0 of [0, 14, 30]) for (let x = x0; x < x0 + 10; x++) rgba.set([20, 90, 200, 255], (y * 40 + x) * 4);
-    const shapes = doc.addLayer({ name: "Shapes", at: { left: 12, top: 20, width: 40, height: 10 }, rgba });
+    const rgba = new Uint8Array(60 * 8 * 4); // three squares 18 px apart
+    for (let y = 0; y < 8; y++) for (const x0 of [0, 26, 52]) for (let x = x0; x < x0 + 8; x++) rgba.set([20, 90, 200, 255], (y * 60 + x) * 4);
+    const shapes = doc.addLayer({ name: "Shapes", at: { left: 2, top: 20, width: 60, height: 8 }, rgba });
     host.setHost({ photoshop: ps.module(), uxp: {} });
 
     const source = await readSource("split");
@@ -215,7 +215,7 @@ describe("panel client against the real server", { skip: SKIP, timeout: 900000 }
     assert.deepEqual(doc.history, ["Open", SPLIT_HISTORY_NAME]);
     const group = doc.layers[0];
     assert.equal(group.name, "Shapes");
-    assert.deepEqual(group.layers.map((l) => l.pixels.bounds.left).sort((a, b) => a - b), [12, 26, 42]);
+    assert.deepEqual(group.layers.map((l) => l.pixels.bounds.left).sort((a, b) => a - b), [2, 28, 54]);
     assert.ok(!doc.allLayers().includes(shapes));
 
     const decomposed = await decomposing;
