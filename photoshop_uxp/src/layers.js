@@ -12,6 +12,7 @@ const {
   SRGB, checkArea, checkDepth, depthOf, fromRgba8, isTransparent, normBounds, padTo, sourceArea, toRgba8,
 } = require("./pixels.js");
 const { layerPlan, maxFontSize } = require("./plan.js");
+const { fontIndex } = require("./fonts.js");
 
 const HISTORY_NAME = "Layer Decomposition";
 const SPLIT_HISTORY_NAME = "Split Layer";
@@ -208,7 +209,16 @@ function textSetup(doc, wanted, report) {
     report.unavailable = true;
     return null;
   }
-  return { fonts: app.fonts, maxFontSize: maxFontSize(doc.resolution) };
+  // Read once, when a first block needs a font: each property of each of the computer's fonts is a call to
+  // Photoshop.
+  let index = null;
+  return {
+    get fonts() {
+      if (!index) index = fontIndex(app.fonts);
+      return index;
+    },
+    maxFontSize: maxFontSize(doc.resolution),
+  };
 }
 
 /** The plan for `doc`: text layers when asked for and possible (see textSetup). */
