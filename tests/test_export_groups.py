@@ -1,10 +1,13 @@
 """A layer hierarchy (element split, docs/elements.md) in the files `decompose` writes: PSD groups read back by
-psd-tools, OpenRaster nested stacks, layers.json's group/parent/children; and `decompose --split-elements`."""
+psd-tools and a real Krita, OpenRaster nested stacks (Krita too), layers.json's group/parent/children; and
+`decompose --split-elements`."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -141,3 +144,76 @@ def test_decompose_split_elements_writes_groups(tiny_model, tmp_path):
     assert [(e["name"], e["group"], e["parent"]) for e in manifest["layers"]] == [
         ("Background", False, None), ("Layer 1", True, None), ("Layer 1 1", False, 1), ("Layer 1 2", False, 1)]
     assert manifest["layers"][1]["children"] == [2, 3]
+
+
+KRITA_SCRIPT = '''
+import base64, json, os
+from krita import Krita
+
+def tree(node):
+    out = []
+    for child in node.childNodes():
+        b = child.bounds()
+        entry = {"name": child.name(), "type": child.type(), "box": [b.x(), b.y(), b.width(), b.height()]}
+        if child.type() == "grouplayer":
+            entry["children"] = tree(child)
+        elif b.width() > 0:
+            entry["pixels"] = base64.b64encode(bytes(child.pixelData(b.x(), b.y(), b.width(), b.height()))).decode()
+        out.append(entry)
+    return out
+
+def main(args):
+    out = {}
+    for path in os.environ["KR_FILES"].split(os.pathsep):
+        doc = Krita.instance().openDocument(path)
+        if doc is None:
+            out[path] = None
+            continue
+        doc.waitForDone()
+        out[path] = tree(doc.rootNode())
+        doc.close()
+    with open(os.environ["KR_RESULTS"], "w") as f:
+        json.dump(out, f)
+'''
+
+
+@pytest.mark.skipif(shutil.which("kritarunner") is None, reason="Krita is not installed")
+def test_krita_opens_the_psd_and_the_ora_with_their_groups(hierarchy, tmp_path):
+    files = [tmp_path / "out.psd", tmp_path / "out.ora"]
+    for path in files:
+        export.write(path, hierarchy, W, H)
+    scripts, home, results = tmp_path / "scripts", tmp_path / "home", tmp_path / "results.json"
+    scripts.mkdir()
+    (scripts / "kread.py").write_text(KRITA_SCRIPT)
+    (home / "run").mkdir(parents=True)
+    os.chmod(home / "run", 0o700)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONPATH")}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
+               XDG_CACHE_HOME=str(home / ".cache"), XDG_RUNTIME_DIR=str(home / "run"), QT_QPA_PLATFORM="offscreen",
+               PYTHONPATH=str(scripts), KR_FILES=os.pathsep.join(map(str, files)), KR_RESULTS=str(results))
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    proc = subprocess.Popen(["kritarunner", "-s", "kread", "-f", "main"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        log = proc.communicate(timeout=240)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        log = proc.communicate()[0].decode(errors="replace")
+    assert results.is_file(), log[-3000:]
+    data = json.loads(results.read_text())
+    sources = {layer.name: layer for layer in pixel_layers(hierarchy)}
+    for path in files:
+        nodes = data[str(path)]
+        assert nodes is not None, f"Krita could not open {path.name}"
+        assert [(n["name"], n["type"]) for n in nodes] == [
+            ("Background", "paintlayer"), ("Icons", "grouplayer"), ("Bar", "paintlayer"), ("Dots", "grouplayer")]
+        assert [n["name"] for n in nodes[1]["children"]] == ["Icons 1", "Icons 2", "Icons 3"], path.name
+        assert [n["name"] for n in nodes[3]["children"]] == ["Dots 1", "Dots 2"], path.name
+        for node in [nodes[0], *nodes[1]["children"], nodes[2], *nodes[3]["children"]]:
+            src = sources[node["name"]]
+            assert node["box"] == [src.x, src.y, src.width, src.height], (path.name, src.name)
+            bgra = np.frombuffer(base64.b64decode(node["pixels"]), np.uint8)
+            rgba = bgra.reshape(src.height, src.width, 4)[..., [2, 1, 0, 3]]
+            seen = src.pixels[..., 3] > 0  # Krita may drop the colour of fully transparent pixels
+            assert np.array_equal(rgba[..., 3], src.pixels[..., 3]), (path.name, src.name)
+            assert np.array_equal(rgba[seen], src.pixels[seen]), (path.name, src.name)
