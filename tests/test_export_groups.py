@@ -125,25 +125,46 @@ def test_folder_manifest_gives_the_hierarchy_and_reads_back(hierarchy, tmp_path)
     assert np.array_equal(composite(pixel_layers(layers), W, H), composite(pixel_layers(hierarchy), W, H))
 
 
-def test_decompose_split_elements_writes_groups(tiny_model, tmp_path):
+JOB = ["--layers", "2", "--steps", "2", "--seed", "5", "--prompt", "a card", "--no-name-layers", "--split-elements"]
+
+
+def two_shapes(tmp_path: Path) -> Path:
     source = np.random.default_rng(4).integers(0, 256, (61, 97, 4), dtype=np.uint8)
     source[..., 3] = 0
     source[5:25, 5:30, 3] = 255
     source[35:55, 60:90, 3] = 255
     image = tmp_path / "shapes.png"
     Image.fromarray(source, "RGBA").save(image)
+    return image
+
+
+def decompose(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backend", "decompose", *args, *JOB], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_decompose_split_elements_writes_groups(tiny_model, tmp_path):
     env = dict(os.environ, LAYERBRIDGE_CONFIG_DIR=str(tmp_path / "config"), LAYERBRIDGE_LOG_DIR=str(tmp_path / "log"))
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "backend", "decompose", str(image), "--out", str(out), "--model",
-                        str(tiny_model), "--in-process", "--layers", "2", "--steps", "2", "--seed", "5", "--prompt",
-                        "a card", "--no-name-layers", "--split-elements"],
-                       capture_output=True, text=True, timeout=600, env=env)
+    r = decompose(str(two_shapes(tmp_path)), "--out", str(out), "--model", str(tiny_model), "--in-process", env=env)
     assert r.returncode == 0, r.stderr
     assert "3 layers in 1 group" in r.stderr
     manifest = json.loads((out / "layers.json").read_text(encoding="utf-8"))
     assert [(e["name"], e["group"], e["parent"]) for e in manifest["layers"]] == [
         ("Background", False, None), ("Layer 1", True, None), ("Layer 1 1", False, 1), ("Layer 1 2", False, 1)]
     assert manifest["layers"][1]["children"] == [2, 3]
+
+
+def test_decompose_split_elements_through_a_running_server_writes_groups(live_server, tmp_path):
+    env = dict(os.environ, LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
+    out = tmp_path / "out.ora"
+    r = decompose(str(two_shapes(tmp_path)), "--out", str(out), "--server", live_server.url, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "using the LayerBridge server" in r.stderr and "3 layers in 1 group" in r.stderr
+    with zipfile.ZipFile(out) as z:
+        root = ET.fromstring(z.read("stack.xml")).find("stack")
+        assert [(child.tag, child.get("name")) for child in root] == [("stack", "Layer 1"), ("layer", "Background")]
+        assert [layer.get("name") for layer in root[0]] == ["Layer 1 2", "Layer 1 1"]
 
 
 KRITA_SCRIPT = '''
