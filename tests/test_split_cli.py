@@ -47,14 +47,22 @@ def test_split_writes_one_png_per_element_that_recompose_exactly(tmp_path: Path)
 
 
 def test_split_edge_images(tmp_path: Path) -> None:
+    strip = np.zeros((1, 30000, 4), np.uint8)
+    strip[0, 100:9000] = (10, 200, 10, 255)
+    strip[0, 20000:29990] = (10, 10, 200, 180)
     for name, pixels, count in [
         ("transparent", np.zeros((20, 30, 4), np.uint8), 0),
         ("dot", np.full((1, 1, 4), 200, np.uint8), 1),
+        ("strip", strip, 2),  # no model: the model's limit on the aspect ratio does not apply
     ]:
         Image.fromarray(pixels, "RGBA").save(tmp_path / f"{name}.png")
         r = run(str(tmp_path / f"{name}.png"), "--out", str(tmp_path / name))
         assert r.returncode == 0, r.stderr
-        assert len(read_folder(tmp_path / name)[0]) == count
+        layers, width, height = read_folder(tmp_path / name)
+        assert len(layers) == count
+        assert np.array_equal(np.asarray(flatten(layers, width, height)), np.where(pixels[..., 3:] > 0, pixels, 0))
+        entries = json.loads((tmp_path / name / "layers.json").read_text())["layers"]
+        assert all(e["group"] is False and e["parent"] is None for e in entries)  # the fields decompose writes
 
 
 def test_split_bad_input_says_why_with_a_code(tmp_path: Path) -> None:

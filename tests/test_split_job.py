@@ -136,3 +136,45 @@ def test_the_split_task_of_an_empty_or_whole_layer_gives_one_entry_and_stops_whe
     assert [(layer.name, layer.box) for layer in whole.layers] == [("Layer", (10, 10, 20, 20))]
     with pytest.raises(JobCancelled):
         run_split(one, JobParams.parse_split({}), lambda p: None, lambda: True)
+
+
+def test_the_worker_runs_split_tasks_outside_the_queue_bounds_them_and_lets_their_results_expire(tmp_path):
+    import asyncio
+
+    from backend.core.errors import ErrorCode, LayerBridgeError
+    from backend.core.settings import Settings
+    from backend.model.engine import Engine
+    from backend.server.worker import Worker
+
+    async def scenario() -> None:
+        worker = Worker(Engine(Settings(model=str(tmp_path / "no-model"))), max_queue=1, result_ttl_s=60)
+        worker.start()
+        try:
+            job = worker.submit(shapes(), JobParams.parse_split({"text_layers": False}), "split")
+            assert job.task == "split" and worker.position(job) == 0
+            assert worker.queue_json() == {"length": 0, "running": None}  # not the model's queue
+            with pytest.raises(LayerBridgeError) as refused:  # at most max_queue unfinished split tasks
+                worker.submit(shapes(), JobParams.parse_split({}), "split")
+            assert refused.value.code == ErrorCode.queue_full
+            updates = worker.subscribe(job.id)
+            states = [await asyncio.wait_for(updates.get(), 60)]
+            while states[-1]["state"] not in ("done", "failed", "cancelled"):
+                states.append(await asyncio.wait_for(updates.get(), 60))
+            assert states[-1]["state"] == "done" and states[-1]["position"] is None
+            assert "Splitting elements" in [s["message"] for s in states]
+            assert len(job.result.layers) == 3 and job.result.seed is None
+            assert set(job.result.timings) == {"queued_s", "split_s"}
+            assert job.image.size == 0  # the upload is let go once the task ends
+            job.finished_at -= 61  # its result's time is up
+            with pytest.raises(LayerBridgeError) as gone:
+                worker.get(job.id)
+            assert gone.value.code == ErrorCode.not_found
+            # a task cancelled before its thread takes it ends at once and never runs
+            worker.max_queue = 4
+            first = worker.submit(shapes(), JobParams.parse_split({}), "split")
+            worker.cancel(first.id)
+            assert first.state.value == "cancelled" and first.result is None
+        finally:
+            await worker.stop()
+
+    asyncio.run(scenario())

@@ -26,6 +26,16 @@ class PlacedLayer:
     children: list[int] | None = None
     extent: tuple[int, int] = (0, 0)
 
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any], pixels: np.ndarray) -> "PlacedLayer":
+        """A layer from its entry in a result's `layers` or in layers.json (docs/protocol.md §3), with its pixels
+        ((0, 0, 4) for a group entry or an empty layer)."""
+        layer = cls(entry["name"], entry["x"], entry["y"], pixels, entry.get("text") or [], entry.get("parent"))
+        if entry.get("group"):
+            layer.children = list(entry["children"])
+            layer.extent = (entry["width"], entry["height"])
+        return layer
+
     @property
     def group(self) -> bool:
         return self.children is not None
