@@ -43,6 +43,7 @@ class Decomposition(QtCore.QObject):
         self.done = False
         self.cancelled = False
         self.note = ""
+        self.notes: List[str] = []      # what the insertion could not do, for the user
         self.target: Optional[object] = None         # the document the layers are going into
         self._steps: Optional[Iterator[float]] = None
         self._attached = False          # the group is in the document: too late to cancel
@@ -119,7 +120,9 @@ class Decomposition(QtCore.QObject):
                 RESCUED.append(self.target)
                 self.note = ("“%s” was closed during the decomposition, so the layers are in a new document, “%s”."
                              % (self.source.document, self.target.name()))
-            self._steps = document.insert_steps(self.target, self.source, self.result, self.layers)
+            self.notes = []
+            self._steps = document.insert_steps(self.target, self.source, self.result, self.layers,
+                                                bool(self.values.get("text_layers")), self.notes)
         except document.DocumentError as e:
             return self._failed(e.code, e.message)
         except Exception:

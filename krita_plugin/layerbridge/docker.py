@@ -138,6 +138,14 @@ class LayerDocker(DockWidget):
                                      "The same seed and settings give the same layers again")
         self.seed.setRange(-1, 2147483647)
         self.seed.setSpecialValueText("random")
+        self.text_layers = QtWidgets.QCheckBox("Text as editable text")
+        self.text_layers.setToolTip("Text read in the layers comes back as live text layers, its pixels kept hidden "
+                                    "right below")
+        form.addRow("", self.text_layers)
+        self.split_elements = QtWidgets.QCheckBox("One layer per element")
+        self.split_elements.setToolTip("Each layer's separate elements (shapes, text blocks, icons) come back as a "
+                                       "group of their own layers")
+        form.addRow("", self.split_elements)
         lay.addLayout(form)
 
         self.advanced_button = QtWidgets.QToolButton()
@@ -222,7 +230,8 @@ class LayerDocker(DockWidget):
         for w in (self.resolution, self.preset, self.language):
             w.currentIndexChanged.connect(self._save)
         self.prompt.editingFinished.connect(self._save)
-        self.restore.toggled.connect(self._save)
+        for box in (self.restore, self.text_layers, self.split_elements):
+            box.toggled.connect(self._save)
 
     def _apply_options(self, options: dict) -> None:
         """The controls' ranges and choices from the job options the server announces (protocol.job_options),
@@ -269,6 +278,8 @@ class LayerDocker(DockWidget):
         self.preset.setCurrentIndex(max(0, self.preset.findData(v["preset"])))
         self.language.setCurrentIndex(max(0, self.language.findData(v["caption_language"])))
         self.restore.setChecked(bool(v["restore"]))
+        self.text_layers.setChecked(bool(v["text_layers"]))
+        self.split_elements.setChecked(bool(v["split_elements"]))
         self.url.setText(str(v["url"]))
         self.token.setText(str(v["token"]))
         self.advanced_button.setChecked(bool(v["advanced_open"]))
@@ -283,7 +294,8 @@ class LayerDocker(DockWidget):
             "resolution": self.resolution.currentData(), "steps": 0 if steps == self.steps.minimum() else steps,
             "prompt": self.prompt.text(), "seed": self.seed.value(), "cfg_scale": self.cfg.value(),
             "preset": self.preset.currentData(), "caption_language": self.language.currentData(),
-            "restore": self.restore.isChecked(), "advanced_open": self.advanced_button.isChecked(),
+            "restore": self.restore.isChecked(), "text_layers": self.text_layers.isChecked(),
+            "split_elements": self.split_elements.isChecked(), "advanced_open": self.advanced_button.isChecked(),
         }, self.options)
 
     def _save(self, *_: object) -> None:
@@ -398,8 +410,9 @@ class LayerDocker(DockWidget):
     def _finished(self, group: object) -> None:
         note = self.run.note if self.run is not None else ""        # where the group went, if not the source
         if self.run is not None and self.run.mode == "layer" and not note and self.run.source is not None:
-            note = ("“%s” is still shown under the group: hide it to see the new layers alone."
-                    % self.run.source.name)
+            note = "“%s” is hidden under it; Undo shows it again." % self.run.source.name
+        if self.run is not None:
+            note = " ".join([note] + list(self.run.notes) + [str(n) for n in self.run.result.get("notes") or ()]).strip()
         if self.run is not None:
             self._show_result(self.run.result, prompted=bool(str(self.run.values.get("prompt") or "").strip()))
         self._end()

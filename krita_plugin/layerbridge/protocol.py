@@ -29,6 +29,48 @@ def multipart(params: Dict[str, object], rgba: bytes, boundary: Optional[str] = 
     return b"".join((head, rgba, tail)), "multipart/form-data; boundary=" + boundary
 
 
+# Job parameters newer than protocol 1's first servers, each with the capability that announces it: a server
+# without it refuses the parameter (invalid_params), so it is left out there and the server does as before.
+OPTIONAL_PARAMS = {"text_layers": "text_layers", "split_elements": "split_elements"}
+
+
+def supported_params(params: Dict[str, object], hello: Optional[dict]) -> Dict[str, object]:
+    """`params` without the optional ones (OPTIONAL_PARAMS) this server does not announce in its hello's
+    capabilities. Mirrors supportedParams in photoshop_uxp/src/protocol.js.
+
+    Args:
+        params: the job parameters (docs/protocol.md §3).
+        hello: the server's hello (GET /v1/info), or None when none was read.
+    """
+    capabilities = (hello or {}).get("capabilities") or ()
+    return {k: v for k, v in params.items() if k not in OPTIONAL_PARAMS or OPTIONAL_PARAMS[k] in capabilities}
+
+
+def has_pixels(layer: dict) -> bool:
+    """Whether a result layer has pixels to fetch: not a group entry (docs/protocol.md, Result; a group's box is
+    its children's) and not empty. Mirrors hasPixels in photoshop_uxp/src/protocol.js."""
+    if layer.get("group") is True:
+        return False
+    try:
+        return int(layer.get("width", 0)) * int(layer.get("height", 0)) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def editable_blocks(layer: dict) -> List[dict]:
+    """The text blocks of a result layer to set as live text: `editable`, with words and at least one line
+    (docs/text.md). Mirrors editableBlocks in photoshop_uxp/src/protocol.js."""
+    out = []
+    for block in layer.get("text") or ():
+        if not isinstance(block, dict) or block.get("editable") is not True:
+            continue
+        lines = [l for l in block.get("lines") or () if isinstance(l, dict) and str(l.get("text") or "").strip()]
+        size = block.get("size")
+        if lines and _number(size) and size > 0:
+            out.append(block)
+    return out
+
+
 class LineBuffer:
     """Splits an NDJSON stream arriving in arbitrary chunks into JSON objects."""
 

@@ -1,0 +1,206 @@
+"""GUI scenarios on results made by the test (no model): a Decompose layer that hides its source, live text layers,
+nested element groups, each checked against Krita's own Undo and Redo. Driven by lbgui_driver (LB_GUI_MODE=results);
+reports into its results. Pixel files are Krita's bgra8; the test compares them."""
+
+import json
+import os
+import time
+
+from krita import Krita
+
+from layerbridge import document, settings
+from layerbridge.decompose import Decomposition
+from layerbridge.qt import QtCore
+
+WORK = os.environ.get("LB_WORKDIR", "/tmp")
+
+
+def tree(node):
+    out = []
+    for c in node.childNodes():
+        entry = {"name": c.name(), "type": c.type(), "visible": c.visible()}
+        if c.type() == "grouplayer":
+            entry["children"] = tree(c)
+        out.append(entry)
+    return out
+
+
+def walk(node):
+    for c in node.childNodes():
+        yield c
+        if c.type() == "grouplayer":
+            yield from walk(c)
+
+
+def projection(doc, name):
+    """The document's whole image, to a file (bgra8)."""
+    doc.refreshProjection()
+    doc.waitForDone()
+    path = os.path.join(WORK, name + ".bgra")
+    with open(path, "wb") as f:
+        f.write(bytes(doc.pixelData(0, 0, doc.width(), doc.height())))
+    return path
+
+
+def new_doc(name, w, h, layers):
+    """A document shown in the window, with paint layers [(name, bgra bytes, x, y, w, h)] bottom to top."""
+    app = Krita.instance()
+    doc = app.createDocument(w, h, name, "RGBA", "U8", "", 72.0)
+    root = doc.rootNode()
+    for node in root.childNodes():
+        node.remove()
+    for lname, data, x, y, lw, lh in layers:
+        node = doc.createNode(lname, "paintlayer")
+        node.setPixelData(data, x, y, lw, lh)
+        root.addChildNode(node, None)
+    window = app.activeWindow()
+    window.showView(window.addView(doc))
+    doc.refreshProjection()
+    doc.waitForDone()
+    return doc
+
+
+def insert(doc, mode, result, layers, node=None, **values):
+    """The docker's path once the job is done: the result inserted by a Decomposition, as after a real job."""
+    d = Decomposition(doc, mode, settings.normalize(dict({"layers": 2}, **values)), "http://127.0.0.1:9", "",
+                      node=node)
+    d.source = document.capture(doc, mode, node)
+    state = {}
+    d.finished.connect(lambda group: state.update(ok=True))
+    d.failed.connect(lambda code, text, details: state.update(ok=False, code=code, details=details))
+    d._job_done(result, layers)
+    return d, state
+
+
+class Scenarios:
+    def __init__(self, res, finish):
+        self.res = res
+        self.finish = finish
+        self.steps = []
+        self.deadline = time.monotonic() + float(os.environ.get("LB_GUI_TIMEOUT", "90"))
+
+    def run(self):
+        names = os.environ.get("LB_RESULT_SCENARIOS", "standin,text,textoff").split(",")
+        for name in names:
+            self.steps += getattr(self, "s_" + name)()
+        self.next()
+
+    def next(self):
+        if not self.steps:
+            return self.finish()
+        if time.monotonic() > self.deadline:
+            self.res["timeout"] = True
+            return self.finish()
+        step = self.steps.pop(0)
+        self.res["steps"].append(getattr(step, "__name__", "step"))
+        delay = step()
+        QtCore.QTimer.singleShot(int(delay or 0), self.next)
+
+    def undo(self):
+        Krita.instance().action("edit_undo").trigger()
+        return 1000
+
+    def redo(self):
+        Krita.instance().action("edit_redo").trigger()
+        return 1000
+
+    def wait(self, state, then_ms=800):
+        """A step that waits for an insertion to end."""
+        def step():
+            if "ok" not in state:
+                self.steps.insert(0, step)
+                return 100
+            return then_ms
+        return step
+
+    # -- A: Decompose layer hides its source; one undo brings it back ------------------------------
+    def s_standin(self):
+        out = self.res.setdefault("standin", {})
+        w, h = 120, 80
+        bg = b"".join(bytes([x * 2, y * 3, 90, 255]) for y in range(h) for x in range(w))
+        sticker = b"".join(bytes([200, 40 + x, 30, 128 if x % 7 else 64]) for y in range(50) for x in range(60))
+        st = {}
+
+        def setup():
+            doc = new_doc("Standin", w, h, [("Background", bg, 0, 0, w, h), ("Sticker", sticker, 20, 10, 60, 50)])
+            st["doc"] = doc
+            st["source"] = doc.rootNode().childNodes()[1]
+            out["before"] = tree(doc.rootNode())
+            out["before_image"] = projection(doc, "standin_before")
+            # two layers that composite to the sticker exactly: its left and right halves
+            half = lambda x0: b"".join(sticker[(y * 60 + x0) * 4:(y * 60 + x0 + 30) * 4] for y in range(50))
+            result = {"name": "Sticker", "canvas": {"width": 60, "height": 50}, "layers": [
+                {"index": 0, "name": "Left", "x": 0, "y": 0, "width": 30, "height": 50},
+                {"index": 1, "name": "Right", "x": 30, "y": 0, "width": 30, "height": 50}]}
+            st["d"], st["state"] = insert(doc, "layer", result, {0: half(0), 1: half(30)}, node=st["source"])
+            self.steps.insert(0, self.wait(st["state"]))
+
+        def after():
+            doc = st["doc"]
+            out["state"] = st["state"]
+            out["after"] = tree(doc.rootNode())
+            out["after_image"] = projection(doc, "standin_after")
+            return self.undo()
+
+        def undone():
+            doc = st["doc"]
+            out["undone"] = tree(doc.rootNode())
+            out["undone_image"] = projection(doc, "standin_undone")
+            return self.redo()
+
+        def redone():
+            out["redone"] = tree(st["doc"].rootNode())
+            out["redone_image"] = projection(st["doc"], "standin_redone")
+        return [setup, after, undone, redone]
+
+    # -- B: live text over hidden pixels -------------------------------------------------------------
+    def _poster(self, tag, text_layers):
+        out = self.res.setdefault(tag, {})
+        folder = os.environ["LB_POSTER"]
+        meta = json.load(open(os.path.join(folder, "poster.json")))
+        w, h = meta["width"], meta["height"]
+        read = lambda name: open(os.path.join(folder, name), "rb").read()
+        st = {}
+
+        def setup():
+            doc = new_doc("Poster " + tag, w, h, [("Poster", read("poster.bgra"), 0, 0, w, h)])
+            st["doc"] = doc
+            out["before"] = tree(doc.rootNode())
+            st["d"], st["state"] = insert(doc, "image", meta["result"], {0: read("layer0.bgra"), 1: read("layer1.bgra")},
+                                          text_layers=text_layers)
+            self.steps.insert(0, self.wait(st["state"], 1500))       # vector layers are drawn a moment later
+
+        def after():
+            doc = st["doc"]
+            out["state"] = st["state"]
+            out["notes"] = st["d"].notes
+            out["after"] = tree(doc.rootNode())
+            out["after_image"] = projection(doc, tag + "_after")
+            out["svg"] = [n.toSvg() for n in walk(doc.rootNode()) if n.type() == "vectorlayer"]
+            # the text hidden and its pixels shown: the exact composite again
+            for n in walk(doc.rootNode()):
+                if n.type() == "vectorlayer":
+                    n.setVisible(False)
+                elif n.name().endswith("(pixels)"):
+                    n.setVisible(True)
+            return 1000
+
+        def swapped():
+            doc = st["doc"]
+            out["pixels_image"] = projection(doc, tag + "_pixels")
+            for n in walk(doc.rootNode()):
+                if n.type() == "vectorlayer":
+                    n.setVisible(True)
+                elif n.name().endswith("(pixels)"):
+                    n.setVisible(False)
+            return self.undo()
+
+        def undone():
+            out["undone"] = tree(st["doc"].rootNode())
+        return [setup, after, swapped, undone]
+
+    def s_text(self):
+        return self._poster("text", True)
+
+    def s_textoff(self):
+        return self._poster("textoff", False)
