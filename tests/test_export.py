@@ -193,7 +193,8 @@ def test_folder_manifest_is_as_documented_and_round_trips(stack, tmp_path):
     assert set(manifest) == {"canvas", "order", "layers", "seed", "caption"}
     assert manifest["canvas"] == {"width": W, "height": H} and manifest["order"] == "bottom_to_top"
     for i, (entry, src) in enumerate(zip(manifest["layers"], stack)):
-        assert set(entry) == {"index", "name", "file", "x", "y", "width", "height", "text"}
+        assert set(entry) == {"index", "name", "file", "group", "parent", "x", "y", "width", "height", "text"}
+        assert entry["group"] is False and entry["parent"] is None
         assert (entry["index"], entry["x"], entry["y"], entry["width"], entry["height"]) == (
             i, src.x, src.y, src.width, src.height)
         assert (entry["file"] is None) == (src.width == 0)

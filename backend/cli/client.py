@@ -125,7 +125,7 @@ class Client:
                 pixels = np.frombuffer(bytes(buffers[e["transfer"]]), np.uint8).reshape(e["height"], e["width"], 4)
             else:
                 pixels = np.zeros((0, 0, 4), np.uint8)
-            layers.append(PlacedLayer(e["name"], e["x"], e["y"], pixels, e.get("text") or []))
+            layers.append(PlacedLayer.from_entry(e, pixels))
         return RemoteResult(result["canvas"]["width"], result["canvas"]["height"], layers, result)
 
     def _next(self, ws: Any) -> dict:

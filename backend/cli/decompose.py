@@ -25,6 +25,8 @@ def job_params(a: argparse.Namespace, name: str) -> dict[str, Any]:
         params["seed"] = a.seed
     if a.name_layers is not None:
         params["name_layers"] = a.name_layers
+    if a.split_elements:  # only when asked: a server older than the option keeps working
+        params["split_elements"] = True
     return params
 
 
@@ -213,7 +215,11 @@ def write_result(out: Path, replace: bool, layers: list, width: int, height: int
         print(f"error{code}: cannot write {out}: {getattr(exc, 'message', None) or getattr(exc, 'strerror', None) or exc}",
               file=sys.stderr)
         return 1
-    done = f"{len(layers)} layers ({width}×{height}, seed {info.get('seed')}: {', '.join(layer.name for layer in layers)})"
+    pixel_layers = [layer for layer in layers if not layer.group]
+    groups = len(layers) - len(pixel_layers)
+    in_groups = f" in {groups} group{'s' if groups > 1 else ''}" if groups else ""
+    names = ", ".join(layer.name for layer in layers if layer.parent is None)
+    done = f"{len(pixel_layers)} layers{in_groups} ({width}×{height}, seed {info.get('seed')}: {names})"
     if target != out:
         print(f"error: {out} appeared while the job ran and was left as it is; wrote {done} to {target} [{kind}]",
               file=sys.stderr)

@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--in-process", action="store_true", help="never use a running server; load the model here")
     d.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _job_args(d)
+    d.add_argument("--split-elements", action="store_true",
+                   help="each layer but the background that holds several separate elements becomes a group of them, "
+                        "one layer each (PSD groups, OpenRaster stacks, layers.json parent/children; docs/elements.md)")
     d.set_defaults(func=cmd_decompose)
 
     add_split_parser(sub)

@@ -41,7 +41,7 @@ def cmd_split(a: argparse.Namespace) -> int:
         return 2
     replace = os.path.lexists(out)
     try:
-        pixels = decode(source.read_bytes(), MAX_IMAGE_PIXELS)
+        pixels = decode(source.read_bytes(), MAX_IMAGE_PIXELS, max_aspect=None)  # no model: any strip splits
     except OSError as exc:
         print(f"error: cannot read {source}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -57,6 +57,8 @@ class JobParams:
     name: str = ""
     name_layers: bool | None = None  # None: the preset's choice
     text_layers: bool = True  # read each layer's text (docs/text.md)
+    split_elements: bool = options.SPLIT_ELEMENTS.default  # each model layer as a group of its elements
+
 
     @classmethod
     def parse(cls, raw: Any, default_preset: str = options.DEFAULT_PRESET) -> "JobParams":
@@ -91,7 +93,26 @@ class JobParams:
         if raw.get("name_layers") is not None:
             p.name_layers = _bool(raw, "name_layers", False)
         p.text_layers = _bool(raw, "text_layers", p.text_layers)
+        p.split_elements = _bool_choice(raw, "split_elements", options.SPLIT_ELEMENTS)
         return p
+
+    @classmethod
+    def parse_split(cls, raw: Any) -> "JobParams":
+        """The parameters of a split task (docs/protocol.md §4, POST /v1/split): only options.SPLIT_TASK_PARAMS,
+        with the meanings they have in a decomposition; anything else is refused with invalid_params.
+
+        Args:
+            raw: the task's `params` object (None: every default).
+        """
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise LayerBridgeError(ErrorCode.invalid_params, "params must be a JSON object")
+        unknown = sorted(set(raw) - set(options.SPLIT_TASK_PARAMS))
+        if unknown:
+            raise LayerBridgeError(ErrorCode.invalid_params, f"unknown parameter(s) for a split: {', '.join(unknown)} "
+                                   f"(it takes {', '.join(options.SPLIT_TASK_PARAMS)})")
+        return cls.parse(raw)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +151,11 @@ def _within(key: str, value: Any, declared: options.Range | options.Choice) -> A
     return value
 
 
+def _bool_choice(raw: dict, key: str, declared: options.Choice) -> Any:
+    """A true/false choice: a JSON bool within its declaration."""
+    return _within(key, _bool(raw, key, declared.default), declared)
+
+
 def _bool(raw: dict, key: str, default: bool) -> bool:
     value = raw.get(key, default)
     if not isinstance(value, bool):
@@ -159,8 +185,8 @@ class Progress:
 class JobResult:
     canvas_width: int
     canvas_height: int
-    layers: list[PlacedLayer]
-    seed: int
+    layers: list[PlacedLayer]  # flat, bottom to top; group entries directly followed by their children
+    seed: int | None  # None for a split task (no model)
     caption: str
     restored: bool
     timings: dict[str, float]
@@ -180,6 +206,7 @@ class Job:
     started: float | None = None
     finished_at: float | None = None
     cancel_requested: bool = False
+    task: str = "decompose"  # one of options.TASKS
 
     def state_json(self, position: int | None) -> dict[str, Any]:
         now = time.monotonic()
@@ -208,19 +235,7 @@ class Job:
             "job": self.id,
             "name": self.params.name,
             "canvas": {"width": r.canvas_width, "height": r.canvas_height},
-            "layers": [
-                {
-                    "index": i,
-                    "name": layer.name,
-                    "x": layer.x,
-                    "y": layer.y,
-                    "width": layer.width,
-                    "height": layer.height,
-                    "bytes": layer.width * layer.height * 4,
-                    "text": layer.text,
-                }
-                for i, layer in enumerate(r.layers)
-            ],
+            "layers": [layer_json(i, layer) for i, layer in enumerate(r.layers)],
             "seed": r.seed,
             "caption": r.caption,
             "restored": r.restored,
@@ -228,3 +243,22 @@ class Job:
             "notes": r.notes,
             "expires_in_s": max(0, int(expires_in_s)),
         }
+
+
+def layer_json(index: int, layer: PlacedLayer) -> dict[str, Any]:
+    """One entry of a result's `layers` (docs/protocol.md §3): a pixel layer, or a group entry (`children`, no
+    pixels: `bytes` 0)."""
+    x, y, width, height = layer.box
+    entry: dict[str, Any] = {"index": index, "name": layer.name, "group": layer.group}
+    if layer.group:
+        entry["children"] = list(layer.children or ())
+    entry.update({
+        "parent": layer.parent,
+        "x": x,
+        "y": y,
+        "width": width,
+        "height": height,
+        "bytes": layer.width * layer.height * 4,
+        "text": layer.text,
+    })
+    return entry

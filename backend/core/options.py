@@ -64,6 +64,14 @@ CAPTION_LANGUAGE = Choice(("en", "zh"), "en")
 PROMPT_CHARACTERS = 2000
 NAME_CHARACTERS = 256
 SEED = Range(0, 2**32 - 1, None)  # None: random, the one used is reported
+# Each model layer but the background comes back as a group of its separate elements (docs/elements.md). Off on the
+# server (the HTTP API and `layerbridge decompose` keep their flat result unless asked); the plugins ask for it.
+SPLIT_ELEMENTS = Choice((False, True), False)
+
+# The tasks a job may be (docs/protocol.md §4, §5): a decomposition on the model, or a split of one layer into its
+# elements, without the model. The split task takes only these parameters, with JobParams's meanings.
+TASKS = ("decompose", "split")
+SPLIT_TASK_PARAMS = ("name", "text_layers")
 
 
 def job_options_json(default_preset: str) -> dict[str, Any]:
@@ -91,4 +99,5 @@ def job_options_json(default_preset: str) -> dict[str, Any]:
         "steps": STEPS.to_json(),
         "cfg_scale": CFG_SCALE.to_json(),
         "caption_language": CAPTION_LANGUAGE.to_json(),
+        "split_elements": SPLIT_ELEMENTS.to_json(),
     }

@@ -11,7 +11,7 @@ PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 
 CAPABILITIES = ["http", "websocket", "rgba8", "bgra8", "png", "cancel", "restore", "presets", "ndjson_events", "caption",
-                "job_options", "text_layers"]
+                "job_options", "text_layers", "split_elements"]
 PIXEL_FORMATS = ("rgba8", "bgra8")
 
 MAX_SIDE = 30_000

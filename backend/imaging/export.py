@@ -1,4 +1,6 @@
-"""Writing a layer stack to disk: PSD (psd-tools), OpenRaster, or a folder of PNGs with layers.json.
+"""Writing a layer stack to disk: PSD (psd-tools), OpenRaster, or a folder of PNGs with layers.json. A stack is a
+job's flat list, bottom to top; its group entries (element split, docs/elements.md) become PSD groups, OpenRaster
+stacks, and entries with `children` in layers.json.
 
 Every writer builds its output under a temporary name beside the target and moves it into place at the end, so a
 failure part way leaves nothing at the target (and nothing half-written beside it)."""
@@ -102,10 +104,11 @@ def _psd_merged_planes(merged: Image.Image) -> list[bytes]:
 
 
 def write_psd(path: Path, layers: Sequence[PlacedLayer], width: int, height: int) -> None:
-    """8-bit RGB PSD tagged sRGB: one pixel layer per layer (bottom to top, named, at its offset) and the merged
-    image filled in with its transparency, for viewers and thumbnailers that read only that."""
+    """8-bit RGB PSD tagged sRGB: one pixel layer per layer (bottom to top, named, at its offset), a group (folder)
+    per group entry holding its children, and the merged image filled in with its transparency, for viewers and
+    thumbnailers that read only that."""
     from psd_tools import PSDImage
-    from psd_tools.api.layers import PixelLayer
+    from psd_tools.api.layers import Group, PixelLayer
     from psd_tools.constants import Compression, Resource
     from psd_tools.psd.image_data import ImageData
     from psd_tools.psd.image_resources import ImageResource
@@ -118,14 +121,21 @@ def write_psd(path: Path, layers: Sequence[PlacedLayer], width: int, height: int
         )
     psd = PSDImage.new("RGBA", (width, height))
     psd.image_resources[Resource.ICC_PROFILE] = ImageResource(key=Resource.ICC_PROFILE, data=_srgb_icc())
-    for layer in layers:
-        added = PixelLayer.frompil(_pil(layer), psd, "Layer", top=layer.y, left=layer.x)
+    groups: dict[int, Group] = {}
+    for i, layer in enumerate(layers):
+        parent = psd if layer.parent is None else groups[layer.parent]
+        if layer.group:
+            groups[i] = Group.new(parent, layer_name(layer.name))
+            continue
+        added = PixelLayer.frompil(_pil(layer), parent, "Layer", top=layer.y, left=layer.x)
         added.name = shown_name(layer)  # the setter also writes the Unicode name ('luni') that apps show
     # PSDImage.save() would render the merged image again, in float over the whole canvas (gigabytes for a large
     # document): it is set here from Pillow's 8-bit composite and the document's record written as it stands.
     record = psd._record
-    # A negative layer count tells readers that the merged image's fourth channel is its transparency.
-    record.layer_and_mask_information.layer_info.layer_count = -len(layers)
+    # A negative layer count tells readers that the merged image's fourth channel is its transparency. A group
+    # counts twice: its folder's record and the divider that closes it.
+    layer_info = record.layer_and_mask_information.layer_info
+    layer_info.layer_count = -len(layer_info.layer_records)
     record.image_data = ImageData(compression=Compression.RLE)
     record.image_data.set_data(_psd_merged_planes(flatten(layers, width, height)), record.header)
     with _replacing(path) as tmp, open(tmp, "xb") as f:
@@ -137,16 +147,24 @@ def _png(image: Image.Image, f: IO[bytes] | Path) -> None:
 
 
 def write_ora(path: Path, layers: Sequence[PlacedLayer], width: int, height: int) -> None:
-    """OpenRaster: a zip with an uncompressed `mimetype` first, stack.xml (top layer first), one PNG per layer, the
-    merged image and a thumbnail of at most 256×256."""
+    """OpenRaster: a zip with an uncompressed `mimetype` first, stack.xml (top layer first; a group entry is a nested
+    `stack` holding its children), one PNG per pixel layer, the merged image and a thumbnail of at most 256×256."""
     root = ET.Element("image", {"version": "0.0.5", "w": str(width), "h": str(height), "xres": "72", "yres": "72"})
-    stack = ET.SubElement(root, "stack")
-    sources = [f"data/{layer_file(i, layer.name)}" for i, layer in enumerate(layers)]
-    for layer, src in reversed(list(zip(layers, sources))):
-        ET.SubElement(stack, "layer", {
-            "name": shown_name(layer), "src": src, "x": str(layer.x), "y": str(layer.y), "opacity": "1.0",
-            "visibility": "visible", "composite-op": "svg:src-over",
-        })
+    top = ET.SubElement(root, "stack")
+    sources = {i: f"data/{layer_file(i, layer.name)}" for i, layer in enumerate(layers) if not layer.group}
+    stacks: dict[int, ET.Element] = {}
+    for i, layer in enumerate(layers):  # each element is inserted first in its stack: top first
+        stack = top if layer.parent is None else stacks[layer.parent]
+        attributes = {"name": shown_name(layer), "x": str(layer.x), "y": str(layer.y), "opacity": "1.0",
+                      "visibility": "visible", "composite-op": "svg:src-over"}
+        if layer.group:
+            # no x, y: a stack's offset would move its children, whose places are on the canvas already
+            del attributes["x"], attributes["y"]
+            attributes.update(name=layer_name(layer.name), isolation="auto")
+            stacks[i] = element = ET.Element("stack", attributes)
+        else:
+            element = ET.Element("layer", {"name": attributes.pop("name"), "src": sources[i], **attributes})
+        stack.insert(0, element)
     merged = flatten(layers, width, height)
     scale = min(1.0, THUMBNAIL_SIDE / width, THUMBNAIL_SIDE / height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -156,7 +174,8 @@ def write_ora(path: Path, layers: Sequence[PlacedLayer], width: int, height: int
         z.writestr("stack.xml", ET.tostring(root, encoding="UTF-8", xml_declaration=True),
                    compress_type=zipfile.ZIP_DEFLATED)
         # PNG data is compressed already: stored, and streamed into the zip one image at a time.
-        for layer, src in zip(layers, sources):
+        for i, src in sources.items():
+            layer = layers[i]
             with z.open(src, "w", force_zip64=layer.pixels.nbytes > 2**30) as f:
                 _png(_pil(layer), f)
         with z.open("mergedimage.png", "w", force_zip64=width * height * 4 > 2**30) as f:
@@ -166,9 +185,9 @@ def write_ora(path: Path, layers: Sequence[PlacedLayer], width: int, height: int
 
 
 def write_folder(path: Path, layers: Sequence[PlacedLayer], width: int, height: int, extra: dict | None = None) -> None:
-    """One PNG per layer and layers.json (order bottom to top, names, offsets, canvas size; see docs/cli.md). Built in
-    a folder beside `path`, then moved into place; into an existing folder, only files of the same names are
-    replaced, layers.json last."""
+    """One PNG per pixel layer and layers.json (order bottom to top, names, offsets, canvas size, the hierarchy's
+    `group`, `parent` and `children`; see docs/cli.md). Built in a folder beside `path`, then moved into place; into
+    an existing folder, only files of the same names are replaced, layers.json last."""
     tmp = _beside(path)
     os.mkdir(tmp)
     try:
@@ -177,8 +196,12 @@ def write_folder(path: Path, layers: Sequence[PlacedLayer], width: int, height: 
             file = layer_file(i, layer.name) if layer.width else None
             if file:
                 _png(_pil(layer), tmp / file)
-            entries.append({"index": i, "name": layer_name(layer.name), "file": file, "x": layer.x, "y": layer.y,
-                            "width": layer.width, "height": layer.height, "text": layer.text})
+            x, y, w, h = layer.box
+            entry = {"index": i, "name": layer_name(layer.name), "file": file, "group": layer.group}
+            if layer.group:
+                entry["children"] = list(layer.children or ())
+            entry.update({"parent": layer.parent, "x": x, "y": y, "width": w, "height": h, "text": layer.text})
+            entries.append(entry)
         manifest = {"canvas": {"width": width, "height": height}, "order": "bottom_to_top", "layers": entries}
         manifest.update(extra or {})
         (tmp / LAYERS_JSON).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -201,7 +224,7 @@ def read_folder(path: Path) -> tuple[list[PlacedLayer], int, int]:
             pixels = np.asarray(Image.open(path / entry["file"]).convert("RGBA"))
         else:
             pixels = np.zeros((0, 0, 4), np.uint8)
-        layers.append(PlacedLayer(entry["name"], entry["x"], entry["y"], pixels, entry.get("text") or []))
+        layers.append(PlacedLayer.from_entry(entry, pixels))
     return layers, manifest["canvas"]["width"], manifest["canvas"]["height"]
 
 

@@ -16,7 +16,9 @@ from ..core.protocol import MAX_ASPECT, MAX_SIDE
 
 
 
-def check_size(width: int, height: int, max_pixels: int) -> None:
+def check_size(width: int, height: int, max_pixels: int, max_aspect: int | None = MAX_ASPECT) -> None:
+    """Refuses (with a code) an image with no pixels, a side over MAX_SIDE, more than `max_pixels` pixels, or a long
+    side over `max_aspect` times the short (the model's limit; None: no limit, for work without the model)."""
     if width <= 0 or height <= 0:
         raise LayerBridgeError(ErrorCode.invalid_image, f"image has no pixels ({width}×{height})")
     if width > MAX_SIDE or height > MAX_SIDE:
@@ -28,10 +30,10 @@ def check_size(width: int, height: int, max_pixels: int) -> None:
             ErrorCode.image_too_large,
             f"image is {width * height / 1e6:.1f} megapixels; this server accepts at most {max_pixels / 1e6:.1f}",
         )
-    if max(width, height) > MAX_ASPECT * min(width, height):
+    if max_aspect is not None and max(width, height) > max_aspect * min(width, height):
         raise LayerBridgeError(
             ErrorCode.invalid_image,
-            f"image is {width}×{height}; its long side may be at most {MAX_ASPECT} times its short side",
+            f"image is {width}×{height}; its long side may be at most {max_aspect} times its short side",
         )
 
 
@@ -42,9 +44,10 @@ def swap_red_blue(pixels: np.ndarray) -> np.ndarray:
     return pixels[..., [2, 1, 0, 3]]
 
 
-def from_raw(data: bytes, width: int, height: int, max_pixels: int, pixel_format: str = "rgba8") -> np.ndarray:
+def from_raw(data: bytes, width: int, height: int, max_pixels: int, pixel_format: str = "rgba8",
+             max_aspect: int | None = MAX_ASPECT) -> np.ndarray:
     """Raw `rgba8` or `bgra8` bytes (see docs/protocol.md) to an (h, w, 4) uint8 RGBA array."""
-    check_size(width, height, max_pixels)
+    check_size(width, height, max_pixels, max_aspect)
     expected = width * height * 4
     if len(data) != expected:
         raise LayerBridgeError(
@@ -54,8 +57,8 @@ def from_raw(data: bytes, width: int, height: int, max_pixels: int, pixel_format
     return swap_red_blue(pixels) if pixel_format == "bgra8" else pixels.copy()
 
 
-def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """Any image file Pillow reads to an (h, w, 4) uint8 straight-alpha RGBA array."""
+def decode(data: bytes, max_pixels: int, max_aspect: int | None = MAX_ASPECT) -> np.ndarray:
+    """Any image file Pillow reads to an (h, w, 4) uint8 straight-alpha RGBA array (sizes as check_size checks)."""
     if not data:
         raise LayerBridgeError(ErrorCode.invalid_image, "the image is empty")
     try:
@@ -63,11 +66,11 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         # decoded, with this server's limit in words.
         Image.MAX_IMAGE_PIXELS = None
         if data[:4] == b"8BPS":
-            img = _psd_composite(data, max_pixels)
+            img = _psd_composite(data, max_pixels, max_aspect)
         else:
             _read_heif()
             img = Image.open(io.BytesIO(_merged_image(data, max_pixels) if data[:2] == b"PK" else data))
-            check_size(img.width, img.height, max_pixels)
+            check_size(img.width, img.height, max_pixels, max_aspect)
         img.load()
         # As viewers show it: a phone's photo stored sideways, with an EXIF orientation, is turned upright.
         ImageOps.exif_transpose(img, in_place=True)  # no copy of a large image without an orientation
@@ -119,7 +122,7 @@ def _merged_image(data: bytes, max_pixels: int) -> bytes:
         raise LayerBridgeError(ErrorCode.invalid_image, f"the zip file could not be read: {exc}") from exc
 
 
-def _psd_composite(data: bytes, max_pixels: int) -> Image.Image:
+def _psd_composite(data: bytes, max_pixels: int, max_aspect: int | None = MAX_ASPECT) -> Image.Image:
     """A Photoshop file (PSD, or PSB for large documents; 8 or 16 bits) as Photoshop shows it. psd-tools reads
     it rather than Pillow, which reads neither 16-bit files nor PSB, and gives the merged image as stored: matted on
     white, so semi-transparent edges come out pale. A file saved without "Maximize compatibility" has no merged
@@ -130,7 +133,7 @@ def _psd_composite(data: bytes, max_pixels: int) -> Image.Image:
     if len(data) < 26:
         raise LayerBridgeError(ErrorCode.invalid_image, "the Photoshop file is cut short")
     height, width, depth = struct.unpack(">IIH", data[14:24])
-    check_size(width, height, max_pixels)  # from the header, before any pixel is decoded
+    check_size(width, height, max_pixels, max_aspect)  # from the header, before any pixel is decoded
     if depth == 32:
         # linear-light floats, which Photoshop tone-maps for display: no plain reading gives what it shows
         raise LayerBridgeError(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from .opencv import cv2
 import numpy as np
@@ -28,7 +28,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .export import layer_name
-from ..core.layer import MAX_ELEMENTS, PlacedLayer
+from ..core.layer import MAX_ELEMENTS, PlacedLayer, group_entry
 
 CORE_ALPHA = 128  # alpha at which a pixel belongs to an element's body; below it, it is a shadow, glow or edge
 FAINT_ELEMENT_AREA = 400  # px: a faint region with no body this large is an element (a soft watermark), not a speck
@@ -186,6 +186,62 @@ def split_layer(layer: PlacedLayer, text_blocks: Sequence[BlockLike] = (),
         crop[~mine] = 0
         elements.append(PlacedLayer(names[g], layer.x + x0 + int(c0), layer.y + y0 + int(r0), crop))
     return elements
+
+
+def split_stack(layers: Sequence[PlacedLayer], check: Callable[[], None] = lambda: None,
+                kept: int = 1) -> list[PlacedLayer]:
+    """A job's layers as a hierarchy (docs/protocol.md §3): each layer from index `kept` on that holds more than one
+    element becomes a group entry, named as the layer, directly followed by its elements (bottom to top, each with
+    the text blocks that lie in it); a layer with one element, or none, stays as it is. One flat list, every entry's
+    `parent` set (the group entry's index, or None).
+
+    Args:
+        layers: the job's flat layers, bottom to top, with their text read (it guides the split).
+        check: called before each layer; may raise to cancel, and that passes through.
+        kept: this many bottom layers are never split (the background).
+    """
+    stack: list[PlacedLayer] = []
+    for i, layer in enumerate(layers):
+        check()
+        elements = [] if i < kept else split_layer(layer, [text_block(b) for b in layer.text])
+        if len(elements) <= 1:
+            layer.parent = None
+            stack.append(layer)
+            continue
+        assign_text(elements, layer.text)
+        index = len(stack)
+        stack.append(group_entry(layer.name, elements, index + 1))
+        for element in elements:
+            element.parent = index
+            stack.append(element)
+    return stack
+
+
+def text_block(block: dict[str, Any]) -> TextBlock:
+    """A text reading's block (docs/text.md: its `box` in canvas pixels) as a split's guide."""
+    box = block["box"]
+    return TextBlock((box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]), block.get("text", ""))
+
+
+def assign_text(elements: Sequence[PlacedLayer], blocks: Sequence[dict[str, Any]]) -> None:
+    """Gives each element the text blocks (canvas pixels) that lie in it: each block goes to the element with the
+    most visible pixels inside the block's box (none: the element whose box overlaps it most)."""
+    for element in elements:
+        element.text = []
+    for block in blocks:
+        bx0, by0, bx1, by1 = text_block(block).box
+        best, best_score = None, (0, 0)
+        for element in elements:
+            x0, y0 = max(bx0, element.x), max(by0, element.y)
+            x1, y1 = min(bx1, element.x + element.width), min(by1, element.y + element.height)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            alpha = element.pixels[y0 - element.y:y1 - element.y, x0 - element.x:x1 - element.x, 3]
+            score = (int(np.count_nonzero(alpha)), (x1 - x0) * (y1 - y0))
+            if score > best_score:
+                best, best_score = element, score
+        if best is not None:
+            best.text.append(block)
 
 
 def _core_boxes(stats: np.ndarray, labels: np.ndarray, core: np.ndarray, cores: int) -> _Boxes:

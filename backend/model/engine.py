@@ -23,6 +23,7 @@ from .loading import ModelLoading, ModelState, ModelStatus
 from .naming import name_layers, plain_names
 from .plan import STREAMED, smaller_mode_advice
 from .presets import resolve_preset
+from .split_task import SPLITTING, split_job_layers
 
 log = logging.getLogger("layerbridge.engine")
 
@@ -50,6 +51,7 @@ class Engine(ModelLoading, Captioning):
         self._name_seconds: float | None = None
         self._naming = False  # whether the running job names its layers
         self._reading_text, self._text_seconds = False, None  # whether it reads their text; how long that last took
+        self._splitting, self._split_seconds = False, None  # whether it splits them into elements; how long that took
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
 
     def load(self, warm_up: bool = False) -> None:
@@ -204,12 +206,21 @@ class Engine(ModelLoading, Captioning):
             t = time.monotonic()
             placed = finish_layers(image, layers, params.restore, names or plain_names(len(layers)))
             timings["finish_s"] = self._finish_seconds = time.monotonic() - t
-            notes, self._reading_text = [], params.text_layers
+            notes, self._reading_text, self._splitting = [], params.text_layers, params.split_elements
             if params.text_layers:
-                on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._text_seconds, "Reading text"))
+                eta = self._text_seconds
+                if eta is not None and params.split_elements:
+                    eta += self._split_seconds or 0.0
+                on_progress(Progress(Stage.finishing, preset.steps, preset.steps, eta, "Reading text"))
                 t = time.monotonic()
                 notes = read_layers_text(placed, lambda: raise_if_cancelled(cancelled))
                 timings["text_s"] = self._text_seconds = time.monotonic() - t
+            if params.split_elements:
+                on_progress(Progress(Stage.finishing, preset.steps, preset.steps, self._split_seconds, SPLITTING))
+                t = time.monotonic()
+                placed, split_notes = split_job_layers(placed, cancelled)
+                notes += split_notes
+                timings["split_s"] = self._split_seconds = time.monotonic() - t
         except JobCancelled:
             raise
         except LayerBridgeError:
@@ -233,10 +244,11 @@ class Engine(ModelLoading, Captioning):
 
     def _finish_eta(self) -> float:
         """Seconds from the decoded layers to the result, as the last job took: naming (when this job names its
-        layers), restoring and reading the text (when it reads it)."""
+        layers), restoring, reading the text (when it reads it) and splitting into elements (when it splits)."""
         naming = (self._name_seconds or 0.0) if self._naming else 0.0
         reading = (self._text_seconds or 0.0) if self._reading_text else 0.0
-        return naming + (self._finish_seconds or 0.0) + reading
+        splitting = (self._split_seconds or 0.0) if self._splitting else 0.0
+        return naming + (self._finish_seconds or 0.0) + reading + splitting
 
 
 # the engine's public face: what the server's worker and the command line take from here

@@ -14,7 +14,7 @@ from .connections import SERVER_NAME, ConnectionGuard
 from .job_ids import JOB_IDS_FILE, RecentJobIds
 from .middleware import guard
 from .upload import UploadBudget
-from .routes import cancel_job, health, info, job_events, job_layer, job_result, job_state, load_model, status, submit_job
+from .routes import cancel_job, health, info, job_events, job_layer, job_result, job_state, load_model, status, submit_job, submit_split
 from .websocket import websocket
 from .worker import Worker
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/model/load", load_model)
     app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_post("/v1/split", submit_split)
     app.router.add_get("/v1/jobs/{job}", job_state)
     app.router.add_get("/v1/jobs/{job}/events", job_events)
     app.router.add_post("/v1/jobs/{job}/cancel", cancel_job)

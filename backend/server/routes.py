@@ -45,9 +45,19 @@ async def load_model(request: web.Request) -> web.Response:
 
 
 async def submit_job(request: web.Request) -> web.Response:
+    """POST /v1/jobs: a decomposition, queued for the model."""
+    return await _submit(request, "decompose", "POST /v1/jobs")
+
+
+async def submit_split(request: web.Request) -> web.Response:
+    """POST /v1/split: a split task, run at once beside the model queue (docs/elements.md)."""
+    return await _submit(request, "split", "POST /v1/split")
+
+
+async def _submit(request: web.Request, task: str, route: str) -> web.Response:
     settings = request.app[SETTINGS]
     if not request.content_type.startswith("multipart/"):
-        raise LayerBridgeError(ErrorCode.bad_request, "POST /v1/jobs takes multipart/form-data with parts params and image")
+        raise LayerBridgeError(ErrorCode.bad_request, f"{route} takes multipart/form-data with parts params and image")
     try:
         reader = await request.multipart()
         raw_params: Any = None
@@ -60,7 +70,7 @@ async def submit_job(request: web.Request) -> web.Response:
                 break
             if part.name not in ("params", "image"):  # refused before its bytes are read
                 raise LayerBridgeError(
-                    ErrorCode.bad_request, f"unknown part {part.name!r}: POST /v1/jobs takes the parts params and image"
+                    ErrorCode.bad_request, f"unknown part {part.name!r}: {route} takes the parts params and image"
                 )
             if part.name in seen:  # a second copy would silently replace the first
                 raise LayerBridgeError(ErrorCode.bad_request, f"the multipart body has more than one {part.name} part")
@@ -78,9 +88,9 @@ async def submit_job(request: web.Request) -> web.Response:
         raise LayerBridgeError(ErrorCode.bad_request, f"malformed multipart body: {exc}")
     if data is None:
         raise LayerBridgeError(ErrorCode.bad_request, "the image part is missing")
-    params, spec = parse_params(settings, raw_params, raw_format)
-    image = await asyncio.get_running_loop().run_in_executor(None, decode_image, settings, spec, data)
-    job = request.app[WORKER].submit(image, params)
+    params, spec = parse_params(settings, raw_params, raw_format, task)
+    image = await asyncio.get_running_loop().run_in_executor(None, decode_image, settings, spec, data, task)
+    job = request.app[WORKER].submit(image, params, task)
     return web.json_response(
         {"job": job.id, "state": job.state.value, "position": request.app[WORKER].position(job)}, status=202
     )

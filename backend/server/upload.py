@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.job import JobParams
-from ..core.protocol import PIXEL_FORMATS
+from ..core.protocol import MAX_ASPECT, PIXEL_FORMATS
 from ..core.settings import Settings
 from ..imaging.image import check_size, decode, from_raw
 
@@ -48,15 +48,16 @@ class ImageSpec:
     width: int
     height: int
     pixel_format: str = "rgba8"
+    max_aspect: int | None = MAX_ASPECT  # None for a task without the model (max_aspect_for)
 
     @classmethod
     def parse(cls, width: Any, height: Any, pixel_format: Any, max_pixels: int,
-              code: ErrorCode = ErrorCode.invalid_params) -> "ImageSpec":
+              code: ErrorCode = ErrorCode.invalid_params, max_aspect: int | None = MAX_ASPECT) -> "ImageSpec":
         """Validate a description, the size against `max_pixels` included, before any pixel arrives."""
         if not _is_int(width) or not _is_int(height):
             raise LayerBridgeError(code, "a raw image needs integer width and height")
-        spec = cls(width, height, raw_pixel_format(pixel_format))
-        check_size(width, height, max_pixels)
+        spec = cls(width, height, raw_pixel_format(pixel_format), max_aspect)
+        check_size(width, height, max_pixels, max_aspect)
         return spec
 
     @property
@@ -64,28 +65,44 @@ class ImageSpec:
         return self.width * self.height * 4
 
     def pixels(self, data: bytes | bytearray, max_pixels: int) -> np.ndarray:
-        return from_raw(data, self.width, self.height, max_pixels, self.pixel_format)
+        return from_raw(data, self.width, self.height, max_pixels, self.pixel_format, self.max_aspect)
 
 
-def parse_params(settings: Settings, raw_params: Any, raw_format: bool) -> tuple[JobParams, ImageSpec | None]:
+def max_aspect_for(task: str) -> int | None:
+    """The aspect limit of a task's image: the model's for a decomposition; none for a split (a 30000×1 strip splits)."""
+    return None if task == "split" else MAX_ASPECT
+
+
+def parse_job_params(settings: Settings, raw_params: Any, task: str) -> JobParams:
+    """A job's parameters by its task (options.TASKS): a decomposition's, or a split task's (fewer)."""
+    if task == "split":
+        return JobParams.parse_split(raw_params)
+    return JobParams.parse(raw_params, settings.preset)
+
+
+def parse_params(settings: Settings, raw_params: Any, raw_format: bool,
+                 task: str = "decompose") -> tuple[JobParams, ImageSpec | None]:
     """An HTTP upload's params part: the job's parameters, and the raw image's description where the image is raw."""
     if raw_params is None:
         raw_params = {}
     if not isinstance(raw_params, dict):
         raise LayerBridgeError(ErrorCode.invalid_params, "params must be a JSON object")
     described = {key: raw_params[key] for key in IMAGE_SPEC_KEYS if key in raw_params}
-    params = JobParams.parse({k: v for k, v in raw_params.items() if k not in described}, settings.preset)
+    params = parse_job_params(settings, {k: v for k, v in raw_params.items() if k not in described}, task)
     if raw_format:
         return params, ImageSpec.parse(described.get("width"), described.get("height"), described.get("pixel_format"),
-                                       settings.max_pixels)
+                                       settings.max_pixels, max_aspect=max_aspect_for(task))
     if "pixel_format" in described:
         raise LayerBridgeError(ErrorCode.invalid_params, "pixel_format is for a raw image (Content-Type application/octet-stream)")
     return params, None
 
 
-def decode_image(settings: Settings, spec: ImageSpec | None, data: bytes | bytearray) -> np.ndarray:
+def decode_image(settings: Settings, spec: ImageSpec | None, data: bytes | bytearray,
+                 task: str = "decompose") -> np.ndarray:
     """Raw pixels by their description, or an image file (runs off the event loop: decoding can take a while)."""
-    return spec.pixels(data, settings.max_pixels) if spec is not None else decode(data, settings.max_pixels)
+    if spec is not None:
+        return spec.pixels(data, settings.max_pixels)
+    return decode(data, settings.max_pixels, max_aspect_for(task))
 
 
 class UploadBudget:
@@ -110,8 +127,8 @@ class Upload:
     taken (and reserved against the budget) as bytes arrive: in-order chunks extend the buffer, a chunk ahead of it
     waits apart until the gap before it is filled."""
 
-    def __init__(self, ref: Any, params: JobParams, spec: ImageSpec, budget: UploadBudget):
-        self.ref, self.params, self.spec, self.budget = ref, params, spec, budget
+    def __init__(self, ref: Any, params: JobParams, spec: ImageSpec, budget: UploadBudget, task: str = "decompose"):
+        self.ref, self.params, self.spec, self.budget, self.task = ref, params, spec, budget, task
         self.buffer = bytearray()
         self.ahead: dict[int, bytes] = {}  # chunks past the end of the buffer, by offset
         self.held = 0  # bytes reserved from the budget

@@ -11,14 +11,15 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.errors import ErrorCode, LayerBridgeError
-from ..core.job import Job, JobParams, JobState
+from ..core.job import Job, JobState
+from ..core.options import TASKS
 from ..core.layer import PlacedLayer
 from ..core.protocol import CHUNK_BYTES, FRAME_HEADER, FRAME_MAGIC, MAX_FRAME_BYTES, MAX_TEXT_BYTES, PIXEL_FORMATS
 from .appkeys import CONNECTIONS, SETTINGS, SOCKETS, TOKEN, UPLOADS, WORKER
 from .auth import bearer, token_matches
 from .handshake import check_protocol, hello_json
 from .routes import status_json
-from .upload import ImageSpec, Upload, decode_image, json_object
+from .upload import ImageSpec, Upload, decode_image, json_object, max_aspect_for, parse_job_params
 
 log = logging.getLogger("layerbridge.app")
 
@@ -149,18 +150,21 @@ class Connection:
         if transfer in self.uploads:
             raise LayerBridgeError(ErrorCode.bad_request, f"transfer {transfer} is already in use on this connection")
         # Everything is validated, once, before the client spends time uploading; the upload keeps the result.
+        task = msg.get("task", "decompose")
+        if task not in TASKS:
+            raise LayerBridgeError(ErrorCode.bad_request, f"task must be one of {', '.join(TASKS)} (got {task!r})")
         raw_params = {} if msg.get("params") is None else msg["params"]
         if not isinstance(raw_params, dict):
             raise LayerBridgeError(ErrorCode.invalid_params, "params must be a JSON object")
-        params = JobParams.parse(raw_params, self.settings.preset)
-        spec = ImageSpec.parse(width, height, image["format"], self.settings.max_pixels)
+        params = parse_job_params(self.settings, raw_params, task)
+        spec = ImageSpec.parse(width, height, image["format"], self.settings.max_pixels, max_aspect=max_aspect_for(task))
         if size != spec.bytes:
             raise LayerBridgeError(
                 ErrorCode.invalid_image, f"{width}×{height} {image['format']} is {spec.bytes} bytes, not {size}"
             )
         if size + self.upload_bytes > self.settings.max_upload_bytes:
             raise LayerBridgeError(ErrorCode.payload_too_large, f"uploads are limited to {self.settings.max_upload_mb} MiB")
-        self.uploads[transfer] = Upload(ref, params, spec, self.app[UPLOADS])
+        self.uploads[transfer] = Upload(ref, params, spec, self.app[UPLOADS], task)
         self.upload_bytes += size
 
     async def on_binary(self, data: bytes) -> None:
@@ -192,7 +196,7 @@ class Connection:
             image = await asyncio.get_running_loop().run_in_executor(
                 None, decode_image, self.settings, upload.spec, upload.buffer
             )
-            job = self.worker.submit(image, upload.params)
+            job = self.worker.submit(image, upload.params, upload.task)
         except LayerBridgeError as exc:
             await self.send_error(exc, upload.ref)
             return
@@ -242,14 +246,16 @@ class Connection:
         assert job.result is not None
         result = job.result_json(self.worker.expires_in(job))
         result["ref"] = ref
-        transfers = []
-        for entry in result["layers"]:
+        transfers = []  # (transfer, layer): pixel entries only; a group entry has no pixels and no transfer
+        for entry, layer in zip(result["layers"], job.result.layers):
+            if layer.group:
+                continue
             entry["transfer"] = self.next_transfer
-            transfers.append(self.next_transfer)
+            transfers.append((self.next_transfer, layer))
             self.next_transfer = (self.next_transfer + 1) % 2**32
         async with self.send_lock:
             await self.ws.send_str(json.dumps(result))
-            for transfer, layer in zip(transfers, job.result.layers):
+            for transfer, layer in transfers:
                 await self._send_pixels(transfer, layer)
 
     async def _send_pixels(self, transfer: int, layer: PlacedLayer) -> None:

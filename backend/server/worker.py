@@ -1,4 +1,5 @@
-"""The job queue: one model worker thread, a FIFO with positions, cancel, progress fan-out, result retention."""
+"""The job queue: one model worker thread, a FIFO with positions, cancel, progress fan-out, result retention; split
+tasks (no model) on threads of their own beside it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..model.engine import Engine, JobCancelled, ModelState, ModelStatus
+from ..model.split_task import run_split
 from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.job import Job, JobParams, JobState, Progress, Stage
 from .job_ids import RecentJobIds
@@ -20,6 +22,9 @@ log = logging.getLogger("layerbridge.worker")
 
 # Failed and cancelled jobs hold no pixels: they do not count against max_results, and this many are kept at most.
 ENDED_WITHOUT_RESULT_KEPT = 1000
+# Split tasks run at once on threads of their own, never behind the model; beyond this many at a time they wait for a
+# thread (still position 0: they are not in the model's queue).
+SPLIT_THREADS = 2
 
 
 class Worker:
@@ -44,6 +49,9 @@ class Worker:
         # One dedicated thread for the model: the GPU runs one job at a time, and CUDA state stays on one thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerbridge-model")
         self._model_calls: set[Future] = set()  # submitted to the model thread and not yet returned
+        self._split_executor = ThreadPoolExecutor(max_workers=SPLIT_THREADS, thread_name_prefix="layerbridge-split")
+        self.splits: set[str] = set()  # split tasks not finished yet
+        self._split_tasks: set[asyncio.Task] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -77,6 +85,10 @@ class Worker:
             self.cancel(job_id)
         if self.running:
             self.cancel(self.running)
+        for job_id in list(self.splits):
+            self.cancel(job_id)
+        for task in list(self._split_tasks):
+            task.cancel()
         if self._task:
             self._task.cancel()
             try:
@@ -84,6 +96,7 @@ class Worker:
             except asyncio.CancelledError:
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._split_executor.shutdown(wait=False, cancel_futures=True)
 
     def load_model(self) -> None:
         """Start loading the model in the background if nothing is loading it already."""
@@ -100,8 +113,17 @@ class Worker:
 
     # ---- jobs ----------------------------------------------------------------------------------------------
 
-    def submit(self, image: np.ndarray, params: JobParams) -> Job:
+    def submit(self, image: np.ndarray, params: JobParams, task: str = "decompose") -> Job:
+        """Queue a decomposition for the model, or start a split task (`task` "split") at once beside it.
+
+        Args:
+            image: (h, w, 4) uint8 straight RGBA.
+            params: parsed with JobParams.parse (decompose) or JobParams.parse_split (split).
+            task: one of options.TASKS.
+        """
         self._expire()
+        if task == "split":
+            return self._submit_split(image, params)
         if len(self.queue) >= self.max_queue:
             raise LayerBridgeError(
                 ErrorCode.queue_full, f"{len(self.queue)} jobs are already waiting; try again when some have finished"
@@ -112,6 +134,22 @@ class Worker:
         self.queue.append(job.id)
         self._wake.set()
         self._publish(job)
+        return job
+
+    def _submit_split(self, image: np.ndarray, params: JobParams) -> Job:
+        if len(self.splits) >= self.max_queue:
+            raise LayerBridgeError(
+                ErrorCode.queue_full, f"{len(self.splits)} splits are already running or waiting; try again when some have finished"
+            )
+        job = Job(params=params, image=image, task="split")
+        job.progress = Progress(Stage.queued, message="Starting")
+        self.jobs[job.id] = job
+        self.job_ids.remember(job.id)
+        self.splits.add(job.id)
+        self._publish(job)
+        task = asyncio.get_running_loop().create_task(self._run_split(job))
+        self._split_tasks.add(task)
+        task.add_done_callback(self._split_tasks.discard)
         return job
 
     def get(self, job_id: str) -> Job:
@@ -128,6 +166,8 @@ class Worker:
         return job
 
     def position(self, job: Job) -> int | None:
+        if job.task == "split":
+            return None if job.state.finished else 0
         if job.id == self.running:
             return 0
         try:
@@ -191,6 +231,7 @@ class Worker:
             return  # ended by end_jobs while its model call was still returning
         if self.running == job.id:
             self.running = None  # before publishing: a finished job has no position
+        self.splits.discard(job.id)
         job.state = state
         job.progress = progress
         job.finished_at = time.monotonic()
@@ -248,26 +289,58 @@ class Worker:
                 loop.call_soon_threadsafe(apply)
 
             try:
-                result = await self._in_model_thread(
+                await self._conclude(job, self._in_model_thread(
                     self.engine.run, job.image, job.params, on_progress, lambda j=job: j.cancel_requested
-                )
-            except JobCancelled:
-                self._finish(job, JobState.cancelled, Progress(Stage.cancelled, job.progress.step, job.progress.total, None, "Cancelled"))
-            except LayerBridgeError as exc:
-                exc.job = job.id
-                job.error = exc
-                self._finish(job, JobState.failed, Progress(Stage.failed, message=exc.message))
-            except Exception as exc:  # a bug or an unexpected library error: the job fails, the server stays up
-                log.exception("job %s failed", job.id)
-                job.error = LayerBridgeError(ErrorCode.job_failed, f"the job failed: {type(exc).__name__}: {exc}", job.id)
-                self._finish(job, JobState.failed, Progress(Stage.failed, message=job.error.message))
-            else:
-                if job.cancel_requested:
-                    self._finish(job, JobState.cancelled, Progress(Stage.cancelled, message="Cancelled"))
-                else:
-                    result.timings = {"queued_s": job.started - job.created, **result.timings}
-                    job.result = result
-                    total = job.progress.total
-                    self._finish(job, JobState.done, Progress(Stage.done, total, total, 0.0, "Done"))
+                ))
             finally:
                 self.running = None
+
+    async def _run_split(self, job: Job) -> None:
+        """A split task: on a split thread as soon as one is free, its progress and end published as a job's."""
+        loop = asyncio.get_running_loop()
+
+        def started() -> None:
+            if job.state == JobState.queued:
+                job.state = JobState.running
+                job.started = time.monotonic()
+                self._publish(job)
+
+        def on_progress(progress: Progress) -> None:
+            def apply() -> None:
+                if job.state == JobState.running:
+                    job.progress = progress
+                    self._publish(job)
+
+            loop.call_soon_threadsafe(apply)
+
+        def run() -> Any:
+            if job.cancel_requested:  # cancelled while waiting for a thread
+                raise JobCancelled()
+            loop.call_soon_threadsafe(started)
+            return run_split(job.image, job.params, on_progress, lambda: job.cancel_requested)
+
+        await self._conclude(job, asyncio.wrap_future(self._split_executor.submit(run)))
+
+    async def _conclude(self, job: Job, call: Any) -> None:
+        """Awaits a job's run and ends the job by its outcome: done with its result, cancelled, or failed with a code."""
+        try:
+            result = await call
+        except JobCancelled:
+            self._finish(job, JobState.cancelled, Progress(Stage.cancelled, job.progress.step, job.progress.total, None, "Cancelled"))
+        except LayerBridgeError as exc:
+            exc.job = job.id
+            job.error = exc
+            self._finish(job, JobState.failed, Progress(Stage.failed, message=exc.message))
+        except Exception as exc:  # a bug or an unexpected library error: the job fails, the server stays up
+            log.exception("job %s failed", job.id)
+            job.error = LayerBridgeError(ErrorCode.job_failed, f"the job failed: {type(exc).__name__}: {exc}", job.id)
+            self._finish(job, JobState.failed, Progress(Stage.failed, message=job.error.message))
+        else:
+            if job.cancel_requested:
+                self._finish(job, JobState.cancelled, Progress(Stage.cancelled, message="Cancelled"))
+            else:
+                started = job.started if job.started is not None else job.created
+                result.timings = {"queued_s": started - job.created, **result.timings}
+                job.result = result
+                total = job.progress.total
+                self._finish(job, JobState.done, Progress(Stage.done, total, total, 0.0, "Done"))

@@ -16,6 +16,9 @@ MIN_SCORE = 0.6  # recognitions below this confidence are dropped (shapes read a
 
 _engine: Any = None
 _lock = threading.Lock()
+# One reading at a time: the detector keeps the resizing it picks for a picture on itself, so two threads (the model
+# thread's job and a split task beside it) must not interleave.
+_running = threading.Lock()
 
 
 @dataclass
@@ -49,7 +52,9 @@ def detect(rgb: np.ndarray) -> list[np.ndarray]:
         small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
     pad = 32 if min(small.shape[:2]) < 64 else 8  # room for glyphs touching the edge, more for a tiny picture
     small = np.pad(small, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    boxes, _ = engine().text_det(np.ascontiguousarray(small))
+    ocr = engine()
+    with _running:
+        boxes, _ = ocr.text_det(np.ascontiguousarray(small))
     if boxes is None or len(boxes) == 0:
         return []
     return [(np.asarray(b, dtype=np.float64) - pad) / scale for b in boxes]
@@ -59,5 +64,7 @@ def recognize(crops: list[np.ndarray]) -> list[tuple[str, float]]:
     """(text, confidence) for each RGB line crop, upright."""
     if not crops:
         return []
-    results, _ = engine().text_rec([np.ascontiguousarray(c) for c in crops])
+    ocr = engine()
+    with _running:
+        results, _ = ocr.text_rec([np.ascontiguousarray(c) for c in crops])
     return [(str(text), float(score)) for text, score, *_ in results]

@@ -38,6 +38,7 @@ def test_the_hello_announces_the_declared_options_in_the_documented_shape():
         "steps": {"min": 2, "max": 100, "default": None},
         "cfg_scale": {"min": 1.0, "max": 20.0, "default": 4.0},
         "caption_language": {"choices": ["en", "zh"], "default": "en"},
+        "split_elements": {"choices": [False, True], "default": False},
     }
     assert all(p["summary"] for p in announced["presets"])
     assert hello_json(Settings())["job_options"]["preset"] == "best"
@@ -65,6 +66,9 @@ def test_job_params_take_the_announced_defaults_and_refuse_what_lies_outside_the
         assert JobParams.parse({"preset": preset["name"]}).preset == preset["name"]
     assert refused({"preset": "draft"}) == "preset must be one of best, balanced, fast (got draft)"
     assert "too long" in refused({"preset": "x" * 100}) and "too long" in refused({"caption_language": "x" * 100})
+    assert p.split_elements is announced["split_elements"]["default"] is False
+    assert JobParams.parse({"split_elements": True}).split_elements is True
+    assert refused({"split_elements": 1}) == "split_elements must be true or false (got 1)"
 
 
 def test_changing_a_declaration_changes_the_announcement_and_the_checks_alike(monkeypatch):
