@@ -183,12 +183,19 @@ class LayerDocker(DockWidget):
         self.layer_button = QtWidgets.QPushButton("Decompose layer")
         self.layer_button.setToolTip("Split the active layer further; its group goes right above it")
         self.layer_button.clicked.connect(lambda: self.decompose("layer"))
+        self.split_button = QtWidgets.QPushButton("Split layer")
+        self.split_button.setToolTip("Split the active layer into a group of its separate elements, without the model "
+                                     "(works while a decomposition runs)")
+        self.split_button.clicked.connect(self.split)
+        self.splitting: Optional[Decomposition] = None
+        self.split_message = ""
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.decompose_button)
         buttons.addWidget(self.layer_button)
         lay.addLayout(buttons)
+        lay.addWidget(self.split_button)
 
         self.bar = QtWidgets.QProgressBar()
         self.bar.setRange(0, 1000)
@@ -359,6 +366,30 @@ class LayerDocker(DockWidget):
         run.finished.connect(self._finished)
         run.failed.connect(self._failed)
         self._busy(True)
+        run.start()
+
+    def split(self) -> None:
+        """The active layer split into its elements by the server's split task, beside any decomposition running."""
+        if self.splitting is not None:
+            return
+        self._save()
+        values = self.collect()
+        run = Decomposition(Krita.instance().activeDocument(), "split", values, str(values["url"]),
+                            settings.effective_token(values), self, limits=self.limits)
+        self.splitting = run
+        self.split_button.setEnabled(False)
+
+        def ended(text: str) -> None:
+            self.splitting = None
+            self.split_button.setEnabled(True)
+            self.split_message = text
+            if self.run is None:        # else the decomposition's progress holds the line
+                self.stage.setText(text)
+            run.deleteLater()
+
+        run.finished.connect(lambda group: ended(run.note or "Split “%s” into %d layers. Undo restores it."
+                                                 % (group.name(), len(group.childNodes()))))
+        run.failed.connect(lambda code, text, details: (ended(""), self._show_error(text, details)))
         run.start()
 
     def cancel(self) -> None:

@@ -279,6 +279,7 @@ FALLBACK_JOB_OPTIONS = {
     "steps": {"min": 2, "max": 100, "default": None},
     "cfg_scale": {"min": 1.0, "max": 20.0, "default": 4.0},
     "caption_language": {"choices": ["en", "zh"], "default": "en"},
+    "split_elements": {"choices": [False, True], "default": False},
 }
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}  # a code not here is shown as it is
 
@@ -311,6 +312,12 @@ def _choice(announced: object, fallback: dict) -> dict:
     if not (_number(default) or isinstance(default, str)) or default not in choices:
         default = fallback["default"] if fallback["default"] in choices else choices[0]
     return {"choices": list(choices), "default": default}
+
+
+def _flag(announced: object, fallback: dict) -> dict:
+    """{choices: [false, true], default}: a boolean option, its default the announced one when it is a boolean."""
+    default = announced.get("default") if isinstance(announced, dict) else None
+    return {"choices": [False, True], "default": default if isinstance(default, bool) else fallback["default"]}
 
 
 def _presets(announced: object) -> List[dict]:
@@ -360,4 +367,5 @@ def job_options(hello: Optional[dict]) -> dict:
         "steps": _range(announced.get("steps"), fallback["steps"]),
         "cfg_scale": _range(announced.get("cfg_scale"), fallback["cfg_scale"]),
         "caption_language": _choice(announced.get("caption_language"), fallback["caption_language"]),
+        "split_elements": _flag(announced.get("split_elements"), fallback["split_elements"]),
     }

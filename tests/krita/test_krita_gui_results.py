@@ -73,11 +73,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def gui(plugin_dir, krita_homes, tmp_path_factory):
+def gui(plugin_dir, krita_homes, tmp_path_factory, live_server):
     work = tmp_path_factory.mktemp("gui_results")
     truth = poster(work)
-    data = run_gui(plugin_dir, krita_homes, work, "http://127.0.0.1:9", timeout=300, LB_GUI_MODE="results",
-                   LB_POSTER=str(work), LB_WORKDIR=str(work), LAYERBRIDGE_CONFIG_DIR=str(work))
+    data = run_gui(plugin_dir, krita_homes, work, live_server.url, timeout=300, LB_GUI_MODE="results",
+                   LB_POSTER=str(work), LB_WORKDIR=str(work), LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
     data["truth"] = truth
     return data
 
@@ -144,3 +144,31 @@ def test_text_option_off_gives_pixel_layers_only(gui):
     group = out["after"][-1]
     assert [(n["name"], n["type"]) for n in group["children"]] == [("Background", "paintlayer"), ("Text", "paintlayer")]
     assert np.abs(rgba(out["after_image"], (W, H)) - gui["truth"]["whole"]).max() <= 1
+
+
+def test_nested_groups_from_a_result_with_elements(gui):
+    out = gui["nested"]
+    assert out["state"] == {"ok": True}, out
+    group = out["after"][-1]
+    shape = [(n["name"], n["type"], [c["name"] for c in n.get("children", [])]) for n in group["children"]]
+    assert shape == [("Background", "paintlayer", []), ("Icons", "grouplayer", ["Icons 1", "Icons 2"]),
+                     ("Logo", "paintlayer", [])], shape
+    assert out["undone"] == out["before"]
+
+
+def test_split_layer_gives_a_group_of_its_elements_and_one_undo_restores_it(gui):
+    out = gui["split"]
+    assert out["error"] == "" and out["active"] == "Shapes", out
+    assert out["split_started"] and out["model_running_at_press"] and out["model_running_after"], out
+    assert out["stage"].startswith("Split"), out["stage"]
+    names = [(n["name"], n["type"], n["visible"]) for n in out["after"]]
+    assert names == [("Background", "paintlayer", True), ("Shapes", "paintlayer", False),
+                     ("Shapes", "grouplayer", True)], names
+    group = out["after"][-1]
+    assert [c["type"] for c in group["children"]] == ["paintlayer"] * 3
+    # each element at its shape's place (Krita's exact bounds), in some order
+    assert sorted(out["bounds"]) == sorted(list(b) for b in out["boxes"]), out["bounds"]
+    before = rgba(out["before_image"], (160, 100))
+    assert np.abs(rgba(out["after_image"], (160, 100)) - before).max() <= 1
+    assert out["undone"] == out["before"]
+    assert np.abs(rgba(out["undone_image"], (160, 100)) - before).max() <= 1

@@ -73,14 +73,15 @@ def insert(doc, mode, result, layers, node=None, **values):
 
 
 class Scenarios:
-    def __init__(self, res, finish):
+    def __init__(self, res, finish, docker=None):
+        self.docker = docker
         self.res = res
         self.finish = finish
         self.steps = []
         self.deadline = time.monotonic() + float(os.environ.get("LB_GUI_TIMEOUT", "90"))
 
     def run(self):
-        names = os.environ.get("LB_RESULT_SCENARIOS", "standin,text,textoff").split(",")
+        names = os.environ.get("LB_RESULT_SCENARIOS", "standin,text,textoff,nested,split").split(",")
         for name in names:
             self.steps += getattr(self, "s_" + name)()
         self.next()
@@ -204,3 +205,104 @@ class Scenarios:
 
     def s_textoff(self):
         return self._poster("textoff", False)
+
+    # -- C: Split layer (the server's split task) and nested element groups ---------------------------
+    def s_split(self):
+        """Split layer, through the docker's button, on a layer of three soft-edged shapes, while a decomposition
+        runs on the server: a group of three layers at the shapes' places, the source hidden; one undo restores."""
+        out = self.res.setdefault("split", {})
+        w, h = 160, 100
+        bg = b"".join(bytes([230, 230, 230, 255]) for _ in range(w * h))
+        shapes = bytearray(w * h * 4)
+        boxes = [(10, 10, 30, 20), (70, 30, 25, 40), (120, 60, 30, 30)]
+        for i, (x0, y0, bw, bh) in enumerate(boxes):
+            for y in range(y0, y0 + bh):
+                for x in range(x0, x0 + bw):
+                    edge = min(x - x0, x0 + bw - 1 - x, y - y0, y0 + bh - 1 - y)
+                    shapes[(y * w + x) * 4:(y * w + x) * 4 + 4] = bytes([40 * i, 200 - 50 * i, 90, 255 if edge else 120])
+        st = {}
+        d = self.docker
+
+        def setup():
+            doc = new_doc("Split", w, h, [("Background", bg, 0, 0, w, h), ("Shapes", bytes(shapes), 0, 0, w, h)])
+            st["doc"] = doc
+            st["source"] = doc.rootNode().childNodes()[1]
+            doc.setActiveNode(st["source"])
+            out["before"] = tree(doc.rootNode())
+            out["before_image"] = projection(doc, "split_before")
+            d.url.setText(os.environ["LB_URL"])
+            d.url.editingFinished.emit()
+            return 1500
+
+        def busy():
+            # a decomposition on the model first, long enough that the split runs while it does
+            d.steps.setValue(100)
+            d.decompose_button.click()
+            st["run"] = d.run
+            return 1500
+
+        def press():
+            out["active"] = st["doc"].activeNode().name()
+            out["model_running_at_press"] = d.run is not None and d.run is st["run"]
+            d.split_button.click()
+            out["split_started"] = d.splitting is not None
+            self.steps.insert(0, waiting)
+
+        def waiting():
+            if d.splitting is not None:
+                self.steps.insert(0, waiting)
+                return 100
+            out["model_running_after"] = d.run is not None and d.run is st["run"]
+            out["error"] = d.error.text()
+            out["stage"] = d.split_message
+            if d.run is not None:
+                d.run.cancel()
+            return 1000
+
+        def after():
+            doc = st["doc"]
+            out["after"] = tree(doc.rootNode())
+            group = doc.rootNode().childNodes()[-1]
+            out["bounds"] = [[c.bounds().x(), c.bounds().y(), c.bounds().width(), c.bounds().height()]
+                             for c in group.childNodes()] if group.type() == "grouplayer" else []
+            out["after_image"] = projection(doc, "split_after")
+            return self.undo()
+
+        def undone():
+            out["undone"] = tree(st["doc"].rootNode())
+            out["undone_image"] = projection(st["doc"], "split_undone")
+            out["boxes"] = boxes
+        return [setup, busy, press, after, undone]
+
+    def s_nested(self):
+        """A decomposition's result with its elements (split_elements, docs/protocol.md Result): nested groups,
+        one undo step."""
+        out = self.res.setdefault("nested", {})
+        w, h = 60, 40
+        st = {}
+
+        def setup():
+            doc = new_doc("Nested", w, h, [("Background", bytes([200, 200, 200, 255]) * (w * h), 0, 0, w, h)])
+            st["doc"] = doc
+            out["before"] = tree(doc.rootNode())
+            result = {"name": "Nested", "canvas": {"width": w, "height": h}, "layers": [
+                {"index": 0, "name": "Background", "x": 0, "y": 0, "width": w, "height": h, "group": False,
+                 "parent": None},
+                {"index": 1, "name": "Icons", "x": 5, "y": 5, "width": 40, "height": 10, "group": True, "parent": None,
+                 "children": [2, 3]},
+                {"index": 2, "name": "Icons 1", "x": 5, "y": 5, "width": 10, "height": 10, "group": False, "parent": 1},
+                {"index": 3, "name": "Icons 2", "x": 35, "y": 5, "width": 10, "height": 10, "group": False, "parent": 1},
+                {"index": 4, "name": "Logo", "x": 10, "y": 20, "width": 8, "height": 8, "group": False, "parent": None}]}
+            layers = {0: bytes([10, 20, 30, 255]) * (w * h), 2: bytes([0, 0, 255, 255]) * 100,
+                      3: bytes([0, 255, 0, 255]) * 100, 4: bytes([255, 0, 0, 255]) * 64}
+            st["d"], st["state"] = insert(doc, "image", result, layers)
+            self.steps.insert(0, self.wait(st["state"]))
+
+        def after():
+            out["state"] = st["state"]
+            out["after"] = tree(st["doc"].rootNode())
+            return self.undo()
+
+        def undone():
+            out["undone"] = tree(st["doc"].rootNode())
+        return [setup, after, undone]
