@@ -65,7 +65,7 @@ class Decomposition(QtCore.QObject):
         if problem:
             return self._failed("document", problem)
         if self.mode == "split":         # the split task (docs/elements.md): the layer's elements, no model
-            params = {"name": src.name, "text_layers": bool(self.values.get("text_layers"))}
+            params = protocol.split_params(src.name, bool(self.values.get("text_layers")))
             path, needs = "/v1/split", "split_elements"
         else:
             params = settings.job_params(self.values, src.name)

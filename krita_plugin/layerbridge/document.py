@@ -157,7 +157,7 @@ class TextLayer(NamedTuple):
     below: object           # its hidden pixel layer, right below it
 
 
-def _write(doc: object, node: object, data: bytes, region: Region, convert_to: Optional[Tuple[Space, Space]]
+def _write(node: object, data: bytes, region: Region, convert_to: Optional[Tuple[Space, Space]]
            ) -> Generator[int, None, None]:
     """Writes a region's bgra8 pixels into a paint layer a band at a time, yielding the pixels written each time."""
     rows = max(1, BAND_PIXELS // region.width)
@@ -211,7 +211,7 @@ def insert_steps(doc: object, source: Source, result: dict, layers: Dict[int, by
             name = p.name if piece.block is None else "%s (pixels)" % livetext.layer_name(piece.block)
             node = doc.createNode(name, "paintlayer")
             if piece.region.width * piece.region.height:
-                for written in _write(doc, node, piece.data, piece.region, to_doc):
+                for written in _write(node, piece.data, piece.region, to_doc):
                     done += written
                     yield min(0.99, done / total)       # 1.0 only once the group is in the document
             siblings.append(node)

@@ -29,21 +29,35 @@ def multipart(params: Dict[str, object], rgba: bytes, boundary: Optional[str] = 
     return b"".join((head, rgba, tail)), "multipart/form-data; boundary=" + boundary
 
 
-# Job parameters newer than protocol 1's first servers, each with the capability that announces it: a server
-# without it refuses the parameter (invalid_params), so it is left out there and the server does as before.
-OPTIONAL_PARAMS = {"text_layers": "text_layers", "split_elements": "split_elements"}
+def features(hello: Optional[dict]) -> Dict[str, bool]:
+    """What this server does beyond the basic job, from its hello's `capabilities` (docs/protocol.md §5):
+    `text_layers` (the job option, and each result layer's text blocks) and `split_elements` (the job option, the
+    result's group hierarchy and the split task). Mirrors features in photoshop_uxp/src/protocol.js.
+
+    Args:
+        hello: the server's hello (GET /v1/info), or None when none was read.
+    """
+    capabilities = (hello or {}).get("capabilities") if isinstance(hello, dict) else None
+    capabilities = capabilities if isinstance(capabilities, list) else []
+    return {"text_layers": "text_layers" in capabilities, "split_elements": "split_elements" in capabilities}
 
 
 def supported_params(params: Dict[str, object], hello: Optional[dict]) -> Dict[str, object]:
-    """`params` without the optional ones (OPTIONAL_PARAMS) this server does not announce in its hello's
-    capabilities. Mirrors supportedParams in photoshop_uxp/src/protocol.js.
+    """`params` without the options (features) this server does not announce: it would refuse them
+    (invalid_params), an older server doing as before without them.
 
     Args:
         params: the job parameters (docs/protocol.md §3).
         hello: the server's hello (GET /v1/info), or None when none was read.
     """
-    capabilities = (hello or {}).get("capabilities") or ()
-    return {k: v for k, v in params.items() if k not in OPTIONAL_PARAMS or OPTIONAL_PARAMS[k] in capabilities}
+    announced = features(hello)
+    return {k: v for k, v in params.items() if announced.get(k, True)}
+
+
+def split_params(name: str = "", text_layers: bool = True) -> Dict[str, object]:
+    """The split task's `params` (docs/protocol.md, the split task): the layer's name and whether to read its
+    text. Mirrors splitParams in photoshop_uxp/src/protocol.js."""
+    return {"name": str(name or "")[:200], "text_layers": bool(text_layers)}
 
 
 def has_pixels(layer: dict) -> bool:
@@ -279,7 +293,6 @@ FALLBACK_JOB_OPTIONS = {
     "steps": {"min": 2, "max": 100, "default": None},
     "cfg_scale": {"min": 1.0, "max": 20.0, "default": 4.0},
     "caption_language": {"choices": ["en", "zh"], "default": "en"},
-    "split_elements": {"choices": [False, True], "default": False},
 }
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}  # a code not here is shown as it is
 
@@ -312,12 +325,6 @@ def _choice(announced: object, fallback: dict) -> dict:
     if not (_number(default) or isinstance(default, str)) or default not in choices:
         default = fallback["default"] if fallback["default"] in choices else choices[0]
     return {"choices": list(choices), "default": default}
-
-
-def _flag(announced: object, fallback: dict) -> dict:
-    """{choices: [false, true], default}: a boolean option, its default the announced one when it is a boolean."""
-    default = announced.get("default") if isinstance(announced, dict) else None
-    return {"choices": [False, True], "default": default if isinstance(default, bool) else fallback["default"]}
 
 
 def _presets(announced: object) -> List[dict]:
@@ -367,5 +374,4 @@ def job_options(hello: Optional[dict]) -> dict:
         "steps": _range(announced.get("steps"), fallback["steps"]),
         "cfg_scale": _range(announced.get("cfg_scale"), fallback["cfg_scale"]),
         "caption_language": _choice(announced.get("caption_language"), fallback["caption_language"]),
-        "split_elements": _flag(announced.get("split_elements"), fallback["split_elements"]),
     }

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+import os
+
 from kritaharness import ROOT
 from test_krita_gui import run_gui
 
@@ -77,7 +79,9 @@ def gui(plugin_dir, krita_homes, tmp_path_factory, live_server):
     work = tmp_path_factory.mktemp("gui_results")
     truth = poster(work)
     data = run_gui(plugin_dir, krita_homes, work, live_server.url, timeout=300, LB_GUI_MODE="results",
-                   LB_POSTER=str(work), LB_WORKDIR=str(work), LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir))
+                   LB_POSTER=str(work), LB_WORKDIR=str(work), LAYERBRIDGE_CONFIG_DIR=str(live_server.config_dir),
+                   LB_SHOT_DIR=str(work))
+    data["work"] = work
     data["truth"] = truth
     return data
 
@@ -172,3 +176,16 @@ def test_split_layer_gives_a_group_of_its_elements_and_one_undo_restores_it(gui)
     assert np.abs(rgba(out["after_image"], (160, 100)) - before).max() <= 1
     assert out["undone"] == out["before"]
     assert np.abs(rgba(out["undone_image"], (160, 100)) - before).max() <= 1
+
+
+def test_screenshots_of_the_layer_stack(gui):
+    """The window and the Layers docker with live text over hidden pixels and a group of elements (with
+    LB_SAVE_SCREENSHOT set, into docs/images for the docs)."""
+    out = gui["shot"]
+    assert out["window"] and out["layers"], out
+    group = out["tree"][-1]
+    assert [n["type"] for n in group["children"]] == ["paintlayer"] + ["paintlayer", "vectorlayer"] * 3 + ["grouplayer"]
+    for name in ("krita-text-layers.png", "krita-layers-docker.png"):
+        assert (gui["work"] / name).stat().st_size > 5000
+        if os.environ.get("LB_SAVE_SCREENSHOT"):
+            shutil.copy(gui["work"] / name, ROOT / "docs" / "images" / name)

@@ -72,6 +72,8 @@ def test_optional_params_go_only_to_a_server_that_announces_them():
     new = protocol.supported_params(params, {"capabilities": ["bgra8", "text_layers", "split_elements"]})
     assert new == params
     assert set(protocol.supported_params(params, None)) == set(params) - {"text_layers", "split_elements"}
+    assert protocol.features({"capabilities": "text_layers"}) == {"text_layers": False, "split_elements": False}
+    assert protocol.split_params("x" * 300, False) == {"name": "x" * 200, "text_layers": False}
 
 
 @pytest.mark.parametrize("platform,env,expected", [

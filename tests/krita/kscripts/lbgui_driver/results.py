@@ -81,7 +81,7 @@ class Scenarios:
         self.deadline = time.monotonic() + float(os.environ.get("LB_GUI_TIMEOUT", "90"))
 
     def run(self):
-        names = os.environ.get("LB_RESULT_SCENARIOS", "standin,text,textoff,nested,split").split(",")
+        names = os.environ.get("LB_RESULT_SCENARIOS", "standin,text,textoff,nested,split,shot").split(",")
         for name in names:
             self.steps += getattr(self, "s_" + name)()
         self.next()
@@ -306,3 +306,51 @@ class Scenarios:
         def undone():
             out["undone"] = tree(st["doc"].rootNode())
         return [setup, after, undone]
+
+    def s_shot(self):
+        """For the docs: the poster decomposed with its text as live text and its shapes as a group of elements, the
+        groups open; the window and the Layers docker saved into $LB_SHOT_DIR."""
+        out = self.res.setdefault("shot", {})
+        folder = os.environ["LB_POSTER"]
+        meta = json.load(open(os.path.join(folder, "poster.json")))
+        w, h = meta["width"], meta["height"]
+        read = lambda name: open(os.path.join(folder, name), "rb").read()
+        st = {}
+
+        def setup():
+            app = Krita.instance()
+            for other in app.dockers():
+                if other.objectName() == "KisLayerBox":
+                    other.show()
+            doc = new_doc("Poster", w, h, [("Poster", read("poster.bgra"), 0, 0, w, h)])
+            st["doc"] = doc
+            result = json.loads(json.dumps(meta["result"]))
+            text = result["layers"][1]
+            dots = {"index": 2, "name": "Dots", "x": 640, "y": 300, "width": 200, "height": 60, "group": True,
+                    "parent": None, "children": [3, 4, 5]}
+            result["layers"] = [result["layers"][0], dict(text, index=1, name="Headline")]
+            layers = {0: read("layer0.bgra"), 1: read("layer1.bgra")}
+            result["layers"].append(dots)
+            for i, (x, colour) in enumerate(((640, (40, 40, 220)), (715, (40, 180, 60)), (790, (230, 140, 20)))):
+                result["layers"].append({"index": 3 + i, "name": "Dots %d" % (i + 1), "x": x, "y": 300, "width": 50,
+                                         "height": 60, "group": False, "parent": 2})
+                layers[3 + i] = bytes([colour[2], colour[1], colour[0], 255]) * (50 * 60)
+            st["d"], st["state"] = insert(doc, "image", result, layers, text_layers=True)
+            self.steps.insert(0, self.wait(st["state"], 1500))
+
+        def shoot():
+            doc = st["doc"]
+            for n in walk(doc.rootNode()):
+                if n.type() == "grouplayer":
+                    n.setCollapsed(False)
+            return 800
+
+        def save():
+            shots = os.environ.get("LB_SHOT_DIR", "")
+            window = Krita.instance().activeWindow().qwindow()
+            box = next((d for d in Krita.instance().dockers() if d.objectName() == "KisLayerBox"), None)
+            out["window"] = bool(shots) and window.grab().save(os.path.join(shots, "krita-text-layers.png"))
+            out["layers"] = bool(shots) and box is not None and box.grab().save(
+                os.path.join(shots, "krita-layers-docker.png"))
+            out["tree"] = tree(st["doc"].rootNode())
+        return [setup, shoot, save]
