@@ -260,8 +260,8 @@ def _add_text_layers(doc: object, texts: List[Tuple[Optional[int], "TextLayer"]]
     families = livetext.qt_families()
     substituted = set()
     made = []
-    scratch = Krita.instance().createDocument(doc.width(), doc.height(), "LayerBridge text", "RGBA", "U8", "",
-                                              doc.resolution())
+    scratch = Krita.instance().createDocument(doc.width(), doc.height(), "LayerBridge text", doc.colorModel(),
+                                              doc.colorDepth(), doc.colorProfile(), doc.resolution())
     if scratch is None:
         notes.append("The text stayed pixels: Krita could not prepare the text layers.")
         return []

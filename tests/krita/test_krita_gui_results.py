@@ -28,9 +28,13 @@ def bgra(image: Image.Image) -> bytes:
     return Image.merge("RGBA", (b, g, r, a)).tobytes()
 
 
-def rgba(path: str, size) -> np.ndarray:
-    data = np.frombuffer(pathlib.Path(path).read_bytes(), np.uint8).reshape(size[1], size[0], 4)
-    return data[..., [2, 1, 0, 3]].astype(int)
+def rgba(path: str, size, depth: str = "U8") -> np.ndarray:
+    """A bgra file from Krita as RGBA 0..255 (a 16-bit one rounded from v × 257)."""
+    kind = np.uint16 if depth == "U16" else np.uint8
+    data = np.frombuffer(pathlib.Path(path).read_bytes(), kind).reshape(size[1], size[0], 4).astype(int)
+    if depth == "U16":
+        data = (data + 128) // 257
+    return data[..., [2, 1, 0, 3]]
 
 
 def poster(folder: pathlib.Path) -> dict:
@@ -103,8 +107,9 @@ def test_decompose_layer_hides_its_source_and_one_undo_brings_it_back(gui):
     assert np.abs(rgba(out["redone_image"], (120, 80)) - before).max() <= 1
 
 
-def test_text_comes_back_as_live_text_over_its_hidden_pixels(gui):
-    out, truth = gui["text"], gui["truth"]
+@pytest.mark.parametrize("tag,depth", [("text", "U8"), ("textdeep", "U16")])
+def test_text_comes_back_as_live_text_over_its_hidden_pixels(gui, tag, depth):
+    out, truth = gui[tag], gui["truth"]
     assert out["state"] == {"ok": True}, out
     assert out["notes"] == [], out["notes"]
     group = out["after"][-1]
@@ -124,7 +129,7 @@ def test_text_comes_back_as_live_text_over_its_hidden_pixels(gui):
     # the live text's glyphs cover the original's: over the poster (glyph-mask IoU), and line by line their ink sits
     # where the original's does (its centre within a pixel and a half; thin serif strokes anti-aliased a little
     # differently by Krita's text engine keep a single small line's IoU lower, so each line is held to 0.6)
-    shown, whole = rgba(out["after_image"], (W, H)), truth["whole"]
+    shown, whole = rgba(out["after_image"], (W, H), depth), truth["whole"]
     assert iou(ink(shown), ink(whole)) >= 0.8, iou(ink(shown), ink(whole))
     for b in blocks:
         for line in b["lines"]:
@@ -137,7 +142,7 @@ def test_text_comes_back_as_live_text_over_its_hidden_pixels(gui):
                 centre = lambda m: float((np.nonzero(m)[axis]).mean())
                 assert abs(centre(got) - centre(want)) <= 1.5, (line["text"], axis, centre(got), centre(want))
     # the text hidden and its pixels shown give back the exact composite
-    assert np.abs(rgba(out["pixels_image"], (W, H)) - truth["whole"]).max() <= 1
+    assert np.abs(rgba(out["pixels_image"], (W, H), depth) - truth["whole"]).max() <= 1
     # and one undo removes it all
     assert out["undone"] == out["before"]
 

@@ -42,15 +42,20 @@ def projection(doc, name):
     return path
 
 
-def new_doc(name, w, h, layers):
-    """A document shown in the window, with paint layers [(name, bgra bytes, x, y, w, h)] bottom to top."""
+def new_doc(name, w, h, layers, depth="U8", dpi=72.0):
+    """A document shown in the window, with paint layers [(name, bgra8 bytes, x, y, w, h)] bottom to top (in a
+    16-bit document, each value v as v × 257)."""
     app = Krita.instance()
-    doc = app.createDocument(w, h, name, "RGBA", "U8", "", 72.0)
+    # a 16-bit document in sRGB (Krita's default 16-bit profile is linear), so 8-bit v is v × 257 exactly
+    doc = app.createDocument(w, h, name, "RGBA", depth, "sRGB-elle-V2-srgbtrc.icc" if depth == "U16" else "", dpi)
     root = doc.rootNode()
     for node in root.childNodes():
         node.remove()
     for lname, data, x, y, lw, lh in layers:
         node = doc.createNode(lname, "paintlayer")
+        if depth == "U16":
+            import struct
+            data = struct.pack("<%dH" % len(data), *(v * 257 for v in data))
         node.setPixelData(data, x, y, lw, lh)
         root.addChildNode(node, None)
     window = app.activeWindow()
@@ -81,7 +86,7 @@ class Scenarios:
         self.deadline = time.monotonic() + float(os.environ.get("LB_GUI_TIMEOUT", "90"))
 
     def run(self):
-        names = os.environ.get("LB_RESULT_SCENARIOS", "standin,text,textoff,nested,split,shot").split(",")
+        names = os.environ.get("LB_RESULT_SCENARIOS", "standin,text,textoff,textdeep,nested,split,shot").split(",")
         for name in names:
             self.steps += getattr(self, "s_" + name)()
         self.next()
@@ -155,7 +160,7 @@ class Scenarios:
         return [setup, after, undone, redone]
 
     # -- B: live text over hidden pixels -------------------------------------------------------------
-    def _poster(self, tag, text_layers):
+    def _poster(self, tag, text_layers, depth="U8", dpi=72.0):
         out = self.res.setdefault(tag, {})
         folder = os.environ["LB_POSTER"]
         meta = json.load(open(os.path.join(folder, "poster.json")))
@@ -164,7 +169,7 @@ class Scenarios:
         st = {}
 
         def setup():
-            doc = new_doc("Poster " + tag, w, h, [("Poster", read("poster.bgra"), 0, 0, w, h)])
+            doc = new_doc("Poster " + tag, w, h, [("Poster", read("poster.bgra"), 0, 0, w, h)], depth, dpi)
             st["doc"] = doc
             out["before"] = tree(doc.rootNode())
             st["d"], st["state"] = insert(doc, "image", meta["result"], {0: read("layer0.bgra"), 1: read("layer1.bgra")},
@@ -205,6 +210,11 @@ class Scenarios:
 
     def s_textoff(self):
         return self._poster("textoff", False)
+
+    def s_textdeep(self):
+        """A 16-bit document at 300 dpi: the text in its own depth, at the same place (Krita keeps vector shapes in
+        points)."""
+        return self._poster("textdeep", True, "U16", 300.0)
 
     # -- C: Split layer (the server's split task) and nested element groups ---------------------------
     def s_split(self):
