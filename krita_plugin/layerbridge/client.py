@@ -231,9 +231,12 @@ class Job(QtCore.QObject):
         self._layers: Dict[int, bytes] = {}
 
     # -- steps ------------------------------------------------------------------------------------
-    def start(self, params: dict, bgra: bytes, check: Optional[Callable[[dict], Optional[tuple]]] = None) -> None:
-        """Sends `bgra` (params hold its width and height). `check(limits)` may refuse the job before upload
-        with (code, message)."""
+    def start(self, params: dict, bgra: bytes, check: Optional[Callable[[dict], Optional[tuple]]] = None,
+              path: str = "/v1/jobs", needs: str = "") -> None:
+        """Sends `bgra` (params hold its width and height) to `path` (`/v1/jobs`, or `/v1/split` for a split job).
+        `check(limits)` may refuse the job before upload with (code, message). `needs`: a capability the server
+        must announce for this job. Parameters the server does not announce are left out
+        (protocol.supported_params)."""
         def hello(answer: Answer) -> None:
             if self.ended:
                 return
@@ -246,15 +249,18 @@ class Job(QtCore.QObject):
             problem = protocol.check_hello(info)
             if problem:
                 return self._fail(*problem)
+            if needs and needs not in (info.get("capabilities") or ()):
+                return self._fail("protocol_mismatch", "The server is older than this plugin (no %s): update the "
+                                                       "LayerBridge server." % needs)
             self.limits = dict(info.get("limits") or {})
             problem = check(self.limits) if check else None
             if problem:
                 return self._fail(*problem)
             if self.cancel_requested:
                 return self._fail("cancelled", "")
-            body, ctype = protocol.multipart(dict(params, pixel_format="bgra8"), bgra)
+            body, ctype = protocol.multipart(dict(protocol.supported_params(params, info), pixel_format="bgra8"), bgra)
             self.uploading.emit()
-            self._upload = self.api.send("POST", "/v1/jobs", submitted, body=body, content_type=ctype,
+            self._upload = self.api.send("POST", path, submitted, body=body, content_type=ctype,
                                          timeout_ms=UPLOAD_TIMEOUT_MS)
             self._upload.uploadProgress.connect(self._uploaded)
             _UPLOADING[id(self)] = self
@@ -271,7 +277,7 @@ class Job(QtCore.QObject):
                 obj = answer.json()
                 self.job_id = str(obj["job"])
             except (ValueError, KeyError):
-                return self._fail("bad_response", "POST /v1/jobs: " + answer.body[:200].decode("utf-8", "replace"))
+                return self._fail("bad_response", "POST %s: " % path + answer.body[:200].decode("utf-8", "replace"))
             _track(id(self), (self.api.url, self.api.token, self.job_id))
             self.progress.emit({"job": self.job_id, "state": "queued", "stage": "queued",
                                 "position": obj.get("position", 0)})
@@ -376,8 +382,7 @@ class Job(QtCore.QObject):
                 return self._fail(*answer.failure())
             try:
                 self._result = answer.json()
-                pending = [int(l["index"]) for l in self._result["layers"]
-                           if int(l.get("width", 0)) * int(l.get("height", 0)) > 0]
+                pending = [int(l["index"]) for l in self._result["layers"] if protocol.has_pixels(l)]
             except (ValueError, KeyError, TypeError):
                 return self._fail("bad_response", "result: " + answer.body[:200].decode("utf-8", "replace"))
             self._fetch_layers(pending)
@@ -391,7 +396,7 @@ class Job(QtCore.QObject):
             return
         index = pending[0]
         meta = next(l for l in self._result["layers"] if int(l["index"]) == index)
-        count = sum(1 for l in self._result["layers"] if int(l.get("width", 0)) * int(l.get("height", 0)) > 0)
+        count = sum(1 for l in self._result["layers"] if protocol.has_pixels(l))
         self.progress.emit({"job": self.job_id, "state": "done", "stage": "finishing",
                             "message": "Downloading layer %d of %d" % (count - len(pending) + 1, count)})
 

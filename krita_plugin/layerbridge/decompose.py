@@ -43,6 +43,7 @@ class Decomposition(QtCore.QObject):
         self.done = False
         self.cancelled = False
         self.note = ""
+        self.notes: List[str] = []      # what the insertion could not do, for the user
         self.target: Optional[object] = None         # the document the layers are going into
         self._steps: Optional[Iterator[float]] = None
         self._attached = False          # the group is in the document: too late to cancel
@@ -55,14 +56,20 @@ class Decomposition(QtCore.QObject):
 
     def start(self) -> None:
         try:
-            self.source = document.capture(self.doc, self.mode, self.node, self.limits)
+            self.source = document.capture(self.doc, "layer" if self.mode == "split" else self.mode, self.node,
+                                           self.limits)
         except document.DocumentError as e:
             return self._failed(e.code, e.message)
         src = self.source
         problem = pixels.size_problem(src.region, None)
         if problem:
             return self._failed("document", problem)
-        params = settings.job_params(self.values, src.name)
+        if self.mode == "split":         # the split task (docs/elements.md): the layer's elements, no model
+            params = protocol.split_params(src.name, bool(self.values.get("text_layers")))
+            path, needs = "/v1/split", "split_elements"
+        else:
+            params = settings.job_params(self.values, src.name)
+            path, needs = "/v1/jobs", ""
         params.update({"width": src.region.width, "height": src.region.height})
         self.job = Job(self.api, self)
         self.job.progress.connect(self._progress)
@@ -71,7 +78,7 @@ class Decomposition(QtCore.QObject):
         self.job.uploading.connect(self._release_pixels)
         self.progress.emit("Connecting…", None)
         data, src = src.data, None
-        self.job.start(params, data, self._check_limits)
+        self.job.start(params, data, self._check_limits, path=path, needs=needs)
 
     def _check_limits(self, limits: dict) -> Optional[tuple]:
         src = self.source
@@ -107,6 +114,11 @@ class Decomposition(QtCore.QObject):
         self.result, self.layers = result, layers
         if self.cancelled:
             return self._failed("cancelled", "")
+        if self.mode == "split" and len(result.get("layers") or ()) <= 1:
+            self.done = True            # one element: the layer stays as it is
+            self.note = "“%s” holds one element: nothing to split." % self.source.name
+            self.finished.emit(None)
+            return
         self._begin_insert()
 
     def _begin_insert(self) -> None:
@@ -119,7 +131,9 @@ class Decomposition(QtCore.QObject):
                 RESCUED.append(self.target)
                 self.note = ("“%s” was closed during the decomposition, so the layers are in a new document, “%s”."
                              % (self.source.document, self.target.name()))
-            self._steps = document.insert_steps(self.target, self.source, self.result, self.layers)
+            self.notes = []
+            self._steps = document.insert_steps(self.target, self.source, self.result, self.layers,
+                                                bool(self.values.get("text_layers")), self.notes)
         except document.DocumentError as e:
             return self._failed(e.code, e.message)
         except Exception:

@@ -138,6 +138,14 @@ class LayerDocker(DockWidget):
                                      "The same seed and settings give the same layers again")
         self.seed.setRange(-1, 2147483647)
         self.seed.setSpecialValueText("random")
+        self.text_layers = QtWidgets.QCheckBox("Text as editable text")
+        self.text_layers.setToolTip("Text read in the layers comes back as live text layers, its pixels kept hidden "
+                                    "right below")
+        form.addRow("", self.text_layers)
+        self.split_elements = QtWidgets.QCheckBox("One layer per element")
+        self.split_elements.setToolTip("Each layer's separate elements (shapes, text blocks, icons) come back as a "
+                                       "group of their own layers")
+        form.addRow("", self.split_elements)
         lay.addLayout(form)
 
         self.advanced_button = QtWidgets.QToolButton()
@@ -175,12 +183,19 @@ class LayerDocker(DockWidget):
         self.layer_button = QtWidgets.QPushButton("Decompose layer")
         self.layer_button.setToolTip("Split the active layer further; its group goes right above it")
         self.layer_button.clicked.connect(lambda: self.decompose("layer"))
+        self.split_button = QtWidgets.QPushButton("Split layer")
+        self.split_button.setToolTip("Split the active layer into a group of its separate elements, without the model "
+                                     "(works while a decomposition runs)")
+        self.split_button.clicked.connect(self.split)
+        self.splitting: Optional[Decomposition] = None
+        self.split_message = ""
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.decompose_button)
         buttons.addWidget(self.layer_button)
         lay.addLayout(buttons)
+        lay.addWidget(self.split_button)
 
         self.bar = QtWidgets.QProgressBar()
         self.bar.setRange(0, 1000)
@@ -222,7 +237,8 @@ class LayerDocker(DockWidget):
         for w in (self.resolution, self.preset, self.language):
             w.currentIndexChanged.connect(self._save)
         self.prompt.editingFinished.connect(self._save)
-        self.restore.toggled.connect(self._save)
+        for box in (self.restore, self.text_layers, self.split_elements):
+            box.toggled.connect(self._save)
 
     def _apply_options(self, options: dict) -> None:
         """The controls' ranges and choices from the job options the server announces (protocol.job_options),
@@ -269,6 +285,8 @@ class LayerDocker(DockWidget):
         self.preset.setCurrentIndex(max(0, self.preset.findData(v["preset"])))
         self.language.setCurrentIndex(max(0, self.language.findData(v["caption_language"])))
         self.restore.setChecked(bool(v["restore"]))
+        self.text_layers.setChecked(bool(v["text_layers"]))
+        self.split_elements.setChecked(bool(v["split_elements"]))
         self.url.setText(str(v["url"]))
         self.token.setText(str(v["token"]))
         self.advanced_button.setChecked(bool(v["advanced_open"]))
@@ -283,7 +301,8 @@ class LayerDocker(DockWidget):
             "resolution": self.resolution.currentData(), "steps": 0 if steps == self.steps.minimum() else steps,
             "prompt": self.prompt.text(), "seed": self.seed.value(), "cfg_scale": self.cfg.value(),
             "preset": self.preset.currentData(), "caption_language": self.language.currentData(),
-            "restore": self.restore.isChecked(), "advanced_open": self.advanced_button.isChecked(),
+            "restore": self.restore.isChecked(), "text_layers": self.text_layers.isChecked(),
+            "split_elements": self.split_elements.isChecked(), "advanced_open": self.advanced_button.isChecked(),
         }, self.options)
 
     def _save(self, *_: object) -> None:
@@ -349,6 +368,30 @@ class LayerDocker(DockWidget):
         self._busy(True)
         run.start()
 
+    def split(self) -> None:
+        """The active layer split into its elements by the server's split task, beside any decomposition running."""
+        if self.splitting is not None:
+            return
+        self._save()
+        values = self.collect()
+        run = Decomposition(Krita.instance().activeDocument(), "split", values, str(values["url"]),
+                            settings.effective_token(values), self, limits=self.limits)
+        self.splitting = run
+        self.split_button.setEnabled(False)
+
+        def ended(text: str) -> None:
+            self.splitting = None
+            self.split_button.setEnabled(True)
+            self.split_message = text
+            if self.run is None:        # else the decomposition's progress holds the line
+                self.stage.setText(text)
+            run.deleteLater()
+
+        run.finished.connect(lambda group: ended(run.note or "Split “%s” into %d layers. Undo restores it."
+                                                 % (group.name(), len(group.childNodes()))))
+        run.failed.connect(lambda code, text, details: (ended(""), self._show_error(text, details)))
+        run.start()
+
     def cancel(self) -> None:
         if self.run is not None:
             self.run.cancel()
@@ -398,8 +441,9 @@ class LayerDocker(DockWidget):
     def _finished(self, group: object) -> None:
         note = self.run.note if self.run is not None else ""        # where the group went, if not the source
         if self.run is not None and self.run.mode == "layer" and not note and self.run.source is not None:
-            note = ("“%s” is still shown under the group: hide it to see the new layers alone."
-                    % self.run.source.name)
+            note = "“%s” is hidden under it; Undo shows it again." % self.run.source.name
+        if self.run is not None:
+            note = " ".join([note] + list(self.run.notes) + [str(n) for n in self.run.result.get("notes") or ()]).strip()
         if self.run is not None:
             self._show_result(self.run.result, prompted=bool(str(self.run.values.get("prompt") or "").strip()))
         self._end()

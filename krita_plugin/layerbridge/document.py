@@ -2,9 +2,9 @@
 
 import os
 import time
-from typing import Dict, Generator, NamedTuple, Optional, Tuple
+from typing import Dict, Generator, List, NamedTuple, Optional, Tuple
 
-from . import pixels
+from . import livetext, pixels, protocol, standin
 from .pixels import Region
 
 
@@ -151,40 +151,76 @@ def capture(doc: object, mode: str, node: Optional[object] = None, limits: Optio
 BAND_PIXELS = 1 << 21      # pixels written per step: ~50 ms, so the UI stays responsive during an insertion
 
 
-def insert_steps(doc: object, source: Source, result: dict, layers: Dict[int, bytes]) -> Generator[float, None, object]:
+class TextLayer(NamedTuple):
+    """Where a vector layer with a block's text goes, once the pixel layers are built."""
+    block: dict
+    below: object           # its hidden pixel layer, right below it
+
+
+def _write(node: object, data: bytes, region: Region, convert_to: Optional[Tuple[Space, Space]]
+           ) -> Generator[int, None, None]:
+    """Writes a region's bgra8 pixels into a paint layer a band at a time, yielding the pixels written each time."""
+    rows = max(1, BAND_PIXELS // region.width)
+    for y in range(0, region.height, rows):
+        h = min(rows, region.height - y)
+        band = data[y * region.width * 4:(y + h) * region.width * 4]
+        if convert_to is not None:
+            band = convert(band, region.width, h, *convert_to)
+        node.setPixelData(band, region.x, region.y + y, region.width, h)
+        yield region.width * h
+
+
+def insert_steps(doc: object, source: Source, result: dict, layers: Dict[int, bytes], text_layers: bool = False,
+                 notes: Optional[List[str]] = None) -> Generator[float, None, object]:
     """Builds the result's group off the document a band of pixels at a time, yielding the fraction done
     after each, then adds it in one step (one undo entry: Node.addChildNode runs a single undoable
     command), yields 1.0 until Krita has drawn it, and returns it. Stopped or failing before that, it
     leaves the document as it was. The layers come as bgra8 in the 8-bit space the source was sent in and land in
-    the document's own."""
+    the document's own. Group entries (docs/protocol.md, Result) become nested groups. With `text_layers`, each
+    editable text block becomes a vector layer of live text over its pixels, kept hidden right below it
+    (docs/krita.md, Editable text). A layer decomposed on its own (source.above_id) is hidden while its result
+    stands in for it (standin.py). Sentences for the user about what could not be done go to `notes`."""
     placements = pixels.plan(result, source.region)
     space = space_of(doc)
     _check_colour(space)
-    deep = pixels.needs_conversion(space.model, space.depth)
-    wire = Space(*pixels.wire_space(*space))
+    to_doc = (Space(*pixels.wire_space(*space)), space) if pixels.needs_conversion(space.model, space.depth) else None
     group = doc.createGroupLayer(pixels.group_name(result, source.name))
-    total = sum(max(1, p.width * p.height) for p in placements) or 1
+    members: Dict[Optional[int], list] = {None: []}     # each group's children, bottom to top (None: the result's)
+    groups: Dict[int, object] = {}
+    texts: List[Tuple[Optional[int], TextLayer]] = []
+    total = sum(max(1, p.width * p.height) for p in placements) or 1     # text pieces add a little more: capped
     done = 0
-    children = []
     for p in placements:
-        node = doc.createNode(p.name, "paintlayer")
-        if p.width * p.height > 0:
-            data = layers[p.index]
-            if len(data) != p.width * p.height * 4:
-                raise DocumentError("bad_response", "layer %d has %d bytes for %dx%d" % (p.index, len(data), p.width, p.height))
-            rows = max(1, BAND_PIXELS // p.width)
-            for y in range(0, p.height, rows):
-                h = min(rows, p.height - y)
-                band = data[y * p.width * 4:(y + h) * p.width * 4]
-                if deep:
-                    band = convert(band, p.width, h, wire, space)
-                node.setPixelData(band, p.x, p.y + y, p.width, h)
-                done += p.width * h
-                yield min(0.99, done / total)       # 1.0 only once the group is in the document
-        else:
+        siblings = members.setdefault(p.parent, [])
+        if p.group:
+            groups[p.index] = doc.createGroupLayer(p.name)
+            members.setdefault(p.index, [])
+            siblings.append(groups[p.index])
             done += 1
-        children.append(node)
-    group.setChildNodes(children)        # bottom to top; the group is not in the document yet
+            continue
+        region = Region(p.x, p.y, p.width, p.height)
+        if p.width * p.height == 0:
+            siblings.append(doc.createNode(p.name, "paintlayer"))
+            done += 1
+            continue
+        data = layers[p.index]
+        if len(data) != p.width * p.height * 4:
+            raise DocumentError("bad_response", "layer %d has %d bytes for %dx%d" % (p.index, len(data), p.width, p.height))
+        blocks = protocol.editable_blocks({"text": list(p.text)}) if text_layers else []
+        for piece in livetext.cut(data, region, blocks) if blocks else [livetext.Piece(region, data, None)]:
+            name = p.name if piece.block is None else "%s (pixels)" % livetext.layer_name(piece.block)
+            node = doc.createNode(name, "paintlayer")
+            if piece.region.width * piece.region.height:
+                for written in _write(node, piece.data, piece.region, to_doc):
+                    done += written
+                    yield min(0.99, done / total)       # 1.0 only once the group is in the document
+            siblings.append(node)
+            if piece.block is not None:
+                texts.append((p.parent, TextLayer(piece.block, node)))
+    live = _add_text_layers(doc, texts, members, notes if notes is not None else []) if texts else []
+    for index, node in groups.items():
+        node.setChildNodes(members[index])
+    group.setChildNodes(members[None])        # bottom to top; the group is not in the document yet
 
     parent, above = _place(doc, source)
     try:
@@ -194,6 +230,11 @@ def insert_steps(doc: object, source: Source, result: dict, layers: Dict[int, by
         if group.parentNode() is not None:
             group.remove()
         raise
+    if above is not None and source.above_id is not None and above.uniqueId() == source.above_id:
+        standin.hide(doc, above, group)
+    for layer in live:          # filled in the scratch document: drawn again in this one
+        for shape in layer.shapes():
+            shape.update()
     # Krita composites the group in its own threads; wait for it without blocking (waitForDone would)
     doc.refreshProjection()
     while doc.rootNode() is not None and not doc.tryBarrierLock():
@@ -203,11 +244,60 @@ def insert_steps(doc: object, source: Source, result: dict, layers: Dict[int, by
     return group
 
 
+def _add_text_layers(doc: object, texts: List[Tuple[Optional[int], "TextLayer"]], members: Dict[Optional[int], list],
+                     notes: List[str]) -> List[object]:
+    """A vector layer of live text right above each text's pixel layer, which is hidden. Krita 5.1 adds the shapes
+    of an SVG (VectorLayer.addShapesFromSvg) as an undoable step of the layer's document and with the active
+    document's shape tools: the layers are filled in a scratch document, never shown and closed at once, so the
+    user's document gets no undo step but the result's one. Without an active document (nothing is open in a
+    window) the text stays pixels, shown. Returns the vector layers."""
+    from krita import Krita
+
+    active = Krita.instance().activeDocument()
+    if active is None or active != doc:
+        notes.append("The text stayed pixels: Krita can set live text only in the document shown in its window.")
+        return []
+    families = livetext.qt_families()
+    substituted = set()
+    made = []
+    scratch = Krita.instance().createDocument(doc.width(), doc.height(), "LayerBridge text", doc.colorModel(),
+                                              doc.colorDepth(), doc.colorProfile(), doc.resolution())
+    if scratch is None:
+        notes.append("The text stayed pixels: Krita could not prepare the text layers.")
+        return []
+    try:
+        scratch.setBatchmode(True)
+        for parent, text in texts:
+            block = text.block
+            style = block.get("font") or {}
+            font = livetext.choose_font(style, families)
+            measure = livetext.qt_measure(font.family, float(block["size"]), bool(style.get("bold")),
+                                          bool(style.get("italic")))
+            layer = doc.createVectorLayer(livetext.layer_name(block, font))
+            scratch.rootNode().addChildNode(layer, None)
+            shapes = layer.addShapesFromSvg(livetext.text_svg(block, doc.width(), doc.height(), font, measure))
+            layer.remove()
+            if not shapes:
+                continue
+            siblings = members[parent]
+            siblings.insert(siblings.index(text.below) + 1, layer)
+            text.below.setVisible(False)
+            made.append(layer)
+            if font.substituted and font.wanted:
+                substituted.add((font.wanted, font.family))
+    finally:
+        scratch.close()
+    if substituted:
+        notes.append("Fonts not in Krita, set in one of the same kind: %s."
+                     % ", ".join("%s → %s" % pair for pair in sorted(substituted)))
+    return made
+
+
 def _place(doc: object, source: Source) -> Tuple[object, Optional[object]]:
     """(parent, node to go right above): above the source layer wherever the user has moved it meanwhile,
     else on top of the document."""
     if source.above_id is not None:
-        node = _find(doc.rootNode(), source.above_id)       # None once deleted (alone or with its group)
+        node = standin.find(doc.rootNode(), source.above_id)       # None once deleted (alone or with its group)
         parent = node.parentNode() if node is not None else None
         if parent is not None:
             return parent, node
@@ -216,19 +306,10 @@ def _place(doc: object, source: Source) -> Tuple[object, Optional[object]]:
     return root, (tops[-1] if tops else None)
 
 
-def _find(parent: object, unique_id: object) -> Optional[object]:
-    for child in parent.childNodes():
-        if child.uniqueId() == unique_id:
-            return child
-        found = _find(child, unique_id)
-        if found is not None:
-            return found
-    return None
-
-
-def insert(doc: object, source: Source, result: dict, layers: Dict[int, bytes]) -> object:
+def insert(doc: object, source: Source, result: dict, layers: Dict[int, bytes], text_layers: bool = False,
+           notes: Optional[List[str]] = None) -> object:
     """insert_steps at once."""
-    steps = insert_steps(doc, source, result, layers)
+    steps = insert_steps(doc, source, result, layers, text_layers, notes)
     while True:
         try:
             if next(steps) >= 1.0:

@@ -17,6 +17,9 @@ class Placement(NamedTuple):
     y: int
     width: int
     height: int
+    group: bool = False             # a group entry: no pixels, its children follow it (docs/protocol.md, Result)
+    parent: Optional[int] = None    # the index of the group entry it is in, None at the top of the result
+    text: tuple = ()                # its text blocks (docs/text.md), in document coordinates
 
 
 def plan(result: dict, origin: Region) -> List[Placement]:
@@ -27,10 +30,39 @@ def plan(result: dict, origin: Region) -> List[Placement]:
         raise ValueError("the result's canvas %sx%s is not the size that was sent (%dx%d)"
                          % (canvas.get("width"), canvas.get("height"), origin.width, origin.height))
     out = []
+    groups = set()
     for layer in sorted(result.get("layers") or [], key=lambda l: int(l["index"])):
-        out.append(Placement(int(layer["index"]), str(layer.get("name") or "Layer %d" % layer["index"]),
+        index = int(layer["index"])
+        parent = layer.get("parent")
+        parent = int(parent) if isinstance(parent, int) and not isinstance(parent, bool) else None
+        if parent is not None and parent not in groups:
+            raise ValueError("layer %d is in %d, which is not a group listed before it" % (index, parent))
+        group = layer.get("group") is True
+        if group:
+            groups.add(index)
+        blocks = () if group else tuple(moved_block(b, origin.x, origin.y) for b in layer.get("text") or ()
+                                        if isinstance(b, dict))
+        out.append(Placement(index, str(layer.get("name") or "Layer %d" % index),
                              origin.x + int(layer.get("x", 0)), origin.y + int(layer.get("y", 0)),
-                             int(layer.get("width", 0)), int(layer.get("height", 0))))
+                             0 if group else int(layer.get("width", 0)), 0 if group else int(layer.get("height", 0)),
+                             group, parent, blocks))
+    return out
+
+
+def _moved_box(box: object, dx: int, dy: int) -> dict:
+    box = box if isinstance(box, dict) else {}
+    return {"x": int(box.get("x", 0)) + dx, "y": int(box.get("y", 0)) + dy,
+            "width": int(box.get("width", 0)), "height": int(box.get("height", 0))}
+
+
+def moved_block(block: dict, dx: int, dy: int) -> dict:
+    """A text block (docs/text.md) with its boxes and baselines moved by (dx, dy): from the sent image's pixels to
+    the document's."""
+    out = dict(block)
+    out["box"] = _moved_box(block.get("box"), dx, dy)
+    out["lines"] = [dict(line, box=_moved_box(line.get("box"), dx, dy),
+                         baseline=float(line.get("baseline", 0)) + dy)
+                    for line in block.get("lines") or () if isinstance(line, dict)]
     return out
 
 

@@ -29,6 +29,62 @@ def multipart(params: Dict[str, object], rgba: bytes, boundary: Optional[str] = 
     return b"".join((head, rgba, tail)), "multipart/form-data; boundary=" + boundary
 
 
+def features(hello: Optional[dict]) -> Dict[str, bool]:
+    """What this server does beyond the basic job, from its hello's `capabilities` (docs/protocol.md §5):
+    `text_layers` (the job option, and each result layer's text blocks) and `split_elements` (the job option, the
+    result's group hierarchy and the split task). Mirrors features in photoshop_uxp/src/protocol.js.
+
+    Args:
+        hello: the server's hello (GET /v1/info), or None when none was read.
+    """
+    capabilities = (hello or {}).get("capabilities") if isinstance(hello, dict) else None
+    capabilities = capabilities if isinstance(capabilities, list) else []
+    return {"text_layers": "text_layers" in capabilities, "split_elements": "split_elements" in capabilities}
+
+
+def supported_params(params: Dict[str, object], hello: Optional[dict]) -> Dict[str, object]:
+    """`params` without the options (features) this server does not announce: it would refuse them
+    (invalid_params), an older server doing as before without them.
+
+    Args:
+        params: the job parameters (docs/protocol.md §3).
+        hello: the server's hello (GET /v1/info), or None when none was read.
+    """
+    announced = features(hello)
+    return {k: v for k, v in params.items() if announced.get(k, True)}
+
+
+def split_params(name: str = "", text_layers: bool = True) -> Dict[str, object]:
+    """The split task's `params` (docs/protocol.md, the split task): the layer's name and whether to read its
+    text. Mirrors splitParams in photoshop_uxp/src/protocol.js."""
+    return {"name": str(name or "")[:200], "text_layers": bool(text_layers)}
+
+
+def has_pixels(layer: dict) -> bool:
+    """Whether a result layer has pixels to fetch: not a group entry (docs/protocol.md, Result; a group's box is
+    its children's) and not empty. Mirrors hasPixels in photoshop_uxp/src/protocol.js."""
+    if layer.get("group") is True:
+        return False
+    try:
+        return int(layer.get("width", 0)) * int(layer.get("height", 0)) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def editable_blocks(layer: dict) -> List[dict]:
+    """The text blocks of a result layer to set as live text: `editable`, with words and at least one line
+    (docs/text.md). Mirrors editableBlocks in photoshop_uxp/src/protocol.js."""
+    out = []
+    for block in layer.get("text") or ():
+        if not isinstance(block, dict) or block.get("editable") is not True:
+            continue
+        lines = [l for l in block.get("lines") or () if isinstance(l, dict) and str(l.get("text") or "").strip()]
+        size = block.get("size")
+        if lines and _number(size) and size > 0:
+            out.append(block)
+    return out
+
+
 class LineBuffer:
     """Splits an NDJSON stream arriving in arbitrary chunks into JSON objects."""
 

@@ -23,6 +23,8 @@ DEFAULTS: Dict[str, object] = {
     "preset": "best",
     "caption_language": "en",
     "restore": True,
+    "text_layers": True,        # text read in the layers comes back as editable text (docs/krita.md)
+    "split_elements": True,     # each layer's separate elements come back as a group of layers
     "advanced_open": False,
     "version": 2,           # 2: steps 0 means auto (version 1 stored its default, 50)
 }
@@ -64,7 +66,7 @@ def normalize(values: Dict[str, object], options: Optional[Dict[str, object]] = 
     languages = opts["caption_language"]
     out["caption_language"] = (out["caption_language"] if out["caption_language"] in languages["choices"]
                                else languages["default"])
-    for key in ("restore", "advanced_open"):
+    for key in ("restore", "text_layers", "split_elements", "advanced_open"):
         v = out[key]
         out[key] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
     out["version"] = DEFAULTS["version"]
@@ -85,6 +87,8 @@ def job_params(values: Dict[str, object], name: str) -> Dict[str, object]:
         "seed": None if s["seed"] < 0 else s["seed"],
         "preset": s["preset"],
         "restore": s["restore"],
+        "text_layers": s["text_layers"],
+        "split_elements": s["split_elements"],
         "name": name,
     }
     return params

@@ -28,7 +28,11 @@ def test_the_options_of_this_server_are_read_as_announced():
     from backend.server.handshake import hello_json
 
     hello = json.loads(json.dumps(hello_json(Settings(preset="fast"))))  # as it comes over the wire
-    assert protocol.job_options(hello) == hello["job_options"] and hello["job_options"]["preset"] == "fast"
+    # everything the controls are built from; split_elements (a boolean whose default is the server's, false) is
+    # the docker's own option, on by default, sent when the hello's capabilities announce it (protocol.features)
+    announced = {k: v for k, v in hello["job_options"].items() if k != "split_elements"}
+    assert protocol.job_options(hello) == announced and hello["job_options"]["preset"] == "fast"
+    assert protocol.features(hello) == {"text_layers": True, "split_elements": True}
 
 
 def test_the_fallback_is_what_this_server_declares_and_stays_untouched():
@@ -40,7 +44,8 @@ def test_the_fallback_is_what_this_server_declares_and_stays_untouched():
     fallback = protocol.job_options(None)
     assert fallback == protocol.FALLBACK_JOB_OPTIONS
     assert [(p["name"], p["label"]) for p in fallback["presets"]] == [(p["name"], p["label"]) for p in announced["presets"]]
-    assert {k: v for k, v in fallback.items() if k != "presets"} == {k: v for k, v in announced.items() if k != "presets"}
+    assert {k: v for k, v in fallback.items() if k != "presets"} == \
+        {k: v for k, v in announced.items() if k not in ("presets", "split_elements")}
     fallback["presets"].clear()
     fallback["layers"]["max"] = 99
     assert protocol.job_options({}) == protocol.FALLBACK_JOB_OPTIONS and protocol.FALLBACK_JOB_OPTIONS["layers"]["max"] == 10

@@ -57,8 +57,23 @@ def test_job_params():
     p = settings.job_params(settings.normalize({"layers": 3, "seed": -1, "prompt": "x", "steps": 2}), "Poster")
     assert p["layers"] == 3 and p["seed"] is None and p["name"] == "Poster" and p["steps"] == 2
     assert set(p) <= {"layers", "resolution", "steps", "cfg_scale", "cfg_normalize", "prompt",
-                      "caption_language", "seed", "preset", "restore", "name"}
+                      "caption_language", "seed", "preset", "restore", "name", "text_layers", "split_elements"}
     assert settings.job_params(settings.normalize({"seed": 7}), "")["seed"] == 7
+    # the two docker options: on by default, remembered as set
+    assert p["text_layers"] is True and p["split_elements"] is True
+    off = settings.job_params(settings.normalize({"text_layers": "false", "split_elements": False}), "")
+    assert off["text_layers"] is False and off["split_elements"] is False
+
+
+def test_optional_params_go_only_to_a_server_that_announces_them():
+    params = settings.job_params(settings.normalize({}), "Poster")
+    old = protocol.supported_params(params, {"capabilities": ["http", "bgra8"]})
+    assert "text_layers" not in old and "split_elements" not in old and old["name"] == "Poster"
+    new = protocol.supported_params(params, {"capabilities": ["bgra8", "text_layers", "split_elements"]})
+    assert new == params
+    assert set(protocol.supported_params(params, None)) == set(params) - {"text_layers", "split_elements"}
+    assert protocol.features({"capabilities": "text_layers"}) == {"text_layers": False, "split_elements": False}
+    assert protocol.split_params("x" * 300, False) == {"name": "x" * 200, "text_layers": False}
 
 
 @pytest.mark.parametrize("platform,env,expected", [
@@ -172,10 +187,36 @@ def test_plan_offsets_and_order():
         {"index": 2, "name": "Empty", "x": 0, "y": 0, "width": 0, "height": 0}]}
     got = pixels.plan(result, Region(200, 300, 100, 50))
     assert [p.name for p in got] == ["Background", "Cat", "Empty"]
-    assert got[1][2:] == (210, 305, 20, 30) and got[0][2:4] == (200, 300)
+    assert got[1][2:6] == (210, 305, 20, 30) and got[0][2:4] == (200, 300)
+    assert [(p.group, p.parent) for p in got] == [(False, None)] * 3
     with pytest.raises(ValueError):
         pixels.plan(result, Region(0, 0, 99, 50))
     assert pixels.group_name({"name": ""}, "Poster") == "Poster"
+    assert pixels.group_name({"name": "Srv"}, "Poster") == "Srv"
+
+
+def test_plan_of_a_hierarchy_and_its_text():
+    """docs/protocol.md Result with split_elements: a group entry (no pixels) directly followed by its children;
+    text boxes and baselines move with the sent image's place in the document."""
+    block = {"text": "Sale", "box": {"x": 12, "y": 6, "width": 30, "height": 10}, "size": 12.0, "editable": True,
+             "lines": [{"text": "Sale", "box": {"x": 12, "y": 6, "width": 30, "height": 10}, "baseline": 16}]}
+    result = {"canvas": {"width": 100, "height": 50}, "layers": [
+        {"index": 0, "name": "Background", "x": 0, "y": 0, "width": 100, "height": 50, "group": False, "parent": None},
+        {"index": 1, "name": "Shapes", "x": 10, "y": 5, "width": 60, "height": 30, "group": True, "parent": None,
+         "children": [2, 3], "bytes": 0},
+        {"index": 2, "name": "Shapes 1", "x": 10, "y": 5, "width": 8, "height": 8, "group": False, "parent": 1},
+        {"index": 3, "name": "Sale", "x": 11, "y": 5, "width": 59, "height": 30, "group": False, "parent": 1,
+         "text": [block]}]}
+    got = pixels.plan(result, Region(200, 300, 100, 50))
+    assert [(p.index, p.group, p.parent) for p in got] == [(0, False, None), (1, True, None), (2, False, 1), (3, False, 1)]
+    assert got[1].width * got[1].height == 0        # a group has no pixels of its own
+    moved = got[3].text[0]
+    assert moved["box"] == {"x": 212, "y": 306, "width": 30, "height": 10} and moved["lines"][0]["baseline"] == 316
+    assert block["box"]["x"] == 12          # the result is left as it was
+    assert [protocol.has_pixels(l) for l in result["layers"]] == [True, False, True, True]
+    bad = {"canvas": result["canvas"], "layers": [dict(result["layers"][2], parent=7)]}
+    with pytest.raises(ValueError):
+        pixels.plan(bad, Region(0, 0, 100, 50))
     assert pixels.group_name({"name": "Srv"}, "Poster") == "Srv"
 
 

@@ -133,6 +133,10 @@ class Driver:
         docker.raise_()
         self.docker = docker
         res["steps"].append("docker")
+        if MODE == "results":
+            from . import results
+            self.scenarios = results.Scenarios(res, self.finish, docker)      # held: PyQt keeps no slot's object alive
+            return QtCore.QTimer.singleShot(1000, self.scenarios.run)
         QtCore.QTimer.singleShot(2500, self.press_then_quit if MODE == "quit" else self.press)
 
     # -- quit mode: a second click, the docker closed and reopened, then Krita closed, all during a job --
