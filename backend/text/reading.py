@@ -173,10 +173,7 @@ def read_text(image: Image.Image | np.ndarray) -> TextReading:
         else:
             groups.append([line])
 
-    for group in groups:
-        block = _block(group, part.shape[1])
-        if block is None:
-            continue
+    for block in (b for group in groups for b in _blocks(group, part.shape[1])):
         for l in block.lines:  # back to the whole image's pixels
             l.box = Box(l.box.x + ox, l.box.y + oy, l.box.width, l.box.height)
             l.baseline += oy
@@ -215,12 +212,27 @@ def _fit_with_accents(line: _Line, faces) -> FontFit | None:
     return best
 
 
-def _block(group: list[_Line], width: int) -> TextBlock | None:
+def _blocks(group: list[_Line], width: int) -> list[TextBlock]:
+    """The block of a group of lines, or several when the fitted face sets its lines at different sizes (a headline
+    over a subtitle that the detector's line heights could not tell apart)."""
     longest = max(group, key=lambda l: l.box.width)
     faces = faces_for("".join(l.text for l in group))
     fitted = fit_font(longest.observed(), longest.text, faces)
     if fitted is not None and fitted.score < RECHECK_FIT and any(c in VARIANTS for c in longest.text):
         fitted = _fit_with_accents(longest, faces) or fitted
+    if fitted is not None and len(group) > 1:
+        sizes = [size_at(fitted.face, l.text, l.box.height, l.box.width) for l in group]
+        cuts = [i for i in range(1, len(group)) if sizes[i] and sizes[i - 1]
+                and not 0.8 <= sizes[i][0] / sizes[i - 1][0] <= 1.25]
+        if cuts:
+            runs = [group[a:b] for a, b in zip([0] + cuts, cuts + [len(group)])]
+            return [b for run in runs for b in _blocks(run, width)]
+    block = _block(group, width, fitted)
+    return [] if block is None else [block]
+
+
+def _block(group: list[_Line], width: int, fitted: FontFit | None) -> TextBlock | None:
+    longest = max(group, key=lambda l: l.box.width)
     score = fitted.score if fitted else 0.0
     if len(group) == 1 and len(longest.text) <= 2 and score < SHAPE_MIN_FIT:
         return None  # a bar, a ring or a dot read as "I", "O" or "."
