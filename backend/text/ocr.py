@@ -18,7 +18,10 @@ PLAIN_SPREAD = 6  # a row or column whose channels vary by at most this much hol
 PLAIN_KEPT = 24  # the fewest plain rows or columns kept next to content in the detector's copy
 
 RECOGNISE_HEIGHT = 48  # the recogniser's input height; its width follows each batch's widest line
-RECOGNISE_BATCH = 6  # lines read in one run, sorted by width so that little of a batch is padding
+RECOGNISE_MIN_RATIO = 320 / 48  # narrower lines are padded to this width/height
+RECOGNISE_BATCH = 6  # at most this many lines are read in one run, ...
+RECOGNISE_SPREAD = 1.1  # ... lines at most this much wider than the narrowest of the run: the recogniser's time
+# grows with the padded width, and padding also changes its readings a little
 
 _engine: "Engine | None" = None
 _lock = threading.Lock()
@@ -166,10 +169,15 @@ def recognize(crops: list[np.ndarray]) -> list[tuple[str, float]]:
 
     e = engine()
     results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
-    order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
-    for at in range(0, len(order), RECOGNISE_BATCH):
-        batch = order[at : at + RECOGNISE_BATCH]
-        ratio = max([320 / 48] + [crops[i].shape[1] / crops[i].shape[0] for i in batch])
+    ratios = [max(RECOGNISE_MIN_RATIO, c.shape[1] / c.shape[0]) for c in crops]
+    batches: list[list[int]] = []
+    for i in sorted(range(len(crops)), key=lambda i: ratios[i]):
+        if batches and len(batches[-1]) < RECOGNISE_BATCH and ratios[i] <= RECOGNISE_SPREAD * ratios[batches[-1][0]]:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    for batch in batches:
+        ratio = max(ratios[i] for i in batch)
         width = int(RECOGNISE_HEIGHT * ratio)
         tensor = np.zeros((len(batch), 3, RECOGNISE_HEIGHT, width), dtype=np.float32)
         for row, i in enumerate(batch):

@@ -13,7 +13,7 @@ from . import ocr
 from .accents import restore_accents
 from .blocks import Box, TextBlock, TextFont, TextLine, TextReading
 from .accents import VARIANTS
-from .fit import FontFit, fit_font, rank_faces, render, size_at
+from .fit import FontFit, best_face, fit_font, render, size_at
 from .fonts import faces_for
 from .ink import Ink, line_ink
 
@@ -192,23 +192,24 @@ def _accented(line: _Line, face, size: float) -> str:
     return restore_accents(line.text, line.ink.coverage, face, sized[0], pen_x, line.box.y + sized[1] - oy)
 
 
-def _fit_with_accents(line: _Line, faces) -> FontFit | None:
+def _fit_with_accents(line: _Line, faces, fitted: FontFit) -> FontFit:
     """A poor match may come from letters read without their accents (ü read as i changes the widths): the accents
     the best face finds are restored and the faces ranked again, until the reading settles."""
-    text, best = line.text, None
-    for _ in range(RECHECK_ROUNDS):
-        ranked = rank_faces(line.observed(), text, faces)
-        if not ranked:
+    text, best = line.text, fitted
+    for _ in range(RECHECK_ROUNDS - 1):  # the first ranking is `fitted`
+        accented = _accented(line if text == line.text else _Line(text, line.score, line.quad, line.ink, line.angle),
+                             best.face, best.size)
+        if accented == text:
             break
-        score, face = ranked[0]
+        text = accented
+        found = best_face(line.observed(), text, faces)
+        if found is None:
+            break
+        score, face = found
         sized = size_at(face, text, line.box.height, line.box.width)
         if sized is None:
             break
         best = FontFit(face, score, sized[0])
-        accented = _accented(_Line(text, line.score, line.quad, line.ink, line.angle), face, sized[0])
-        if accented == text:
-            break
-        text = accented
     return best
 
 
@@ -219,7 +220,7 @@ def _blocks(group: list[_Line], width: int) -> list[TextBlock]:
     faces = faces_for("".join(l.text for l in group))
     fitted = fit_font(longest.observed(), longest.text, faces)
     if fitted is not None and fitted.score < RECHECK_FIT and any(c in VARIANTS for c in longest.text):
-        fitted = _fit_with_accents(longest, faces) or fitted
+        fitted = _fit_with_accents(longest, faces, fitted)
     if fitted is not None and len(group) > 1:
         sizes = [size_at(fitted.face, l.text, l.box.height, l.box.width) for l in group]
         cuts = [i for i in range(1, len(group)) if sizes[i] and sizes[i - 1]
