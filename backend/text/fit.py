@@ -46,10 +46,17 @@ def _render(face: Face, size: int, text: str) -> Rendered | None:
 
 
 def _similarity(observed: Image.Image, rendered: np.ndarray) -> float:
+    """Soft IoU of the ink and a rendering, compared at the smaller of their two sizes: ink smaller than the
+    rendering is not enlarged, as enlarging blurs it and makes every stroke look bolder."""
     h, w = rendered.shape
-    scaled = np.asarray(observed.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
-    union = np.maximum(scaled, rendered).sum()
-    return float(np.minimum(scaled, rendered).sum() / union) if union > 0 else 0.0
+    if observed.height < h:
+        ours = np.asarray(observed, dtype=np.float32)
+        theirs = np.asarray(Image.fromarray(rendered).resize(observed.size, Image.Resampling.BILINEAR), dtype=np.float32)
+    else:
+        ours = np.asarray(observed.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+        theirs = rendered
+    union = np.maximum(ours, theirs).sum()
+    return float(np.minimum(ours, theirs).sum() / union) if union > 0 else 0.0
 
 
 def _pieces(mask: np.ndarray) -> list[tuple[int, int]]:
