@@ -51,7 +51,8 @@ def _similarity(observed: Image.Image, rendered: np.ndarray) -> float:
     h, w = rendered.shape
     if observed.height < h:
         ours = np.asarray(observed, dtype=np.float32)
-        theirs = np.asarray(Image.fromarray(rendered).resize(observed.size, Image.Resampling.BILINEAR), dtype=np.float32)
+        smaller = Image.fromarray(rendered).resize(observed.size, Image.Resampling.BILINEAR)
+        theirs = np.asarray(smaller, dtype=np.float32)
     else:
         ours = np.asarray(observed.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
         theirs = rendered

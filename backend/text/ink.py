@@ -28,9 +28,9 @@ def _features(rgba: np.ndarray) -> np.ndarray:
 
 
 def line_ink(rgba: np.ndarray, box: tuple[int, int, int, int]) -> Ink | None:
-    """The ink of the line detected in `box` (x0, y0, x1, y1, image pixels) of an RGBA image; None when the box
-    holds no contrast. Glyphs are told from the background by colour: the background is the crop's border, the ink
-    the colour farthest from it, and each pixel's coverage its position between the two."""
+    """The ink of the line detected in `box` (x0, y0, x1, y1, image pixels) of an RGBA image (or an opaque RGB one);
+    None when the box holds no contrast. Glyphs are told from the background by colour: the background is the crop's
+    border, the ink the colour farthest from it, and each pixel's coverage its position between the two."""
     h_img, w_img = rgba.shape[:2]
     x0, y0, x1, y1 = box
     height = max(1, y1 - y0)
@@ -40,6 +40,8 @@ def line_ink(rgba: np.ndarray, box: tuple[int, int, int, int]) -> Ink | None:
     if cx1 - cx0 < 2 or cy1 - cy0 < 2:
         return None
     crop = rgba[cy0:cy1, cx0:cx1]
+    if crop.shape[2] == 3:  # an opaque picture
+        crop = np.concatenate([crop, np.full(crop.shape[:2] + (1,), 255, np.uint8)], axis=-1)
     feats = _features(crop)
     ring = np.concatenate([feats[:2].reshape(-1, 4), feats[-2:].reshape(-1, 4),
                            feats[:, :2].reshape(-1, 4), feats[:, -2:].reshape(-1, 4)])

@@ -42,21 +42,30 @@ class _Line:
         return self.ink.coverage[b.y - oy : b.bottom - oy, b.x - ox : b.right - ox]
 
 
-def _as_rgba(image: Image.Image | np.ndarray) -> np.ndarray:
+def _pixels(image: Image.Image | np.ndarray) -> np.ndarray:
+    """H×W×4 uint8 for a picture with transparency, H×W×3 for an opaque one (a 24 MP photo is not copied into RGBA
+    only to be found opaque)."""
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
             arr = np.stack([arr] * 3, axis=-1)
-        if arr.shape[2] == 3:
-            arr = np.concatenate([arr, np.full(arr.shape[:2] + (1,), 255, arr.dtype)], axis=-1)
-        return np.ascontiguousarray(arr.astype(np.uint8))
-    return np.asarray(image.convert("RGBA"))
+        if arr.shape[2] == 4 and arr[..., 3].min() == 255:
+            arr = arr[..., :3]
+        return np.ascontiguousarray(arr.astype(np.uint8, copy=False))
+    if image.mode == "RGB":
+        return np.asarray(image)
+    if "transparency" in image.info or {"A", "a"} & set(image.getbands()):
+        return np.asarray(image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))
 
 
-def _flatten(rgba: np.ndarray) -> np.ndarray:
+def _flatten(pixels: np.ndarray) -> np.ndarray:
     """RGB for the recogniser: transparent parts become a colour far from the layer's own."""
-    if rgba[..., 3].min() == 255:
-        return np.ascontiguousarray(rgba[..., :3])
+    if pixels.shape[2] == 3:
+        return pixels
+    if pixels[..., 3].min() == 255:
+        return np.ascontiguousarray(pixels[..., :3])
+    rgba = pixels
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     opaque = rgba[..., 3] > 127
     mean = rgba[..., :3][opaque].mean(axis=0) if opaque.any() else np.zeros(3)
@@ -129,19 +138,21 @@ def read_text(image: Image.Image | np.ndarray) -> TextReading:
     Args:
         image: a PIL image (any mode) or an H×W×3/4 uint8 array.
     """
-    rgba = _as_rgba(image)
-    height, width = rgba.shape[:2]
+    pixels = _pixels(image)  # RGBA, or RGB when opaque
+    height, width = pixels.shape[:2]
     reading = TextReading(width, height)
     if width < 4 or height < 4:
         return reading
-    visible = rgba[..., 3] > 0
-    rows, cols = np.flatnonzero(visible.any(axis=1)), np.flatnonzero(visible.any(axis=0))
-    if rows.size == 0:
-        return reading
-    ys, xs = rows[[0, -1]], cols[[0, -1]]  # only the layer's visible part is searched
-    room = 24  # transparent room around the visible part: glyphs touching its edge are still found
-    ox, oy = max(0, int(xs.min()) - room), max(0, int(ys.min()) - room)
-    part = rgba[oy : int(ys.max()) + 1 + room, ox : int(xs.max()) + 1 + room]
+    part, ox, oy = pixels, 0, 0
+    if pixels.shape[2] == 4:
+        visible = pixels[..., 3] > 0
+        rows, cols = np.flatnonzero(visible.any(axis=1)), np.flatnonzero(visible.any(axis=0))
+        if rows.size == 0:
+            return reading
+        ys, xs = rows[[0, -1]], cols[[0, -1]]  # only the layer's visible part is searched
+        room = 24  # transparent room around the visible part: glyphs touching its edge are still found
+        ox, oy = max(0, int(xs.min()) - room), max(0, int(ys.min()) - room)
+        part = pixels[oy : int(ys.max()) + 1 + room, ox : int(xs.max()) + 1 + room]
     if part.shape[0] < 4 or part.shape[1] < 4:
         return reading
     rgb = _flatten(part)
