@@ -77,6 +77,17 @@ def test_a_paragraph_is_one_block_of_lines_and_centred_lines_are_centred():
     assert [l.baseline for l in block.lines] == sorted(l.baseline for l in block.lines)
 
 
+def test_a_headline_over_a_smaller_subtitle_close_below_is_two_blocks():
+    image = Image.new("RGB", (1200, 500), (20, 30, 60))
+    draw = ImageDraw.Draw(image)
+    draw.text((600, 60), "Grand Opening", font=_font(DEJAVU_BOLD, 80), fill=(250, 240, 200), anchor="ma")
+    draw.text((600, 190), "New City Gallery", font=_font(LIBERATION_SERIF, 56), fill=(250, 240, 200), anchor="ma")
+    head, sub = read_text(image).blocks
+    assert (head.text, sub.text) == ("Grand Opening", "New City Gallery")
+    assert abs(head.size - 80) / 80 < 0.05 and abs(sub.size - 56) / 56 < 0.05
+    assert head.font.bold and not sub.font.bold
+
+
 def test_accents_the_recogniser_lacks_are_read_from_the_glyphs():
     image, _ = _render(size=(1000, 200), items=[((30, 50), "Größe über Straße", _font(LIBERATION_SERIF, 64), "black")])
     (block,) = read_text(image).blocks
