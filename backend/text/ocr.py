@@ -124,10 +124,17 @@ def _kept(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rows and columns of a picture the detector sees: all but the middle of long runs of plain ones. Next to
     content, a run keeps as many rows as the content is tall (at least PLAIN_KEPT), as the detector's boxes reach a
     little beyond the glyphs; the columns keep as many as the tallest content."""
-    row_plain = (rgb.max(axis=1).astype(np.int16) - rgb.min(axis=1) <= PLAIN_SPREAD).all(axis=-1)
+    from ..imaging.opencv import cv2
+
+    def plain(axis: int) -> np.ndarray:  # OpenCV: numpy reduces a row of an H×W×3 array several times slower
+        spread = cv2.reduce(rgb, axis, cv2.REDUCE_MAX).astype(np.int16) - cv2.reduce(rgb, axis, cv2.REDUCE_MIN)
+        return (spread.reshape(-1, rgb.shape[2]) <= PLAIN_SPREAD).all(axis=-1)
+
+    rgb = np.ascontiguousarray(rgb)
+    row_plain = plain(1)
     rows = _keep_runs(row_plain, None)
     tallest = max((b - a for a, b in _runs(~row_plain)), default=0)
-    col_plain = (rgb.max(axis=0).astype(np.int16) - rgb.min(axis=0) <= PLAIN_SPREAD).all(axis=-1)
+    col_plain = plain(0)
     cols = _keep_runs(col_plain, tallest)
     return rows, cols
 
