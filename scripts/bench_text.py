@@ -2,9 +2,11 @@
 """Text reading benchmark: renders a test set of text pictures with the fonts of Debian packages (fonts-dejavu,
 fonts-liberation, fonts-urw-base35, fonts-noto-cjk), reads them with backend.text, and prints every measure of
 docs/text.md — lines found, character error rate, ink-box IoU, font-size and colour error, family and bold
-accuracy, shapes read as text — and the time for a 2 MP and a 24 MP picture.
+accuracy, shapes read as text — for the first set of pictures and for the set added later apart, then the time
+(wall-clock and process CPU, with the load average) of every 2 MP picture and of a 24 MP one.
 
-    python scripts/bench_text.py [--out DIR]   (DIR: where the pictures and readings are written, to look at)
+    python scripts/bench_text.py [--out DIR] [--no-timing | --timing-only] [--repeat N]
+    (DIR: where the pictures and readings are written, to look at)
 """
 
 from __future__ import annotations
@@ -304,7 +306,7 @@ def summary(label: str, rows: list[dict], extra: int, on_shapes: int) -> None:
     print(f"character errors   {sum(r['edits'] for r in hit) / max(1, chars):.2%} of {chars} characters   (<= 3 %)")
     print(f"mean ink-box IoU   {statistics.mean(r['iou'] for r in hit):.3f}   (>= 0.8)")
     print(f"median size error  {statistics.median(r['size_error'] for r in hit):.1%}   (<= 10 %)")
-    print(f"colour error       median {statistics.median(colours)}/255, max {max(colours)}/255   (<= 6, max 16)")
+    print(f"colour error       median {statistics.median(colours):g}/255, max {max(colours)}/255   (<= 6, max 16)")
     print(f"family right       {sum(r['family'] for r in hit) / len(hit):.1%}   (>= 60 %)")
     print(f"bold right         {sum(r['bold'] for r in hit) / len(hit):.1%}   (>= 80 %)")
     print(f"shapes read as text {on_shapes}   (0); other lines not in the truth: {extra - on_shapes}")
