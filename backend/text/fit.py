@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from .fonts import Face
 
 SEARCH_SIZE = 40  # the size faces are compared at
-RENDER_CACHE = 512  # renderings kept: every face at SEARCH_SIZE for a few lines, and the sizes tried
+RENDER_CACHE = 512  # renderings kept while a picture is read: every face at SEARCH_SIZE for a line, the sizes tried
 
 
 @dataclass
@@ -24,8 +24,13 @@ class Rendered:
 
 def render(face: Face, size: int, text: str) -> Rendered | None:
     """`text` set in `face` at `size` px, its mask cropped to the ink (the same words are set many times while a
-    line is fitted: kept for the next ones; the mask is shared, never to be written to)."""
+    line is fitted: kept for the next ones until forget_renderings(); the mask is shared, never to be written to)."""
     return _render(face, int(size), text)
+
+
+def forget_renderings() -> None:
+    """Drops the kept renderings (read_text does when it is done with a picture)."""
+    _render.cache_clear()
 
 
 @functools.lru_cache(maxsize=RENDER_CACHE)

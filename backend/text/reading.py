@@ -13,7 +13,7 @@ from . import ocr
 from .accents import restore_accents
 from .blocks import Box, TextBlock, TextFont, TextLine, TextReading
 from .accents import VARIANTS
-from .fit import FontFit, best_face, fit_font, render, size_at
+from .fit import FontFit, best_face, fit_font, forget_renderings, render, size_at
 from .fonts import faces_for
 from .ink import Ink, line_ink
 
@@ -138,7 +138,14 @@ def read_text(image: Image.Image | np.ndarray) -> TextReading:
     Args:
         image: a PIL image (any mode) or an H×W×3/4 uint8 array.
     """
-    pixels = _pixels(image)  # RGBA, or RGB when opaque
+    try:
+        return _read(_pixels(image))
+    finally:
+        forget_renderings()
+
+
+def _read(pixels: np.ndarray) -> TextReading:
+    """read_text of an H×W×4 (or opaque H×W×3) picture."""
     height, width = pixels.shape[:2]
     reading = TextReading(width, height)
     if width < 4 or height < 4:
