@@ -43,6 +43,7 @@ def _session(path: str) -> Any:
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    options.enable_cpu_mem_arena = False  # as rapidocr: no pool held at its peak size between readings
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # idle threads sleep instead of spinning: on a busy machine a spinning thread takes the core the other one needs
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
