@@ -133,6 +133,13 @@ def test_degenerate_pictures_give_no_blocks_quickly(size, mode):
     assert time.perf_counter() - start < 5
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_plain_gradient_gives_no_blocks(axis):
+    ramp = np.linspace(0, 255, 1600).astype(np.uint8)
+    pixels = np.repeat(np.repeat(ramp[:, None, None] if axis == 0 else ramp[None, :, None], 1200, axis=1 - axis), 3, -1)
+    assert read_text(pixels).blocks == []
+
+
 def test_a_busy_picture_without_text_gives_no_blocks():
     rng = np.random.default_rng(3)
     y, x = np.mgrid[0:900, 0:1200].astype(np.float32)

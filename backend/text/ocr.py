@@ -87,8 +87,8 @@ def detect(rgb: np.ndarray) -> list[np.ndarray]:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
     rows, cols = _kept(small)
-    if rows.size == 0:
-        return []  # one flat colour
+    if rows.size == 0 or cols.size == 0:
+        return []  # every row (or every column) of one colour: one colour, or a gradient across the picture
     small = small[rows][:, cols] if len(rows) < small.shape[0] or len(cols) < small.shape[1] else small
     pad = 32 if min(small.shape[:2]) < 64 else EDGE
     top, left = pad, pad
