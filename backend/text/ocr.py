@@ -51,7 +51,7 @@ def _session(path: str) -> Any:
 
 
 def engine() -> Engine:
-    """The shared engine, loaded once (about 0.3 s); raises ImportError when rapidocr-onnxruntime is missing."""
+    """The shared engine, loaded once (about 0.2 s); raises ImportError when rapidocr-onnxruntime is missing."""
     global _engine
     with _lock:
         if _engine is None:
