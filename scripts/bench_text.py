@@ -313,7 +313,7 @@ def summary(label: str, rows: list[dict], extra: int, on_shapes: int) -> None:
 
 
 def load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
