@@ -2,15 +2,18 @@
 """Text reading benchmark: renders a test set of text pictures with the fonts of Debian packages (fonts-dejavu,
 fonts-liberation, fonts-urw-base35, fonts-noto-cjk), reads them with backend.text, and prints every measure of
 docs/text.md — lines found, character error rate, ink-box IoU, font-size and colour error, family and bold
-accuracy, shapes read as text — and the time for a 2 MP and a 24 MP picture.
+accuracy, shapes read as text — for the first set of pictures and for the set added later apart, then the time
+(wall-clock and process CPU, with the load average) of every 2 MP picture and of a 24 MP one.
 
-    python scripts/bench_text.py [--out DIR]   (DIR: where the pictures and readings are written, to look at)
+    python scripts/bench_text.py [--out DIR] [--no-timing | --timing-only] [--repeat N]
+    (DIR: where the pictures and readings are written, to look at)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -35,6 +38,13 @@ FONTS = {
     "URW Gothic": "/usr/share/fonts/opentype/urw-base35/URWGothic-{}.otf",
     "C059": "/usr/share/fonts/opentype/urw-base35/C059-{}.otf",
     "P052": "/usr/share/fonts/opentype/urw-base35/P052-{}.otf",
+    "Nimbus Sans Narrow": "/usr/share/fonts/opentype/urw-base35/NimbusSansNarrow-{}.otf",
+    "Nimbus Mono PS": "/usr/share/fonts/opentype/urw-base35/NimbusMonoPS-{}.otf",
+    "URW Bookman": "/usr/share/fonts/opentype/urw-base35/URWBookman-{}.otf",
+    "Z003": "/usr/share/fonts/opentype/urw-base35/Z003-{}.otf",
+    "Liberation Sans Narrow": "/usr/share/fonts/truetype/liberation/LiberationSansNarrow-{}.ttf",
+    "DejaVu Sans Condensed": "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed{}.ttf",
+    "DejaVu Serif Condensed": "/usr/share/fonts/truetype/dejavu/DejaVuSerifCondensed{}.ttf",
     "Noto Sans CJK SC": "/usr/share/fonts/opentype/noto/NotoSansCJK-{}.ttc",
     "Noto Serif CJK SC": "/usr/share/fonts/opentype/noto/NotoSerifCJK-{}.ttc",
 }
@@ -42,6 +52,11 @@ STYLE = {  # (bold, italic) → the file name's part
     "DejaVu Sans": {(0, 0): "", (1, 0): "-Bold", (0, 1): "-Oblique", (1, 1): "-BoldOblique"},
     "DejaVu Serif": {(0, 0): "", (1, 0): "-Bold", (0, 1): "-Italic", (1, 1): "-BoldItalic"},
     "DejaVu Sans Mono": {(0, 0): "", (1, 0): "-Bold"},
+    "DejaVu Sans Condensed": {(0, 0): "", (1, 0): "-Bold", (0, 1): "-Oblique"},
+    "DejaVu Serif Condensed": {(0, 0): "", (1, 0): "-Bold", (0, 1): "-Italic"},
+    "Nimbus Sans Narrow": {(0, 0): "Regular", (1, 0): "Bold", (0, 1): "Oblique"},
+    "URW Bookman": {(0, 0): "Light", (1, 0): "Demi", (0, 1): "LightItalic"},
+    "Z003": {(0, 1): "MediumItalic"},
     "URW Gothic": {(0, 0): "Book", (1, 0): "Demi", (0, 1): "BookOblique"},
     "C059": {(0, 0): "Roman", (1, 0): "Bold", (0, 1): "Italic"},
     "P052": {(0, 0): "Roman", (1, 0): "Bold", (0, 1): "Italic"},
@@ -69,6 +84,7 @@ class Truth:
 class Case:
     name: str
     image: Image.Image
+    added: bool = False  # one of the pictures added after the readings were first tuned (family, light on dark, ...)
     lines: list[Truth] = field(default_factory=list)
     shapes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
@@ -178,6 +194,44 @@ def cases() -> list[Case]:
     c.text((200, 300), "White on nothing", "Liberation Sans", 90, (255, 255, 255), bold=True)
     c.text((200, 500), "a transparent layer", "DejaVu Serif", 50, (250, 200, 40))
     out.append(c)
+    return out + added_cases(W, H)
+
+
+def added_cases(W: int, H: int) -> list[Case]:
+    """Pictures added after the readings were tuned on the ones above: other families of the same Debian packages,
+    light text on dark, many sizes on one transparent layer, text close to the picture's edges."""
+    out = []
+    c = Case("families", Image.new("RGB", (W, H), (252, 250, 245)), added=True)
+    c.text((80, 60), "Narrow Headline Today", "Nimbus Sans Narrow", 96, (20, 20, 20), bold=True)
+    c.text((80, 260), "A condensed sans for captions", "DejaVu Sans Condensed", 40, (60, 30, 30))
+    c.text((80, 380), "Bookman light for a quiet note", "URW Bookman", 44, (30, 50, 90))
+    c.text((80, 500), "Order code 7741 AB", "Nimbus Mono PS", 36, (0, 0, 0))
+    c.text((80, 620), "Narrow text fits more words on one line", "Liberation Sans Narrow", 34, (90, 20, 20))
+    c.text((80, 740), "Condensed serif, bold", "DejaVu Serif Condensed", 52, (20, 70, 40), bold=True)
+    c.text((80, 900), "With love from Paris", "Z003", 64, (120, 30, 90), italic=True)
+    out.append(c)
+
+    c = Case("dark", Image.new("RGB", (W, H), (18, 20, 28)), added=True)
+    c.text((100, 120), "Night Market", "URW Bookman", 120, (255, 214, 90), bold=True)
+    c.text((100, 380), "Street food and live music", "DejaVu Sans", 46, (235, 235, 240))
+    c.text((100, 480), "Every Friday from 6 pm", "Liberation Sans", 40, (120, 210, 255))
+    c.text((100, 1000), "Free entry", "Nimbus Sans", 28, (200, 200, 200))
+    out.append(c)
+
+    c = Case("mixed", Image.new("RGBA", (W, H), (0, 0, 0, 0)), added=True)
+    c.text((120, 80), "Spring Collection", "P052", 130, (40, 40, 40), bold=True)
+    c.text((120, 330), "New arrivals every week", "Liberation Sans", 48, (200, 60, 40))
+    c.text((120, 450), "Sizes from small to large", "DejaVu Serif", 30, (40, 40, 40))
+    c.text((120, 540), "Prices include tax and delivery within the country", "Nimbus Sans", 18, (80, 80, 80))
+    c.text((900, 700), "Shop now", "DejaVu Sans", 72, (20, 90, 160), bold=True)
+    out.append(c)
+
+    c = Case("edges", Image.new("RGB", (W, H), (240, 236, 228)), added=True)
+    c.text((3, 3), "Top corner label", "Liberation Sans", 40, (30, 30, 30), bold=True)
+    c.text((W - 3, 560), "Right edge", "Nimbus Roman", 56, (90, 20, 20), anchor="ra")
+    c.text((3, H - 3), "Bottom line of text", "DejaVu Sans", 36, (20, 60, 100), anchor="ld")
+    c.text((W - 3, H - 3), "Page 12", "URW Gothic", 30, (60, 60, 60), anchor="rd")
+    out.append(c)
     return out
 
 
@@ -243,18 +297,38 @@ def timed(image: Image.Image, repeat: int = 3) -> tuple[float, float]:
     return min(walls), min(cpus)
 
 
+def summary(label: str, rows: list[dict], extra: int, on_shapes: int) -> None:
+    hit = [r for r in rows if r["found"]]
+    chars = sum(len(r["truth"].text) for r in hit)
+    colours = [r["colour_error"] for r in hit]
+    print(f"\n{label}")
+    print(f"lines found        {len(hit)}/{len(rows)} = {len(hit) / len(rows):.1%}   (target >= 95 %)")
+    print(f"character errors   {sum(r['edits'] for r in hit) / max(1, chars):.2%} of {chars} characters   (<= 3 %)")
+    print(f"mean ink-box IoU   {statistics.mean(r['iou'] for r in hit):.3f}   (>= 0.8)")
+    print(f"median size error  {statistics.median(r['size_error'] for r in hit):.1%}   (<= 10 %)")
+    print(f"colour error       median {statistics.median(colours):g}/255, max {max(colours)}/255   (<= 6, max 16)")
+    print(f"family right       {sum(r['family'] for r in hit) / len(hit):.1%}   (>= 60 %)")
+    print(f"bold right         {sum(r['bold'] for r in hit) / len(hit):.1%}   (>= 80 %)")
+    print(f"shapes read as text {on_shapes}   (0); other lines not in the truth: {extra - on_shapes}")
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the pictures and their readings here")
     parser.add_argument("--no-timing", action="store_true", help="measure the readings only")
+    parser.add_argument("--timing-only", action="store_true", help="time the readings only")
+    parser.add_argument("--repeat", type=int, default=3, help="readings timed per picture (the best counts)")
     args = parser.parse_args()
-    rows, extra, on_shapes = [], 0, 0
-    for case in cases():
+    results = {False: ([], 0, 0), True: ([], 0, 0)}
+    for case in ([] if args.timing_only else cases()):
         reading = read_text(case.image).to_dict()
         result = measure(case, reading)
-        rows += result["rows"]
-        extra += result["extra"]
-        on_shapes += result["on_shapes"]
+        rows, extra, on_shapes = results[case.added]
+        results[case.added] = (rows + result["rows"], extra + result["extra"], on_shapes + result["on_shapes"])
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             case.image.save(args.out / f"{case.name}.png")
@@ -264,27 +338,30 @@ def main() -> None:
             got = (f'"{r["text"]}" iou {r["iou"]:.2f} size {r["size_error"]:.1%} colour {r["colour_error"]} '
                    f'family {"ok" if r["family"] else "no"} bold {"ok" if r["bold"] else "no"}') if r["found"] else "NOT FOUND"
             print(f"  {case.name:10s} {t.family:17s} {t.size:4d}px \"{t.text}\": {got}")
-    hit = [r for r in rows if r["found"]]
-    chars = sum(len(r["truth"].text) for r in hit)
-    print()
-    print(f"lines found        {len(hit)}/{len(rows)} = {len(hit) / len(rows):.1%}   (target >= 95 %)")
-    print(f"character errors   {sum(r['edits'] for r in hit) / max(1, chars):.2%} of {chars} characters   (<= 3 %)")
-    print(f"mean ink-box IoU   {statistics.mean(r['iou'] for r in hit):.3f}   (>= 0.8)")
-    print(f"median size error  {statistics.median(r['size_error'] for r in hit):.1%}   (<= 10 %)")
-    colours = [r["colour_error"] for r in hit]
-    print(f"colour error       median {statistics.median(colours)}/255, max {max(colours)}/255   (<= 6, max 16)")
-    print(f"family right       {sum(r['family'] for r in hit) / len(hit):.1%}   (>= 60 %)")
-    print(f"bold right         {sum(r['bold'] for r in hit) / len(hit):.1%}   (>= 80 %)")
-    print(f"shapes read as text {on_shapes}   (0); other lines not in the truth: {extra - on_shapes}")
+    if not args.timing_only:
+        first, added = results[False], results[True]
+        summary("first set (11 pictures)", *first)
+        summary("added set (4 pictures)", *added)
+        summary("all", first[0] + added[0], first[1] + added[1], first[2] + added[2])
     if args.no_timing:
         return
-    two = cases()[0].image
+    print(f"\ntimes: best of {args.repeat} readings after a first one; {load()}")
+    per_picture = []
+    for case in cases():
+        wall, cpu = timed(case.image, args.repeat)
+        per_picture.append((wall, cpu, case.name))
+        print(f"  {case.name:10s} {case.image.width}x{case.image.height}: {wall:.2f} s wall, {cpu:.2f} s CPU")
+    walls, cpus = sorted(p[0] for p in per_picture), sorted(p[1] for p in per_picture)
+    slowest = max(per_picture)
+    print(f"time 2 MP (1600 x 1200), {len(per_picture)} pictures: median {statistics.median(walls):.2f} s wall "
+          f"{statistics.median(cpus):.2f} s CPU; slowest ({slowest[2]}) {slowest[0]:.2f} s wall {slowest[1]:.2f} s CPU"
+          f"   (target 1.5 s)")
     big = Image.new("RGB", (6000, 4000), (245, 238, 220))
     for case, (x, y) in zip(cases()[:4], [(0, 0), (3000, 0), (0, 2000), (3000, 2000)]):
         big.paste(case.image.convert("RGB").resize((3000, 2000)), (x, y))
-    for label, image in (("2 MP (1600 x 1200)", two), ("24 MP (6000 x 4000)", big)):
-        wall, cpu = timed(image)
-        print(f"time {label}: {wall:.2f} s wall, {cpu:.2f} s CPU   (target {'1.5' if '2 MP' in label else '4'} s)")
+    wall, cpu = timed(big, args.repeat)
+    print(f"time 24 MP (6000 x 4000), 4 posters: {wall:.2f} s wall, {cpu:.2f} s CPU   (target 4 s)")
+    print(load())
 
 
 if __name__ == "__main__":

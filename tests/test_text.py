@@ -77,6 +77,17 @@ def test_a_paragraph_is_one_block_of_lines_and_centred_lines_are_centred():
     assert [l.baseline for l in block.lines] == sorted(l.baseline for l in block.lines)
 
 
+def test_a_headline_over_a_smaller_subtitle_close_below_is_two_blocks():
+    image = Image.new("RGB", (1200, 500), (20, 30, 60))
+    draw = ImageDraw.Draw(image)
+    draw.text((600, 60), "Grand Opening", font=_font(DEJAVU_BOLD, 80), fill=(250, 240, 200), anchor="ma")
+    draw.text((600, 190), "New City Gallery", font=_font(LIBERATION_SERIF, 56), fill=(250, 240, 200), anchor="ma")
+    head, sub = read_text(image).blocks
+    assert (head.text, sub.text) == ("Grand Opening", "New City Gallery")
+    assert abs(head.size - 80) / 80 < 0.05 and abs(sub.size - 56) / 56 < 0.05
+    assert head.font.bold and not sub.font.bold
+
+
 def test_accents_the_recogniser_lacks_are_read_from_the_glyphs():
     image, _ = _render(size=(1000, 200), items=[((30, 50), "Größe über Straße", _font(LIBERATION_SERIF, 64), "black")])
     (block,) = read_text(image).blocks
@@ -112,13 +123,61 @@ def test_rotated_text_stays_pixels():
     assert blocks and not any(b.editable for b in blocks)
 
 
-@pytest.mark.parametrize("size,mode", [((1, 1), "RGBA"), ((300, 200), "RGBA"), ((30000, 40), "RGB"), ((3, 3), "L")])
+@pytest.mark.parametrize("size,mode", [((1, 1), "RGBA"), ((300, 200), "RGBA"), ((30000, 40), "RGB"), ((3, 3), "L"),
+                                       ((2000, 1500), "RGBA"), ((1, 30000), "RGB"), ((1600, 1200), "RGB")])
 def test_degenerate_pictures_give_no_blocks_quickly(size, mode):
     image = Image.new(mode, size, 0 if mode != "RGB" else (255, 255, 255))
     start = time.perf_counter()
     reading = read_text(image)
     assert reading.blocks == [] and (reading.width, reading.height) == size
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_plain_gradient_gives_no_blocks(axis):
+    ramp = np.linspace(0, 255, 1600).astype(np.uint8)
+    pixels = np.repeat(np.repeat(ramp[:, None, None] if axis == 0 else ramp[None, :, None], 1200, axis=1 - axis), 3, -1)
+    assert read_text(pixels).blocks == []
+
+
+def test_a_busy_picture_without_text_gives_no_blocks():
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:900, 0:1200].astype(np.float32)
+    pixels = np.stack([80 + 100 * x / 1200, 60 + 120 * y / 900, 160 - 60 * x / 1200], axis=-1)
+    image = Image.fromarray(np.clip(pixels + rng.normal(0, 6, pixels.shape), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        cx, cy, r = rng.integers(0, 1200), rng.integers(0, 900), rng.integers(20, 120)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    assert read_text(image).blocks == []
+
+
+def test_a_30000_px_wide_banner_with_words_is_read_without_failing():
+    image, _ = _render(size=(30000, 300), background=(255, 255, 255),
+                       items=[((100 + 6000 * i, 80), "Banner text", _font(DEJAVU_BOLD, 120), "black") for i in range(5)])
+    reading = read_text(image)
+    assert (reading.width, reading.height) == (30000, 300)
+    assert all(b.box.right <= 30000 and b.box.bottom <= 300 for b in reading.blocks)
+
+
+def test_lines_far_apart_on_a_flat_background_come_back_where_they_are():
+    # the detector's copy leaves out most of the empty background between them: their boxes map back
+    image, boxes = _render(size=(2400, 1800), background=(235, 240, 250), items=[
+        ((4, 4), "Top left corner", _font(DEJAVU_BOLD, 48), (20, 20, 20)),
+        ((1500, 900), "In the middle", _font(LIBERATION_SERIF, 40), (120, 20, 20)),
+        ((1900, 1730), "Bottom right", _font(DEJAVU_BOLD, 56), (20, 60, 120)),
+    ])
+    blocks = read_text(image).blocks
+    assert [b.text for b in blocks] == ["Top left corner", "In the middle", "Bottom right"]
+    for block, box in zip(blocks, boxes):
+        b = block.box
+        assert _iou((b.x, b.y, b.right, b.bottom), box) > 0.8
+
+
+def test_an_opaque_picture_reads_the_same_as_rgb_rgba_or_an_array():
+    image, _ = _render(size=(700, 200), items=[((30, 50), "Fresh bread", _font(DEJAVU_BOLD, 64), (10, 90, 50))])
+    readings = [read_text(x).to_dict() for x in (image, image.convert("RGBA"), np.asarray(image.convert("RGBA")))]
+    assert readings[0]["blocks"] and readings[0] == readings[1] == readings[2]
 
 
 def test_the_command_writes_the_json_shape_of_docs_text_md(tmp_path):

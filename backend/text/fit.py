@@ -3,6 +3,7 @@ line's ink gives the family, weight and slant; the ink's height and width at tha
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image, ImageDraw
 from .fonts import Face
 
 SEARCH_SIZE = 40  # the size faces are compared at
+RENDER_CACHE = 512  # renderings kept while a picture is read: every face at SEARCH_SIZE for a line, the sizes tried
 
 
 @dataclass
@@ -21,6 +23,18 @@ class Rendered:
 
 
 def render(face: Face, size: int, text: str) -> Rendered | None:
+    """`text` set in `face` at `size` px, its mask cropped to the ink (the same words are set many times while a
+    line is fitted: kept for the next ones until forget_renderings(); the mask is shared, never to be written to)."""
+    return _render(face, int(size), text)
+
+
+def forget_renderings() -> None:
+    """Drops the kept renderings (read_text does when it is done with a picture)."""
+    _render.cache_clear()
+
+
+@functools.lru_cache(maxsize=RENDER_CACHE)
+def _render(face: Face, size: int, text: str) -> Rendered | None:
     font = face.font(size)
     l, t, r, b = font.getbbox(text, anchor="ls")
     if r <= l or b <= t:
@@ -32,54 +46,76 @@ def render(face: Face, size: int, text: str) -> Rendered | None:
         return None
     left, top, right, bottom = bbox
     mask = np.asarray(canvas.crop(bbox), dtype=np.float32) / 255.0
+    mask.flags.writeable = False
     return Rendered(mask, int(1 - t - top), float(left - (1 - l)))
 
 
-def _similarity(observed: np.ndarray, rendered: np.ndarray) -> float:
+def _similarity(observed: Image.Image, rendered: np.ndarray) -> float:
+    """Soft IoU of the ink and a rendering, compared at the smaller of their two sizes: ink smaller than the
+    rendering is not enlarged, as enlarging blurs it and makes every stroke look bolder."""
     h, w = rendered.shape
-    scaled = np.asarray(Image.fromarray(observed).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
-    union = np.maximum(scaled, rendered).sum()
-    return float(np.minimum(scaled, rendered).sum() / union) if union > 0 else 0.0
+    if observed.height < h:
+        ours = np.asarray(observed, dtype=np.float32)
+        smaller = Image.fromarray(rendered).resize(observed.size, Image.Resampling.BILINEAR)
+        theirs = np.asarray(smaller, dtype=np.float32)
+    else:
+        ours = np.asarray(observed.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+        theirs = rendered
+    union = np.maximum(ours, theirs).sum()
+    return float(np.minimum(ours, theirs).sum() / union) if union > 0 else 0.0
 
 
 def _pieces(mask: np.ndarray) -> list[tuple[int, int]]:
     """Column ranges of the mask's words: runs of ink split at gaps wider than a fifth of its height."""
-    inked = (mask > 0.3).any(axis=0)
+    columns = np.flatnonzero((mask > 0.3).any(axis=0))
+    if columns.size == 0:
+        return []
     min_gap = max(2, int(0.2 * mask.shape[0]))
-    pieces, start, gap = [], None, 0
-    for x, on in enumerate(inked):
-        if on:
-            if start is None:
-                start = x
-            elif gap >= min_gap:
-                pieces.append((start, x - gap))
-                start = x
-            gap = 0
-        elif start is not None:
-            gap += 1
-    if start is not None:
-        pieces.append((start, len(inked) - gap))
-    return pieces
+    breaks = np.flatnonzero(np.diff(columns) - 1 >= min_gap)
+    starts = np.concatenate([columns[:1], columns[breaks + 1]])
+    ends = np.concatenate([columns[breaks], columns[-1:]]) + 1
+    return list(zip(starts.tolist(), ends.tolist()))
 
 
-def _match(observed: np.ndarray, rendered: np.ndarray) -> float:
+def _width_penalty(expected: float, actual: float) -> float:
+    return float(np.exp(-2.0 * abs(np.log(expected / actual))))
+
+
+class _Observed:
+    """A line's ink as every candidate face is compared with it: its words and its picture, worked out once."""
+
+    def __init__(self, coverage: np.ndarray):
+        self.coverage = coverage
+        self.image = Image.fromarray(coverage)
+        self.pieces = _pieces(coverage)
+        self.words = {piece: Image.fromarray(np.ascontiguousarray(coverage[:, piece[0] : piece[1]]))
+                      for piece in self.pieces}
+
+
+def _match(observed: _Observed, rendered: np.ndarray, bound: float = 0.0) -> float:
     """How well a face's rendering matches the ink: soft IoU, less for another width. Word by word where both split
-    into as many words, so a misread letter shifts only its own word."""
-    h, w = observed.shape
+    into as many words, so a misread letter shifts only its own word. Returns at most `bound` early when the widths
+    alone show it cannot score above it (a soft IoU is at most 1)."""
+    h, w = observed.coverage.shape
     rh, rw = rendered.shape
-    whole = _similarity(observed, rendered) * float(np.exp(-2.0 * abs(np.log((w / h) / (rw / rh)))))
-    ours, theirs = _pieces(observed), _pieces(rendered)
-    if len(ours) < 2 or len(ours) != len(theirs):
-        return whole
+    whole_width = _width_penalty(w / h, rw / rh)
+    ours, theirs = observed.pieces, _pieces(rendered)
+    by_word = len(ours) >= 2 and len(ours) == len(theirs)
     scale = rh / h
-    total = weight = 0.0
-    for (a, b), (c, d) in zip(ours, theirs):
-        word, their_word = observed[:, a:b], rendered[:, c:d]
-        expected = (b - a) * scale
-        score = _similarity(word, their_word) * float(np.exp(-2.0 * abs(np.log(expected / max(1, d - c)))))
-        total += score * (d - c)
-        weight += d - c
-    return max(whole, total / weight)
+    if by_word:
+        penalties = [_width_penalty((b - a) * scale, max(1, d - c)) for (a, b), (c, d) in zip(ours, theirs)]
+        weights = [d - c for c, d in theirs]
+        best_by_word = sum(p * wt for p, wt in zip(penalties, weights)) / sum(weights)
+        if max(whole_width, best_by_word) <= bound:
+            return max(whole_width, best_by_word)
+    elif whole_width <= bound:
+        return whole_width
+    whole = _similarity(observed.image, rendered) * whole_width
+    if not by_word:
+        return whole
+    total = sum(_similarity(observed.words[ours[i]], rendered[:, c:d]) * penalties[i] * weights[i]
+                for i, (c, d) in enumerate(theirs))
+    return max(whole, total / sum(weights))
 
 
 @dataclass
@@ -105,15 +141,19 @@ def size_at(face: Face, text: str, ink_height: int, ink_width: int) -> tuple[flo
     return size, round(exact.baseline * size / at)
 
 
-def rank_faces(coverage: np.ndarray, text: str, faces: list[Face]) -> list[tuple[float, Face]]:
-    """(match, face) for each face that can render `text`, best first; `coverage` is the line's ink, cropped to it."""
-    scored = []
+def best_face(coverage: np.ndarray, text: str, faces: list[Face]) -> tuple[float, Face] | None:
+    """(match, face) of the face among `faces` that renders `text` most like `coverage` (the line's ink, cropped to
+    it); None when none can render it. Faces whose widths alone cannot beat the best so far are not compared."""
+    observed = _Observed(coverage)
+    best: tuple[float, Face] | None = None
     for face in faces:
         rendered = render(face, SEARCH_SIZE, text)
-        if rendered is not None:
-            scored.append((_match(coverage, rendered.mask), face))
-    scored.sort(key=lambda pair: -pair[0])
-    return scored
+        if rendered is None:
+            continue
+        score = _match(observed, rendered.mask, best[0] if best else 0.0)
+        if best is None or score > best[0]:
+            best = (score, face)
+    return best
 
 
 def fit_font(coverage: np.ndarray, text: str, faces: list[Face]) -> FontFit | None:
@@ -121,10 +161,10 @@ def fit_font(coverage: np.ndarray, text: str, faces: list[Face]) -> FontFit | No
     text = text.strip()
     if not text or not faces or coverage.size == 0:
         return None
-    ranked = rank_faces(coverage, text, faces)
-    if not ranked:
+    best = best_face(coverage, text, faces)
+    if best is None:
         return None
-    score, face = ranked[0]
+    score, face = best
     sized = size_at(face, text, *coverage.shape)
     if sized is None:
         return None

@@ -28,9 +28,9 @@ def _features(rgba: np.ndarray) -> np.ndarray:
 
 
 def line_ink(rgba: np.ndarray, box: tuple[int, int, int, int]) -> Ink | None:
-    """The ink of the line detected in `box` (x0, y0, x1, y1, image pixels) of an RGBA image; None when the box
-    holds no contrast. Glyphs are told from the background by colour: the background is the crop's border, the ink
-    the colour farthest from it, and each pixel's coverage its position between the two."""
+    """The ink of the line detected in `box` (x0, y0, x1, y1, image pixels) of an RGBA image (or an opaque RGB one);
+    None when the box holds no contrast. Glyphs are told from the background by colour: the background is the crop's
+    border, the ink the colour farthest from it, and each pixel's coverage its position between the two."""
     h_img, w_img = rgba.shape[:2]
     x0, y0, x1, y1 = box
     height = max(1, y1 - y0)
@@ -40,6 +40,8 @@ def line_ink(rgba: np.ndarray, box: tuple[int, int, int, int]) -> Ink | None:
     if cx1 - cx0 < 2 or cy1 - cy0 < 2:
         return None
     crop = rgba[cy0:cy1, cx0:cx1]
+    if crop.shape[2] == 3:  # an opaque picture
+        crop = np.concatenate([crop, np.full(crop.shape[:2] + (1,), 255, np.uint8)], axis=-1)
     feats = _features(crop)
     ring = np.concatenate([feats[:2].reshape(-1, 4), feats[-2:].reshape(-1, 4),
                            feats[:, :2].reshape(-1, 4), feats[:, -2:].reshape(-1, 4)])
@@ -60,13 +62,13 @@ def line_ink(rgba: np.ndarray, box: tuple[int, int, int, int]) -> Ink | None:
     solid[y1 - cy0 + inside :] = 0
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(solid, connectivity=8)
     bx0, by0, bx1, by1 = x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0
-    keep = np.zeros(count, dtype=bool)
-    peaks = np.zeros(count, dtype=np.float32)
-    np.maximum.at(peaks, labels.ravel(), coverage.ravel())
-    for i in range(1, count):
-        cx, cy = centroids[i]
-        w, h = stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]
-        keep[i] = peaks[i] >= 0.75 and bx0 <= cx <= bx1 and by0 <= cy <= by1 and h <= 1.6 * height and w <= 1.2 * (bx1 - bx0) + 2
+    peaked = np.zeros(count, dtype=bool)  # a component with a pixel of coverage >= 0.75: a glyph, not a halo
+    peaked[labels[coverage >= 0.75]] = True
+    cx, cy = centroids[:, 0], centroids[:, 1]
+    w, h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    keep = (peaked & (bx0 <= cx) & (cx <= bx1) & (by0 <= cy) & (cy <= by1) & (h <= 1.6 * height)
+            & (w <= 1.2 * (bx1 - bx0) + 2))
+    keep[0] = False  # the background
     mask = keep[labels]
     if not mask.any():
         return None

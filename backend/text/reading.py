@@ -13,7 +13,7 @@ from . import ocr
 from .accents import restore_accents
 from .blocks import Box, TextBlock, TextFont, TextLine, TextReading
 from .accents import VARIANTS
-from .fit import FontFit, fit_font, rank_faces, render, size_at
+from .fit import FontFit, best_face, fit_font, forget_renderings, render, size_at
 from .fonts import faces_for
 from .ink import Ink, line_ink
 
@@ -42,21 +42,30 @@ class _Line:
         return self.ink.coverage[b.y - oy : b.bottom - oy, b.x - ox : b.right - ox]
 
 
-def _as_rgba(image: Image.Image | np.ndarray) -> np.ndarray:
+def _pixels(image: Image.Image | np.ndarray) -> np.ndarray:
+    """H×W×4 uint8 for a picture with transparency, H×W×3 for an opaque one (a 24 MP photo is not copied into RGBA
+    only to be found opaque)."""
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
             arr = np.stack([arr] * 3, axis=-1)
-        if arr.shape[2] == 3:
-            arr = np.concatenate([arr, np.full(arr.shape[:2] + (1,), 255, arr.dtype)], axis=-1)
-        return np.ascontiguousarray(arr.astype(np.uint8))
-    return np.asarray(image.convert("RGBA"))
+        if arr.shape[2] == 4 and arr[..., 3].min() == 255:
+            arr = arr[..., :3]
+        return np.ascontiguousarray(arr.astype(np.uint8, copy=False))
+    if image.mode == "RGB":
+        return np.asarray(image)
+    if "transparency" in image.info or {"A", "a"} & set(image.getbands()):
+        return np.asarray(image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))
 
 
-def _flatten(rgba: np.ndarray) -> np.ndarray:
+def _flatten(pixels: np.ndarray) -> np.ndarray:
     """RGB for the recogniser: transparent parts become a colour far from the layer's own."""
-    if rgba[..., 3].min() == 255:
-        return np.ascontiguousarray(rgba[..., :3])
+    if pixels.shape[2] == 3:
+        return pixels
+    if pixels[..., 3].min() == 255:
+        return np.ascontiguousarray(pixels[..., :3])
+    rgba = pixels
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     opaque = rgba[..., 3] > 127
     mean = rgba[..., :3][opaque].mean(axis=0) if opaque.any() else np.zeros(3)
@@ -129,19 +138,28 @@ def read_text(image: Image.Image | np.ndarray) -> TextReading:
     Args:
         image: a PIL image (any mode) or an H×W×3/4 uint8 array.
     """
-    rgba = _as_rgba(image)
-    height, width = rgba.shape[:2]
+    try:
+        return _read(_pixels(image))
+    finally:
+        forget_renderings()
+
+
+def _read(pixels: np.ndarray) -> TextReading:
+    """read_text of an H×W×4 (or opaque H×W×3) picture."""
+    height, width = pixels.shape[:2]
     reading = TextReading(width, height)
     if width < 4 or height < 4:
         return reading
-    visible = rgba[..., 3] > 0
-    rows, cols = np.flatnonzero(visible.any(axis=1)), np.flatnonzero(visible.any(axis=0))
-    if rows.size == 0:
-        return reading
-    ys, xs = rows[[0, -1]], cols[[0, -1]]  # only the layer's visible part is searched
-    room = 24  # transparent room around the visible part: glyphs touching its edge are still found
-    ox, oy = max(0, int(xs.min()) - room), max(0, int(ys.min()) - room)
-    part = rgba[oy : int(ys.max()) + 1 + room, ox : int(xs.max()) + 1 + room]
+    part, ox, oy = pixels, 0, 0
+    if pixels.shape[2] == 4:
+        visible = pixels[..., 3] > 0
+        rows, cols = np.flatnonzero(visible.any(axis=1)), np.flatnonzero(visible.any(axis=0))
+        if rows.size == 0:
+            return reading
+        ys, xs = rows[[0, -1]], cols[[0, -1]]  # only the layer's visible part is searched
+        room = 24  # transparent room around the visible part: glyphs touching its edge are still found
+        ox, oy = max(0, int(xs.min()) - room), max(0, int(ys.min()) - room)
+        part = pixels[oy : int(ys.max()) + 1 + room, ox : int(xs.max()) + 1 + room]
     if part.shape[0] < 4 or part.shape[1] < 4:
         return reading
     rgb = _flatten(part)
@@ -173,10 +191,7 @@ def read_text(image: Image.Image | np.ndarray) -> TextReading:
         else:
             groups.append([line])
 
-    for group in groups:
-        block = _block(group, part.shape[1])
-        if block is None:
-            continue
+    for block in (b for group in groups for b in _blocks(group, part.shape[1])):
         for l in block.lines:  # back to the whole image's pixels
             l.box = Box(l.box.x + ox, l.box.y + oy, l.box.width, l.box.height)
             l.baseline += oy
@@ -195,32 +210,48 @@ def _accented(line: _Line, face, size: float) -> str:
     return restore_accents(line.text, line.ink.coverage, face, sized[0], pen_x, line.box.y + sized[1] - oy)
 
 
-def _fit_with_accents(line: _Line, faces) -> FontFit | None:
+def _fit_with_accents(line: _Line, faces, fitted: FontFit) -> FontFit:
     """A poor match may come from letters read without their accents (ü read as i changes the widths): the accents
     the best face finds are restored and the faces ranked again, until the reading settles."""
-    text, best = line.text, None
-    for _ in range(RECHECK_ROUNDS):
-        ranked = rank_faces(line.observed(), text, faces)
-        if not ranked:
+    text, best = line.text, fitted
+    for _ in range(RECHECK_ROUNDS - 1):  # the first ranking is `fitted`
+        accented = _accented(line if text == line.text else _Line(text, line.score, line.quad, line.ink, line.angle),
+                             best.face, best.size)
+        if accented == text:
             break
-        score, face = ranked[0]
+        text = accented
+        found = best_face(line.observed(), text, faces)
+        if found is None:
+            break
+        score, face = found
         sized = size_at(face, text, line.box.height, line.box.width)
         if sized is None:
             break
         best = FontFit(face, score, sized[0])
-        accented = _accented(_Line(text, line.score, line.quad, line.ink, line.angle), face, sized[0])
-        if accented == text:
-            break
-        text = accented
     return best
 
 
-def _block(group: list[_Line], width: int) -> TextBlock | None:
+def _blocks(group: list[_Line], width: int) -> list[TextBlock]:
+    """The block of a group of lines, or several when the fitted face sets its lines at different sizes (a headline
+    over a subtitle that the detector's line heights could not tell apart)."""
     longest = max(group, key=lambda l: l.box.width)
     faces = faces_for("".join(l.text for l in group))
     fitted = fit_font(longest.observed(), longest.text, faces)
     if fitted is not None and fitted.score < RECHECK_FIT and any(c in VARIANTS for c in longest.text):
-        fitted = _fit_with_accents(longest, faces) or fitted
+        fitted = _fit_with_accents(longest, faces, fitted)
+    if fitted is not None and len(group) > 1:
+        sizes = [size_at(fitted.face, l.text, l.box.height, l.box.width) for l in group]
+        cuts = [i for i in range(1, len(group)) if sizes[i] and sizes[i - 1]
+                and not 0.8 <= sizes[i][0] / sizes[i - 1][0] <= 1.25]
+        if cuts:
+            runs = [group[a:b] for a, b in zip([0] + cuts, cuts + [len(group)])]
+            return [b for run in runs for b in _blocks(run, width)]
+    block = _block(group, width, fitted)
+    return [] if block is None else [block]
+
+
+def _block(group: list[_Line], width: int, fitted: FontFit | None) -> TextBlock | None:
+    longest = max(group, key=lambda l: l.box.width)
     score = fitted.score if fitted else 0.0
     if len(group) == 1 and len(longest.text) <= 2 and score < SHAPE_MIN_FIT:
         return None  # a bar, a ring or a dot read as "I", "O" or "."
