@@ -61,11 +61,12 @@ HARD_R = 4  # model pixels either side over which a ramp's contrast is measured
 HARD_K = 1.0  # how much such a ramp is steepened, per full-resolution pixel per model pixel
 MOVE_PRIOR = 1.0  # weight of "no offset" in a layer's misregistration fit (about 40 clear edge pixels' worth)
 ENERGY_PRIOR = 16.0  # pixels' worth of evidence behind the prior (the overall fine energy) of a layer's energy
-FINE = float(os.environ.get("LB_FINE", "4"))  # how far a varying partial alpha may be off at full resolution
+FINE = 4.0  # how far a varying partial alpha may be off at full resolution
+CORRECTED = 4.0  # how far an alpha corrected at the model's size may be off
 SEEN_REACH = 4  # model pixels beyond the model's layer that the source may still show it
 SEEN_EDGE = 0.03  # alpha slope (per model pixel) of an edge that the source may correct
-SEEN_NOISE = 0.02  # squared colour contrast (RGBA) at which the source's alpha and the model's count alike
-SEEN_TAU = float(os.environ.get("LB_TAU", "0.04"))  # typical size of the model's colour errors (RGB length)
+SEEN_NOISE = 0.02 # squared colour contrast (RGBA) at which the source's alpha and the model's count alike
+SEEN_TAU = 0.03  # typical size of the model's colour errors (RGB length)
 SEEN_PASSES = 2  # alpha correction passes at the model's resolution (each sees the others' corrected alphas)
 ENERGY_FLOOR = 0.02  # no layer's fine energy is taken below this share of the overall one
 F1 = np.float32(1.0)
@@ -475,6 +476,7 @@ class _Prepared:
         # the alpha the source shows at the model's resolution: misplaced, blurred, eroded or grown edges move to
         # where the source has them, where the layer is seen
         # top down: each layer explains what the (corrected) layers above it leave unexplained
+        drawn = [a.copy() for a in alphas]
         for _ in range(SEEN_PASSES):
             below, _unused = _composites(colours, alphas)
             over = np.zeros((h, w, 4), np.float32)
@@ -515,7 +517,8 @@ class _Prepared:
             # a partly transparent model pixel where the alpha varies may hide any mix of 0 and 1 at full resolution
             # (hair, thin strokes, small type): there the model knows the coverage, the source where it is
             lo, hi = _range(a, 1)
-            spread = np.sqrt(spread * spread + FINE * a * (1.0 - a) * np.square(hi - lo))
+            spread = np.sqrt(spread * spread + FINE * a * (1.0 - a) * np.square(hi - lo)
+                             + CORRECTED * np.square(a - drawn[i]))  # where the model was wrong, the source decides
             edge = (a > 0.004) & (a < 0.996)
             band = _dilate(edge, 2)
             weight = np.where(band, variance / (spread * spread), 1e6).astype(np.float32)
