@@ -8,7 +8,11 @@ resolution so that what is visible comes from the original pixels and only what 
    semi-transparent layers and hidden parts are corrected too, then a smooth offset measured where the layer is
    plainly visible). A layer the model drew a little off is moved onto the source: its sub-pixel offset is
    fitted where its edges are visible (the alpha that explains the source there against the model's alpha
-   moved), and the whole layer moves, so that its hidden edges and content follow. Then, for every layer, the
+   moved), and the whole layer moves, so that its hidden edges and content follow. Then each layer's alpha is
+   corrected, top down, towards the alpha that explains the source at the model's resolution (where the source's
+   finer detail has averaged out), near the model's edges and where the layer stands out from what lies behind
+   it: an edge the model drew misplaced by a few pixels, blurred, eroded or grown moves to where the source has
+   it; differences within the model's colour noise are left alone. Then, for every layer, the
    model's view of each pixel without that layer and with it made opaque is composited from the others, and each
    layer's fine energy (the detail its model copy lacks) is fitted from the source on sampled patches.
 2. At full resolution, tile by tile (bounded memory): each layer's alpha is the model's, upsampled, except along
@@ -17,7 +21,9 @@ resolution so that what is visible comes from the original pixels and only what 
    model edge is probably sharper than the model can draw; a gentle ramp is kept). Alpha edges so follow the
    original's edges, including detail finer than the model's pixels (text). A model ramp as steep as the model
    can draw a step is steepened to about one full-resolution pixel first, so that where the source says nothing
-   (the layer is covered) such an edge stays hard instead of a blur several pixels wide.
+   (the layer is covered) such an edge stays hard instead of a blur several pixels wide. The model's alpha is
+   also trusted less where it is partial and varies (hair, thin strokes, small type: a partial model pixel may
+   hold any mix of 0 and 1) and where the source corrected it at the model's resolution.
 3. The alphas are fixed so that the stack's alpha equals the source's (the lowest clearly present layer takes up
    the difference) and quantised; then colours are solved so that the composite equals the source: what the
    model's stack misses at a pixel is shared by the visible layers as a least-squares guess would, each taking a
