@@ -511,7 +511,8 @@ def verdict(r: dict) -> dict:
 def table(results: list[dict]) -> str:
     head = (
         "| case | size | layers | bucket | method | composite PSNR (dB) | max err (/255) | alpha soft IoU | visible edges "
-        "| hidden edges (share) | RGB L1 | time (s) | CPU (s) | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| hidden edges (share) | RGB L1 | time (s) | CPU (s) | load | peak mem (MiB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for r in results:
@@ -525,10 +526,11 @@ def table(results: list[dict]) -> str:
             vis = f"{f['vis_iou']:.4f}" + (f" ({100 * v['vis_way']:.0f} %)" if extra else "")
             hid = f"{f['hid_iou']:.4f}" + (f" ({100 * v['hid_way']:.0f} %)" if extra else f" ({100 * r['hidden_share']:.0f} %)")
             l1 = f"{f['l1']:.5f}" + (f" (×{v['l1_ratio']:.2f})" if extra else "")
+            mem = f"{f['peak_mib']:.0f}" if "peak_mib" in f else "–"  # not traced in-process
             rows.append(
                 f"| {c.name} | {c.width}×{c.height} | {c.layers} | {r['bucket'][0]}×{r['bucket'][1]} | {label} "
                 f"| {psnr} | {f['max_err']:.2f} | {iou} | {vis} | {hid} | {l1} | {f['seconds']:.2f} | {f['cpu']:.2f} "
-                f"| {f['load']:.1f} |"
+                f"| {f['load']:.1f} | {mem} |"
             )
     return head + "\n".join(rows) + "\n"
 
