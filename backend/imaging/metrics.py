@@ -73,9 +73,47 @@ def soft_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.minimum(a, b).sum()) / union if union > 0 else 1.0
 
 
+def edge_masks(truth: Sequence[np.ndarray], model: Sequence[np.ndarray], radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Where each layer's alpha edge is, split into what the source shows and what other layers hide.
+
+    A layer's edge is where its true alpha changes within `radius` pixels, or where the model's alpha (brought to the
+    same size) has one (a blurred or misplaced edge errs there). An edge pixel is visible where the layers above it
+    let at least half of it through (their true alphas), hidden otherwise: only the model knows the latter.
+
+    Args:
+        truth: the layers' true alphas, bottom to top, uint8 (h, w).
+        model: the model's alphas at the same size, uint8 (h, w).
+        radius: half the side of the square window, in pixels.
+
+    Returns:
+        per layer, (visible, hidden) boolean masks.
+    """
+    from .opencv import cv2
+
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    through = np.ones(truth[0].shape, np.float32)  # transmittance of the layers above
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for t, m in zip(reversed(truth), reversed(model)):
+        edge = cv2.dilate(t, kernel) != cv2.erode(t, kernel)
+        edge |= cv2.dilate(m, np.ones((3, 3), np.uint8)) != cv2.erode(m, np.ones((3, 3), np.uint8))
+        seen = through >= 0.5
+        out.append((edge & seen, edge & ~seen))
+        through *= 1.0 - t.astype(np.float32) / 255.0
+    return out[::-1]
+
+
+def soft_iou_sums(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Σ min and Σ max of two alpha masks of one scale over `mask`: a soft IoU's parts, to be pooled."""
+    a, b = np.asarray(a, np.float64)[mask], np.asarray(b, np.float64)[mask]
+    return float(np.minimum(a, b).sum()), float(np.maximum(a, b).sum())
+
+
 def premultiplied_l1(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference of the premultiplied colour of two uint8 straight RGBA images of one size, in 0..1."""
     return float(np.mean(np.abs(premultiplied(a)[..., :3] - premultiplied(b)[..., :3])))
 
 
-__all__ = ["Recomposition", "on_canvas", "premultiplied", "premultiplied_l1", "recomposition", "soft_iou"]
+__all__ = [
+    "Recomposition", "edge_masks", "on_canvas", "premultiplied", "premultiplied_l1", "recomposition", "soft_iou",
+    "soft_iou_sums",
+]

@@ -8,7 +8,11 @@ resolution so that what is visible comes from the original pixels and only what 
    semi-transparent layers and hidden parts are corrected too, then a smooth offset measured where the layer is
    plainly visible). A layer the model drew a little off is moved onto the source: its sub-pixel offset is
    fitted where its edges are visible (the alpha that explains the source there against the model's alpha
-   moved), and the whole layer moves, so that its hidden edges and content follow. Then, for every layer, the
+   moved), and the whole layer moves, so that its hidden edges and content follow. Then each layer's alpha is
+   corrected, top down, towards the alpha that explains the source at the model's resolution (where the source's
+   finer detail has averaged out), near the model's edges and where the layer stands out from what lies behind
+   it: an edge the model drew misplaced by a few pixels, blurred, eroded or grown moves to where the source has
+   it; differences within the model's colour noise are left alone. Then, for every layer, the
    model's view of each pixel without that layer and with it made opaque is composited from the others, and each
    layer's fine energy (the detail its model copy lacks) is fitted from the source on sampled patches.
 2. At full resolution, tile by tile (bounded memory): each layer's alpha is the model's, upsampled, except along
@@ -17,7 +21,9 @@ resolution so that what is visible comes from the original pixels and only what 
    model edge is probably sharper than the model can draw; a gentle ramp is kept). Alpha edges so follow the
    original's edges, including detail finer than the model's pixels (text). A model ramp as steep as the model
    can draw a step is steepened to about one full-resolution pixel first, so that where the source says nothing
-   (the layer is covered) such an edge stays hard instead of a blur several pixels wide.
+   (the layer is covered) such an edge stays hard instead of a blur several pixels wide. The model's alpha is
+   also trusted less where it is partial and varies (hair, thin strokes, small type: a partial model pixel may
+   hold any mix of 0 and 1) and where the source corrected it at the model's resolution.
 3. The alphas are fixed so that the stack's alpha equals the source's (the lowest clearly present layer takes up
    the difference) and quantised; then colours are solved so that the composite equals the source: what the
    model's stack misses at a pixel is shared by the visible layers as a least-squares guess would, each taking a
@@ -61,6 +67,13 @@ HARD_R = 4  # model pixels either side over which a ramp's contrast is measured
 HARD_K = 1.0  # how much such a ramp is steepened, per full-resolution pixel per model pixel
 MOVE_PRIOR = 1.0  # weight of "no offset" in a layer's misregistration fit (about 40 clear edge pixels' worth)
 ENERGY_PRIOR = 16.0  # pixels' worth of evidence behind the prior (the overall fine energy) of a layer's energy
+FINE = 4.0  # how far a varying partial alpha may be off at full resolution
+CORRECTED = 4.0  # how far an alpha corrected at the model's size may be off
+SEEN_REACH = 4  # model pixels beyond the model's layer that the source may still show it
+SEEN_EDGE = 0.03  # alpha slope (per model pixel) of an edge that the source may correct
+SEEN_NOISE = 0.02  # squared colour contrast (RGBA) at which the source's alpha and the model's count alike
+SEEN_TAU = 0.03  # typical size of the model's colour errors (RGB length)
+SEEN_PASSES = 2  # alpha correction passes at the model's resolution (each sees the others' corrected alphas)
 ENERGY_FLOOR = 0.02  # no layer's fine energy is taken below this share of the overall one
 F1 = np.float32(1.0)
 F0 = np.float32(0.0)
@@ -310,6 +323,33 @@ def _misregistration(
     return float(d[0]), float(d[1])
 
 
+def _seen_alpha(target: np.ndarray, a: np.ndarray, colour: np.ndarray, below: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """The layer's alpha corrected towards what the source shows at the model's resolution, where the source's
+    detail finer than a model pixel has averaged out: per pixel, the alpha that explains the source (RGBA,
+    premultiplied) given the layer's colour and what lies above and below it, trusted by how clearly the layer
+    stands out there (a hidden layer, or one coloured like what is behind it, keeps the model's alpha). Only near
+    where the model drew the layer (SEEN_REACH model pixels): a misplaced, blurred, eroded or grown edge moves to
+    where the source has it."""
+    gy, gx = np.gradient(a)
+    near = _dilate(np.abs(gx) + np.abs(gy) > SEEN_EDGE, SEEN_REACH)  # the model's flat parts are its best guess
+    if not near.any():
+        return a
+    t = 1.0 - above[..., 3:4]
+    dz = np.concatenate([colour, np.ones(a.shape + (1,), np.float32)], axis=-1) - below
+    dz *= t
+    r = target - above
+    r -= t * below
+    dd = np.einsum("...c,...c->...", dz, dz)
+    seen = np.einsum("...c,...c->...", dz, r) / np.maximum(dd, 1e-6)
+    # differences within the noise (the model's colour errors, divided by the contrast) are taken for noise:
+    # flat parts stay as the model drew them, a misplaced edge (off by up to 1) moves
+    diff = np.clip(seen, 0.0, 1.0) - a
+    tau = SEEN_TAU / np.sqrt(np.maximum(dd, 1e-6))
+    diff = np.sign(diff) * np.maximum(np.abs(diff) - tau, 0.0)
+    out = a + dd / (dd + SEEN_NOISE) * diff
+    return np.where(near, out, a).astype(np.float32)
+
+
 def _move(x: np.ndarray, d: tuple[float, float]) -> np.ndarray:
     """x (h, w, ...) sampled at (x + dx, y + dy): cubic convolution (a = -0.5), borders extended."""
     out = np.asarray(x, np.float32)
@@ -439,12 +479,24 @@ class _Prepared:
             if d is not None:
                 moved = np.clip(_move(np.concatenate([colours[i], alphas[i][..., None]], axis=-1), d), 0.0, 1.0)
                 colours[i], alphas[i] = np.ascontiguousarray(moved[..., :3]), np.ascontiguousarray(moved[..., 3])
-        if any(d is not None for d in moves):
-            below, above_c = _composites(colours, alphas)
-            above = np.ones((h, w), np.float32)
+        # the alpha the source shows at the model's resolution: misplaced, blurred, eroded or grown edges move to
+        # where the source has them, where the layer is seen
+        # top down: each layer explains what the (corrected) layers above it leave unexplained
+        drawn = [a.copy() for a in alphas]
+        for _ in range(SEEN_PASSES):
+            below, _unused = _composites(colours, alphas)
+            over = np.zeros((h, w, 4), np.float32)
             for i in range(n - 1, -1, -1):
-                visible[i] = alphas[i] * above
-                above = above * (1.0 - alphas[i])
+                if not bool(alphas[i].min() >= 1.0):
+                    alphas[i] = _seen_alpha(target, alphas[i], colours[i], below[i], over)
+                if i:
+                    over = over + (np.concatenate([colours[i] * alphas[i][..., None], alphas[i][..., None]], axis=-1)
+                                   * (F1 - over[..., 3:4]))
+        below, above_c = _composites(colours, alphas)
+        above = np.ones((h, w), np.float32)
+        for i in range(n - 1, -1, -1):
+            visible[i] = alphas[i] * above
+            above = above * (1.0 - alphas[i])
         self.moves = moves
         self.energy = _layer_energy(source, below[-1][..., :3] * (1.0 - alphas[-1][..., None])
                                     + colours[-1] * alphas[-1][..., None], alphas, visible, variance)
@@ -468,6 +520,11 @@ class _Prepared:
             slope = np.sqrt(gx * gx + gy * gy)
             steep = np.clip((slope - 0.08) * 10.0, 0.0, 1.0)
             spread = np.maximum(SHIFT * slope + SHARP * steep * slope * slope, 0.002)
+            # a partly transparent model pixel where the alpha varies may hide any mix of 0 and 1 at full resolution
+            # (hair, thin strokes, small type): there the model knows the coverage, the source where it is
+            lo, hi = _range(a, 1)
+            spread = np.sqrt(spread * spread + FINE * a * (1.0 - a) * np.square(hi - lo)
+                             + CORRECTED * np.square(a - drawn[i]))  # where the model was wrong, the source decides
             edge = (a > 0.004) & (a < 0.996)
             band = _dilate(edge, 2)
             weight = np.where(band, variance / (spread * spread), 1e6).astype(np.float32)
