@@ -177,14 +177,6 @@ def _unkept(coords: np.ndarray, kept: np.ndarray) -> np.ndarray:
 
 def recognize(crops: list[np.ndarray]) -> list[tuple[str, float]]:
     """(text, confidence) for each RGB line crop, upright."""
-<<<<<<< HEAD
-    if not crops:
-        return []
-    ocr = engine()
-    with _running:
-        results, _ = ocr.text_rec([np.ascontiguousarray(c) for c in crops])
-    return [(str(text), float(score)) for text, score, *_ in results]
-=======
     from ..imaging.opencv import cv2
 
     e = engine()
@@ -209,4 +201,3 @@ def recognize(crops: list[np.ndarray]) -> list[tuple[str, float]]:
         for i, (text, score, *_) in zip(batch, e.decode(probabilities)):
             results[i] = (str(text), float(score))
     return results
->>>>>>> textspeed
