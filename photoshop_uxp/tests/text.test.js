@@ -16,7 +16,7 @@ const { textLine } = require("../src/ui.js");
 const { Photoshop, DEFAULT_FONTS, pattern } = require("./support/photoshop-double.js");
 
 const REPO = path.resolve(__dirname, "..", "..");
-const PYTHON = [path.join(REPO, ".venv", "bin", "python"), "/work/main/.venv/bin/python"].find((p) => fs.existsSync(p));
+const PYTHON = [path.join(REPO, ".venv", "bin", "python")].find((p) => fs.existsSync(p)); // the test set-up's venv
 
 function setUp({ version, fonts, resolution = 72 } = {}) {
   const ps = new Photoshop({ version, fonts });
