@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from backend.imaging import export
+from krita_reader import read_in_krita
 from backend.core.errors import ErrorCode, LayerBridgeError
 from backend.imaging.image import PlacedLayer, composite
 from backend.imaging.metrics import recomposition
@@ -322,25 +323,7 @@ def test_krita_opens_the_psd_and_the_ora_with_the_same_layers(stack, tmp_path):
     files = [tmp_path / "out.psd", tmp_path / "out.ora"]
     for path in files:
         export.write(path, stack, W, H)
-    scripts, home, results = tmp_path / "scripts", tmp_path / "home", tmp_path / "results.json"
-    scripts.mkdir()
-    (scripts / "kread.py").write_text(KRITA_SCRIPT)
-    (home / "run").mkdir(parents=True)
-    os.chmod(home / "run", 0o700)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONPATH")}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
-               XDG_CACHE_HOME=str(home / ".cache"), XDG_RUNTIME_DIR=str(home / "run"), QT_QPA_PLATFORM="offscreen",
-               PYTHONPATH=str(scripts), KR_FILES=os.pathsep.join(map(str, files)), KR_RESULTS=str(results))
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
-    proc = subprocess.Popen(["kritarunner", "-s", "kread", "-f", "main"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        log = proc.communicate(timeout=240)[0].decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        log = proc.communicate()[0].decode(errors="replace")
-    assert results.is_file(), log[-3000:]
-    data = json.loads(results.read_text())
+    data = read_in_krita(KRITA_SCRIPT, files, tmp_path)
     for path in files:
         doc = data[str(path)]
         assert doc is not None, f"Krita could not open {path.name}"

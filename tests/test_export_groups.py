@@ -20,6 +20,7 @@ from PIL import Image
 
 from backend.core.layer import PlacedLayer
 from backend.imaging import export
+from krita_reader import read_in_krita
 from backend.imaging.image import composite
 from backend.imaging.metrics import recomposition
 from backend.imaging.split import split_stack
@@ -203,25 +204,7 @@ def test_krita_opens_the_psd_and_the_ora_with_their_groups(hierarchy, tmp_path):
     files = [tmp_path / "out.psd", tmp_path / "out.ora"]
     for path in files:
         export.write(path, hierarchy, W, H)
-    scripts, home, results = tmp_path / "scripts", tmp_path / "home", tmp_path / "results.json"
-    scripts.mkdir()
-    (scripts / "kread.py").write_text(KRITA_SCRIPT)
-    (home / "run").mkdir(parents=True)
-    os.chmod(home / "run", 0o700)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONPATH")}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
-               XDG_CACHE_HOME=str(home / ".cache"), XDG_RUNTIME_DIR=str(home / "run"), QT_QPA_PLATFORM="offscreen",
-               PYTHONPATH=str(scripts), KR_FILES=os.pathsep.join(map(str, files)), KR_RESULTS=str(results))
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
-    proc = subprocess.Popen(["kritarunner", "-s", "kread", "-f", "main"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        log = proc.communicate(timeout=240)[0].decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        log = proc.communicate()[0].decode(errors="replace")
-    assert results.is_file(), log[-3000:]
-    data = json.loads(results.read_text())
+    data = read_in_krita(KRITA_SCRIPT, files, tmp_path)
     sources = {layer.name: layer for layer in pixel_layers(hierarchy)}
     for path in files:
         nodes = data[str(path)]
