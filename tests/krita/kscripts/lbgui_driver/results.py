@@ -162,10 +162,8 @@ class Scenarios:
     # -- B: live text over hidden pixels -------------------------------------------------------------
     def _poster(self, tag, text_layers, depth="U8", dpi=72.0):
         out = self.res.setdefault(tag, {})
-        folder = os.environ["LB_POSTER"]
-        meta = json.load(open(os.path.join(folder, "poster.json")))
+        meta, read = _poster_files()
         w, h = meta["width"], meta["height"]
-        read = lambda name: open(os.path.join(folder, name), "rb").read()
         st = {}
 
         def setup():
@@ -321,10 +319,8 @@ class Scenarios:
         """For the docs: the poster decomposed with its text as live text and its shapes as a group of elements, the
         groups open; the window and the Layers docker saved into $LB_SHOT_DIR."""
         out = self.res.setdefault("shot", {})
-        folder = os.environ["LB_POSTER"]
-        meta = json.load(open(os.path.join(folder, "poster.json")))
+        meta, read = _poster_files()
         w, h = meta["width"], meta["height"]
-        read = lambda name: open(os.path.join(folder, name), "rb").read()
         st = {}
 
         def setup():
@@ -364,3 +360,15 @@ class Scenarios:
                 os.path.join(shots, "krita-layers-docker.png"))
             out["tree"] = tree(st["doc"].rootNode())
         return [setup, shoot, save]
+
+
+def _poster_files():
+    """The rendered poster the tests put in $LB_POSTER: its poster.json, and a reader of its pixel files."""
+    folder = os.environ["LB_POSTER"]
+    with open(os.path.join(folder, "poster.json")) as f:
+        meta = json.load(f)
+
+    def read(name):
+        with open(os.path.join(folder, name), "rb") as f:
+            return f.read()
+    return meta, read
