@@ -1,1 +1,1 @@
-"""Team scale: model replicas on many GPUs and machines through Ray Serve (the optional `cluster` extra), and CFG split over two ranks."""
+"""Team scale: model replicas on many GPUs and machines through Ray Serve (the optional `cluster` extra; Ray imported only with --cluster)."""

@@ -46,7 +46,7 @@ class Worker:
     def __init__(self, engine: Engine | JobDispatcher, max_queue: int, result_ttl_s: float, max_results: int = 16,
                  max_result_bytes: int | None = None, job_ids: RecentJobIds | None = None):
         self.engine = engine
-        self.dispatcher: JobDispatcher | None = None if isinstance(engine, Engine) else engine
+        self.dispatcher: JobDispatcher | None = engine if hasattr(engine, "run_job") else None
         self.max_queue = max_queue
         self.result_ttl_s = result_ttl_s
         self.max_results = max_results
@@ -118,6 +118,9 @@ class Worker:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        close = getattr(self.engine, "close", None)
+        if self.dispatcher is None and close is not None and not self.model_busy():
+            await asyncio.get_running_loop().run_in_executor(None, close)  # a CFG partner process
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def load_model(self) -> None:

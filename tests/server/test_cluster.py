@@ -215,3 +215,54 @@ def test_four_clients_three_jobs_each_none_lost_or_duplicated(cluster_server):
     assert max(len(q["running_jobs"]) for q in busy_seen) == REPLICAS, busy_seen
     assert all(len(q["running_jobs"]) <= REPLICAS for q in busy_seen)
     print(f"\n{clients} clients × {per_client} jobs on {REPLICAS} replicas: {time.monotonic() - started:.1f} s")
+
+
+def running_on(server, job: str, not_pids: set[int], timeout: float = 120) -> dict:
+    """The replica that runs `job`, once it has started denoising there (on none of `not_pids`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = json.loads(request(server, "GET", f"/v1/jobs/{job}")[2])
+        assert state["state"] == "running", state
+        if state["stage"] == "denoising":
+            replica = next((r for r in status(server)["replicas"] if r["job"] == job), None)
+            if replica is not None and replica["pid"] not in not_pids:
+                return replica
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job} did not start denoising on a new replica")
+
+
+def test_a_killed_replica_gives_one_retry_then_worker_lost_and_the_server_keeps_serving(cluster_server):
+    """Last in the module: it kills both replicas (Serve starts new ones)."""
+    health: list[tuple[int, float]] = []
+    done = threading.Event()
+
+    def watch_health() -> None:
+        while not done.is_set():
+            t = time.monotonic()
+            code = request(cluster_server, "GET", "/health", token=False, timeout=10)[0]
+            health.append((code, time.monotonic() - t))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_health)
+    watcher.start()
+    try:
+        job = submit_http(cluster_server, image(64, 64), dict(FAST, steps=100))[1]["job"]
+        first = running_on(cluster_server, job, set())
+        os.kill(first["pid"], signal.SIGKILL)
+        second = running_on(cluster_server, job, {first["pid"]})  # run again, on a replica that is alive
+        assert second["id"] != first["id"]
+        os.kill(second["pid"], signal.SIGKILL)
+        final = wait_state(cluster_server, job, timeout=120)
+        assert final["state"] == "failed" and final["error"]["code"] == "worker_lost", final
+        code, _, body = request(cluster_server, "GET", f"/v1/jobs/{job}/result")
+        assert code == 503 and json.loads(body)["code"] == "worker_lost"
+        # Serve starts new replicas in place of the dead ones; the next job runs
+        after = submit_http(cluster_server, image(64, 64))[1]["job"]
+        assert wait_state(cluster_server, after, timeout=180)["state"] == "done"
+    finally:
+        done.set()
+        watcher.join()
+    assert health and all(code == 200 for code, _ in health), [c for c, _ in health if c != 200]
+    slowest = max(t for _, t in health)
+    print(f"\n/health answered {len(health)} times while replicas died, slowest in {slowest * 1000:.0f} ms")
+    assert slowest < 5
