@@ -100,7 +100,6 @@ def test_two_jobs_run_at_once_on_two_replicas(cluster_server):
 
     started = time.monotonic()
     jobs = [submit_http(cluster_server, image(64, 64, seed=i), params)[1] for i in range(2)]
-    assert [j["position"] for j in jobs] == [0, 0] or jobs[1]["position"] in (0, 1)
     events = follow(cluster_server, [j["job"] for j in jobs])
     both = time.monotonic() - started
     denoising = []
