@@ -70,7 +70,11 @@ class Engine(ModelLoading, Captioning):
                 from .device import probe_device
 
                 # the partner loads its copy while this process loads its own
-                self._partner = Partner(self.settings, (self.device or probe_device()).kind, cfg_partner_main)
+                try:
+                    self._partner = Partner(self.settings, (self.device or probe_device()).kind, cfg_partner_main)
+                except RuntimeError as exc:  # one GPU only
+                    self.model_status = ModelStatus(ModelState.failed, error=str(exc))
+                    raise LayerBridgeError(ErrorCode.model_unavailable, str(exc)) from exc
             self._load_locked()
             if self._partner is not None and self.cfg_split is None:
                 self._partner.join()
