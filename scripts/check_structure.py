@@ -12,7 +12,7 @@ import ast
 import sys
 from pathlib import Path
 
-LEVELS = {"core": 0, "imaging": 1, "text": 2, "model": 3, "server": 4, "launcher": 4, "cli": 5}
+LEVELS = {"core": 0, "imaging": 1, "text": 2, "model": 3, "cluster": 4, "server": 5, "launcher": 5, "cli": 6}
 ROOT = Path(__file__).resolve().parent.parent / "backend"
 
 

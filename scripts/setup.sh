@@ -39,7 +39,7 @@ if ! $py -c 'import torch' 2>/dev/null; then
   fi
 fi
 if [ $want_tests = 1 ]; then
-  $py -m pip install -q -e ".[test,tray]"
+  $py -m pip install -q -e ".[test,tray,cluster]"  # cluster: the team server's tests (tests/server/test_cluster.py)
   # Krita 6's binding, for the plugin's client under PyQt6 (tests/krita/test_krita_qtclient.py).
   [ -x .venv-qt6/bin/python ] || python3 -m venv .venv-qt6
   .venv-qt6/bin/python -c 'import PyQt6.QtNetwork' 2>/dev/null || .venv-qt6/bin/python -m pip install -q "PyQt6>=6.5,<7"

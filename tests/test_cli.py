@@ -371,3 +371,25 @@ def test_decompose_and_doctor_with_a_gguf_transformer_file(odd_png, tiny_model, 
             "--transformer-file", str(missing), "--in-process", *JOB, env=offline_env)
     assert r.returncode == 1 and "model_unavailable" in r.stderr and "nowhere.gguf does not exist" in r.stderr
     assert not (tmp_path / "x.psd").exists()
+
+
+def test_serve_cluster_options_come_from_the_settings_and_are_checked(capsys):
+    from backend.cli.main import _settings, build_parser, cmd_serve
+    from backend.core.settings import Settings
+
+    parser = build_parser()
+    plain = _settings(parser.parse_args(["serve"]))
+    assert (plain.cluster, plain.replicas, plain.cfg_parallel) == (None, 0, False)  # in-process, as before
+    assert not plain.is_cluster
+    a = parser.parse_args(["serve", "--cluster", "local", "--replicas", "3", "--cfg-parallel"])
+    assert (_settings(a).cluster, _settings(a).replicas, _settings(a).cfg_parallel) == ("local", 3, True)
+    for address in ("auto", "ray://head.lan:10001"):
+        assert _settings(parser.parse_args(["serve", "--cluster", address])).cluster == address
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--cluster", "head.lan:6379"])
+    assert "ray://" in capsys.readouterr().err
+    assert cmd_serve(parser.parse_args(["serve", "--replicas", "2"])) == 2  # --replicas without --cluster
+    assert "--replicas goes with --cluster" in capsys.readouterr().err
+    help_text = parser._subparsers._group_actions[0].choices["serve"].format_help()
+    for name in ("cluster", "replicas", "cfg_parallel"):
+        assert Settings.help()[name].split(" ")[0] in help_text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core import options
-from ..core.settings import DEFAULT_PORT, MEMORY_CHOICES, Settings
+from ..core.settings import CLUSTER_AUTO, CLUSTER_LOCAL, DEFAULT_PORT, MEMORY_CHOICES, Settings
 from .decompose import BATCH_SUFFIX, cmd_decompose
 from .progress import Bar
 from .text import add_text_command
@@ -42,6 +42,16 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-host", action="append", default=[], help=help_["allowed_hosts"])
     p.add_argument("--preload", action="store_true", help=help_["preload"])
     p.add_argument("--port-file", default=None, help=help_["port_file"])
+    p.add_argument("--cluster", default=None, type=_cluster_address, metavar="local|auto|ray://HEAD:10001",
+                   help=help_["cluster"])
+    p.add_argument("--replicas", type=int, default=Settings.replicas, help=help_["replicas"])
+    p.add_argument("--cfg-parallel", action="store_true", help=help_["cfg_parallel"])
+
+
+def _cluster_address(text: str) -> str:
+    if text in (CLUSTER_LOCAL, CLUSTER_AUTO) or (text.startswith("ray://") and len(text) > len("ray://")):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not {CLUSTER_LOCAL}, {CLUSTER_AUTO} or ray://HEAD:PORT")
 
 
 def _memory_arg(p: argparse.ArgumentParser) -> None:
@@ -60,6 +70,7 @@ def _settings(a: argparse.Namespace) -> Settings:
         max_results_mb=a.max_results_mb, max_uploads_mb=a.max_uploads_mb, max_connections=a.max_connections,
         header_timeout_s=a.header_timeout, idle_timeout_s=a.idle_timeout,
         allowed_origins=a.allowed_origin, allowed_hosts=a.allowed_host, preload=a.preload, port_file=a.port_file,
+        cluster=a.cluster, replicas=a.replicas, cfg_parallel=a.cfg_parallel,
     )
 
 
@@ -90,6 +101,15 @@ def _job_args(p: argparse.ArgumentParser) -> None:
 def cmd_serve(a: argparse.Namespace) -> int:
     from ..server.serve import serve
 
+    if a.replicas < 0 or (a.replicas and not a.cluster):
+        print("error: --replicas goes with --cluster (and is 0 or more)", file=sys.stderr)
+        return 2
+    if a.cluster:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            print('error: --cluster needs Ray Serve: pip install -e ".[cluster]" (docs/team-server.md)', file=sys.stderr)
+            return 2
     return serve(_settings(a))
 
 

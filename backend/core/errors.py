@@ -25,6 +25,7 @@ class ErrorCode(str, enum.Enum):
     job_failed = "job_failed"
     cancelled = "cancelled"
     server_stopped = "server_stopped"
+    worker_lost = "worker_lost"
     internal = "internal"
 
 
@@ -47,6 +48,7 @@ HTTP_STATUS = {
     ErrorCode.job_failed: 500,
     ErrorCode.cancelled: 409,
     ErrorCode.server_stopped: 503,
+    ErrorCode.worker_lost: 503,
     ErrorCode.internal: 500,
 }
 

@@ -16,6 +16,9 @@ DEFAULT_PORT = 7860
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # the values of --memory: auto, or one of memory.MemoryMode's
 MEMORY_CHOICES = ("auto", "gpu", "model_offload", "host_offload", "group_offload", "sequential_offload", "cpu")
+# --cluster: a Ray instance started here, or the address of a Ray cluster to join (docs/team-server.md)
+CLUSTER_LOCAL = "local"
+CLUSTER_AUTO = "auto"
 
 
 def config_dir() -> Path:
@@ -59,6 +62,9 @@ class Settings:
     allowed_hosts: list[str] = field(default_factory=list, metadata={"help": "extra allowed Host names (for a LAN server)"})
     preload: bool = field(default=False, metadata={"help": "load the model at start instead of at the first job"})
     port_file: str | None = field(default=None, metadata={"help": "write the bound port to this file once listening"})
+    cluster: str | None = field(default=None, metadata={"help": "run jobs on model replicas through Ray Serve (the optional extra: pip install -e \".[cluster]\"): local (a Ray instance started here), auto (the Ray cluster this machine joined with `ray start`), or ray://HEAD:10001; unset: the model runs in this process (docs/team-server.md)"})
+    replicas: int = field(default=0, metadata={"help": "model replicas with --cluster, one per GPU (each plans its memory for its own GPU); 0: one per GPU the cluster has, or one on a cluster without GPUs (CPU replicas)"})
+    cfg_parallel: bool = field(default=False, metadata={"help": "split each CFG step over two GPUs (a second process on the next GPU, torch.distributed): the conditional and unconditional passes side by side, the same latents; pays for presets with CFG (docs/team-server.md)"})
 
     @property
     def max_upload_bytes(self) -> int:
@@ -71,6 +77,10 @@ class Settings:
     @property
     def is_loopback(self) -> bool:
         return self.host in LOOPBACK_HOSTS
+
+    @property
+    def is_cluster(self) -> bool:
+        return bool(self.cluster)
 
     @classmethod
     def help(cls) -> dict[str, str]:

@@ -5,6 +5,7 @@ use."""
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from ..core.settings import Settings
 from ..imaging.finish import finish_layers
 from ..text.layers import read_layers_text
 from .captioning import Captioning
+from .cfg_parallel import CfgJob, CfgSplit, Partner, PartnerLeft, init_group, receive_job, send_job
 from .inputs import model_input
 from .job_hooks import CancelCheck, JobCancelled, ProgressCallback, raise_if_cancelled
 from .loading import ModelLoading, ModelState, ModelStatus
@@ -53,6 +55,8 @@ class Engine(ModelLoading, Captioning):
         self._reading_text, self._text_seconds = False, None  # whether it reads their text; how long that last took
         self._splitting, self._split_seconds = False, None  # whether it splits them into elements; how long that took
         self.last_latents: Any = None  # the final latents of the last job (benchmarks compare presets with them)
+        self.cfg_split: CfgSplit | None = None  # --cfg-parallel: rank 0's side, once the partner has joined
+        self._partner: Partner | None = None
 
     def load(self, warm_up: bool = False) -> None:
         """Load the pipeline if it is not loaded; raise model_unavailable if that fails.
@@ -64,7 +68,19 @@ class Engine(ModelLoading, Captioning):
         with self._load_lock:
             if self.model_status.state == ModelState.ready:
                 return
+            if self.settings.cfg_parallel and self._partner is None:
+                from .device import probe_device
+
+                # the partner loads its copy while this process loads its own
+                try:
+                    self._partner = Partner(self.settings, (self.device or probe_device()).kind, cfg_partner_main)
+                except RuntimeError as exc:  # one GPU only
+                    self.model_status = ModelStatus(ModelState.failed, error=str(exc))
+                    raise LayerBridgeError(ErrorCode.model_unavailable, str(exc)) from exc
             self._load_locked()
+            if self._partner is not None and self.cfg_split is None:
+                self._partner.join()
+                self.cfg_split = CfgSplit(self.pipe.transformer, rank=0)
         if warm_up and self.memory is not None and self.memory.compile:
             self._warm_up()
 
@@ -83,6 +99,45 @@ class Engine(ModelLoading, Captioning):
         finally:
             self._captions.clear()
             self._finish_seconds = None  # it skipped restoration: no estimate for a real job's
+
+    def close(self) -> None:
+        """Stop the CFG partner process, if there is one."""
+        if self._partner is not None:
+            self._partner.stop()
+            self._partner = None
+            if self.cfg_split is not None:
+                self.cfg_split.remove()
+                self.cfg_split = None
+
+    def _pipe_arguments(self, pil: Any, prompt: str, params: JobParams, steps: int, seed: int) -> dict[str, Any]:
+        """The pipeline call of a job, but for its step callback and output type (CFG's two ranks make the same)."""
+        import torch
+
+        return dict(
+            image=pil,
+            prompt=prompt,
+            negative_prompt=" " if params.cfg_scale > 1 else None,
+            true_cfg_scale=params.cfg_scale,
+            layers=params.layers,
+            num_inference_steps=steps,
+            resolution=params.resolution,
+            cfg_normalize=params.cfg_normalize,
+            use_en_prompt=params.caption_language == "en",
+            generator=torch.Generator(device="cpu").manual_seed(seed),
+        )
+
+    def run_cfg_partner(self, job: CfgJob, split: CfgSplit) -> None:
+        """Rank 1 of CFG parallel (backend/model/cfg_parallel.py): the same pipeline call as rank 0's, through its
+        CFG steps; `split` ends it there (PartnerLeft) or when rank 0 cancels (JobCancelled)."""
+        preset = resolve_preset(job.params)
+        split.begin(preset.cfg_steps)
+        preset.apply(self.pipe)
+        try:
+            self.pipe(**self._pipe_arguments(job.image, job.prompt, job.params, preset.steps, job.seed),
+                      output_type="latent")
+        finally:
+            preset.remove(self.pipe)
+            self.pipe.maybe_free_model_hooks()
 
     def first_progress(self, params: JobParams) -> Progress:
         """The stage a job starts in, as run() will report it: a job's first `running` state."""
@@ -134,11 +189,15 @@ class Engine(ModelLoading, Captioning):
             marks = {"last": time.monotonic()}
             work = step_work(params.layers, params.resolution)
 
+            split = self.cfg_split
+            cfg_steps = preset.cfg_steps if split is not None else 0
+
             def on_step(pipeline: Any, i: int, timestep: Any, kwargs: dict) -> dict:
                 now = time.monotonic()
                 step_times.append(now - marks["last"])
                 marks["last"] = now
-                if cancelled():
+                # While CFG's two ranks go on together, a cancel is decided by both at the next step (CfgSplit)
+                if (split.stopped if i + 1 < cfg_steps else cancelled()):
                     raise JobCancelled()
                 done = i + 1
                 if done == preset.steps:
@@ -161,22 +220,20 @@ class Engine(ModelLoading, Captioning):
                     on_progress(Progress(Stage.denoising, done, preset.steps, left, f"Denoising {done}/{preset.steps}"))
                 return {}
 
+            if split is not None:
+                split.begin(cfg_steps, cancelled)
+                if cfg_steps:
+                    send_job(CfgJob(pil, prompt, params, seed))
             preset.apply(pipe)
             try:
-                output = pipe(
-                    image=pil,
-                    prompt=prompt,
-                    negative_prompt=" " if params.cfg_scale > 1 else None,
-                    true_cfg_scale=params.cfg_scale,
-                    layers=params.layers,
-                    num_inference_steps=preset.steps,
-                    resolution=params.resolution,
-                    cfg_normalize=params.cfg_normalize,
-                    use_en_prompt=params.caption_language == "en",
-                    generator=torch.Generator(device="cpu").manual_seed(seed),
-                    callback_on_step_end=on_step,
-                    output_type="np",
-                )
+                output = pipe(**self._pipe_arguments(pil, prompt, params, preset.steps, seed),
+                              callback_on_step_end=on_step, output_type="np")
+            except JobCancelled:
+                raise
+            except Exception:
+                if split is not None and split.exchanges < cfg_steps:
+                    self._drop_partner()  # rank 1 waits inside a step that will not come: CFG parallel ends here
+                raise
             finally:
                 preset.remove(pipe)
                 pipe.maybe_free_model_hooks()
@@ -234,6 +291,20 @@ class Engine(ModelLoading, Captioning):
             ) from exc
         return JobResult(width, height, placed, seed, prompt, params.restore, timings, notes)
 
+    def _drop_partner(self) -> None:
+        log.error("CFG parallel: the job failed between the two ranks; the partner is stopped and this server runs "
+                  "both passes itself from now on")
+        if self._partner is not None:
+            self._partner.process.kill()
+            self._partner = None
+        if self.cfg_split is not None:
+            self.cfg_split.remove()
+            self.cfg_split = None
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
     def _eta(self, steps_left: int, per_step: float | None = None) -> float | None:
         """Seconds left: the remaining steps at `per_step` (default: the last measured pace), then decoding and
         finishing as they last took."""
@@ -249,6 +320,36 @@ class Engine(ModelLoading, Captioning):
         reading = (self._text_seconds or 0.0) if self._reading_text else 0.0
         splitting = (self._split_seconds or 0.0) if self._splitting else 0.0
         return naming + (self._finish_seconds or 0.0) + reading + splitting
+
+
+def cfg_partner_main(settings: Any, init_file: str, gpu: str | None, threads: int | None) -> None:
+    """Rank 1's process: load the model (on the GPU named by `gpu`, or the CPU with `threads` threads), then run the
+    CFG part of every job rank 0 sends, until it sends None."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from dataclasses import replace
+
+    engine = Engine(replace(settings, cfg_parallel=False))
+    engine.load()
+    init_group(1, init_file, engine.device.kind)
+    split = CfgSplit(engine.pipe.transformer, rank=1)
+    while True:
+        job = receive_job()
+        if job is None:
+            break
+        try:
+            engine.run_cfg_partner(job, split)
+        except (PartnerLeft, JobCancelled):
+            pass  # its part of the job is over (or rank 0 cancelled the job): the next one
+        except Exception:  # rank 0 learns from its own side; the partner waits for the next job
+            log.exception("CFG partner: the job failed")
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
 
 
 # the engine's public face: what the server's worker and the command line take from here

@@ -77,6 +77,13 @@ class Preset:
     def caption_tokens(self) -> int:
         return self.spec.caption_tokens
 
+    @property
+    def cfg_steps(self) -> int:
+        """The steps that run both passes (with and without the prompt): the first `cfg_until` of them, or none."""
+        if not self.use_cfg:
+            return 0
+        return min(self.steps, round(self.steps * self.spec.cfg_until))
+
     def apply(self, pipe: Any) -> None:
         """Turn this preset's per-job levers on (undone by `remove`)."""
         transformer = pipe.transformer

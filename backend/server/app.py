@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -19,6 +20,17 @@ from .websocket import websocket
 from .worker import Worker
 
 
+def _engine(settings: Settings) -> Any:
+    """The model in this process, or (`--cluster`) the dispatcher to replicas through Ray Serve, imported only then."""
+    if not settings.cluster:
+        return Engine(settings)
+    try:
+        from ..cluster.dispatcher import ClusterEngine
+    except ImportError as exc:
+        raise SystemExit(f"--cluster needs Ray Serve: pip install -e \".[cluster]\" ({exc})")
+    return ClusterEngine(settings)
+
+
 def create_app(settings: Settings, engine: Engine | None = None, token: str | None = None,
                job_ids: RecentJobIds | None = None) -> web.Application:
     """The server's application.
@@ -33,7 +45,7 @@ def create_app(settings: Settings, engine: Engine | None = None, token: str | No
     app[SETTINGS] = settings
     app[TOKEN] = token or load_or_create_token()
     app[RULES] = RequestRules(settings.port, settings.allowed_origins, settings.allowed_hosts)
-    app[WORKER] = Worker(engine or Engine(settings), settings.max_queue, settings.result_ttl_s, settings.max_results,
+    app[WORKER] = Worker(engine or _engine(settings), settings.max_queue, settings.result_ttl_s, settings.max_results,
                          settings.max_results_mb * 1024 * 1024,
                          job_ids if job_ids is not None else RecentJobIds(config_dir() / JOB_IDS_FILE))
     app[CONNECTIONS] = ConnectionGuard(settings.max_connections, settings.header_timeout_s, settings.idle_timeout_s)

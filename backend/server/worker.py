@@ -1,5 +1,8 @@
 """The job queue: one model worker thread, a FIFO with positions, cancel, progress fan-out, result retention; split
-tasks (no model) on threads of their own beside it."""
+tasks (no model) on threads of their own beside it.
+
+With `--cluster` the model runs on replicas instead (backend/cluster): the queue stays here and hands one job to
+each replica at a time, so positions, `busy` and cancel mean what they mean in-process."""
 
 from __future__ import annotations
 
@@ -8,14 +11,14 @@ import collections
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from ..model.engine import Engine, JobCancelled, ModelState, ModelStatus
 from ..model.split_task import run_split
 from ..core.errors import ErrorCode, LayerBridgeError
-from ..core.job import Job, JobParams, JobState, Progress, Stage
+from ..core.job import Job, JobParams, JobResult, JobState, Progress, Stage
 from .job_ids import RecentJobIds
 
 log = logging.getLogger("layerbridge.worker")
@@ -27,12 +30,28 @@ ENDED_WITHOUT_RESULT_KEPT = 1000
 SPLIT_THREADS = 2
 
 
-class Worker:
-    """Owns every job. All public methods are called on the event loop; the model runs on one thread."""
+class JobDispatcher(Protocol):
+    """The model elsewhere (backend/cluster's ClusterEngine): `slots` jobs at once, each run by `run_job`."""
 
-    def __init__(self, engine: Engine, max_queue: int, result_ttl_s: float, max_results: int = 16,
+    slots: int
+    model_status: ModelStatus
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def status_json(self) -> dict[str, Any]: ...
+    def first_progress(self, params: JobParams) -> Progress: ...
+    def cancel_job(self, job_id: str) -> None: ...
+    async def run_job(self, job: Job, on_progress: Callable[[Progress], None]) -> JobResult: ...
+
+
+class Worker:
+    """Owns every job. All public methods are called on the event loop; the model runs on one thread (or, given a
+    JobDispatcher, on its replicas: one job per replica at a time)."""
+
+    def __init__(self, engine: Engine | JobDispatcher, max_queue: int, result_ttl_s: float, max_results: int = 16,
                  max_result_bytes: int | None = None, job_ids: RecentJobIds | None = None):
         self.engine = engine
+        self.dispatcher: JobDispatcher | None = engine if hasattr(engine, "run_job") else None
         self.max_queue = max_queue
         self.result_ttl_s = result_ttl_s
         self.max_results = max_results
@@ -40,7 +59,7 @@ class Worker:
         self.job_ids = job_ids or RecentJobIds(None)
         self.jobs: dict[str, Job] = {}
         self.queue: collections.deque[str] = collections.deque()
-        self.running: str | None = None
+        self.running_jobs: list[str] = []  # in the order they started; at most one in-process
         self._listeners: dict[str, set[asyncio.Queue]] = collections.defaultdict(set)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -52,11 +71,23 @@ class Worker:
         self._split_executor = ThreadPoolExecutor(max_workers=SPLIT_THREADS, thread_name_prefix="layerbridge-split")
         self.splits: set[str] = set()  # split tasks not finished yet
         self._split_tasks: set[asyncio.Task] = set()
+        self._job_tasks: set[asyncio.Task] = set()  # jobs running on a dispatcher's replicas
+
+    @property
+    def running(self) -> str | None:
+        """The job that started first of those running (the only one, in-process)."""
+        return self.running_jobs[0] if self.running_jobs else None
+
+    @property
+    def slots(self) -> int:
+        return self.dispatcher.slots if self.dispatcher is not None else 1
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         self._task = asyncio.create_task(self._serve())
 
     def end_jobs(self) -> None:
@@ -83,23 +114,33 @@ class Worker:
     async def stop(self) -> None:
         for job_id in list(self.queue):
             self.cancel(job_id)
-        if self.running:
-            self.cancel(self.running)
+        for job_id in list(self.running_jobs):
+            self.cancel(job_id)
         for job_id in list(self.splits):
             self.cancel(job_id)
         for task in list(self._split_tasks):
             task.cancel()
+        if self.dispatcher is not None:
+            for task in list(self._job_tasks):
+                task.cancel()
+            await asyncio.get_running_loop().run_in_executor(None, self.dispatcher.stop)
         if self._task:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        close = getattr(self.engine, "close", None)
+        if self.dispatcher is None and close is not None and not self.model_busy():
+            await asyncio.get_running_loop().run_in_executor(None, close)  # a CFG partner process
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._split_executor.shutdown(wait=False, cancel_futures=True)
 
     def load_model(self) -> None:
-        """Start loading the model in the background if nothing is loading it already."""
+        """Start loading the model in the background if nothing is loading it already (replicas load as they
+        start)."""
+        if self.dispatcher is not None:
+            return
         if self._load_task is None or self._load_task.done():
             if self.engine.model_status.state not in (ModelState.ready,):
                 self.engine.model_status = ModelStatus(ModelState.loading if self.engine.is_local else ModelState.downloading)
@@ -168,7 +209,7 @@ class Worker:
     def position(self, job: Job) -> int | None:
         if job.task == "split":
             return None if job.state.finished else 0
-        if job.id == self.running:
+        if job.id in self.running_jobs:
             return 0
         try:
             return self.queue.index(job.id) + 1
@@ -199,6 +240,8 @@ class Worker:
         else:
             job.progress = Progress(job.progress.stage, job.progress.step, job.progress.total, None, "Cancelling…")
             self._publish(job)
+            if self.dispatcher is not None:
+                self.dispatcher.cancel_job(job.id)
         return job
 
     def subscribe(self, job_id: str) -> asyncio.Queue:
@@ -213,7 +256,10 @@ class Worker:
         self._listeners.get(job_id, set()).discard(q)
 
     def queue_json(self) -> dict[str, Any]:
-        return {"length": len(self.queue), "running": self.running}
+        data: dict[str, Any] = {"length": len(self.queue), "running": self.running}
+        if self.dispatcher is not None:
+            data["running_jobs"] = list(self.running_jobs)
+        return data
 
     # ---- internals -----------------------------------------------------------------------------------------
 
@@ -229,8 +275,8 @@ class Worker:
     def _finish(self, job: Job, state: JobState, progress: Progress) -> None:
         if job.state.finished:
             return  # ended by end_jobs while its model call was still returning
-        if self.running == job.id:
-            self.running = None  # before publishing: a finished job has no position
+        if job.id in self.running_jobs:
+            self.running_jobs.remove(job.id)  # before publishing: a finished job has no position
         self.splits.discard(job.id)
         job.state = state
         job.progress = progress
@@ -262,14 +308,13 @@ class Worker:
         self._listeners.pop(job.id, None)
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            if not self.queue:
+            if not self.queue or len(self.running_jobs) >= self.slots:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             job = self.jobs[self.queue.popleft()]
-            self.running = job.id
+            self.running_jobs.append(job.id)
             job.state = JobState.running
             job.started = time.monotonic()
             if self._load_task is not None and not self._load_task.done():
@@ -279,21 +324,38 @@ class Worker:
                 job.progress = self.engine.first_progress(job.params)
             self._publish(job)
             self._publish_positions()
+            if self.dispatcher is None:
+                await self._run(job)
+            else:  # one job per replica: the next one starts as soon as a replica is free
+                task = asyncio.create_task(self._run(job))
+                self._job_tasks.add(task)
+                task.add_done_callback(self._job_task_done)
 
-            def on_progress(progress: Progress, job: Job = job) -> None:
-                def apply() -> None:
-                    if job.state == JobState.running:
-                        job.progress = progress
-                        self._publish(job)
+    def _job_task_done(self, task: asyncio.Task) -> None:
+        self._job_tasks.discard(task)
+        self._wake.set()
 
-                loop.call_soon_threadsafe(apply)
+    async def _run(self, job: Job) -> None:
+        """Run one started job to its end: done, failed or cancelled."""
 
-            try:
-                await self._conclude(job, self._in_model_thread(
-                    self.engine.run, job.image, job.params, on_progress, lambda j=job: j.cancel_requested
-                ))
-            finally:
-                self.running = None
+        def apply(progress: Progress) -> None:
+            if job.state == JobState.running:
+                job.progress = progress
+                self._publish(job)
+
+        if self.dispatcher is None:
+            loop = asyncio.get_running_loop()
+            call = self._in_model_thread(
+                self.engine.run, job.image, job.params, lambda p: loop.call_soon_threadsafe(apply, p),
+                lambda: job.cancel_requested,
+            )
+        else:
+            call = self.dispatcher.run_job(job, apply)
+        try:
+            await self._conclude(job, call)
+        finally:
+            if job.id in self.running_jobs:
+                self.running_jobs.remove(job.id)
 
     async def _run_split(self, job: Job) -> None:
         """A split task: on a split thread as soon as one is free, its progress and end published as a job's."""
@@ -326,6 +388,10 @@ class Worker:
         try:
             result = await call
         except JobCancelled:
+            self._finish(job, JobState.cancelled, Progress(Stage.cancelled, job.progress.step, job.progress.total, None, "Cancelled"))
+        except asyncio.CancelledError:
+            if job.task != "split" and self.dispatcher is None:
+                raise  # the worker is stopping: its loop ends here
             self._finish(job, JobState.cancelled, Progress(Stage.cancelled, job.progress.step, job.progress.total, None, "Cancelled"))
         except LayerBridgeError as exc:
             exc.job = job.id

@@ -231,6 +231,8 @@ MESSAGES = {
     "server_stopped": ("The job was lost when the LayerBridge server stopped or restarted.",
                        "Start it again if it is not running (“layerbridge serve”, or the tray launcher), "
                        "then decompose again."),
+    "worker_lost": ("The job was lost twice: the machines running it went away.",
+                    "The server is still up; decompose again."),
     "not_found": ("The server no longer has this job.",
                   "Results are kept for an hour; please decompose again."),
     "bad_response": ("The server's answer was not understood.", "Is the address a LayerBridge server?"),

@@ -289,3 +289,38 @@ describe("a server stopped during a job", { skip: SKIP, timeout: 300000 }, () =>
     }
   });
 });
+
+describe("panel client against a team server (--cluster local: two model replicas through Ray Serve)", {
+  skip: server.clusterAvailable() ? false : "the cluster extra is not installed (pip install -e \".[cluster]\")",
+  timeout: 900000,
+}, () => {
+  let srv;
+  const clients = [];
+  before(async () => {
+    srv = await server.startServer({ extraArgs: ["--cluster", "local", "--replicas", "2"], timeoutMs: 180000 });
+  });
+  after(async () => {
+    clients.forEach((c) => c.close());
+    if (srv) await srv.stop();
+  });
+
+  it("two panels decompose at once: each gets its own layers, the status lists the replicas", { timeout: JOB_TIMEOUT }, async () => {
+    const panels = [0, 1].map(() => {
+      const c = new LayerBridgeClient({ address: srv.address, token: srv.token, WebSocket, reconnectDelayMs: 300 });
+      clients.push(c);
+      return c;
+    });
+    await Promise.all(panels.map((c) => c.connect()));
+    const results = await Promise.all(panels.map((c, i) => c.decompose(image(64, 48, i + 1), params({ seed: 20 + i }))));
+    for (const [i, result] of results.entries()) {
+      assert.deepEqual(result.canvas, { width: 64, height: 48 });
+      assert.equal(result.seed, 20 + i);
+      assert.equal(result.layers.length, 2);
+      for (const layer of result.layers) assert.equal(layer.pixels.byteLength, layer.width * layer.height * 4);
+    }
+    assert.notEqual(results[0].job, results[1].job);
+    const status = await panels[0].status();
+    assert.equal(status.replicas.length, 2);
+    assert.ok(status.replicas.every((r) => r.state === "ready" || r.state === "busy"), JSON.stringify(status.replicas));
+  });
+});

@@ -14,6 +14,17 @@ function available() {
   return fs.existsSync(CLI);
 }
 
+/** Whether the server can run a team server (`--cluster`): the `cluster` extra (Ray Serve) is installed. */
+function clusterAvailable() {
+  if (!available()) return false;
+  try {
+    execFileSync(path.join(REPO, ".venv", "bin", "python"), ["-c", "import ray.serve"], { stdio: "pipe", timeout: 60000 });
+    return true;
+  } catch (e) {
+    return false;
+  }
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -28,10 +39,11 @@ function tinyModel(tmp) {
 }
 
 /**
- * Starts `layerbridge serve --port 0` with its own config dir, allowing the given extra Origins;
- * resolves with {url, address, port, token, pid, log, stop()}.
+ * Starts `layerbridge serve --port 0` with its own config dir, allowing the given extra Origins, with
+ * `extraArgs` after its own (`--cluster local --replicas 2`: a team server); resolves with
+ * {url, address, port, token, pid, log, stop()}.
  */
-async function startServer({ timeoutMs = 90000, allowedOrigins = [] } = {}) {
+async function startServer({ timeoutMs = 90000, allowedOrigins = [], extraArgs = [] } = {}) {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "lb-panel-e2e-"));
   const model = tinyModel(tmp);
   const configDir = path.join(tmp, "config");
@@ -39,7 +51,7 @@ async function startServer({ timeoutMs = 90000, allowedOrigins = [] } = {}) {
   const logFile = path.join(tmp, "server.log");
   const out = fs.openSync(logFile, "a");
   const origins = allowedOrigins.flatMap((o) => ["--allowed-origin", o]);
-  const child = spawn(CLI, ["serve", "--host", "127.0.0.1", "--port", "0", "--port-file", portFile, "--model", model, ...origins], {
+  const child = spawn(CLI, ["serve", "--host", "127.0.0.1", "--port", "0", "--port-file", portFile, "--model", model, ...origins, ...extraArgs], {
     env: { ...process.env, LAYERBRIDGE_CONFIG_DIR: configDir },
     stdio: ["ignore", out, out],
   });
@@ -74,4 +86,4 @@ async function startServer({ timeoutMs = 90000, allowedOrigins = [] } = {}) {
   throw new Error(`the LayerBridge server did not start (${exited ? `exit ${exited.code}` : "timeout"}):\n${log}`);
 }
 
-module.exports = { available, startServer };
+module.exports = { available, clusterAvailable, startServer };
