@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -228,6 +229,27 @@ def running_on(server, job: str, not_pids: set[int], timeout: float = 120) -> di
                 return replica
         time.sleep(0.05)
     raise TimeoutError(f"job {job} did not start denoising on a new replica")
+
+
+def test_the_krita_plugins_client_runs_a_job_on_the_cluster_unchanged(cluster_server):
+    # the Krita docker's own network client (krita_plugin/layerbridge, under Debian's PyQt5 as in Krita 5), as its
+    # end-to-end test runs it against one process (tests/krita/test_krita_qtclient.py)
+    repo = Path(__file__).resolve().parents[2]
+    python = "/usr/bin/python3"
+    if subprocess.run([python, "-c", "import PyQt5.QtNetwork"], capture_output=True).returncode:
+        pytest.fail("no PyQt5 for /usr/bin/python3: run scripts/setup.sh --test")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    proc = subprocess.run([python, str(repo / "tests" / "krita" / "kscripts" / "lb_qtclient.py"),
+                           str(repo / "krita_plugin"), cluster_server.url, cluster_server.token, "PyQt5"],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ok"], out
+    assert out["names"] == ["Background", "Layer 1"] and out["sizes"] == {"0": 24 * 16 * 4, "1": 24 * 16 * 4}
+    assert any("Separating layers" in p for p in out["progress"])
+    job = json.loads(request(cluster_server, "GET", f"/v1/jobs/{out['job']}")[2])
+    assert job["state"] == "done"
 
 
 def test_a_killed_replica_gives_one_retry_then_worker_lost_and_the_server_keeps_serving(cluster_server):
