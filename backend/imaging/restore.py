@@ -21,9 +21,12 @@ resolution so that what is visible comes from the original pixels and only what 
    model edge is probably sharper than the model can draw; a gentle ramp is kept). Alpha edges so follow the
    original's edges, including detail finer than the model's pixels (text). A model ramp as steep as the model
    can draw a step is steepened to about one full-resolution pixel first, so that where the source says nothing
-   (the layer is covered) such an edge stays hard instead of a blur several pixels wide. The model's alpha is
-   also trusted less where it is partial and varies (hair, thin strokes, small type: a partial model pixel may
-   hold any mix of 0 and 1) and where the source corrected it at the model's resolution.
+   (the layer is covered) such an edge stays hard instead of a blur several pixels wide. Along a clean edge (a
+   step between flat parts, straight over a few model pixels: a panel's or a glass' rim, not a strand or a letter)
+   the evidence is pooled over 7 pixels along the edge, so that the grain seen through a partly transparent edge
+   does not read as alpha noise. The model's alpha is also trusted less where it is partial and varies (hair,
+   thin strokes, small type: a partial model pixel may hold any mix of 0 and 1) and where the source corrected
+   it at the model's resolution.
 3. The alphas are fixed so that the stack's alpha equals the source's (the lowest clearly present layer takes up
    the difference) and quantised; then colours are solved so that the composite equals the source: what the
    model's stack misses at a pixel is shared by the visible layers as a least-squares guess would, each taking a
