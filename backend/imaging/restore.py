@@ -21,9 +21,12 @@ resolution so that what is visible comes from the original pixels and only what 
    model edge is probably sharper than the model can draw; a gentle ramp is kept). Alpha edges so follow the
    original's edges, including detail finer than the model's pixels (text). A model ramp as steep as the model
    can draw a step is steepened to about one full-resolution pixel first, so that where the source says nothing
-   (the layer is covered) such an edge stays hard instead of a blur several pixels wide. The model's alpha is
-   also trusted less where it is partial and varies (hair, thin strokes, small type: a partial model pixel may
-   hold any mix of 0 and 1) and where the source corrected it at the model's resolution.
+   (the layer is covered) such an edge stays hard instead of a blur several pixels wide. Along a clean edge (a
+   step between flat parts, straight over a few model pixels: a panel's or a glass' rim, not a strand or a letter)
+   the evidence is pooled over 7 pixels along the edge, so that the grain seen through a partly transparent edge
+   does not read as alpha noise. The model's alpha is also trusted less where it is partial and varies (hair,
+   thin strokes, small type: a partial model pixel may hold any mix of 0 and 1) and where the source corrected
+   it at the model's resolution.
 3. The alphas are fixed so that the stack's alpha equals the source's (the lowest clearly present layer takes up
    the difference) and quantised; then colours are solved so that the composite equals the source: what the
    model's stack misses at a pixel is shared by the visible layers as a least-squares guess would, each taking a
@@ -55,6 +58,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.layer import PlacedLayer
+from .opencv import cv2
 
 TILE = 128  # full-resolution tile side; bounds the working memory to a few tens of MiB
 STRIP_PIXELS = 1 << 22  # source pixels per strip when the source is box-filtered to the model's size
@@ -75,6 +79,8 @@ SEEN_NOISE = 0.02  # squared colour contrast (RGBA) at which the source's alpha 
 SEEN_TAU = 0.03  # typical size of the model's colour errors (RGB length)
 SEEN_PASSES = 2  # alpha correction passes at the model's resolution (each sees the others' corrected alphas)
 ENERGY_FLOOR = 0.02  # no layer's fine energy is taken below this share of the overall one
+POOL_R = 3  # full-resolution pixels either side over which an edge's evidence is pooled along the edge
+POOL_WAY = 0.8  # how consistently the gradients around must point one way for an edge to be pooled along
 F1 = np.float32(1.0)
 F0 = np.float32(0.0)
 INV255 = np.float32(1.0 / 255.0)
@@ -509,6 +515,8 @@ class _Prepared:
         self.band: list[np.ndarray] = []  # (h, w) bool: alpha edge, refined from the source
         self.solid: list[np.ndarray] = []  # (h, w) bool: alpha 1
         self.near: list[Image.Image] = []  # model alpha spread out: which layer is closest, for unclaimed pixels
+        self.tangent: list[tuple[Image.Image, np.ndarray]] = []  # CMYK: how much to pool along x, y, the diagonal
+        # and the antidiagonal; (h, w) bool: where any
         self.hard: list[tuple[Image.Image, np.ndarray]] = []  # RGB: local alpha low, high, and how surely a
         # hard edge the ramp is; (h, w) bool: where it is one
         self.scale = 0.5 * (source.shape[0] / h + source.shape[1] / w)  # full-resolution pixels per model pixel
@@ -527,6 +535,21 @@ class _Prepared:
                              + CORRECTED * np.square(a - drawn[i]))  # where the model was wrong, the source decides
             edge = (a > 0.004) & (a < 0.996)
             band = _dilate(edge, 2)
+            # along a clean edge the source's evidence is pooled over a few pixels (the grain seen through a
+            # partly transparent edge reads as alpha noise pixel by pixel): how much, in which of four directions,
+            # from the model's alpha, its structure tensor (how straight) and whether it is a step
+            jxx, jyy, jxy = _box(gx * gx, 1), _box(gy * gy, 1), _box(gx * gy, 1)
+            mag = np.sqrt(np.square(jxx - jyy) + 4.0 * jxy * jxy)
+            coh = mag / (jxx + jyy + 1e-6)
+            # a step between two flat parts (a panel's edge), not a ridge (a line, a letter, a strand): the
+            # gradients around all point one way
+            way = np.sqrt(np.square(_box(gx, 2)) + np.square(_box(gy, 2))) / (_box(slope, 2) + 1e-6)
+            coh = coh * np.clip((way - POOL_WAY) / (1.0 - POOL_WAY), 0.0, 1.0)
+            c2, s2 = (jxx - jyy) / (mag + 1e-9), 2.0 * jxy / (mag + 1e-9)
+            ws = [np.square(np.maximum(v, 0.0)) for v in (-c2, c2, -s2, s2)]
+            tot = ws[0] + ws[1] + ws[2] + ws[3] + 1e-9
+            tangent = (Image.fromarray(_to8(np.stack([coh * w / tot for w in ws], axis=-1)), "CMYK"),
+                       _dilate(coh > 0.05, 1))
             weight = np.where(band, variance / (spread * spread), 1e6).astype(np.float32)
             t = 1.0 - above_c[i][..., 3:4]
             z0 = above_c[i] + t * below[i]
@@ -541,17 +564,42 @@ class _Prepared:
                 ~_dilate(a < 1.0, 1),
                 Image.fromarray(np.ascontiguousarray(_box(a, 3)), "F"),
                 _hard_edges(a, slope),
+                tangent,
             )
 
         for result in _parallel(maps, range(n)):
             for store, value in zip(
                 (self.weight, self.without, self.opaque, self.pixels, self.active, self.band, self.solid, self.near,
-                 self.hard),
+                 self.hard, self.tangent),
                 result,
             ):
                 store.append(value)
 
 
+
+
+_LINES = (  # mean over 2·POOL_R+1 pixels along x, y, the diagonal and the antidiagonal
+    np.full((1, 2 * POOL_R + 1), 1.0 / (2 * POOL_R + 1), np.float32),
+    np.full((2 * POOL_R + 1, 1), 1.0 / (2 * POOL_R + 1), np.float32),
+    np.eye(2 * POOL_R + 1, dtype=np.float32) / (2 * POOL_R + 1),
+    np.fliplr(np.eye(2 * POOL_R + 1, dtype=np.float32)) / (2 * POOL_R + 1),
+)
+
+
+def _pool_along(dn: np.ndarray, dd: np.ndarray, w4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A pixel's evidence for its alpha (numerator and denominator of its least-squares fit) averaged with its
+    neighbours' along the edge: over 2·POOL_R+1 pixels in each of four directions (along x, y, the diagonal and
+    the antidiagonal) weighted by `w4`, whose weights sum to at most 1 (the rest stays the pixel's own)."""
+    weights = np.ascontiguousarray(w4.transpose(2, 0, 1))
+    keep = 1.0 - weights.sum(axis=0)
+    if not (keep < 0.95).any():
+        return dn, dd
+    n_out, d_out = dn * keep, dd * keep
+    for wk, kernel in zip(weights, _LINES):
+        if (wk > 0.02).any():
+            n_out += wk * cv2.filter2D(dn, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+            d_out += wk * cv2.filter2D(dd, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+    return n_out, d_out
 
 
 def _to8(x: np.ndarray) -> np.ndarray:
@@ -807,8 +855,12 @@ def _tile(src: np.ndarray, idx: list[int], prep: _Prepared, region: tuple[slice,
             z0 *= INV255
             dz = _upsample(prep.opaque[i], box, tw, th) * INV255
             dz -= z0
-            num = np.einsum("...c,...c->...", dz, s - z0) + weight * prior
-            prior = num / (np.einsum("...c,...c->...", dz, dz) + weight)
+            dn = np.einsum("...c,...c->...", dz, s - z0)
+            dd = np.einsum("...c,...c->...", dz, dz)
+            along, where = prep.tangent[i]
+            if where[region].any():
+                dn, dd = _pool_along(dn, dd, _upsample(along, box, tw, th) * INV255)
+            prior = (dn + weight * prior) / (dd + weight)
         alpha.append(np.clip(prior, F0, F1))
     if not opaque_src:
         gone = s_alpha <= 0
