@@ -186,7 +186,7 @@ class _Runner:
     def _in_process(self, image: Any, params: dict, bar: Bar) -> tuple:
         from ..model.engine import Engine
         from ..core.job import JobParams
-        from ..server.serve import quiet_libraries
+        from ..model.loading import quiet_libraries
 
         if self.engine is None:
             quiet_libraries()

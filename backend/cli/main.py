@@ -166,7 +166,7 @@ def cmd_download(a: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny_model(a: argparse.Namespace) -> int:
-    from ..server.serve import quiet_libraries
+    from ..model.loading import quiet_libraries
     from ..model.tiny_model import make_tiny_model
 
     quiet_libraries()

@@ -27,6 +27,7 @@ from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.job import JobParams
 from ..core.settings import Settings
 from ..model.engine import Engine, JobCancelled
+from ..model.loading import quiet_libraries
 from .registry import HEARTBEAT_S
 
 log = logging.getLogger("layerbridge.replica")
@@ -48,27 +49,13 @@ def _gpu() -> tuple[str | None, int]:
     return None, 0
 
 
-def _quiet_libraries() -> None:
-    """No progress bars from diffusers and transformers in the replica's log (the front shows the job's progress)."""
-    try:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        diffusers_logging.disable_progress_bar()
-        diffusers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
-        transformers_logging.set_verbosity_error()
-    except Exception:  # logging niceties never stop a replica
-        pass
-
-
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=1, health_check_period_s=2, health_check_timeout_s=30,
                   graceful_shutdown_timeout_s=5)
 class ModelReplica:
     """The model on one GPU (or the CPU), behind Ray Serve."""
 
     def __init__(self, settings: Settings, registry: Any):
-        _quiet_libraries()
+        quiet_libraries()
         self.registry = registry
         self.engine = Engine(settings)
         context = serve.get_replica_context()

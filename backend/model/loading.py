@@ -239,3 +239,17 @@ def _torchvision_works() -> bool:
     except Exception:
         return False
     return True
+
+
+def quiet_libraries() -> None:
+    """No progress bars or warnings from diffusers and transformers in the log (the job's progress is LayerBridge's)."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+    except Exception:  # logging niceties never stop a server or a replica
+        pass

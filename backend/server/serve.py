@@ -18,6 +18,7 @@ from .appkeys import CONNECTIONS, RULES, WORKER
 from .connections import GuardedSite, connection_cap
 from ..core.lifetime import log_to_console_only, tie_to_launcher
 from ..core.settings import Settings, log_dir
+from ..model.loading import quiet_libraries
 
 log = logging.getLogger("layerbridge")
 
@@ -42,20 +43,6 @@ def setup_logging(name: str = "server") -> Path:
     for noisy in ("diffusers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     return path
-
-
-def quiet_libraries() -> None:
-    try:
-        from diffusers.utils import logging as dlog
-
-        dlog.disable_progress_bar()
-        dlog.set_verbosity_error()
-        from transformers.utils import logging as tlog
-
-        tlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-    except Exception:  # logging niceties never stop the server
-        pass
 
 
 async def _serve(settings: Settings) -> bool:
