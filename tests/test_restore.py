@@ -423,3 +423,27 @@ def test_the_edge_of_a_semi_transparent_panel_over_grain_follows_the_source() ->
     assert ours >= theirs + 0.5 * (1 - theirs), (ours, theirs)
     rebuilt = recomposition(placed, source)
     assert rebuilt.within(BOUND), rebuilt
+
+
+def test_in_a_transparent_document_a_layer_hidden_behind_an_opaque_one_keeps_its_alpha() -> None:
+    # a band of alpha 0.6 across a transparent document, an opaque disc over part of it (whole tiles of the source
+    # are opaque there) that the model drew not quite opaque: the band keeps its alpha behind the disc, the disc
+    # takes up the stack's alpha
+    w, h = 480, 360
+    band = np.zeros((h, w), np.float32)
+    band[40:320, :] = 0.6
+    gt = [
+        _rgba(np.full((h, w, 3), [0.2, 0.6, 0.3], np.float32), band),
+        _rgba(np.full((h, w, 3), [0.9, 0.4, 0.1], np.float32), _ellipse(w, h, 192, 192, 120, 120)),
+    ]
+    source = flatten(gt)
+    assert (source[128:256, 128:256, 3] == 255).all()
+    model = [_model_layer(layer, 160, 120) for layer in gt]
+    model[1][..., 3] = np.rint(model[1][..., 3] * 0.98).astype(np.uint8)  # the model's disc not quite opaque
+    placed = restore_layers(source, model, ["band", "disc"])
+    hidden = on_canvas(placed[0], w, h)[128:256, 128:256, 3].astype(np.float32) / 255
+    assert np.abs(hidden - 0.6).max() < 0.05, (hidden.min(), hidden.max())
+    disc = on_canvas(placed[1], w, h)[128:256, 128:256, 3]
+    assert (disc == 255).all()
+    rebuilt = recomposition(placed, source)
+    assert rebuilt.within(BOUND), rebuilt

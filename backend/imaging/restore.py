@@ -79,6 +79,7 @@ SEEN_NOISE = 0.02  # squared colour contrast (RGBA) at which the source's alpha 
 SEEN_TAU = 0.03  # typical size of the model's colour errors (RGB length)
 SEEN_PASSES = 2  # alpha correction passes at the model's resolution (each sees the others' corrected alphas)
 ENERGY_FLOOR = 0.02  # no layer's fine energy is taken below this share of the overall one
+ABSORB_TIE = 1e-3  # in a transparent source, layers this close in how much the stack's alpha depends on them tie
 POOL_R = 3  # full-resolution pixels either side over which an edge's evidence is pooled along the edge
 POOL_WAY = 0.8  # how consistently the gradients around must point one way for an edge to be pooled along
 F1 = np.float32(1.0)
@@ -867,14 +868,32 @@ def _tile(src: np.ndarray, idx: list[int], prep: _Prepared, region: tuple[slice,
         for a in alpha:
             a[gone] = 0.0
 
-    # the stack's alpha must equal the source's: the bottom-most clearly present layer takes up the difference
+    # the stack's alpha must equal the source's: in an opaque document the bottom-most clearly present layer is
+    # made opaque; in a transparent one (even where a tile of it is opaque: hidden layers keep their own alpha)
+    # one clearly present layer takes up the difference
     q = [_round_to_8bit(a) for a in alpha]
     if m == 1:
         absorber = np.zeros((th, tw), np.int8)
     else:
         absorber = np.full((th, tw), -1, np.int8)
-        for j in range(m - 1, -1, -1):
-            absorber[alpha[j] >= 0.5] = j
+        if prep.opaque_source:
+            for j in range(m - 1, -1, -1):
+                absorber[alpha[j] >= 0.5] = j
+        else:
+            # of the layers clearly present, the one whose alpha the stack's alpha depends on most (the least
+            # covered by the others; the lowest of equals): a layer mostly covered by others would take up their
+            # small alpha errors divided by what shows of it, and lose its own alpha where it is hidden
+            through = [np.ones((th, tw), np.float32)]  # transmittance of the layers below each one
+            for j in range(m - 1):
+                through.append(through[-1] * (F1 - alpha[j]))
+            over = np.ones((th, tw), np.float32)  # ... and of those above
+            best = np.full((th, tw), -1.0, np.float32)
+            for j in range(m - 1, -1, -1):
+                shows = through[j] * over
+                take = (alpha[j] >= 0.5) & (shows >= best - ABSORB_TIE)
+                absorber[take] = j
+                best = np.where(take, np.maximum(shows, best), best)
+                over = over * (F1 - alpha[j])
         loose = absorber < 0
         if loose.any():  # no layer clearly present: the one with the most alpha, or the nearest one
             best = np.zeros((th, tw), np.float32)
@@ -894,7 +913,7 @@ def _tile(src: np.ndarray, idx: list[int], prep: _Prepared, region: tuple[slice,
             absorber = np.where(loose, pick, absorber)
     onehot = [absorber == j for j in range(m)]
     need = F1 - s_alpha  # required total transmittance
-    if opaque_src:
+    if prep.opaque_source:
         for j in range(m):
             q[j][onehot[j]] = 1.0
     else:
