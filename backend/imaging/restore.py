@@ -27,10 +27,12 @@ resolution so that what is visible comes from the original pixels and only what 
    does not read as alpha noise. The model's alpha is also trusted less where it is partial and varies (hair,
    thin strokes, small type: a partial model pixel may hold any mix of 0 and 1) and where the source corrected
    it at the model's resolution.
-3. The alphas are fixed so that the stack's alpha equals the source's (the lowest clearly present layer takes up
-   the difference) and quantised; then colours are solved so that the composite equals the source: what the
-   model's stack misses at a pixel is shared by the visible layers as a least-squares guess would, each taking a
-   part in proportion to its visible share times its fine energy (the grain behind a flat semi-transparent panel
+3. The alphas are fixed so that the stack's alpha equals the source's (in an opaque document the lowest clearly
+   present layer is made opaque; in a transparent one the clearly present layer least covered by the others takes
+   up the difference, so that a layer hidden behind an opaque one keeps its alpha) and quantised; then colours
+   are solved so that the composite equals the source: what the model's stack misses at a pixel is shared by the
+   visible layers as a least-squares guess would, each taking a part in proportion to its visible share times its
+   fine energy (the grain behind a flat semi-transparent panel
    stays behind it; a grainy panel keeps its own grain); the pixel's owner (the lowest layer that shows at least a
    quarter) takes the rest, its 8-bit colour solved against the other layers' already quantised values, so
    rounding never accumulates. Hidden parts of a layer keep the model's content (drift-corrected, moved with the
