@@ -338,19 +338,14 @@ class Worker:
     async def _run(self, job: Job) -> None:
         """Run one started job to its end: done, failed or cancelled."""
 
-        def apply(progress: Progress) -> None:
-            if job.state == JobState.running:
-                job.progress = progress
-                self._publish(job)
-
         if self.dispatcher is None:
             loop = asyncio.get_running_loop()
             call = self._in_model_thread(
-                self.engine.run, job.image, job.params, lambda p: loop.call_soon_threadsafe(apply, p),
+                self.engine.run, job.image, job.params, lambda p: loop.call_soon_threadsafe(self._progress, job, p),
                 lambda: job.cancel_requested,
             )
         else:
-            call = self.dispatcher.run_job(job, apply)
+            call = self.dispatcher.run_job(job, lambda p: self._progress(job, p))
         try:
             await self._conclude(job, call)
         finally:
@@ -368,12 +363,7 @@ class Worker:
                 self._publish(job)
 
         def on_progress(progress: Progress) -> None:
-            def apply() -> None:
-                if job.state == JobState.running:
-                    job.progress = progress
-                    self._publish(job)
-
-            loop.call_soon_threadsafe(apply)
+            loop.call_soon_threadsafe(self._progress, job, progress)
 
         def run() -> Any:
             if job.cancel_requested:  # cancelled while waiting for a thread
@@ -382,6 +372,12 @@ class Worker:
             return run_split(job.image, job.params, on_progress, lambda: job.cancel_requested)
 
         await self._conclude(job, asyncio.wrap_future(self._split_executor.submit(run)))
+
+    def _progress(self, job: Job, progress: Progress) -> None:
+        """A running job's progress, published (on the event loop; a job that has ended keeps its last)."""
+        if job.state == JobState.running:
+            job.progress = progress
+            self._publish(job)
 
     async def _conclude(self, job: Job, call: Any) -> None:
         """Awaits a job's run and ends the job by its outcome: done with its result, cancelled, or failed with a code."""
