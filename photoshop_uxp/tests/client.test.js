@@ -9,12 +9,24 @@ const { encodeFrame, decodeFrame } = require("../src/protocol.js");
 
 const HELLO = { type: "hello", server: "layerbridge", version: "0.1.0", protocol: 1, min_protocol: 1, capabilities: [], limits: {} };
 
+const servers = new Set();
+// A test that fails before closing its server would otherwise keep this file running until the runner's timeout.
+test.after(() => Promise.all([...servers].map((close) => close())));
+
 /** A scripted server: `script(ws, message, state)` answers each parsed text message. */
 async function scripted(script) {
   const server = new WebSocket.WebSocketServer({ host: "127.0.0.1", port: 0 });
   await new Promise((resolve) => server.once("listening", resolve));
+  const close = () => new Promise((r) => {
+    servers.delete(close);
+    server.clients.forEach((c) => c.terminate());
+    server.close(r);
+  });
+  servers.add(close);
   const seen = [];
+  const ended = []; // one promise per connection, settled when the server has seen it close
   server.on("connection", (ws) => {
+    ended.push(new Promise((resolve) => ws.once("close", resolve)));
     const state = { frames: [] };
     ws.on("message", (data, isBinary) => {
       if (isBinary) {
@@ -27,7 +39,22 @@ async function scripted(script) {
       else script(ws, m, state);
     });
   });
-  return { address: `127.0.0.1:${server.address().port}`, seen, close: () => new Promise((r) => { server.clients.forEach((c) => c.terminate()); server.close(r); }) };
+  return {
+    address: `127.0.0.1:${server.address().port}`,
+    seen,
+    /** Every connection so far closed on the server's side: all a client sent before closing has been seen. */
+    disconnected: () => Promise.all(ended),
+    close,
+  };
+}
+
+/** Resolves once `condition()` holds; rejects naming `what` if it still does not after `ms`. */
+async function until(condition, what, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`still waiting for ${what} after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 const image = { width: 2, height: 1, data: Uint8Array.from([1, 2, 3, 255, 4, 5, 6, 255]) };
@@ -68,7 +95,7 @@ test("cancel while connecting sends nothing; cancel before \"accepted\" is sent 
 
   const c = new LayerBridgeClient({ address: srv.address, token: "t", WebSocket });
   const run = c.decompose(image, {});
-  while (!srv.seen.some((m) => m.type === "submit")) await new Promise((r) => setTimeout(r, 5));
+  await until(() => srv.seen.some((m) => m.type === "submit"), "the submit");
   c.cancel();
   await assert.rejects(run, { code: "cancelled" });
   assert.ok(srv.seen.some((m) => m.type === "cancel" && m.job === "j2"));
@@ -83,13 +110,13 @@ test("shutdown: the running job is cancelled before the connection closes, also 
   const closed = [];
   const c = new LayerBridgeClient({ address: srv.address, token: "t", WebSocket, onState: (s) => closed.push(s) });
   const run = c.decompose(image, {});
-  while (!srv.seen.some((m) => m.type === "submit")) await new Promise((r) => setTimeout(r, 5));
+  await until(() => srv.seen.some((m) => m.type === "submit"), "the submit");
   await c.shutdown();
   await assert.rejects(run, { code: "cancelled" });
+  await srv.disconnected();
   const submit = srv.seen.find((m) => m.type === "submit");
   assert.ok(srv.seen.some((m) => m.type === "cancel" && m.job === `j_${submit.ref}`), "cancel sent once the id came");
-  await new Promise((r) => setTimeout(r, 50));
-  assert.equal(closed[closed.length - 1], "disconnected");
+  await until(() => closed[closed.length - 1] === "disconnected", "the state \"disconnected\"");
   assert.equal(c.connected, false);
   await c.shutdown(); // nothing running: just closed
   await srv.close();
@@ -125,7 +152,7 @@ test("the split task runs beside a decomposition on one connection; cancel leave
   const again = c.split(image, { name: "Logo", text_layers: false });
   await again;
   const running = c.decompose(image, {});
-  while (srv.seen.filter((m) => m.type === "submit").length < 4) await new Promise((r) => setTimeout(r, 5));
+  await until(() => srv.seen.filter((m) => m.type === "submit").length === 4, "the fourth submit");
   await c.shutdown();
   await assert.rejects(running, { code: "cancelled" });
   await srv.close();
