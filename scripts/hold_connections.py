@@ -66,12 +66,16 @@ def _health(port: int, timeout: float) -> float | str:
     return took if head.startswith(b"HTTP/1.1 200") else f"answered {head[:40]!r}"
 
 
-async def hold(port: int, connections: int, seconds: float, health_timeout: float = 1.0, reopen: bool = False) -> Figures:
+async def hold(port: int, connections: int, seconds: float, health_timeout: float = 1.0, reopen: bool = False,
+               closed_at_least: int = 0, grace: float = 4.0) -> Figures:
     """Open `connections` idle TCP connections to the server and keep them for `seconds` (with `reopen`, each one the
-    server closes is opened again at once) while asking for /health every 0.1 s from another process."""
+    server closes is opened again at once) while asking for /health every 0.1 s from another process.
+
+    With `closed_at_least`, they are kept up to `grace` seconds longer until the server has closed that many: on a
+    busy machine the server accepts the last of a burst late, and closes them to make room only then."""
     figures = Figures()
     open_now = 0
-    stop = float("inf")  # set once every connection is open: the measured time starts then
+    stop = float("inf")  # set once /health has been measured (and `closed_at_least` seen or `grace` spent)
 
     async def one() -> None:
         nonlocal open_now
@@ -111,7 +115,6 @@ async def hold(port: int, connections: int, seconds: float, health_timeout: floa
     settle = time.monotonic() + 5
     while figures.opened < connections and time.monotonic() < settle:  # every one connected once before measuring
         await asyncio.sleep(0.05)
-    stop = time.monotonic() + seconds
     figures.held_min = figures.held_max = open_now
     # /health is asked from a process of its own: the time measured is the server's, not that of this busy loop
     prober = await asyncio.create_subprocess_exec(
@@ -122,6 +125,10 @@ async def hold(port: int, connections: int, seconds: float, health_timeout: floa
     while not probed.done():
         figures.held_min, figures.held_max = min(figures.held_min, open_now), max(figures.held_max, open_now)
         await asyncio.sleep(0.1)
+    late = time.monotonic() + grace
+    while figures.closed_by_server < closed_at_least and time.monotonic() < late:
+        await asyncio.sleep(0.05)
+    stop = time.monotonic()
     for took in json.loads((await probed)[0]):
         if isinstance(took, str):
             figures.health_failed += 1
