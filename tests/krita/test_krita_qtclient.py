@@ -1,13 +1,8 @@
-"""The plugin's network client under plain PyQt5 (Krita 5) and PyQt6 (Krita 6), no Krita, against the live server.
-
-PyQt5 comes with Debian's python3-pyqt5; PyQt6 from PyPI, in .venv-qt6 (scripts/setup.sh --test), or the
-interpreter $LB_PYQT6_PYTHON names."""
+"""The plugin's network client under plain PyQt5 (Krita 5) and PyQt6 (Krita 6), no Krita, against the live server
+(tests/qt_client.py runs it)."""
 
 import json
-import os
 import pathlib
-import shutil
-import subprocess
 import sys
 import time
 import urllib.request
@@ -15,25 +10,12 @@ import urllib.request
 import pytest
 
 from proxies import AnswerDelayProxy
+from qt_client import run_client, start_client
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "krita_plugin"))
 from layerbridge import protocol  # noqa: E402
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-PLUGIN = ROOT / "krita_plugin"
 BINDINGS = [pytest.param("PyQt5", id="PyQt5"), pytest.param("PyQt6", id="PyQt6")]
-
-
-def interpreter(binding: str) -> str:
-    if binding == "PyQt5":
-        python = shutil.which("python3", path="/usr/bin") or ""
-    else:
-        python = os.environ.get("LB_PYQT6_PYTHON") or str(ROOT / ".venv-qt6" / "bin" / "python")
-    found = os.path.exists(python) and not subprocess.run(
-        [python, "-c", "import %s.QtNetwork" % binding], capture_output=True).returncode
-    assert found, "no %s interpreter (%r): run scripts/setup.sh --test" % (binding, python)
-    return python
 
 
 def swapped(data: bytes) -> bytes:
@@ -57,18 +39,6 @@ def layer_rgba8(server, job: str, index: str, wait: bool = False) -> bytes:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     return call(server, "/v1/jobs/%s/layers/%s" % (job, index), raw=True)
-
-
-def run_client(binding: str, url: str, token: str, *extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["QT_QPA_PLATFORM"] = "offscreen"
-    proc = subprocess.run([interpreter(binding), str(HERE / "kscripts" / "lb_qtclient.py"), str(PLUGIN), url, token,
-                           binding, *extra], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "device not open" not in proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["qt6"] == (binding == "PyQt6")
-    return out
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
@@ -120,11 +90,8 @@ def test_a_server_stopped_during_the_job_is_reported_at_once(binding, tiny_model
     from server_process import start_server, stop_server
 
     server = start_server(tiny_model, tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["QT_QPA_PLATFORM"] = "offscreen"
     try:
-        client = subprocess.Popen([interpreter(binding), str(HERE / "kscripts" / "lb_qtclient.py"), str(PLUGIN),
-                                   server.url, server.token, binding, "long"], stdout=subprocess.PIPE, text=True, env=env)
+        client = start_client(binding, server.url, server.token, "long")
         try:
             assert client.stdout.readline().strip() == "running"
             stopped = time.monotonic()
@@ -151,11 +118,8 @@ def test_a_killed_server_is_noticed_at_once_and_its_restart_ends_the_job(binding
 
     server = start_server(tiny_model, tmp_path)
     again = None
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["QT_QPA_PLATFORM"] = "offscreen"
     try:
-        client = subprocess.Popen([interpreter(binding), str(HERE / "kscripts" / "lb_qtclient.py"), str(PLUGIN),
-                                   server.url, server.token, binding, "lost"], stdout=subprocess.PIPE, text=True, env=env)
+        client = start_client(binding, server.url, server.token, "lost")
         try:
             assert client.stdout.readline().strip() == "running"
             killed = time.monotonic()

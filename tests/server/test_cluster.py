@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 pytest.importorskip("ray.serve", reason="the cluster extra is not installed (pip install -e \".[cluster]\")")
 
 from backend.core.job import JobParams  # noqa: E402
+from qt_client import run_client  # noqa: E402
 from server_process import start_server, stop_server  # noqa: E402
 
 from .wire import FAST, WS, image, request, submit_http, wait_state  # noqa: E402
@@ -234,17 +234,7 @@ def running_on(server, job: str, not_pids: set[int], timeout: float = 120) -> di
 def test_the_krita_plugins_client_runs_a_job_on_the_cluster_unchanged(cluster_server):
     # the Krita docker's own network client (krita_plugin/layerbridge, under Debian's PyQt5 as in Krita 5), as its
     # end-to-end test runs it against one process (tests/krita/test_krita_qtclient.py)
-    repo = Path(__file__).resolve().parents[2]
-    python = "/usr/bin/python3"
-    if subprocess.run([python, "-c", "import PyQt5.QtNetwork"], capture_output=True).returncode:
-        pytest.fail("no PyQt5 for /usr/bin/python3: run scripts/setup.sh --test")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["QT_QPA_PLATFORM"] = "offscreen"
-    proc = subprocess.run([python, str(repo / "tests" / "krita" / "kscripts" / "lb_qtclient.py"),
-                           str(repo / "krita_plugin"), cluster_server.url, cluster_server.token, "PyQt5"],
-                          capture_output=True, text=True, timeout=180, env=env)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_client("PyQt5", cluster_server.url, cluster_server.token)
     assert out["ok"], out
     assert out["names"] == ["Background", "Layer 1"] and out["sizes"] == {"0": 24 * 16 * 4, "1": 24 * 16 * 4}
     assert any("Separating layers" in p for p in out["progress"])
