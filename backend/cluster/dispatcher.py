@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any, Callable
 
 import ray
@@ -23,6 +22,7 @@ from ..core.errors import ErrorCode, LayerBridgeError
 from ..core.job import Job, JobResult, Progress, Stage
 from ..core.options import PRESETS
 from ..core.settings import CLUSTER_AUTO, CLUSTER_LOCAL, Settings
+from ..model.device import visible_gpus
 from ..model.engine import JobCancelled, ModelState, ModelStatus
 from ..model.presets import resolve_preset
 from .registry import ReplicaRegistry
@@ -67,17 +67,10 @@ class ClusterEngine:
 
     # ---- the engine's face for the worker ------------------------------------------------------------------
 
-    @property
-    def is_local(self) -> bool:
-        return True
-
     def first_progress(self, params: Any) -> Progress:
         if self._handle is None:
             return Progress(Stage.loading_model, message="Starting the model replicas")
         return Progress(Stage.loading_model, message="Starting on a model replica")
-
-    def load(self, warm_up: bool = False) -> None:
-        """Replicas load their model as they start: nothing to do here."""
 
     def status_json(self) -> dict[str, Any]:
         """The in-process status's keys, for the best replica, plus `replicas` (each one's host, GPU, state, job)."""
@@ -95,10 +88,10 @@ class ClusterEngine:
                 "preset_default": self.settings.preset,
                 "presets": {name: spec.summary for name, spec in PRESETS.items()},
             }
-        running = {job: replica for job, replica in self._replica_of.items()}
+        job_on = {replica: job for job, replica in self._replica_of.items()}  # what the front knows runs where
         listed = []
         for r in replicas:
-            job = next((j for j, rid in running.items() if rid == r["id"]), r.get("job"))
+            job = job_on.get(r["id"], r.get("job"))
             state = r.get("state", "loading")
             if state == "ready" and job:
                 state = "busy"
@@ -139,9 +132,10 @@ class ClusterEngine:
         from .replica import ModelReplica  # imports the model stack's Ray side only now
 
         address = self.settings.cluster
+        per_replica = 2 if self.settings.cfg_parallel else 1  # GPUs
         if address == CLUSTER_LOCAL:
-            gpus = _local_gpus()
-            replicas = self.settings.replicas or max(1, gpus // (2 if self.settings.cfg_parallel else 1))
+            gpus = len(visible_gpus())
+            replicas = self.settings.replicas or max(1, gpus // per_replica)
             # a CPU-only machine runs CPU replicas (the tiny test model): one CPU each
             ray.init(address="local", num_cpus=None if gpus else max(replicas, 1), num_gpus=gpus,
                      include_dashboard=False, namespace=APP_NAME, configure_logging=False)
@@ -149,10 +143,9 @@ class ClusterEngine:
             ray.init(address=address if address != CLUSTER_AUTO else "auto", namespace=APP_NAME,
                      configure_logging=False)
             gpus = int(ray.cluster_resources().get("GPU", 0))
-            replicas = self.settings.replicas or max(1, gpus // (2 if self.settings.cfg_parallel else 1))
+            replicas = self.settings.replicas or max(1, gpus // per_replica)
         self._started_ray = True
         self.slots = replicas
-        per_replica = 2 if self.settings.cfg_parallel else 1
         actor_options = {"num_gpus": per_replica, "num_cpus": 1} if gpus else {"num_cpus": 1}
         self._registry = ReplicaRegistry.remote()
         replica_settings = Settings(**{**vars(self.settings), "cluster": None, "replicas": 0, "preload": True})
@@ -242,15 +235,3 @@ class ClusterEngine:
                 self._streams.pop(job.id, None)
                 self._replica_of.pop(job.id, None)
 
-
-def _local_gpus() -> int:
-    """GPUs of this machine (honouring CUDA_VISIBLE_DEVICES), without initialising CUDA in the front's process."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:
-        return 0

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .device import visible_gpus
+
 log = logging.getLogger("layerbridge.cfg_parallel")
 
 WORLD = 2
@@ -184,8 +186,7 @@ class Partner:
         self.init_file = os.path.join(tempfile.mkdtemp(prefix="layerbridge-cfg-"), "group")
         gpu = threads = None
         if device_kind == "cuda":
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+            ids = visible_gpus()
             if len(ids) < WORLD:
                 raise RuntimeError("--cfg-parallel needs two GPUs visible to the server (or to each replica)")
             gpu = ids[1]  # rank 0 runs on the first visible GPU, as the engine does without CFG parallel
@@ -202,6 +203,7 @@ class Partner:
         log.info("CFG parallel: partner process %d joined in %.1f s", self.process.pid, time.monotonic() - started)
 
     def stop(self) -> None:
+        """Tell the partner to stop, leave the group, and wait for its process (killed after 10 s)."""
         import torch.distributed as dist
 
         try:
@@ -212,3 +214,12 @@ class Partner:
             self.process.join(timeout=10)
             if self.process.is_alive():
                 self.process.kill()
+
+    def kill(self) -> None:
+        """Kill the partner at once and leave the group: after a job broke between the ranks, the partner waits inside
+        a collective call that will not come, so it cannot be told to stop."""
+        import torch.distributed as dist
+
+        self.process.kill()
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -102,12 +102,16 @@ class Engine(ModelLoading, Captioning):
 
     def close(self) -> None:
         """Stop the CFG partner process, if there is one."""
+        self._end_cfg_parallel(Partner.stop)
+
+    def _end_cfg_parallel(self, end_partner: Callable[[Partner], None]) -> None:
+        """Without the partner from now on (`end_partner` stops or kills it): both passes run in this process."""
         if self._partner is not None:
-            self._partner.stop()
+            end_partner(self._partner)
             self._partner = None
-            if self.cfg_split is not None:
-                self.cfg_split.remove()
-                self.cfg_split = None
+        if self.cfg_split is not None:
+            self.cfg_split.remove()
+            self.cfg_split = None
 
     def _pipe_arguments(self, pil: Any, prompt: str, params: JobParams, steps: int, seed: int) -> dict[str, Any]:
         """The pipeline call of a job, but for its step callback and output type (CFG's two ranks make the same)."""
@@ -294,16 +298,7 @@ class Engine(ModelLoading, Captioning):
     def _drop_partner(self) -> None:
         log.error("CFG parallel: the job failed between the two ranks; the partner is stopped and this server runs "
                   "both passes itself from now on")
-        if self._partner is not None:
-            self._partner.process.kill()
-            self._partner = None
-        if self.cfg_split is not None:
-            self.cfg_split.remove()
-            self.cfg_split = None
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        self._end_cfg_parallel(Partner.kill)
 
     def _eta(self, steps_left: int, per_step: float | None = None) -> float | None:
         """Seconds left: the remaining steps at `per_step` (default: the last measured pace), then decoding and

@@ -22,7 +22,7 @@ from .worker import Worker
 
 def _engine(settings: Settings) -> Any:
     """The model in this process, or (`--cluster`) the dispatcher to replicas through Ray Serve, imported only then."""
-    if not settings.cluster:
+    if not settings.is_cluster:
         return Engine(settings)
     try:
         from ..cluster.dispatcher import ClusterEngine
